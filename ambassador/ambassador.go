@@ -1,0 +1,627 @@
+// Package ambassador is the render node's sidecar: its only way out to the
+// coordinator.
+//
+// It runs beside the node on the same machine, serves the node-facing
+// farmpb.NodeService on loopback, and forwards every call to the coordinator
+// through one circuit breaker (github.com/sony/gobreaker/v2). It owns
+// everything about reaching the coordinator: deadlines, retries of idempotent
+// calls, keepalives, and (later) the farm's credentials, so that the node only
+// renders.
+//
+// Failure classification: transport failures (Unavailable, DeadlineExceeded,
+// ResourceExhausted, and errors that carry no gRPC status) count against the
+// breaker; answers about the request (InvalidArgument, NotFound,
+// FailedPrecondition, AlreadyExists, Unauthenticated, ...) are successes of the
+// link and are passed through to the node unchanged; a call the node itself
+// cancelled is excluded. While the breaker is open, calls fail fast with
+// Unavailable and a message that says when to try again.
+package ambassador
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	farmpb "github.com/framefarm/framefarm/proto"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultListen         = "127.0.0.1:5556"
+	DefaultCallTimeout    = 10 * time.Second
+	DefaultAcquireTimeout = 60 * time.Second
+
+	DefaultBreakerMaxRequests = 1
+	DefaultBreakerOpenTimeout = 5 * time.Second
+	DefaultBreakerTripAfter   = 5
+)
+
+const (
+	// maxMsgSize bounds every message on both sides (frames and parts travel
+	// in chunks of 64 KiB to 1 MiB).
+	maxMsgSize = 4 << 20
+	// shutdownGrace is how long Run waits for in-flight calls on shutdown
+	// before it stops the server hard.
+	shutdownGrace = 5 * time.Second
+	// idempotentRetries is how many more times Heartbeat and ReleaseSet are
+	// tried after an Unavailable answer.
+	idempotentRetries = 2
+	retryBackoffMin   = 100 * time.Millisecond
+	retryBackoffSpan  = 300 * time.Millisecond
+)
+
+// BreakerConfig configures the circuit breaker between the node and the
+// coordinator. Zero fields take the defaults noted beside them.
+type BreakerConfig struct {
+	// MaxRequests is how many probe calls are let through while half-open;
+	// that many consecutive successes close the breaker. Default 1.
+	MaxRequests uint32
+	// Interval is the cyclic period after which the closed breaker clears its
+	// counts; 0 (the default) never clears them while closed.
+	Interval time.Duration
+	// OpenTimeout is how long the breaker stays open before it lets a probe
+	// through (half-open). Default 5s.
+	OpenTimeout time.Duration
+	// TripAfter is the number of consecutive failures that opens the
+	// breaker. Default 5.
+	TripAfter uint32
+}
+
+// Config configures an Ambassador.
+type Config struct {
+	// Coordinator is the coordinator's gRPC address (host:port). Required.
+	Coordinator string
+	// Listen is the node-facing address. Default "127.0.0.1:5556"; a port of
+	// 0 picks a free one (see Addr and Ready).
+	Listen string
+	// Logger receives one Debug line per forwarded call and an Info line per
+	// breaker state change. Nil discards logs.
+	Logger *slog.Logger
+	// CallTimeout is the deadline of the unary calls Heartbeat and
+	// ReleaseSet, retries included. Default 10s.
+	CallTimeout time.Duration
+	// AcquireTimeout is the deadline of the AcquireSet long poll. Default 60s
+	// (the coordinator's poll window is about 20s).
+	AcquireTimeout time.Duration
+	// Breaker configures the circuit breaker.
+	Breaker BreakerConfig
+	// DialOptions are added to the coordinator client's options (tests, and
+	// later TLS and per-RPC credentials). Insecure transport credentials are
+	// the default; a later grpc.WithTransportCredentials overrides them.
+	DialOptions []grpc.DialOption
+}
+
+// BreakerSnapshot is the breaker's state and counts at one moment.
+type BreakerSnapshot struct {
+	// State is "closed", "open" or "half-open".
+	State string
+	// Counts of the breaker's current generation (they are reset when the
+	// state changes, and every Interval while closed if Interval > 0).
+	Requests             uint32
+	TotalSuccesses       uint32
+	TotalFailures        uint32
+	TotalExclusions      uint32
+	ConsecutiveSuccesses uint32
+	ConsecutiveFailures  uint32
+}
+
+// Info returns the snapshot as the wire message sent with heartbeats.
+func (s BreakerSnapshot) Info() *farmpb.BreakerInfo {
+	return &farmpb.BreakerInfo{
+		State:               s.State,
+		Requests:            s.Requests,
+		TotalFailures:       s.TotalFailures,
+		ConsecutiveFailures: s.ConsecutiveFailures,
+	}
+}
+
+// Ambassador serves farmpb.NodeService to the node and forwards each call to
+// the coordinator through a circuit breaker. Create it with New and start it
+// with Run.
+type Ambassador struct {
+	farmpb.UnimplementedNodeServiceServer
+
+	cfg    Config
+	log    *slog.Logger
+	conn   *grpc.ClientConn
+	client farmpb.NodeServiceClient
+	cb     *gobreaker.CircuitBreaker[struct{}]
+
+	// openUntil is when the breaker, opened last, lets a probe through
+	// (unix nanoseconds); written by the breaker's OnStateChange.
+	openUntil atomic.Int64
+
+	started   atomic.Bool
+	addr      atomic.Value // string
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+// New checks cfg, fills in its defaults and prepares the coordinator client.
+// No connection is made before the first forwarded call.
+func New(cfg Config) (*Ambassador, error) {
+	if cfg.Coordinator == "" {
+		return nil, errors.New("ambassador: no coordinator address: set Config.Coordinator to the coordinator's host:port")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = DefaultCallTimeout
+	}
+	if cfg.AcquireTimeout <= 0 {
+		cfg.AcquireTimeout = DefaultAcquireTimeout
+	}
+	if cfg.Breaker.MaxRequests == 0 {
+		cfg.Breaker.MaxRequests = DefaultBreakerMaxRequests
+	}
+	if cfg.Breaker.OpenTimeout <= 0 {
+		cfg.Breaker.OpenTimeout = DefaultBreakerOpenTimeout
+	}
+	if cfg.Breaker.TripAfter == 0 {
+		cfg.Breaker.TripAfter = DefaultBreakerTripAfter
+	}
+	if cfg.Breaker.Interval < 0 {
+		cfg.Breaker.Interval = 0
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &Ambassador{
+		cfg:   cfg,
+		log:   log,
+		ready: make(chan struct{}),
+	}
+	a.addr.Store("")
+
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                20 * time.Second,
+			Timeout:             10 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(maxMsgSize),
+			grpc.MaxCallSendMsgSize(maxMsgSize),
+		),
+	}
+	opts = append(opts, cfg.DialOptions...)
+	conn, err := grpc.NewClient(cfg.Coordinator, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("ambassador: coordinator address %q: %w", cfg.Coordinator, err)
+	}
+	a.conn = conn
+	a.client = farmpb.NewNodeServiceClient(conn)
+
+	trip := cfg.Breaker.TripAfter
+	a.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        "coordinator",
+		MaxRequests: cfg.Breaker.MaxRequests,
+		Interval:    cfg.Breaker.Interval,
+		Timeout:     cfg.Breaker.OpenTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= trip
+		},
+		IsSuccessful: isSuccessful,
+		IsExcluded:   isExcluded,
+		// Called with the breaker's lock held: it must not call the breaker.
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				a.openUntil.Store(time.Now().Add(cfg.Breaker.OpenTimeout).UnixNano())
+			}
+			a.log.Info("circuit breaker state changed",
+				slog.String("coordinator", cfg.Coordinator),
+				slog.String("from", from.String()),
+				slog.String("to", to.String()))
+		},
+	})
+	return a, nil
+}
+
+// Run listens on Config.Listen, serves farmpb.NodeService to the node and
+// forwards its calls to the coordinator until ctx is done. It then stops
+// gracefully (in-flight calls get 5s before the server is stopped hard),
+// closes the coordinator connection and returns nil. It returns an error if
+// it cannot listen or serving fails. Run may be called once.
+func (a *Ambassador) Run(ctx context.Context) error {
+	if !a.started.CompareAndSwap(false, true) {
+		return errors.New("ambassador: Run called more than once")
+	}
+	defer a.conn.Close()
+
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("ambassador: listen for the node on %s: %w", a.cfg.Listen, err)
+	}
+	srv := grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             10 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.MaxSendMsgSize(maxMsgSize),
+	)
+	farmpb.RegisterNodeServiceServer(srv, a)
+
+	a.addr.Store(lis.Addr().String())
+	a.readyOnce.Do(func() { close(a.ready) })
+	a.log.Info("ambassador listening",
+		slog.String("addr", lis.Addr().String()),
+		slog.String("coordinator", a.cfg.Coordinator))
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+
+	select {
+	case err := <-errc:
+		srv.Stop()
+		return fmt.Errorf("ambassador: serving the node on %s: %w", lis.Addr(), err)
+	case <-ctx.Done():
+	}
+
+	stopped := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(stopped)
+	}()
+	grace := time.NewTimer(shutdownGrace)
+	select {
+	case <-stopped:
+		grace.Stop()
+	case <-grace.C:
+		a.log.Warn("ambassador: in-flight calls did not finish in time, stopping hard",
+			slog.Duration("grace", shutdownGrace))
+		srv.Stop()
+		<-stopped
+	}
+	<-errc // Serve returns nil once stopped.
+	a.log.Info("ambassador stopped")
+	return nil
+}
+
+// Addr returns the address the ambassador listens on, or "" before it
+// listens (see Ready).
+func (a *Ambassador) Addr() string {
+	return a.addr.Load().(string)
+}
+
+// Ready is closed once Run listens; Addr is then set. If Run fails to listen
+// it returns an error and Ready stays open.
+func (a *Ambassador) Ready() <-chan struct{} {
+	return a.ready
+}
+
+// BreakerState returns the circuit breaker's current state and counts.
+func (a *Ambassador) BreakerState() BreakerSnapshot {
+	state := a.cb.State() // moves open to half-open when due, so counts match
+	c := a.cb.Counts()
+	return BreakerSnapshot{
+		State:                state.String(),
+		Requests:             c.Requests,
+		TotalSuccesses:       c.TotalSuccesses,
+		TotalFailures:        c.TotalFailures,
+		TotalExclusions:      c.TotalExclusions,
+		ConsecutiveSuccesses: c.ConsecutiveSuccesses,
+		ConsecutiveFailures:  c.ConsecutiveFailures,
+	}
+}
+
+// AcquireSet forwards the node's long poll for work, with AcquireTimeout as
+// its deadline. It is not retried.
+func (a *Ambassador) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequest) (*farmpb.AcquireSetResponse, error) {
+	start := time.Now()
+	var resp *farmpb.AcquireSetResponse
+	err := a.execute(ctx, func() error {
+		cctx, cancel := context.WithTimeout(ctx, a.cfg.AcquireTimeout)
+		defer cancel()
+		var err error
+		resp, err = a.client.AcquireSet(cctx, req)
+		return err
+	})
+	as := resp.GetAssignment()
+	a.logCall(ctx, "AcquireSet", start, err, 1,
+		req.GetNode(), as.GetJobId(), int64(as.GetSetIndex()), as.GetToken(), as != nil)
+	if err != nil {
+		return nil, a.nodeError(err)
+	}
+	return resp, nil
+}
+
+// Heartbeat adds the breaker's state and counts to the node's heartbeat and
+// forwards it. It is idempotent, so it is retried on Unavailable.
+func (a *Ambassador) Heartbeat(ctx context.Context, req *farmpb.HeartbeatRequest) (*farmpb.HeartbeatResponse, error) {
+	start := time.Now()
+	var resp *farmpb.HeartbeatResponse
+	attempts, err := a.retryIdempotent(ctx, func(cctx context.Context) error {
+		req.Breaker = a.BreakerState().Info()
+		var err error
+		resp, err = a.client.Heartbeat(cctx, req)
+		return err
+	})
+	a.logCall(ctx, "Heartbeat", start, err, attempts,
+		req.GetNode(), req.GetJobId(), int64(req.GetSetIndex()), req.GetToken(), true)
+	if err != nil {
+		return nil, a.nodeError(err)
+	}
+	return resp, nil
+}
+
+// ReleaseSet forwards the node giving a set back. It is idempotent, so it is
+// retried on Unavailable.
+func (a *Ambassador) ReleaseSet(ctx context.Context, req *farmpb.ReleaseSetRequest) (*farmpb.ReleaseSetResponse, error) {
+	start := time.Now()
+	var resp *farmpb.ReleaseSetResponse
+	attempts, err := a.retryIdempotent(ctx, func(cctx context.Context) error {
+		var err error
+		resp, err = a.client.ReleaseSet(cctx, req)
+		return err
+	})
+	a.logCall(ctx, "ReleaseSet", start, err, attempts,
+		req.GetNode(), req.GetJobId(), int64(req.GetSetIndex()), req.GetToken(), true)
+	if err != nil {
+		return nil, a.nodeError(err)
+	}
+	return resp, nil
+}
+
+// StreamFrames opens the coordinator's frame stream and copies it to the node
+// one message at a time. The breaker covers the whole forwarding. The call has
+// the node's deadline, if any, and is not retried.
+func (a *Ambassador) StreamFrames(req *farmpb.StreamFramesRequest, node grpc.ServerStreamingServer[farmpb.FrameChunk]) error {
+	ctx := node.Context()
+	start := time.Now()
+	err := a.execute(ctx, func() error {
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel() // ends the coordinator stream if we stop early
+		up, err := a.client.StreamFrames(cctx, req)
+		if err != nil {
+			return err
+		}
+		for {
+			chunk, err := up.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if err := node.Send(chunk); err != nil {
+				return &nodeSideError{err: err}
+			}
+		}
+	})
+	a.logCall(ctx, "StreamFrames", start, err, 1,
+		req.GetNode(), req.GetJobId(), int64(req.GetSetIndex()), req.GetToken(), true)
+	if err != nil {
+		return a.nodeError(err)
+	}
+	return nil
+}
+
+// UploadPart opens the coordinator's upload stream, copies every message of
+// the node's upload to it one at a time, and returns the coordinator's
+// answer. The breaker covers the whole forwarding. The call has the node's
+// deadline, if any, and is not retried.
+func (a *Ambassador) UploadPart(node grpc.ClientStreamingServer[farmpb.UploadPartRequest, farmpb.UploadPartResponse]) error {
+	ctx := node.Context()
+	start := time.Now()
+	var header *farmpb.PartHeader
+	var resp *farmpb.UploadPartResponse
+	err := a.execute(ctx, func() error {
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel() // ends the coordinator stream if we stop early
+		up, err := a.client.UploadPart(cctx)
+		if err != nil {
+			return err
+		}
+		for {
+			msg, err := node.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return &nodeSideError{err: err}
+			}
+			if h := msg.GetHeader(); h != nil && header == nil {
+				header = h
+			}
+			if err := up.Send(msg); err != nil {
+				if err == io.EOF {
+					// The coordinator ended the stream; its status says why.
+					resp, err = up.CloseAndRecv()
+				}
+				return err
+			}
+		}
+		resp, err = up.CloseAndRecv()
+		return err
+	})
+	a.logCall(ctx, "UploadPart", start, err, 1,
+		header.GetNode(), header.GetJobId(), int64(header.GetSetIndex()), header.GetToken(), header != nil)
+	if err != nil {
+		return a.nodeError(err)
+	}
+	if err := node.SendAndClose(resp); err != nil {
+		return err
+	}
+	return nil
+}
+
+// execute runs fn through the breaker. ctx is the node's context: if the node
+// cancelled its call, the failure is excluded from the breaker's counts.
+// The returned error is raw (breaker errors and nodeSideError included); pass
+// it through nodeError before returning it to the node.
+func (a *Ambassador) execute(ctx context.Context, fn func() error) error {
+	_, err := a.cb.Execute(func() (struct{}, error) {
+		err := fn()
+		if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+			var ns *nodeSideError
+			if !errors.As(err, &ns) {
+				err = &nodeSideError{err: err}
+			}
+		}
+		return struct{}{}, err
+	})
+	return err
+}
+
+// retryIdempotent runs call through the breaker under one CallTimeout
+// deadline, trying again up to idempotentRetries times when the coordinator
+// answers Unavailable, after a jittered pause, while the deadline allows.
+// It does not retry when the breaker refuses the call.
+func (a *Ambassador) retryIdempotent(ctx context.Context, call func(context.Context) error) (attempts int, err error) {
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	defer cancel()
+	for {
+		attempts++
+		err = a.execute(ctx, func() error { return call(cctx) })
+		if err == nil || attempts > idempotentRetries || isBreakerRejection(err) ||
+			status.Code(err) != codes.Unavailable {
+			return attempts, err
+		}
+		wait := retryBackoffMin + rand.N(retryBackoffSpan)
+		if dl, ok := cctx.Deadline(); ok && time.Until(dl) <= wait {
+			return attempts, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-cctx.Done():
+			t.Stop()
+			return attempts, err
+		case <-t.C:
+		}
+	}
+}
+
+// nodeError turns a raw forwarding error into what the node gets: status
+// errors from the coordinator unchanged, Unavailable with a retry hint while
+// the breaker refuses calls.
+func (a *Ambassador) nodeError(err error) error {
+	var ns *nodeSideError
+	if errors.As(err, &ns) {
+		err = ns.err
+	}
+	switch {
+	case errors.Is(err, gobreaker.ErrOpenState):
+		wait := time.Until(time.Unix(0, a.openUntil.Load()))
+		if wait < 0 {
+			wait = 0
+		}
+		wait = wait.Round(100 * time.Millisecond)
+		return retryStatus(fmt.Sprintf(
+			"ambassador: circuit breaker to coordinator %s is open after repeated failures; failing fast, retry in about %s",
+			a.cfg.Coordinator, wait), wait)
+	case errors.Is(err, gobreaker.ErrTooManyRequests):
+		return retryStatus(fmt.Sprintf(
+			"ambassador: circuit breaker to coordinator %s is half-open and its probe calls are in flight; retry shortly",
+			a.cfg.Coordinator), retryBackoffMin)
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	if errors.Is(err, context.Canceled) {
+		return status.FromContextError(err).Err()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return status.FromContextError(err).Err()
+	}
+	return status.Errorf(codes.Unavailable, "ambassador: forwarding to coordinator %s: %v", a.cfg.Coordinator, err)
+}
+
+// retryStatus is an Unavailable status with a RetryInfo detail.
+func retryStatus(msg string, wait time.Duration) error {
+	st := status.New(codes.Unavailable, msg)
+	if withInfo, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)}); err == nil {
+		st = withInfo
+	}
+	return st.Err()
+}
+
+func (a *Ambassador) logCall(ctx context.Context, method string, start time.Time, err error, attempts int,
+	node, job string, set int64, token uint64, haveSet bool) {
+	if !a.log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	code := codes.OK
+	if err != nil {
+		code = status.Code(a.nodeError(err))
+	}
+	if !haveSet {
+		set = -1
+	}
+	attrs := []slog.Attr{
+		slog.String("method", method),
+		slog.String("node", node),
+		slog.String("job", job),
+		slog.Int64("set", set),
+		slog.Uint64("token", token),
+		slog.String("code", code.String()),
+		slog.Duration("duration", time.Since(start)),
+	}
+	if attempts > 1 {
+		attrs = append(attrs, slog.Int("attempts", attempts))
+	}
+	if isBreakerRejection(err) {
+		attrs = append(attrs, slog.Bool("breaker_rejected", true))
+	}
+	a.log.LogAttrs(ctx, slog.LevelDebug, "forwarded call", attrs...)
+}
+
+// nodeSideError marks a failure that comes from the node's side of the
+// forwarding (the node went away or cancelled): it says nothing about the
+// coordinator, so the breaker excludes it.
+type nodeSideError struct{ err error }
+
+func (e *nodeSideError) Error() string { return "node side: " + e.err.Error() }
+func (e *nodeSideError) Unwrap() error { return e.err }
+
+func isBreakerRejection(err error) bool {
+	return errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
+}
+
+// isSuccessful reports whether err means the coordinator was reached and
+// answered: only transport-level failures count against the breaker.
+func isSuccessful(err error) bool {
+	if err == nil {
+		return true
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return false // not a gRPC answer: a transport or local failure
+	}
+	switch st.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+		return false
+	default:
+		return true
+	}
+}
+
+// isExcluded reports whether err is the node's own cancellation, which says
+// nothing about the link to the coordinator.
+func isExcluded(err error) bool {
+	var ns *nodeSideError
+	if errors.As(err, &ns) {
+		return true
+	}
+	return errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled
+}

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/framefarm/framefarm/ambassador"
+)
+
+func runAmbassador(ctx context.Context, e *env, args []string) error {
+	f := newFlags("ambassador", "--coordinator ADDR [flags]",
+		`Runs beside a node on a render machine: serves the node on loopback and
+forwards each of its calls to the coordinator through a circuit breaker,
+with deadlines, retries of idempotent calls and keepalives.`)
+	var cfg ambassador.Config
+	f.StringVar(&cfg.Coordinator, "coordinator", "", "the coordinator's `ADDR` (host:port, required)")
+	f.StringVar(&cfg.Listen, "listen", ambassador.DefaultListen, "`ADDR` to serve the node on; keep it on loopback")
+	level := f.logLevel()
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.require("coordinator"); err != nil {
+		return err
+	}
+	cfg.Logger = newLogger(e.stderr, level)
+
+	a, err := ambassador.New(cfg)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	select {
+	case <-a.Ready():
+		fmt.Fprintf(e.stdout, "framefarm ambassador: listening on %s, forwarding to %s\n", a.Addr(), cfg.Coordinator)
+	case err := <-done:
+		return err
+	}
+	return <-done
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	farmpb "github.com/framefarm/framefarm/proto"
+)
+
+// maxRecvMsg matches the servers' bound: the video comes in chunks of at
+// most 1 MiB, so 4 MiB leaves room without letting a bad peer bloat memory.
+const maxRecvMsg = 4 << 20
+
+// callTimeout bounds one GetJob: the coordinator answers from memory, so a
+// slow answer means it is unreachable.
+const callTimeout = 10 * time.Second
+
+// farmClient is the people-facing side of a coordinator.
+type farmClient struct {
+	addr string
+	conn *grpc.ClientConn
+	farmpb.FarmServiceClient
+}
+
+func dialFarm(addr string) (*farmClient, error) {
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsg)))
+	if err != nil {
+		return nil, fmt.Errorf("coordinator address %q: %w", addr, err)
+	}
+	return &farmClient{addr: addr, conn: conn, FarmServiceClient: farmpb.NewFarmServiceClient(conn)}, nil
+}
+
+func (c *farmClient) Close() error { return c.conn.Close() }
+
+func (c *farmClient) getJob(ctx context.Context, job string) (*farmpb.JobStatus, error) {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	st, err := c.GetJob(cctx, &farmpb.GetJobRequest{JobId: job})
+	if err != nil {
+		return nil, c.explain(ctx, err)
+	}
+	return st, nil
+}
+
+// explain turns a gRPC error into a sentence for a person: "rpc error:
+// code = ..." says nothing to someone who only wants their video.
+func (c *farmClient) explain(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	s, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	switch s.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return &linkError{fmt.Errorf("cannot reach the coordinator at %s (is it running? check --coordinator): %s", c.addr, s.Message())}
+	case codes.Canceled:
+		return context.Canceled
+	default:
+		return fmt.Errorf("%s", s.Message())
+	}
+}
+
+// linkError is a failure to reach the coordinator, worth trying again
+// while watching or waiting, since a coordinator may be restarting.
+type linkError struct{ err error }
+
+func (e *linkError) Error() string { return e.err.Error() }
+func (e *linkError) Unwrap() error { return e.err }
+
+// pause waits d or until ctx ends, and reports whether to go on.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

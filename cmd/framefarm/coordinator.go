@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/framefarm/framefarm/coordinator"
+	"github.com/framefarm/framefarm/internal/ffmpeg"
+)
+
+func runCoordinator(ctx context.Context, e *env, args []string) error {
+	f := newFlags("coordinator", "--frames DIR [flags]",
+		`Serves one job: scans the frames folder, splits it into sets, hands the sets
+to nodes (through their ambassadors) under leases, stores and checks the
+parts, and joins them into the final video. Started again on the same
+--data, it resumes the job where it stopped.`)
+	var cfg coordinator.Config
+	f.StringVar(&cfg.FramesDir, "frames", "", "folder of numbered frames to encode (`DIR`, required)")
+	f.StringVar(&cfg.Out, "out", "", "also copy the final video to `FILE`; its extension picks the container (.mp4 .mkv .mov .webm)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:5555", "`ADDR` to serve nodes, status and fetch on (gRPC)")
+	f.StringVar(&cfg.Data, "data", "./framefarm-data", "`DIR` for the job's state, parts and final video")
+	f.IntVar(&cfg.Sets, "sets", 8, "split the frames into `N` sets of near-equal size")
+	f.DurationVar(&cfg.Lease, "lease", 10*time.Minute, "take a set back from a node that made no progress for `DURATION`")
+	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 30*time.Second, "take a set back from a node silent for `DURATION`")
+	f.StringVar(&cfg.FPS, "fps", "24", "frame `RATE`: an integer, a decimal or a ratio such as 24000/1001")
+	f.StringVar(&cfg.Codec, "codec", "libx264", "encoder `NAME`: "+strings.Join(ffmpeg.Codecs(), ", "))
+	f.IntVar(&cfg.CRF, "crf", -1, "constant rate factor `N` (quality; lower is better); -1 leaves the encoder's default")
+	f.StringVar(&cfg.Preset, "preset", "", "encoder preset `NAME` (e.g. medium for libx264); empty leaves the encoder's default")
+	f.StringVar(&cfg.PixFmt, "pix-fmt", "", "pixel format `NAME`; empty means the codec's default: yuv420p, yuv422p10le for prores_ks")
+	f.BoolVar(&cfg.KeepParts, "keep-parts", false, "keep the encoded parts after the join")
+	f.DurationVar(&cfg.PollWindow, "poll-window", 20*time.Second, "how long a node's request for work waits (`DURATION`) before it is told to ask again")
+	level := f.logLevel()
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.require("frames"); err != nil {
+		return err
+	}
+	cfg.Logger = newLogger(e.stderr, level)
+
+	c, err := coordinator.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	select {
+	case <-c.Ready():
+		// Scripts and tests wait for this line: with --listen :0 it is the
+		// only way to learn the port.
+		fmt.Fprintf(e.stdout, "framefarm coordinator: job %s listening on %s\n", c.JobID(), c.Addr())
+	case err := <-done:
+		return err
+	}
+	return <-done
+}

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/framefarm/framefarm/node"
+)
+
+func runNode(ctx context.Context, e *env, args []string) error {
+	f := newFlags("node", "[flags]",
+		`Renders sets: asks its ambassador for a set, receives the set's frames,
+encodes them with ffmpeg, checks the result and uploads it, then asks for
+the next one. Start one per machine (or per CPU quota); Ctrl-C gives the
+set in progress back at once.`)
+	host, err := os.Hostname()
+	if err != nil {
+		host = "node"
+	}
+	var cfg node.Config
+	f.StringVar(&cfg.Ambassador, "ambassador", "127.0.0.1:5556", "`ADDR` of the ambassador on this machine")
+	f.StringVar(&cfg.Name, "name", fmt.Sprintf("%s-%d", host, os.Getpid()), "`NAME` of this node in status and logs; unique per farm")
+	f.StringVar(&cfg.Work, "work", "", "`DIR` for frames and parts while a set renders (default: a temp dir, removed on exit)")
+	f.BoolVar(&cfg.Once, "once", false, "exit when the coordinator has no more work for this node")
+	level := f.logLevel()
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.require("ambassador", "name"); err != nil {
+		return err
+	}
+	cfg.Logger = newLogger(e.stderr, level)
+
+	n, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	return n.Run(ctx)
+}

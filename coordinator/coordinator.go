@@ -1,0 +1,413 @@
+// Package coordinator is the farm's brain: it scans the frames folder and
+// splits it into sets, runs each set's A/B/C state machine with leases and
+// fencing tokens, keeps that state in SQLite, streams frames to nodes,
+// verifies and stores their parts, and joins the parts into the final video.
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/framefarm/framefarm/internal/ffmpeg"
+	"github.com/framefarm/framefarm/internal/frameseq"
+	farmpb "github.com/framefarm/framefarm/proto"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Config is everything the coordinator is started with.
+type Config struct {
+	FramesDir string
+	// Out, when set, receives a copy of the final video; its extension picks
+	// the container.
+	Out              string
+	Data             string
+	Listen           string
+	Sets             int
+	Lease            time.Duration
+	HeartbeatTimeout time.Duration
+	Codec            string
+	FPS              string
+	CRF              int // -1: encoder default
+	Preset           string
+	PixFmt           string
+	KeepParts        bool
+	// PollWindow is how long AcquireSet waits for work before answering
+	// "ask again".
+	PollWindow time.Duration
+	Logger     *slog.Logger
+	// Now is the clock of every lease decision.
+	Now    func() time.Time
+	FFmpeg ffmpeg.Runner
+}
+
+// jobSettings are persisted with the job: a restarted coordinator must not
+// mix parts encoded with other settings.
+type jobSettings struct {
+	Codec    string `json:"codec"`
+	FPSNum   int64  `json:"fps_num"`
+	FPSDen   int64  `json:"fps_den"`
+	CRF      int    `json:"crf"`
+	Preset   string `json:"preset"`
+	PixFmt   string `json:"pix_fmt"`
+	PadEven  bool   `json:"pad_even"`
+	Width    int    `json:"width"`
+	Height   int    `json:"height"`
+	FrameExt string `json:"frame_ext"`
+	PartExt  string `json:"part_ext"`
+	FinalExt string `json:"final_ext"`
+}
+
+func (s jobSettings) rate() ffmpeg.Rate { return ffmpeg.Rate{Num: s.FPSNum, Den: s.FPSDen} }
+
+// outWidth and outHeight are the dimensions of the encoded video.
+func (s jobSettings) outWidth() int  { return s.Width + btoi(s.PadEven && s.Width%2 == 1) }
+func (s jobSettings) outHeight() int { return s.Height + btoi(s.PadEven && s.Height%2 == 1) }
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Coordinator serves one job.
+type Coordinator struct {
+	cfg   Config
+	log   *slog.Logger
+	store *store
+	rec   jobRecord
+	// frames are the job's frames in order; sets index into them.
+	frames  []frameRecord
+	jobDir  string
+	partDir string
+
+	mu  sync.Mutex
+	job *Job
+	// changed is closed (and replaced) on every committed change, waking
+	// long polls and event watchers.
+	changed chan struct{}
+	nodes   map[string]*nodeInfo
+	joinReq chan struct{}
+
+	ready chan struct{}
+	addr  string
+}
+
+type nodeInfo struct {
+	lastSeen  time.Time
+	cpuLoad   float64
+	freeCores float64
+	setsDone  int
+	breaker   *farmpb.BreakerInfo
+}
+
+// New scans the frames folder, checks the settings, and creates the job or
+// resumes the one that the data folder holds for the same frames and
+// settings. Every error here is the user's to fix, and says how.
+func New(ctx context.Context, cfg Config) (*Coordinator, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.PollWindow <= 0 {
+		cfg.PollWindow = 20 * time.Second
+	}
+	if cfg.Sets < 1 {
+		return nil, fmt.Errorf("--sets %d: a job needs at least 1 set", cfg.Sets)
+	}
+	if cfg.Lease <= 0 || cfg.HeartbeatTimeout <= 0 {
+		return nil, errors.New("--lease and --heartbeat-timeout must be positive durations (e.g. 10m, 30s)")
+	}
+	settings, err := checkSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(cfg.FramesDir)
+	if err != nil {
+		return nil, err
+	}
+	seq, err := frameseq.Scan(dir, frameseq.Options{})
+	if err != nil {
+		return nil, err
+	}
+	frames := make([]frameRecord, len(seq.Frames))
+	for i, f := range seq.Frames {
+		frames[i] = frameRecord{Number: f.Number, Name: f.Name, Size: f.Size, ModTime: f.ModTime}
+	}
+	settings.FrameExt = seq.Pattern.Ext
+	settings.Width, settings.Height = seq.Width, seq.Height
+	if settings.Width == 0 || settings.Height == 0 {
+		p, err := cfg.FFmpeg.ProbeVideo(ctx, filepath.Join(dir, frames[0].Name), false)
+		if err != nil {
+			return nil, fmt.Errorf("reading frame %d (%s): %w", frames[0].Number, frames[0].Name, err)
+		}
+		settings.Width, settings.Height = p.Width, p.Height
+	}
+	if isSubsampled(settings.PixFmt) && (settings.Width%2 == 1 || settings.Height%2 == 1) {
+		settings.PadEven = true
+		cfg.Logger.Warn("frames have an odd dimension; padding to even, as 4:2:0 and 4:2:2 need",
+			"width", settings.Width, "height", settings.Height, "pix_fmt", settings.PixFmt)
+	}
+	c := &Coordinator{
+		cfg: cfg, log: cfg.Logger, frames: frames,
+		changed: make(chan struct{}), nodes: map[string]*nodeInfo{},
+		joinReq: make(chan struct{}, 1), ready: make(chan struct{}),
+	}
+	if c.cfg.Data, err = filepath.Abs(cfg.Data); err != nil {
+		return nil, err
+	}
+	c.store, err = openStore(c.cfg.Data)
+	if err != nil {
+		return nil, err
+	}
+	out := ""
+	if cfg.Out != "" {
+		if out, err = filepath.Abs(cfg.Out); err != nil {
+			return nil, err
+		}
+	}
+	fp := fingerprint(settings, frames, cfg.Sets)
+	id, err := c.store.findJob(ctx, dir, fp)
+	if err != nil {
+		c.store.Close()
+		return nil, err
+	}
+	if id != "" {
+		rec, stored, job, err := c.store.loadJob(ctx, id)
+		if err != nil {
+			c.store.Close()
+			return nil, err
+		}
+		c.rec, c.frames, c.job = rec, stored, job
+		c.rec.OutPath = out
+		if job.State == JobFailed && job.allCompleted() {
+			// Only the join failed (a full disk, say): every part is here, so join again.
+			job.State, job.Reason = JobJoining, ""
+		}
+		now := cfg.Now()
+		for _, s := range job.Sets {
+			// A restarted coordinator gives every lease a fresh window: its
+			// node may still be working and will heartbeat again.
+			s.LastBeat, s.LastProgress = now, now
+		}
+		c.log.Info("resuming job", "job", id, "state", job.State, "sets", len(job.Sets))
+	} else {
+		c.rec = jobRecord{ID: newID(), Created: cfg.Now(), FramesDir: dir, OutPath: out, Settings: settings, Fingerprint: fp}
+		c.job = &Job{ID: c.rec.ID, State: JobRunning, Sets: Partition(len(frames), cfg.Sets), NodeFailures: map[string]int{}}
+		ev := []Event{{At: cfg.Now(), Kind: "job_created", Set: -1,
+			Detail: fmt.Sprintf("%d frames (%s, %d to %d) in %d sets, %s at %s fps", len(frames), seq.Pattern,
+				frames[0].Number, frames[len(frames)-1].Number, len(c.job.Sets), settings.Codec, settings.rate())}}
+		if err := c.store.createJob(ctx, c.rec, frames, c.job, ev); err != nil {
+			c.store.Close()
+			return nil, err
+		}
+		c.log.Info("job created", "job", c.rec.ID, "frames", len(frames), "sets", len(c.job.Sets), "pattern", seq.Pattern.String())
+	}
+	c.jobDir = filepath.Join(c.cfg.Data, "jobs", c.rec.ID)
+	c.partDir = filepath.Join(c.jobDir, "parts")
+	if err := os.MkdirAll(c.partDir, 0o755); err != nil {
+		c.store.Close()
+		return nil, fmt.Errorf("creating %s: %w", c.partDir, err)
+	}
+	removeTemps(c.partDir)
+	removeTemps(c.jobDir)
+	return c, nil
+}
+
+func checkSettings(cfg Config) (jobSettings, error) {
+	codec, err := ffmpeg.LookupCodec(cfg.Codec)
+	if err != nil {
+		return jobSettings{}, fmt.Errorf("--codec: %w", err)
+	}
+	rate, err := ffmpeg.ParseRate(cfg.FPS)
+	if err != nil {
+		return jobSettings{}, err
+	}
+	finalExt := codec.Finals[0]
+	if cfg.Out != "" {
+		finalExt = strings.TrimPrefix(strings.ToLower(filepath.Ext(cfg.Out)), ".")
+		if finalExt == "" {
+			return jobSettings{}, fmt.Errorf("--out %s has no extension: end it in .%s to pick the container", cfg.Out, strings.Join(codec.Finals, ", ."))
+		}
+	}
+	if err := codec.CheckSettings(finalExt, cfg.CRF, cfg.Preset); err != nil {
+		return jobSettings{}, err
+	}
+	pix := cfg.PixFmt
+	if pix == "" {
+		pix = codec.DefaultPixFmt
+	}
+	return jobSettings{Codec: codec.Name, FPSNum: rate.Num, FPSDen: rate.Den, CRF: cfg.CRF, Preset: cfg.Preset,
+		PixFmt: pix, PartExt: codec.PartExt, FinalExt: finalExt}, nil
+}
+
+func isSubsampled(pix string) bool {
+	return strings.Contains(pix, "420") || strings.Contains(pix, "422") || strings.Contains(pix, "411") || strings.HasPrefix(pix, "nv")
+}
+
+// fingerprint identifies a job by its frames and settings, so a restarted
+// coordinator resumes the same job and never mixes parts of another.
+func fingerprint(s jobSettings, frames []frameRecord, sets int) string {
+	h := sha256.New()
+	b, _ := json.Marshal(s)
+	h.Write(b)
+	fmt.Fprintf(h, "sets=%d\n", sets)
+	for _, f := range frames {
+		fmt.Fprintf(h, "%d\x00%s\x00%d\x00%d\n", f.Number, f.Name, f.Size, f.ModTime.UnixNano())
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func newID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// removeTemps deletes what an earlier run left half-written.
+func removeTemps(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".tmp-") {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// JobID is the id of the coordinator's job.
+func (c *Coordinator) JobID() string { return c.rec.ID }
+
+// Addr is the address the gRPC server listens on, once Ready is closed.
+func (c *Coordinator) Addr() string { <-c.ready; return c.addr }
+
+// Ready is closed once the coordinator listens.
+func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
+
+// Run serves until ctx is cancelled, then stops gracefully.
+func (c *Coordinator) Run(ctx context.Context) error {
+	defer c.store.Close()
+	lis, err := net.Listen("tcp", c.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", c.cfg.Listen, err)
+	}
+	c.addr = lis.Addr().String()
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			resp, err := h(ctx, req)
+			return resp, toStatus(err)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return toStatus(h(srv, ss))
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.MaxRecvMsgSize(4<<20),
+	)
+	farmpb.RegisterNodeServiceServer(srv, &nodeService{c: c})
+	farmpb.RegisterFarmServiceServer(srv, &farmService{c: c})
+	close(c.ready)
+	c.log.Info("coordinator listening", "addr", c.addr, "job", c.rec.ID, "data", c.cfg.Data)
+
+	var wg sync.WaitGroup
+	bg, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Add(2)
+	go func() { defer wg.Done(); c.sweep(bg) }()
+	go func() { defer wg.Done(); c.joiner(bg) }()
+	c.mu.Lock()
+	if c.job.State == JobJoining {
+		c.requestJoin()
+	}
+	c.mu.Unlock()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	select {
+	case err = <-serveErr:
+	case <-ctx.Done():
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			srv.Stop()
+		}
+	}
+	cancel()
+	wg.Wait()
+	return err
+}
+
+// change applies fn to the job under the lock and persists what it changed
+// before anyone can see it. If persisting fails, the job is restored.
+func (c *Coordinator) change(ctx context.Context, fn func(j *Job) ([]*Set, []Event, error)) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	backup := c.job.clone()
+	dirty, events, err := fn(c.job)
+	if err != nil {
+		return err
+	}
+	if len(dirty) == 0 && len(events) == 0 {
+		return nil
+	}
+	if err := c.store.commit(context.WithoutCancel(ctx), c.job, dirty, events); err != nil {
+		c.job = backup
+		c.log.Error("saving state failed", "job", c.rec.ID, "err", err)
+		return err
+	}
+	for _, e := range events {
+		c.log.Info(e.Kind, "job", c.rec.ID, "set", e.Set, "node", e.Node, "seq", e.Seq, "detail", e.Detail)
+	}
+	if c.job.State == JobJoining {
+		c.requestJoin()
+	}
+	close(c.changed)
+	c.changed = make(chan struct{})
+	return nil
+}
+
+func (c *Coordinator) requestJoin() {
+	select {
+	case c.joinReq <- struct{}{}:
+	default:
+	}
+}
+
+// sweep returns expired leases to A.
+func (c *Coordinator) sweep(ctx context.Context) {
+	every := min(c.cfg.HeartbeatTimeout, c.cfg.Lease) / 4
+	every = max(min(every, 5*time.Second), 50*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_ = c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
+			ev := j.Expire(c.cfg.Now(), c.cfg.HeartbeatTimeout, c.cfg.Lease)
+			var dirty []*Set
+			for _, e := range ev {
+				dirty = append(dirty, j.Sets[e.Set])
+			}
+			return dirty, ev, nil
+		})
+	}
+}

@@ -1,0 +1,47 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Domain errors. They are mapped to gRPC status codes in one place, toStatus.
+var (
+	ErrStaleToken   = errors.New("stale fencing token")
+	ErrNotFound     = errors.New("not found")
+	ErrInvalid      = errors.New("invalid request")
+	ErrNoWork       = errors.New("no set available now")
+	ErrJobFinished  = errors.New("job has no more work")
+	ErrJobFailed    = errors.New("job failed")
+	ErrNodeExcluded = errors.New("node excluded from job")
+	ErrNotReady     = errors.New("final video not ready")
+	ErrBadPart      = errors.New("part refused")
+)
+
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, ErrStaleToken):
+		code = codes.FailedPrecondition
+	case errors.Is(err, ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, ErrInvalid), errors.Is(err, ErrBadPart):
+		code = codes.InvalidArgument
+	case errors.Is(err, ErrNotReady), errors.Is(err, ErrJobFailed), errors.Is(err, ErrJobFinished), errors.Is(err, ErrNodeExcluded):
+		code = codes.FailedPrecondition
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	}
+	return status.Error(code, err.Error())
+}

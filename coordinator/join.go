@@ -1,0 +1,212 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/framefarm/framefarm/internal/ffmpeg"
+)
+
+// joiner joins the parts whenever the job reaches the joining state.
+func (c *Coordinator) joiner(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.joinReq:
+		}
+		c.mu.Lock()
+		joining := c.job.State == JobJoining
+		c.mu.Unlock()
+		if !joining {
+			continue
+		}
+		start := time.Now()
+		name, size, sum, err := c.join(ctx)
+		if ctx.Err() != nil {
+			// Stopped mid-join: the next start joins again from the parts.
+			return
+		}
+		detail := ""
+		if err == nil {
+			if err = c.store.setFinal(ctx, c.rec.ID, name, size, sum); err == nil {
+				c.mu.Lock()
+				c.rec.FinalName, c.rec.FinalSize, c.rec.FinalSHA = name, size, sum
+				c.mu.Unlock()
+				detail = fmt.Sprintf("%s, %d bytes, sha256 %s, joined in %s", name, size, sum, time.Since(start).Round(time.Millisecond))
+				if c.rec.OutPath != "" {
+					if cerr := copyAtomic(filepath.Join(c.jobDir, name), c.rec.OutPath); cerr != nil {
+						c.log.Error("copying the final video to --out failed; it stays in the data folder", "job", c.rec.ID, "err", cerr)
+					} else {
+						detail += ", copied to " + c.rec.OutPath
+					}
+				}
+			}
+		}
+		if cerr := c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
+			return nil, j.Finish(err, detail, c.cfg.Now()), nil
+		}); cerr != nil {
+			c.log.Error("recording the join failed", "job", c.rec.ID, "err", cerr)
+			continue
+		}
+		if err == nil && !c.cfg.KeepParts {
+			for _, s := range c.snapshotSets() {
+				_ = os.Remove(filepath.Join(c.partDir, s.Part.Name))
+			}
+		}
+	}
+}
+
+func (c *Coordinator) snapshotSets() []Set {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Set, len(c.job.Sets))
+	for i, s := range c.job.Sets {
+		out[i] = *s
+	}
+	return out
+}
+
+// join concatenates the parts in set order with stream copy, verifies the
+// result and moves it into place.
+func (c *Coordinator) join(ctx context.Context) (name string, size int64, sum string, err error) {
+	st := c.rec.Settings
+	rate := st.rate()
+	var parts []ffmpeg.ConcatPart
+	var total int64
+	for _, s := range c.snapshotSets() {
+		parts = append(parts, ffmpeg.ConcatPart{Path: filepath.Join(c.partDir, s.Part.Name), Frames: int64(s.Count)})
+		total += int64(s.Count)
+	}
+	list, err := os.CreateTemp(c.jobDir, ".tmp-concat-*.txt")
+	if err != nil {
+		return "", 0, "", err
+	}
+	defer os.Remove(list.Name())
+	if err := ffmpeg.WriteConcatList(list, rate, parts); err != nil {
+		list.Close()
+		return "", 0, "", err
+	}
+	if err := list.Close(); err != nil {
+		return "", 0, "", err
+	}
+	name = "final." + st.FinalExt
+	tmp := filepath.Join(c.jobDir, ".tmp-"+name)
+	defer os.Remove(tmp)
+	if err := c.cfg.FFmpeg.Run(ctx, ffmpeg.ConcatArgs(list.Name(), tmp), nil); err != nil {
+		return "", 0, "", fmt.Errorf("joining the parts: %w", err)
+	}
+	if err := verifyFinal(ctx, c.cfg.FFmpeg, tmp, rate, total); err != nil {
+		return "", 0, "", err
+	}
+	size, sum, err = syncAndHash(tmp)
+	if err != nil {
+		return "", 0, "", err
+	}
+	if err := os.Rename(tmp, filepath.Join(c.jobDir, name)); err != nil {
+		return "", 0, "", err
+	}
+	return name, size, sum, syncDir(c.jobDir)
+}
+
+// verifyFinal checks the frame count and that every timestamp sits on the
+// n/fps grid, within the container's precision.
+func verifyFinal(ctx context.Context, r ffmpeg.Runner, path string, rate ffmpeg.Rate, frames int64) error {
+	p, err := r.ProbeVideo(ctx, path, true)
+	if err != nil {
+		return fmt.Errorf("reading the joined video: %w", err)
+	}
+	if p.Packets != frames || int64(len(p.PTS)) != frames {
+		return fmt.Errorf("the joined video has %d frames, the job has %d", p.Packets, frames)
+	}
+	tol := timeBaseTolerance(p.TimeBase)
+	step := float64(rate.Den) / float64(rate.Num)
+	for i, t := range p.PTS {
+		if want := float64(i) * step; math.Abs(t-want) > tol {
+			return fmt.Errorf("the joined video's frame %d is at %.6fs, expected %.6fs", i, t, want)
+		}
+	}
+	// The container's duration adds the last frame's rounded duration to its
+	// rounded timestamp: up to one whole tick off.
+	if want := float64(frames) * step; math.Abs(p.Duration-want) > 2*tol {
+		return fmt.Errorf("the joined video lasts %.6fs, expected %.6fs", p.Duration, want)
+	}
+	return nil
+}
+
+// timeBaseTolerance is half a tick of the stream's time base (plus float
+// noise): a timestamp rounded once to that time base is within it.
+func timeBaseTolerance(tb string) float64 {
+	var num, den float64
+	if _, err := fmt.Sscanf(tb, "%g/%g", &num, &den); err != nil || den == 0 {
+		return 0.001
+	}
+	return num/den/2 + 1e-6
+}
+
+func syncAndHash(path string) (int64, string, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return 0, "", err
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// copyAtomic copies src to dst through a temp file in dst's folder, so dst
+// is either the old file or the complete new one.
+func copyAtomic(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.CreateTemp(filepath.Dir(dst), ".tmp-"+filepath.Base(dst)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(out.Name())
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(out.Name(), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(out.Name(), dst); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(dst))
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,372 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/framefarm/framefarm/internal/ffmpeg"
+	farmpb "github.com/framefarm/framefarm/proto"
+)
+
+// chunkSize bounds every frame and video message.
+const chunkSize = 1 << 20
+
+type nodeService struct {
+	farmpb.UnimplementedNodeServiceServer
+	c *Coordinator
+}
+
+func (c *Coordinator) checkJob(id string) error {
+	if id != "" && id != c.rec.ID {
+		return fmt.Errorf("%w: job %q (this coordinator runs job %s)", ErrNotFound, id, c.rec.ID)
+	}
+	return nil
+}
+
+func checkNode(node string) error {
+	if node == "" || len(node) > 200 {
+		return fmt.Errorf("%w: a node name of 1 to 200 characters is required", ErrInvalid)
+	}
+	return nil
+}
+
+func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequest) (*farmpb.AcquireSetResponse, error) {
+	c := n.c
+	if err := checkNode(req.Node); err != nil {
+		return nil, err
+	}
+	c.touchNode(req.Node, nil)
+	timer := time.NewTimer(c.cfg.PollWindow)
+	defer timer.Stop()
+	for {
+		var granted *Set
+		var wake chan struct{}
+		err := c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
+			s, ev, err := j.Grant(req.Node, c.cfg.Now())
+			if err != nil {
+				return nil, nil, err
+			}
+			granted = s
+			return []*Set{s}, ev, nil
+		})
+		switch {
+		case err == nil:
+			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Assignment{Assignment: c.assignment(granted)}}, nil
+		case errors.Is(err, ErrNoWork):
+		case errors.Is(err, ErrJobFinished), errors.Is(err, ErrJobFailed), errors.Is(err, ErrNodeExcluded):
+			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Done{Done: err.Error()}}, nil
+		default:
+			return nil, err
+		}
+		c.mu.Lock()
+		wake = c.changed
+		c.mu.Unlock()
+		select {
+		case <-wake:
+		case <-timer.C:
+			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_RetryAfterMs{RetryAfterMs: 500}}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (c *Coordinator) assignment(s *Set) *farmpb.Assignment {
+	st := c.rec.Settings
+	a := &farmpb.Assignment{
+		JobId: c.rec.ID, SetIndex: uint32(s.Index), Token: s.Token,
+		HeartbeatIntervalMs: uint32(max(c.cfg.HeartbeatTimeout/4, 50*time.Millisecond).Milliseconds()),
+		Settings: &farmpb.EncodeSettings{
+			Codec: st.Codec, FpsNum: st.FPSNum, FpsDen: st.FPSDen, Crf: int32(st.CRF), Preset: st.Preset,
+			PixFmt: st.PixFmt, PartExt: st.PartExt, FrameExt: st.FrameExt,
+			Width: uint32(st.Width), Height: uint32(st.Height), PadEven: st.PadEven,
+		},
+	}
+	for _, f := range c.frames[s.First : s.First+s.Count] {
+		a.Frames = append(a.Frames, &farmpb.FrameInfo{Number: f.Number, Name: f.Name, Size: f.Size})
+	}
+	return a
+}
+
+func (c *Coordinator) touchNode(name string, hb *farmpb.HeartbeatRequest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ni := c.nodes[name]
+	if ni == nil {
+		ni = &nodeInfo{}
+		c.nodes[name] = ni
+		c.log.Info("node joined", "job", c.rec.ID, "node", name)
+	}
+	ni.lastSeen = c.cfg.Now()
+	if hb != nil {
+		ni.cpuLoad, ni.freeCores = hb.CpuLoad, hb.FreeCores
+		if hb.Breaker != nil {
+			ni.breaker = hb.Breaker
+		}
+	}
+}
+
+func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatRequest) (*farmpb.HeartbeatResponse, error) {
+	c := n.c
+	if err := checkNode(req.Node); err != nil {
+		return nil, err
+	}
+	if err := c.checkJob(req.JobId); err != nil {
+		return nil, err
+	}
+	c.touchNode(req.Node, req)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.job.Beat(int(req.SetIndex), req.Token, int(req.FramesDone), c.cfg.Now()); err != nil {
+		return nil, err
+	}
+	return &farmpb.HeartbeatResponse{}, nil
+}
+
+func (n *nodeService) ReleaseSet(ctx context.Context, req *farmpb.ReleaseSetRequest) (*farmpb.ReleaseSetResponse, error) {
+	c := n.c
+	if err := checkNode(req.Node); err != nil {
+		return nil, err
+	}
+	if err := c.checkJob(req.JobId); err != nil {
+		return nil, err
+	}
+	err := c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
+		if err := j.CheckLease(int(req.SetIndex), req.Token); err != nil {
+			return nil, nil, err
+		}
+		if holder := j.Sets[req.SetIndex].Node; holder != req.Node {
+			return nil, nil, fmt.Errorf("%w: set %d is held by %s, not %s", ErrStaleToken, req.SetIndex, holder, req.Node)
+		}
+		ev, err := j.Release(int(req.SetIndex), req.Token, truncate(req.Error, 4000), c.cfg.Now())
+		return []*Set{j.Sets[req.SetIndex]}, ev, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &farmpb.ReleaseSetResponse{}, nil
+}
+
+// leasedSet returns a copy of the set after checking the caller's lease.
+func (c *Coordinator) leasedSet(jobID string, index uint32, token uint64) (Set, error) {
+	if err := c.checkJob(jobID); err != nil {
+		return Set{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.job.CheckLease(int(index), token); err != nil {
+		return Set{}, err
+	}
+	return *c.job.Sets[index], nil
+}
+
+func (n *nodeService) StreamFrames(req *farmpb.StreamFramesRequest, stream farmpb.NodeService_StreamFramesServer) error {
+	c := n.c
+	s, err := c.leasedSet(req.JobId, req.SetIndex, req.Token)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, chunkSize)
+	for i, f := range c.frames[s.First : s.First+s.Count] {
+		if err := c.streamFrame(stream, uint32(i), f, buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, pos uint32, f frameRecord, buf []byte) error {
+	// Names come from our own scan, never from the request.
+	fh, err := os.Open(filepath.Join(c.rec.FramesDir, f.Name))
+	if err != nil {
+		return fmt.Errorf("frame %d (%s) can no longer be read: %w", f.Number, f.Name, err)
+	}
+	defer fh.Close()
+	var sent int64
+	for {
+		k, err := io.ReadFull(fh, buf)
+		if k > 0 {
+			sent += int64(k)
+			last := err != nil || sent == f.Size
+			if err := stream.Send(&farmpb.FrameChunk{Position: pos, Data: buf[:k], Last: last && sent == f.Size}); err != nil {
+				return err
+			}
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("reading frame %d (%s): %w", f.Number, f.Name, err)
+		}
+		if sent > f.Size {
+			break
+		}
+	}
+	if sent != f.Size {
+		return fmt.Errorf("%w: frame %d (%s) changed since the job started (%d bytes, was %d): restore it or start a new job", ErrBadPart, f.Number, f.Name, sent, f.Size)
+	}
+	if sent == 0 {
+		return stream.Send(&farmpb.FrameChunk{Position: pos, Last: true})
+	}
+	return nil
+}
+
+func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) error {
+	c := n.c
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return fmt.Errorf("%w: an upload starts with its header", ErrInvalid)
+	}
+	s, err := c.leasedSet(h.JobId, h.SetIndex, h.Token)
+	if err != nil {
+		return err
+	}
+	log := c.log.With("job", c.rec.ID, "set", s.Index, "node", h.Node, "token", h.Token)
+	tmp, sum, size, err := c.receivePart(stream, h, s)
+	if tmp != "" {
+		defer os.Remove(tmp)
+	}
+	if err != nil {
+		return err
+	}
+	if verr := c.verifyPart(ctx, tmp, s, h, sum, size); verr != nil {
+		// The node sent a bad part: the set goes back with the reason.
+		log.Warn("part refused", "err", verr)
+		_ = c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
+			ev, err := j.Release(s.Index, h.Token, "upload refused: "+verr.Error(), c.cfg.Now())
+			return []*Set{j.Sets[s.Index]}, ev, err
+		})
+		return verr
+	}
+	name := fmt.Sprintf("set-%05d.%s", s.Index, c.rec.Settings.PartExt)
+	err = c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
+		// The lease may have moved while we received and checked the part.
+		if err := j.CheckLease(s.Index, h.Token); err != nil {
+			return nil, nil, err
+		}
+		if err := os.Rename(tmp, filepath.Join(c.partDir, name)); err != nil {
+			return nil, nil, fmt.Errorf("storing part of set %d: %w", s.Index, err)
+		}
+		if err := syncDir(c.partDir); err != nil {
+			return nil, nil, err
+		}
+		ev, err := j.Complete(s.Index, h.Token, PartInfo{Name: name, Size: size, SHA256: sum, EncodeMS: h.EncodeMs, Node: h.Node}, c.cfg.Now())
+		return []*Set{j.Sets[s.Index]}, ev, err
+	})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if ni := c.nodes[h.Node]; ni != nil {
+		ni.setsDone++
+	}
+	c.mu.Unlock()
+	return stream.SendAndClose(&farmpb.UploadPartResponse{})
+}
+
+// maxPartBytes bounds an upload: a lossy part is far smaller than its raw
+// frames, and a lossless one is not much larger than them.
+func (c *Coordinator) maxPartBytes(s Set) int64 {
+	st := c.rec.Settings
+	raw := int64(st.outWidth()) * int64(st.outHeight()) * 8 * int64(s.Count)
+	return raw + 16<<20
+}
+
+// receivePart writes the upload to a temp file, hashing it on the way.
+func (c *Coordinator) receivePart(stream farmpb.NodeService_UploadPartServer, h *farmpb.PartHeader, s Set) (string, string, int64, error) {
+	limit := c.maxPartBytes(s)
+	if h.Size <= 0 || h.Size > limit {
+		return "", "", 0, fmt.Errorf("%w: set %d: a part of %d bytes is out of bounds (1 to %d)", ErrBadPart, s.Index, h.Size, limit)
+	}
+	f, err := os.CreateTemp(c.partDir, fmt.Sprintf(".tmp-set-%05d-t%d-*", s.Index, h.Token))
+	if err != nil {
+		return "", "", 0, fmt.Errorf("storing part of set %d: %w", s.Index, err)
+	}
+	defer f.Close()
+	hash := sha256.New()
+	var size int64
+	var trailer *farmpb.PartTrailer
+	for trailer == nil {
+		m, err := stream.Recv()
+		if err == io.EOF {
+			return f.Name(), "", 0, fmt.Errorf("%w: set %d: upload ended without its trailer after %d bytes", ErrBadPart, s.Index, size)
+		}
+		if err != nil {
+			return f.Name(), "", 0, err
+		}
+		switch {
+		case m.GetTrailer() != nil:
+			trailer = m.GetTrailer()
+		case m.GetChunk() != nil:
+			chunk := m.GetChunk()
+			size += int64(len(chunk))
+			if size > h.Size {
+				return f.Name(), "", 0, fmt.Errorf("%w: set %d: upload is larger than the %d bytes announced", ErrBadPart, s.Index, h.Size)
+			}
+			hash.Write(chunk)
+			if _, err := f.Write(chunk); err != nil {
+				return f.Name(), "", 0, fmt.Errorf("storing part of set %d: %w", s.Index, err)
+			}
+		}
+	}
+	sum := hex.EncodeToString(hash.Sum(nil))
+	if size != h.Size {
+		return f.Name(), "", 0, fmt.Errorf("%w: set %d: received %d bytes, %d announced", ErrBadPart, s.Index, size, h.Size)
+	}
+	if got := hex.EncodeToString(trailer.Sha256); got != sum {
+		return f.Name(), "", 0, fmt.Errorf("%w: set %d: SHA-256 mismatch: node says %s, received data is %s", ErrBadPart, s.Index, got, sum)
+	}
+	if err := f.Sync(); err != nil {
+		return f.Name(), "", 0, err
+	}
+	return f.Name(), sum, size, nil
+}
+
+// verifyPart checks the part's codec parameters and frame count with ffprobe.
+func (c *Coordinator) verifyPart(ctx context.Context, path string, s Set, h *farmpb.PartHeader, sum string, size int64) error {
+	st := c.rec.Settings
+	codec, _ := ffmpeg.LookupCodec(st.Codec)
+	p, err := c.cfg.FFmpeg.ProbeVideo(ctx, path, false)
+	if err != nil {
+		return fmt.Errorf("%w: set %d: the part is not a readable video: %v", ErrBadPart, s.Index, err)
+	}
+	switch {
+	case p.Packets != int64(s.Count):
+		return fmt.Errorf("%w: set %d: part has %d frames, the set has %d", ErrBadPart, s.Index, p.Packets, s.Count)
+	case p.Codec != codec.Probed:
+		return fmt.Errorf("%w: set %d: part is %s, the job encodes %s", ErrBadPart, s.Index, p.Codec, codec.Probed)
+	case p.Width != st.outWidth() || p.Height != st.outHeight():
+		return fmt.Errorf("%w: set %d: part is %dx%d, the job is %dx%d", ErrBadPart, s.Index, p.Width, p.Height, st.outWidth(), st.outHeight())
+	case p.PixFmt != st.PixFmt:
+		return fmt.Errorf("%w: set %d: part pixel format is %s, the job uses %s", ErrBadPart, s.Index, p.PixFmt, st.PixFmt)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}

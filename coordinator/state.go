@@ -1,0 +1,305 @@
+package coordinator
+
+import (
+	"fmt"
+	"time"
+)
+
+// State of a set: the seed's A/B/C machine, plus F for a set that failed on
+// too many nodes.
+type State byte
+
+const (
+	Available State = 'A'
+	Assigned  State = 'B'
+	Completed State = 'C'
+	Failed    State = 'F'
+)
+
+// Job states.
+const (
+	JobRunning = "running"
+	JobJoining = "joining"
+	JobDone    = "done"
+	JobFailed  = "failed"
+)
+
+// MaxFailures is how many different nodes may fail a set, and how many sets
+// one node may fail, before the job (or the node) is stopped.
+const MaxFailures = 3
+
+// Set is one contiguous range of frames.
+type Set struct {
+	Index int
+	// First is the position of the set's first frame in the job's frames;
+	// Count how many frames it has.
+	First, Count int
+	State        State
+	Node         string
+	Token        uint64
+	// Lease bookkeeping (B only). Not persisted: a restarted coordinator
+	// gives every B set a fresh heartbeat window.
+	LastBeat, LastProgress time.Time
+	FramesDone             int
+	// FailedOn lists the distinct nodes this set failed on.
+	FailedOn  []string
+	LastError string
+	Part      PartInfo
+}
+
+// PartInfo describes a stored, verified part.
+type PartInfo struct {
+	Name     string // file name inside the job's parts folder
+	Size     int64
+	SHA256   string
+	EncodeMS uint64
+	Node     string
+}
+
+// Event is one entry of a job's ordered event stream.
+type Event struct {
+	Seq    uint64
+	At     time.Time
+	Kind   string
+	Set    int // -1 when the event is about the job
+	Node   string
+	Detail string
+}
+
+// Job is the in-memory state of one job. Its methods are the state machine:
+// they validate first and only then mutate, so a refused transition changes
+// nothing; they return the events to record with the change.
+type Job struct {
+	ID        string
+	State     string
+	Reason    string
+	NextToken uint64
+	Sets      []*Set
+	// NodeFailures counts the distinct sets each node failed in this job
+	// (derived from the sets' FailedOn).
+	NodeFailures map[string]int
+	// LastSeq is the number of the job's last recorded event.
+	LastSeq uint64
+}
+
+// Partition splits n frames into k contiguous sets of near-equal size
+// (sizes differ by at most one, the larger ones first). k is capped at n.
+func Partition(n, k int) []*Set {
+	if k > n {
+		k = n
+	}
+	sets := make([]*Set, k)
+	base, extra := n/k, n%k
+	pos := 0
+	for i := range sets {
+		c := base
+		if i < extra {
+			c++
+		}
+		sets[i] = &Set{Index: i, First: pos, Count: c, State: Available}
+		pos += c
+	}
+	return sets
+}
+
+// Excluded reports whether node failed too many sets of this job.
+func (j *Job) Excluded(node string) bool { return j.NodeFailures[node] >= MaxFailures }
+
+// Grant assigns an available set to node under a new fencing token. It
+// prefers sets that have not already failed on this node.
+func (j *Job) Grant(node string, now time.Time) (*Set, []Event, error) {
+	switch {
+	case j.State == JobFailed:
+		return nil, nil, fmt.Errorf("%w: %s", ErrJobFailed, j.Reason)
+	case j.State != JobRunning:
+		return nil, nil, ErrJobFinished
+	case j.Excluded(node):
+		return nil, nil, fmt.Errorf("%w: node %s failed %d sets of job %s", ErrNodeExcluded, node, j.NodeFailures[node], j.ID)
+	}
+	var pick *Set
+	for _, s := range j.Sets {
+		if s.State != Available {
+			continue
+		}
+		if !contains(s.FailedOn, node) {
+			pick = s
+			break
+		}
+		if pick == nil {
+			pick = s
+		}
+	}
+	if pick == nil {
+		return nil, nil, ErrNoWork
+	}
+	j.NextToken++
+	pick.State, pick.Node, pick.Token = Assigned, node, j.NextToken
+	pick.LastBeat, pick.LastProgress, pick.FramesDone = now, now, 0
+	return pick, []Event{{At: now, Kind: "set_granted", Set: pick.Index, Node: node,
+		Detail: fmt.Sprintf("token %d, frames %d", pick.Token, pick.Count)}}, nil
+}
+
+// lease returns the set if node holds it under token.
+func (j *Job) lease(index int, token uint64) (*Set, error) {
+	if index < 0 || index >= len(j.Sets) {
+		return nil, fmt.Errorf("%w: job %s has no set %d", ErrNotFound, j.ID, index)
+	}
+	s := j.Sets[index]
+	if s.State != Assigned || s.Token != token {
+		return nil, fmt.Errorf("%w: set %d is %c under token %d, not assigned under token %d", ErrStaleToken, index, s.State, s.Token, token)
+	}
+	return s, nil
+}
+
+// Beat keeps a lease alive. Progress (more frames done) also renews the
+// no-progress lease, so long sets on slow nodes are not taken away.
+func (j *Job) Beat(index int, token uint64, framesDone int, now time.Time) error {
+	s, err := j.lease(index, token)
+	if err != nil {
+		return err
+	}
+	s.LastBeat = now
+	if framesDone > s.FramesDone {
+		s.FramesDone = framesDone
+		s.LastProgress = now
+	}
+	return nil
+}
+
+// CheckLease reports whether token is the current lease of set index.
+func (j *Job) CheckLease(index int, token uint64) error {
+	_, err := j.lease(index, token)
+	return err
+}
+
+// Complete marks a set C with its verified part. The job moves to joining
+// when it was the last one.
+func (j *Job) Complete(index int, token uint64, part PartInfo, now time.Time) ([]Event, error) {
+	s, err := j.lease(index, token)
+	if err != nil {
+		return nil, err
+	}
+	s.State, s.Part, s.FramesDone = Completed, part, s.Count
+	ev := []Event{{At: now, Kind: "part_accepted", Set: index, Node: part.Node,
+		Detail: fmt.Sprintf("%d bytes, sha256 %s, encoded in %d ms", part.Size, part.SHA256, part.EncodeMS)}}
+	if j.allCompleted() {
+		j.State = JobJoining
+		ev = append(ev, Event{At: now, Kind: "job_joining", Set: -1, Detail: fmt.Sprintf("all %d sets rendered", len(j.Sets))})
+	}
+	return ev, nil
+}
+
+func (j *Job) allCompleted() bool {
+	for _, s := range j.Sets {
+		if s.State != Completed {
+			return false
+		}
+	}
+	return true
+}
+
+// Release gives a set back to A. A non-empty reason is a failure of the set
+// on the node holding it: after MaxFailures distinct nodes the set goes to
+// F and the job fails.
+func (j *Job) Release(index int, token uint64, reason string, now time.Time) ([]Event, error) {
+	s, err := j.lease(index, token)
+	if err != nil {
+		return nil, err
+	}
+	node := s.Node
+	s.State, s.Node, s.FramesDone = Available, "", 0
+	if reason == "" {
+		return []Event{{At: now, Kind: "set_released", Set: index, Node: node, Detail: "given back"}}, nil
+	}
+	s.LastError = reason
+	ev := []Event{{At: now, Kind: "set_failed", Set: index, Node: node, Detail: reason}}
+	if contains(s.FailedOn, node) {
+		return ev, nil
+	}
+	s.FailedOn = append(s.FailedOn, node)
+	if j.NodeFailures == nil {
+		j.NodeFailures = map[string]int{}
+	}
+	j.NodeFailures[node]++
+	if j.NodeFailures[node] == MaxFailures {
+		ev = append(ev, Event{At: now, Kind: "node_excluded", Set: -1, Node: node,
+			Detail: fmt.Sprintf("failed %d sets; it gets no more sets of this job", MaxFailures)})
+	}
+	if len(s.FailedOn) >= MaxFailures {
+		s.State = Failed
+		j.State = JobFailed
+		j.Reason = fmt.Sprintf("set %d failed on %d nodes (%s); last error: %s", index, len(s.FailedOn), joinNames(s.FailedOn), reason)
+		ev = append(ev, Event{At: now, Kind: "job_failed", Set: -1, Detail: j.Reason})
+	}
+	return ev, nil
+}
+
+// Expire returns to A every B set whose node stopped heartbeating for
+// heartbeatTimeout or made no progress for lease.
+func (j *Job) Expire(now time.Time, heartbeatTimeout, lease time.Duration) []Event {
+	var ev []Event
+	for _, s := range j.Sets {
+		if s.State != Assigned {
+			continue
+		}
+		var why string
+		switch {
+		case now.Sub(s.LastBeat) > heartbeatTimeout:
+			why = fmt.Sprintf("no heartbeat for %s", now.Sub(s.LastBeat).Round(time.Millisecond))
+		case now.Sub(s.LastProgress) > lease:
+			why = fmt.Sprintf("no progress for %s", now.Sub(s.LastProgress).Round(time.Millisecond))
+		default:
+			continue
+		}
+		ev = append(ev, Event{At: now, Kind: "lease_expired", Set: s.Index, Node: s.Node,
+			Detail: fmt.Sprintf("token %d: %s", s.Token, why)})
+		s.State, s.Node, s.FramesDone = Available, "", 0
+	}
+	return ev
+}
+
+// Finish records the outcome of the join.
+func (j *Job) Finish(err error, detail string, now time.Time) []Event {
+	if err != nil {
+		j.State, j.Reason = JobFailed, err.Error()
+		return []Event{{At: now, Kind: "job_failed", Set: -1, Detail: j.Reason}}
+	}
+	j.State = JobDone
+	return []Event{{At: now, Kind: "job_done", Set: -1, Detail: detail}}
+}
+
+// clone copies the job deeply enough to restore it if persisting a change fails.
+func (j *Job) clone() *Job {
+	c := *j
+	c.Sets = make([]*Set, len(j.Sets))
+	for i, s := range j.Sets {
+		cs := *s
+		cs.FailedOn = append([]string(nil), s.FailedOn...)
+		c.Sets[i] = &cs
+	}
+	c.NodeFailures = make(map[string]int, len(j.NodeFailures))
+	for k, v := range j.NodeFailures {
+		c.NodeFailures[k] = v
+	}
+	return &c
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func joinNames(names []string) string {
+	out := ""
+	for i, n := range names {
+		if i > 0 {
+			out += ", "
+		}
+		out += n
+	}
+	return out
+}

@@ -1,0 +1,272 @@
+package coordinator
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+)
+
+// store keeps the coordinator's state in SQLite. Every change is one
+// transaction, committed (synchronous=FULL) before it is acknowledged.
+type store struct {
+	db *sql.DB
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS jobs (
+	id TEXT PRIMARY KEY,
+	created_ms INTEGER NOT NULL,
+	frames_dir TEXT NOT NULL,
+	out_path TEXT NOT NULL,
+	settings TEXT NOT NULL,
+	fingerprint TEXT NOT NULL,
+	state TEXT NOT NULL,
+	reason TEXT NOT NULL DEFAULT '',
+	next_token INTEGER NOT NULL DEFAULT 0,
+	last_seq INTEGER NOT NULL DEFAULT 0,
+	final_name TEXT NOT NULL DEFAULT '',
+	final_size INTEGER NOT NULL DEFAULT 0,
+	final_sha TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS frames (
+	job_id TEXT NOT NULL,
+	pos INTEGER NOT NULL,
+	number INTEGER NOT NULL,
+	name TEXT NOT NULL,
+	size INTEGER NOT NULL,
+	mtime_ns INTEGER NOT NULL,
+	PRIMARY KEY (job_id, pos)
+);
+CREATE TABLE IF NOT EXISTS sets (
+	job_id TEXT NOT NULL,
+	idx INTEGER NOT NULL,
+	first INTEGER NOT NULL,
+	count INTEGER NOT NULL,
+	state TEXT NOT NULL,
+	node TEXT NOT NULL DEFAULT '',
+	token INTEGER NOT NULL DEFAULT 0,
+	failed_on TEXT NOT NULL DEFAULT '[]',
+	last_error TEXT NOT NULL DEFAULT '',
+	part TEXT NOT NULL DEFAULT '{}',
+	PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE IF NOT EXISTS events (
+	job_id TEXT NOT NULL,
+	seq INTEGER NOT NULL,
+	unix_ms INTEGER NOT NULL,
+	kind TEXT NOT NULL,
+	set_idx INTEGER NOT NULL,
+	node TEXT NOT NULL,
+	detail TEXT NOT NULL,
+	PRIMARY KEY (job_id, seq)
+);`
+
+func openStore(dir string) (*store, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating data folder %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "framefarm.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)")
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(4)
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("preparing %s (is another coordinator using this --data folder?): %w", path, err)
+	}
+	return &store{db: db}, nil
+}
+
+func (s *store) Close() error { return s.db.Close() }
+
+// jobRecord is a job's row: what does not change as the sets move.
+type jobRecord struct {
+	ID          string
+	Created     time.Time
+	FramesDir   string
+	OutPath     string
+	Settings    jobSettings
+	Fingerprint string
+	FinalName   string
+	FinalSize   int64
+	FinalSHA    string
+}
+
+type frameRecord struct {
+	Number  int64
+	Name    string
+	Size    int64
+	ModTime time.Time
+}
+
+func (s *store) createJob(ctx context.Context, rec jobRecord, frames []frameRecord, job *Job, events []Event) error {
+	settings, err := json.Marshal(rec.Settings)
+	if err != nil {
+		return err
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`INSERT INTO jobs (id, created_ms, frames_dir, out_path, settings, fingerprint, state) VALUES (?,?,?,?,?,?,?)`,
+			rec.ID, rec.Created.UnixMilli(), rec.FramesDir, rec.OutPath, string(settings), rec.Fingerprint, job.State); err != nil {
+			return err
+		}
+		ins, err := tx.Prepare(`INSERT INTO frames (job_id, pos, number, name, size, mtime_ns) VALUES (?,?,?,?,?,?)`)
+		if err != nil {
+			return err
+		}
+		defer ins.Close()
+		for i, f := range frames {
+			if _, err := ins.Exec(rec.ID, i, f.Number, f.Name, f.Size, f.ModTime.UnixNano()); err != nil {
+				return err
+			}
+		}
+		for _, st := range job.Sets {
+			if _, err := tx.Exec(`INSERT INTO sets (job_id, idx, first, count, state) VALUES (?,?,?,?,?)`,
+				rec.ID, st.Index, st.First, st.Count, string(st.State)); err != nil {
+				return err
+			}
+		}
+		return writeChange(tx, job, nil, events)
+	})
+}
+
+// commit persists a change of job: its scalar fields, the dirty sets and the
+// new events (numbered here, in order).
+func (s *store) commit(ctx context.Context, job *Job, dirty []*Set, events []Event) error {
+	return s.tx(ctx, func(tx *sql.Tx) error { return writeChange(tx, job, dirty, events) })
+}
+
+func writeChange(tx *sql.Tx, job *Job, dirty []*Set, events []Event) error {
+	for i := range events {
+		job.LastSeq++
+		events[i].Seq = job.LastSeq
+		e := events[i]
+		if _, err := tx.Exec(`INSERT INTO events (job_id, seq, unix_ms, kind, set_idx, node, detail) VALUES (?,?,?,?,?,?,?)`,
+			job.ID, e.Seq, e.At.UnixMilli(), e.Kind, e.Set, e.Node, e.Detail); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(`UPDATE jobs SET state=?, reason=?, next_token=?, last_seq=? WHERE id=?`,
+		job.State, job.Reason, job.NextToken, job.LastSeq, job.ID); err != nil {
+		return err
+	}
+	for _, st := range dirty {
+		failed, _ := json.Marshal(st.FailedOn)
+		part, _ := json.Marshal(st.Part)
+		if _, err := tx.Exec(`UPDATE sets SET state=?, node=?, token=?, failed_on=?, last_error=?, part=? WHERE job_id=? AND idx=?`,
+			string(st.State), st.Node, st.Token, string(failed), st.LastError, string(part), job.ID, st.Index); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *store) setFinal(ctx context.Context, id, name string, size int64, sha string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE jobs SET final_name=?, final_size=?, final_sha=? WHERE id=?`, name, size, sha, id)
+	return err
+}
+
+func (s *store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("saving state: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return fmt.Errorf("saving state: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("saving state: %w", err)
+	}
+	return nil
+}
+
+// findJob returns the newest job of framesDir with the given fingerprint
+// (same frames, same settings), or "" when there is none.
+func (s *store) findJob(ctx context.Context, framesDir, fingerprint string) (string, error) {
+	var id string
+	err := s.db.QueryRowContext(ctx, `SELECT id FROM jobs WHERE frames_dir=? AND fingerprint=? ORDER BY created_ms DESC LIMIT 1`,
+		framesDir, fingerprint).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return id, err
+}
+
+func (s *store) loadJob(ctx context.Context, id string) (jobRecord, []frameRecord, *Job, error) {
+	var rec jobRecord
+	var settings string
+	var created int64
+	job := &Job{ID: id, NodeFailures: map[string]int{}}
+	err := s.db.QueryRowContext(ctx, `SELECT created_ms, frames_dir, out_path, settings, fingerprint, state, reason, next_token, last_seq, final_name, final_size, final_sha FROM jobs WHERE id=?`, id).
+		Scan(&created, &rec.FramesDir, &rec.OutPath, &settings, &rec.Fingerprint, &job.State, &job.Reason, &job.NextToken, &job.LastSeq, &rec.FinalName, &rec.FinalSize, &rec.FinalSHA)
+	if err != nil {
+		return rec, nil, nil, fmt.Errorf("loading job %s: %w", id, err)
+	}
+	rec.ID, rec.Created = id, time.UnixMilli(created)
+	if err := json.Unmarshal([]byte(settings), &rec.Settings); err != nil {
+		return rec, nil, nil, fmt.Errorf("loading job %s settings: %w", id, err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT number, name, size, mtime_ns FROM frames WHERE job_id=? ORDER BY pos`, id)
+	if err != nil {
+		return rec, nil, nil, err
+	}
+	var frames []frameRecord
+	for rows.Next() {
+		var f frameRecord
+		var mt int64
+		if err := rows.Scan(&f.Number, &f.Name, &f.Size, &mt); err != nil {
+			rows.Close()
+			return rec, nil, nil, err
+		}
+		f.ModTime = time.Unix(0, mt)
+		frames = append(frames, f)
+	}
+	rows.Close()
+	rows, err = s.db.QueryContext(ctx, `SELECT idx, first, count, state, node, token, failed_on, last_error, part FROM sets WHERE job_id=? ORDER BY idx`, id)
+	if err != nil {
+		return rec, nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		st := &Set{}
+		var state, failed, part string
+		if err := rows.Scan(&st.Index, &st.First, &st.Count, &state, &st.Node, &st.Token, &failed, &st.LastError, &part); err != nil {
+			return rec, nil, nil, err
+		}
+		st.State = State(state[0])
+		_ = json.Unmarshal([]byte(failed), &st.FailedOn)
+		_ = json.Unmarshal([]byte(part), &st.Part)
+		for _, n := range st.FailedOn {
+			job.NodeFailures[n]++
+		}
+		job.Sets = append(job.Sets, st)
+	}
+	return rec, frames, job, rows.Err()
+}
+
+func (s *store) events(ctx context.Context, jobID string, after uint64, limit int) ([]Event, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, unix_ms, kind, set_idx, node, detail FROM events WHERE job_id=? AND seq>? ORDER BY seq LIMIT ?`, jobID, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var ms int64
+		if err := rows.Scan(&e.Seq, &ms, &e.Kind, &e.Set, &e.Node, &e.Detail); err != nil {
+			return nil, err
+		}
+		e.At = time.UnixMilli(ms)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,102 @@
+package ffmpeg
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+
+	ffmpeggo "github.com/u2takey/ffmpeg-go"
+)
+
+// Settings are the encode settings of a job, identical for every part so
+// that the parts can be joined with stream copy.
+type Settings struct {
+	Codec   string
+	Rate    Rate
+	CRF     int // -1: encoder default
+	Preset  string
+	PixFmt  string
+	PadEven bool // pad odd dimensions to even
+}
+
+// SequencePattern is the name pattern (for image2) of the contiguous frame
+// files a node writes: 000000.png, 000001.png, ...
+func SequencePattern(dir, ext string) string {
+	return filepath.Join(dir, "%06d."+ext)
+}
+
+// SequenceName is the name of the frame at position i of a part.
+func SequenceName(i int, ext string) string {
+	return fmt.Sprintf("%06d.%s", i, ext)
+}
+
+// EncodeArgs is the ffmpeg command line that encodes the contiguous
+// sequence at pattern (starting at 0) into out, a part file.
+func EncodeArgs(pattern string, s Settings, out string) ([]string, error) {
+	c, err := LookupCodec(s.Codec)
+	if err != nil {
+		return nil, err
+	}
+	in := ffmpeggo.KwArgs{
+		// Always give the input rate: image2 defaults to 25 fps.
+		"framerate":    s.Rate.String(),
+		"start_number": "0",
+	}
+	outArgs := ffmpeggo.KwArgs{"c:v": c.Name, "pix_fmt": s.PixFmt, "map_metadata": "-1"}
+	if s.PixFmt == "" {
+		outArgs["pix_fmt"] = c.DefaultPixFmt
+	}
+	if s.PadEven {
+		outArgs["vf"] = "pad=ceil(iw/2)*2:ceil(ih/2)*2"
+	}
+	if c.PartExt == "mp4" || c.PartExt == "mov" {
+		// A track time base of 1/fps-numerator keeps every timestamp exact.
+		outArgs["video_track_timescale"] = strconv.FormatInt(s.Rate.Num, 10)
+	}
+	if s.CRF >= 0 && c.CRFMax >= 0 {
+		outArgs["crf"] = strconv.Itoa(s.CRF)
+	}
+	switch c.Name {
+	case "libx264":
+		// Identical SPS/PPS across parts, so that they join with stream copy.
+		outArgs["x264-params"] = "stitchable=1"
+		setIf(outArgs, "preset", s.Preset)
+	case "libx265":
+		outArgs["tag:v"] = "hvc1"
+		outArgs["x265-params"] = "log-level=error"
+		setIf(outArgs, "preset", s.Preset)
+	case "libvpx-vp9":
+		if s.CRF >= 0 {
+			outArgs["b:v"] = "0" // constant quality mode
+		}
+		outArgs["row-mt"] = "1"
+		setIf(outArgs, "deadline", s.Preset)
+	case "libsvtav1":
+		setIf(outArgs, "preset", s.Preset)
+	case "prores_ks":
+		setIf(outArgs, "profile:v", s.Preset)
+	case "ffv1":
+		outArgs["level"] = "3"
+	}
+	st := ffmpeggo.Input(pattern, in).Output(out, outArgs).OverWriteOutput()
+	return append(baseArgs(), st.GetArgs()...), nil
+}
+
+// ConcatArgs is the command line that joins the parts listed in list (a
+// concat demuxer script) into out with stream copy.
+func ConcatArgs(list, out string) []string {
+	st := ffmpeggo.Input(list, ffmpeggo.KwArgs{"f": "concat", "safe": "0"}).
+		Output(out, ffmpeggo.KwArgs{"c": "copy", "map": "0:v", "map_metadata": "-1"}).
+		OverWriteOutput()
+	return append(baseArgs(), st.GetArgs()...)
+}
+
+func baseArgs() []string {
+	return []string{"-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-progress", "pipe:1"}
+}
+
+func setIf(k ffmpeggo.KwArgs, key, v string) {
+	if v != "" {
+		k[key] = v
+	}
+}

@@ -1,0 +1,163 @@
+package frameseq
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"image"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/image/bmp"
+	"golang.org/x/image/tiff"
+	_ "golang.org/x/image/webp" // registers WebP with image.DecodeConfig
+)
+
+// probeWorkers bounds the goroutines that read file info and headers.
+const probeWorkers = 8
+
+// pngEnd is the IEND chunk that ends every complete PNG file.
+const pngEnd = "\x00\x00\x00\x00IEND\xaeB`\x82"
+
+// pngTailSearch is how far from the end of a PNG file the IEND chunk is
+// looked for, to tolerate a little trailing data.
+const pngTailSearch = 4096
+
+// probeResult is what probing one frame found.
+type probeResult struct {
+	size          int64
+	modTime       time.Time
+	width, height int
+	known         bool  // width and height were read from the header
+	err           error // why the frame cannot be used
+}
+
+// probeAll reads the size and time of every candidate and, when header is
+// set, its image header, with a bounded pool of goroutines. results[i]
+// belongs to cands[i].
+func probeAll(dir string, cands []*candidate, header bool) []probeResult {
+	results := make([]probeResult, len(cands))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(probeWorkers, len(cands)) {
+		wg.Go(func() {
+			sc := &scratch{br: bufio.NewReaderSize(nil, 4096)}
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(cands) {
+					return
+				}
+				results[i] = probe(dir, cands[i], header, sc)
+			}
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// scratch is one worker's buffers, reused from file to file.
+type scratch struct {
+	br   *bufio.Reader
+	tail [pngTailSearch]byte
+}
+
+// probe reads one candidate's info and, when header is set, its header.
+func probe(dir string, c *candidate, header bool, sc *scratch) probeResult {
+	info := c.info
+	if info == nil {
+		var err error
+		if info, err = c.entry.Info(); err != nil {
+			return probeResult{err: fmt.Errorf("cannot read its file information: %w", err)}
+		}
+	}
+	r := probeResult{size: info.Size(), modTime: info.ModTime()}
+	if r.size == 0 {
+		r.err = errors.New("the file is empty (0 bytes)")
+		return r
+	}
+	if !header {
+		return r
+	}
+	r.width, r.height, r.known, r.err = readHeader(filepath.Join(dir, c.name), r.size, sc)
+	return r
+}
+
+// readHeader reads the width and height from an image file's header without
+// decoding its pixels. known is false (and err nil) when the header is valid
+// but uses a feature Go's decoders do not describe; ffprobe will tell then.
+func readHeader(path string, size int64, sc *scratch) (w, h int, known bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("cannot open it: %w", err)
+	}
+	defer f.Close()
+	br := sc.br
+	br.Reset(f)
+	defer br.Reset(nil)
+	peek, _ := br.Peek(16)
+	var magicBuf [16]byte // br's buffer is overwritten as it reads on
+	magic := magicBuf[:copy(magicBuf[:], peek)]
+
+	var cfg image.Config
+	format := ""
+	if bytes.HasPrefix(magic, []byte("II*\x00")) || bytes.HasPrefix(magic, []byte("MM\x00*")) {
+		// TIFF's header points anywhere in the file (often to its end):
+		// give the decoder random access rather than a stream it would
+		// have to read up to there.
+		format = "tiff"
+		cfg, err = tiff.DecodeConfig(io.NewSectionReader(f, 0, size))
+	} else {
+		cfg, format, err = image.DecodeConfig(br)
+	}
+	if err != nil {
+		return 0, 0, false, headerError(err, magic, size)
+	}
+	if format == "png" {
+		if err := checkPNGEnd(f, size, sc.tail[:]); err != nil {
+			return 0, 0, false, err
+		}
+	}
+	return cfg.Width, cfg.Height, true, nil
+}
+
+// headerError turns a decoder's error into one a user can act on. It
+// returns nil for valid headers that use features the decoders lack.
+func headerError(err error, magic []byte, size int64) error {
+	var pngU png.UnsupportedError
+	var jpegU jpeg.UnsupportedError
+	var tiffU tiff.UnsupportedError
+	switch {
+	case errors.As(err, &pngU), errors.As(err, &jpegU), errors.As(err, &tiffU), errors.Is(err, bmp.ErrUnsupported):
+		return nil
+	case errors.Is(err, image.ErrFormat):
+		return fmt.Errorf("not an image: its content does not start with a PNG, JPEG, TIFF, BMP or WebP header (it starts with %q)", magic)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return fmt.Errorf("cut short: the file (%d bytes) ends inside its image header", size)
+	}
+	return fmt.Errorf("bad image header: %w", err)
+}
+
+// checkPNGEnd checks that a PNG file ends with its IEND chunk: a render
+// that was interrupted leaves a file whose header is fine but whose end is
+// missing.
+func checkPNGEnd(f *os.File, size int64, buf []byte) error {
+	// The IEND chunk is normally the last 12 bytes; look further back only
+	// when it is not.
+	for _, n := range []int64{min(size, int64(len(pngEnd))), min(size, int64(len(buf)))} {
+		tail := buf[:n]
+		if _, err := f.ReadAt(tail, size-n); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("cannot read its end: %w", err)
+		}
+		if bytes.Contains(tail, []byte(pngEnd)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("cut short: the PNG file (%d bytes) does not end with its IEND chunk (was the render interrupted?)", size)
+}

@@ -1,0 +1,418 @@
+// Package node is the render node's worker loop: it asks its ambassador for
+// a set, receives the set's frames, encodes them with ffmpeg, checks its own
+// output, uploads the part and heartbeats with its progress all along.
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/framefarm/framefarm/internal/ffmpeg"
+	farmpb "github.com/framefarm/framefarm/proto"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// Config is how a node is started.
+type Config struct {
+	// Ambassador is the address of this machine's ambassador: the node's
+	// only way out.
+	Ambassador string
+	Name       string
+	// Work is where frames and parts are kept while a set renders; a temp
+	// folder (removed on exit) when empty.
+	Work string
+	// Once makes Run return when the coordinator has no more work for it.
+	Once   bool
+	Logger *slog.Logger
+	FFmpeg ffmpeg.Runner
+	// MinBackoff and MaxBackoff bound the wait after a failed call.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Node renders sets until stopped.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	conn   *grpc.ClientConn
+	client farmpb.NodeServiceClient
+	load   *loadMeter
+}
+
+// New prepares a node; it does not connect until Run.
+func New(cfg Config) (*Node, error) {
+	if cfg.Ambassador == "" {
+		return nil, errors.New("the node needs its ambassador's address (--ambassador)")
+	}
+	if cfg.Name == "" {
+		host, _ := os.Hostname()
+		cfg.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 200 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	conn, err := grpc.NewClient(cfg.Ambassador,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("ambassador address %q: %w", cfg.Ambassador, err)
+	}
+	return &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), conn: conn,
+		client: farmpb.NewNodeServiceClient(conn), load: newLoadMeter()}, nil
+}
+
+// Run asks for sets and renders them until ctx is cancelled (a set in
+// progress is given back at once) or, with Once, until there is no more work.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.conn.Close()
+	work := n.cfg.Work
+	if work == "" {
+		dir, err := os.MkdirTemp("", "framefarm-node-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		work = dir
+	} else if err := os.MkdirAll(work, 0o755); err != nil {
+		return fmt.Errorf("work folder %s: %w", work, err)
+	}
+	bo := backoff{min: n.cfg.MinBackoff, max: n.cfg.MaxBackoff}
+	for ctx.Err() == nil {
+		resp, err := n.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: n.cfg.Name})
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			d := bo.next()
+			n.log.Warn("asking for work failed; backing off", "err", err, "wait", d.Round(time.Millisecond))
+			sleep(ctx, d)
+			continue
+		}
+		bo.reset()
+		switch r := resp.Result.(type) {
+		case *farmpb.AcquireSetResponse_Assignment:
+			n.render(ctx, work, r.Assignment)
+		case *farmpb.AcquireSetResponse_RetryAfterMs:
+			sleep(ctx, jitter(time.Duration(r.RetryAfterMs)*time.Millisecond))
+		case *farmpb.AcquireSetResponse_Done:
+			if n.cfg.Once {
+				n.log.Info("no more work; exiting", "reason", r.Done)
+				return nil
+			}
+			n.log.Info("no more work for now", "reason", r.Done)
+			sleep(ctx, jitter(n.cfg.MaxBackoff))
+		}
+	}
+	return nil
+}
+
+var errLeaseLost = errors.New("lease lost")
+
+// render does one set. Whatever happens, the set ends uploaded, given back,
+// or taken away by the coordinator: never silently held.
+func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment) {
+	log := n.log.With("job", a.JobId, "set", a.SetIndex, "token", a.Token)
+	log.Info("set granted", "frames", len(a.Frames))
+	setCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var done atomic.Int64
+	hbStop := make(chan struct{})
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		n.heartbeat(setCtx, hbStop, a, &done, cancel, log)
+	}()
+	start := time.Now()
+	err := n.renderSet(setCtx, work, a, &done)
+	close(hbStop)
+	<-hbDone
+	switch {
+	case err == nil:
+		log.Info("part uploaded", "took", time.Since(start).Round(time.Millisecond))
+	case errors.Is(context.Cause(setCtx), errLeaseLost) || status.Code(err) == codes.FailedPrecondition:
+		log.Warn("lease lost; dropping the set", "err", err)
+	case status.Code(err) == codes.InvalidArgument:
+		// The coordinator refused the part and recorded why.
+		log.Error("part refused by the coordinator", "err", err)
+	case ctx.Err() != nil:
+		log.Info("stopping; giving the set back")
+		n.release(a, "", log)
+	default:
+		log.Error("set failed", "err", err)
+		n.release(a, errorText(err), log)
+	}
+}
+
+func (n *Node) release(a *farmpb.Assignment, reason string, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := n.client.ReleaseSet(ctx, &farmpb.ReleaseSetRequest{Node: n.cfg.Name, JobId: a.JobId, SetIndex: a.SetIndex, Token: a.Token, Error: reason})
+	if err != nil {
+		log.Warn("giving the set back failed; its lease will expire", "err", err)
+	}
+}
+
+func (n *Node) heartbeat(ctx context.Context, stop <-chan struct{}, a *farmpb.Assignment, done *atomic.Int64, cancel context.CancelCauseFunc, log *slog.Logger) {
+	every := time.Duration(a.HeartbeatIntervalMs) * time.Millisecond
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		load, free := n.load.sample()
+		_, err := n.client.Heartbeat(ctx, &farmpb.HeartbeatRequest{Node: n.cfg.Name, JobId: a.JobId, SetIndex: a.SetIndex,
+			Token: a.Token, FramesDone: uint32(done.Load()), CpuLoad: load, FreeCores: free})
+		switch status.Code(err) {
+		case codes.OK, codes.Canceled:
+		case codes.FailedPrecondition, codes.NotFound:
+			cancel(fmt.Errorf("%w: %v", errLeaseLost, err))
+			return
+		default:
+			log.Warn("heartbeat failed", "err", err)
+		}
+	}
+}
+
+func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment, done *atomic.Int64) error {
+	s := a.Settings
+	if s == nil || len(a.Frames) == 0 {
+		return errors.New("assignment without settings or frames")
+	}
+	dir := filepath.Join(work, fmt.Sprintf("%s-set%05d-t%d", a.JobId, a.SetIndex, a.Token))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := n.retry(ctx, "receiving frames", func() error { return n.receiveFrames(ctx, dir, a) }); err != nil {
+		return err
+	}
+	part := filepath.Join(dir, "part."+s.PartExt)
+	settings := ffmpeg.Settings{Codec: s.Codec, Rate: ffmpeg.Rate{Num: s.FpsNum, Den: s.FpsDen}, CRF: int(s.Crf),
+		Preset: s.Preset, PixFmt: s.PixFmt, PadEven: s.PadEven}
+	args, err := ffmpeg.EncodeArgs(ffmpeg.SequencePattern(dir, s.FrameExt), settings, part)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := n.cfg.FFmpeg.Run(ctx, args, func(f int64) { done.Store(f) }); err != nil {
+		return fmt.Errorf("encoding frames %d-%d: %w", a.Frames[0].Number, a.Frames[len(a.Frames)-1].Number, err)
+	}
+	encodeMS := uint64(time.Since(start).Milliseconds())
+	p, err := n.cfg.FFmpeg.ProbeVideo(ctx, part, false)
+	if err != nil {
+		return fmt.Errorf("checking the encoded part: %w", err)
+	}
+	if p.Packets != int64(len(a.Frames)) {
+		return fmt.Errorf("ffmpeg wrote %d frames for a set of %d", p.Packets, len(a.Frames))
+	}
+	done.Store(int64(len(a.Frames)))
+	return n.retry(ctx, "uploading the part", func() error { return n.upload(ctx, part, a, encodeMS) })
+}
+
+// retry repeats fn while the failure is the link's, not the request's.
+func (n *Node) retry(ctx context.Context, what string, fn func() error) error {
+	bo := backoff{min: n.cfg.MinBackoff, max: n.cfg.MaxBackoff}
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		switch status.Code(err) {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
+		default:
+			return err
+		}
+		if attempt == 8 || ctx.Err() != nil {
+			return err
+		}
+		d := bo.next()
+		n.log.Warn(what+" failed; retrying", "err", err, "attempt", attempt, "wait", d.Round(time.Millisecond))
+		sleep(ctx, d)
+	}
+}
+
+// receiveFrames writes the set's frames as a contiguous sequence
+// 000000.ext, 000001.ext, ...: that sidesteps image2's start-number and gap
+// traps whatever the original numbering.
+func (n *Node) receiveFrames(ctx context.Context, dir string, a *farmpb.Assignment) error {
+	ext := a.Settings.FrameExt
+	stream, err := n.client.StreamFrames(ctx, &farmpb.StreamFramesRequest{Node: n.cfg.Name, JobId: a.JobId, SetIndex: a.SetIndex, Token: a.Token})
+	if err != nil {
+		return err
+	}
+	var f *os.File
+	var pos uint32
+	var written int64
+	closeFrame := func() error {
+		if f == nil {
+			return nil
+		}
+		err := f.Close()
+		f = nil
+		if want := a.Frames[pos].Size; written != want {
+			return fmt.Errorf("frame %d (%s): received %d bytes, expected %d", a.Frames[pos].Number, a.Frames[pos].Name, written, want)
+		}
+		return err
+	}
+	received := 0
+	for {
+		c, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if f != nil {
+				f.Close()
+			}
+			return err
+		}
+		if int(c.Position) >= len(a.Frames) {
+			return fmt.Errorf("coordinator sent frame position %d of a %d-frame set", c.Position, len(a.Frames))
+		}
+		if f == nil {
+			pos, written = c.Position, 0
+			if f, err = os.Create(filepath.Join(dir, ffmpeg.SequenceName(int(pos), ext))); err != nil {
+				return err
+			}
+		} else if c.Position != pos {
+			return fmt.Errorf("frame %d ended without its last chunk", a.Frames[pos].Number)
+		}
+		if _, err := f.Write(c.Data); err != nil {
+			f.Close()
+			return err
+		}
+		written += int64(len(c.Data))
+		if c.Last {
+			if err := closeFrame(); err != nil {
+				return err
+			}
+			received++
+		}
+	}
+	if f != nil {
+		f.Close()
+		return fmt.Errorf("frame stream ended inside frame %d", a.Frames[pos].Number)
+	}
+	if received != len(a.Frames) {
+		return fmt.Errorf("received %d of the set's %d frames", received, len(a.Frames))
+	}
+	return nil
+}
+
+func (n *Node) upload(ctx context.Context, path string, a *farmpb.Assignment, encodeMS uint64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	stream, err := n.client.UploadPart(ctx)
+	if err != nil {
+		return err
+	}
+	send := func(m *farmpb.UploadPartRequest) error {
+		if err := stream.Send(m); err != nil {
+			// The real reason comes with CloseAndRecv.
+			if _, rerr := stream.CloseAndRecv(); rerr != nil {
+				return rerr
+			}
+			return err
+		}
+		return nil
+	}
+	if err := send(&farmpb.UploadPartRequest{Msg: &farmpb.UploadPartRequest_Header{Header: &farmpb.PartHeader{
+		Node: n.cfg.Name, JobId: a.JobId, SetIndex: a.SetIndex, Token: a.Token,
+		Size: st.Size(), Frames: uint32(len(a.Frames)), EncodeMs: encodeMS}}}); err != nil {
+		return err
+	}
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	for {
+		k, rerr := io.ReadFull(f, buf)
+		if k > 0 {
+			h.Write(buf[:k])
+			if err := send(&farmpb.UploadPartRequest{Msg: &farmpb.UploadPartRequest_Chunk{Chunk: buf[:k]}}); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	if err := send(&farmpb.UploadPartRequest{Msg: &farmpb.UploadPartRequest_Trailer{Trailer: &farmpb.PartTrailer{Sha256: h.Sum(nil)}}}); err != nil {
+		return err
+	}
+	_, err = stream.CloseAndRecv()
+	return err
+}
+
+// backoff is exponential with full jitter.
+type backoff struct {
+	min, max time.Duration
+	cur      time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(b.cur*2, b.max)
+	}
+	return b.cur/2 + rand.N(b.cur/2+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// errorText keeps ffmpeg's own words but bounds their size.
+func errorText(err error) string {
+	s := err.Error()
+	if len(s) > 2000 {
+		s = s[:2000] + "…"
+	}
+	return strings.TrimSpace(s)
+}
