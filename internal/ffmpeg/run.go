@@ -118,8 +118,9 @@ type Probe struct {
 	PixFmt   string
 	Packets  int64
 	TimeBase string
-	// Duration is the container's duration in seconds.
-	Duration float64
+	// Duration is the container's duration in seconds; StreamDuration the
+	// video track's, where the container keeps one (0 otherwise).
+	Duration, StreamDuration float64
 	// PTS are the presentation timestamps in seconds, sorted, when asked for.
 	PTS []float64
 }
@@ -128,7 +129,7 @@ type Probe struct {
 // parameters. With pts it also returns every packet's timestamp.
 func (r Runner) ProbeVideo(ctx context.Context, path string, pts bool) (Probe, error) {
 	args := []string{"-v", "error", "-select_streams", "v:0", "-count_packets",
-		"-show_entries", "stream=codec_name,width,height,pix_fmt,nb_read_packets,time_base:format=duration",
+		"-show_entries", "stream=codec_name,width,height,pix_fmt,nb_read_packets,time_base,duration:format=duration",
 		"-of", "json"}
 	if pts {
 		args = append(args, "-show_entries", "packet=pts_time")
@@ -149,6 +150,7 @@ func (r Runner) ProbeVideo(ctx context.Context, path string, pts bool) (Probe, e
 			PixFmt       string `json:"pix_fmt"`
 			NbReadPacket string `json:"nb_read_packets"`
 			TimeBase     string `json:"time_base"`
+			Duration     string `json:"duration"`
 		} `json:"streams"`
 		Packets []struct {
 			PTSTime string `json:"pts_time"`
@@ -167,6 +169,7 @@ func (r Runner) ProbeVideo(ctx context.Context, path string, pts bool) (Probe, e
 	p := Probe{Codec: s.CodecName, Width: s.Width, Height: s.Height, PixFmt: s.PixFmt, TimeBase: s.TimeBase}
 	p.Packets, _ = strconv.ParseInt(s.NbReadPacket, 10, 64)
 	p.Duration, _ = strconv.ParseFloat(doc.Format.Duration, 64)
+	p.StreamDuration, _ = strconv.ParseFloat(s.Duration, 64)
 	for _, pk := range doc.Packets {
 		if t, err := strconv.ParseFloat(pk.PTSTime, 64); err == nil {
 			p.PTS = append(p.PTS, t)
