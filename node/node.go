@@ -177,13 +177,17 @@ func (n *Node) heartbeat(ctx context.Context, stop <-chan struct{}, a *farmpb.As
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	// The first beat goes at once: the coordinator learns the node's load
+	// and its ambassador's breaker state even for short sets.
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		load, free := n.load.sample()
 		_, err := n.client.Heartbeat(ctx, &farmpb.HeartbeatRequest{Node: n.cfg.Name, JobId: a.JobId, SetIndex: a.SetIndex,

@@ -36,6 +36,7 @@ for i in 1 2; do
   pids+=($!)
 done
 
+for _ in $(seq 50); do "$BIN" status --coordinator "$COORD" >/dev/null 2>&1 && break; sleep 0.2; done
 echo "demo: farm started (coordinator $COORD, 2 nodes); logs in $DEMO/logs"
 echo "demo: watch progress from another terminal with:"
 echo "        $BIN status --coordinator $COORD --watch"
