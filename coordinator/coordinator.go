@@ -20,11 +20,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/framefarm/framefarm/internal/creds"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/frameseq"
 	farmpb "github.com/framefarm/framefarm/proto"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
 )
 
 // Config is everything the coordinator is started with.
@@ -44,6 +46,18 @@ type Config struct {
 	Preset           string
 	PixFmt           string
 	KeepParts        bool
+	// Pattern picks one naming pattern when the folder holds several.
+	Pattern string
+	// Gaps is what to do with missing frame numbers: "" or "refuse", "hold"
+	// (repeat the previous frame, so timing stays true) or "skip".
+	Gaps string
+	// Scale ("WxH") scales every frame to one size, for folders of mixed sizes.
+	Scale string
+	// Token, when set, must come with every call (UNAUTHENTICATED otherwise).
+	Token string
+	TLS   creds.ServerTLS
+	// Reflection lists the services to any gRPC client (grpcurl).
+	Reflection bool
 	// PollWindow is how long AcquireSet waits for work before answering
 	// "ask again".
 	PollWindow time.Duration
@@ -63,6 +77,8 @@ type jobSettings struct {
 	Preset   string `json:"preset"`
 	PixFmt   string `json:"pix_fmt"`
 	PadEven  bool   `json:"pad_even"`
+	ScaleW   int    `json:"scale_w,omitempty"`
+	ScaleH   int    `json:"scale_h,omitempty"`
 	Width    int    `json:"width"`
 	Height   int    `json:"height"`
 	FrameExt string `json:"frame_ext"`
@@ -102,8 +118,9 @@ type Coordinator struct {
 	nodes   map[string]*nodeInfo
 	joinReq chan struct{}
 
-	ready chan struct{}
-	addr  string
+	ready   chan struct{}
+	addr    string
+	srvOpts []grpc.ServerOption
 }
 
 type nodeInfo struct {
@@ -137,20 +154,37 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.FramesDir == "" {
+		return nil, errors.New("--frames is required: the folder of numbered images to encode")
+	}
 	dir, err := filepath.Abs(cfg.FramesDir)
 	if err != nil {
 		return nil, err
 	}
-	seq, err := frameseq.Scan(dir, frameseq.Options{})
+	if cfg.Gaps != "" && cfg.Gaps != "refuse" && cfg.Gaps != "hold" && cfg.Gaps != "skip" {
+		return nil, fmt.Errorf("--gaps %q: use refuse (the default), hold (repeat the previous frame) or skip (close the gaps up)", cfg.Gaps)
+	}
+	if cfg.Scale != "" {
+		if _, err := fmt.Sscanf(cfg.Scale, "%dx%d", &settings.ScaleW, &settings.ScaleH); err != nil ||
+			settings.ScaleW < 2 || settings.ScaleH < 2 || settings.ScaleW > 16384 || settings.ScaleH > 16384 ||
+			fmt.Sprintf("%dx%d", settings.ScaleW, settings.ScaleH) != cfg.Scale {
+			return nil, fmt.Errorf("--scale %q: give the size as WIDTHxHEIGHT, e.g. 1920x1080", cfg.Scale)
+		}
+	}
+	seq, err := frameseq.Scan(dir, frameseq.Options{Pattern: cfg.Pattern,
+		AllowGaps: cfg.Gaps == "hold" || cfg.Gaps == "skip", AllowMixedDimensions: cfg.Scale != ""})
 	if err != nil {
 		return nil, err
 	}
-	frames := make([]frameRecord, len(seq.Frames))
-	for i, f := range seq.Frames {
-		frames[i] = frameRecord{Number: f.Number, Name: f.Name, Size: f.Size, ModTime: f.ModTime}
+	frames := sequenceFrames(seq, cfg.Gaps == "hold")
+	if n := len(seq.Gaps()); n > 0 {
+		cfg.Logger.Warn("frame numbers are missing", "gaps", n, "policy", cfg.Gaps, "frames", len(frames))
 	}
 	settings.FrameExt = seq.Pattern.Ext
 	settings.Width, settings.Height = seq.Width, seq.Height
+	if settings.ScaleW > 0 {
+		settings.Width, settings.Height = settings.ScaleW, settings.ScaleH
+	}
 	if settings.Width == 0 || settings.Height == 0 {
 		p, err := cfg.FFmpeg.ProbeVideo(ctx, filepath.Join(dir, frames[0].Name), false)
 		if err != nil {
@@ -163,10 +197,17 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		cfg.Logger.Warn("frames have an odd dimension; padding to even, as 4:2:0 and 4:2:2 need",
 			"width", settings.Width, "height", settings.Height, "pix_fmt", settings.PixFmt)
 	}
+	if err := checkOutputs(cfg, settings, frames); err != nil {
+		return nil, err
+	}
+	tlsOpts, err := creds.ServerOptions(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
 	c := &Coordinator{
 		cfg: cfg, log: cfg.Logger, frames: frames,
 		changed: make(chan struct{}), nodes: map[string]*nodeInfo{},
-		joinReq: make(chan struct{}, 1), ready: make(chan struct{}),
+		joinReq: make(chan struct{}, 1), ready: make(chan struct{}), srvOpts: tlsOpts,
 	}
 	if c.cfg.Data, err = filepath.Abs(cfg.Data); err != nil {
 		return nil, err
@@ -210,8 +251,9 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		c.rec = jobRecord{ID: newID(), Created: cfg.Now(), FramesDir: dir, OutPath: out, Settings: settings, Fingerprint: fp}
 		c.job = &Job{ID: c.rec.ID, State: JobRunning, Sets: Partition(len(frames), cfg.Sets), NodeFailures: map[string]int{}}
 		ev := []Event{{At: cfg.Now(), Kind: "job_created", Set: -1,
-			Detail: fmt.Sprintf("%d frames (%s, %d to %d) in %d sets, %s at %s fps", len(frames), seq.Pattern,
-				frames[0].Number, frames[len(frames)-1].Number, len(c.job.Sets), settings.Codec, settings.rate())}}
+			Detail: fmt.Sprintf("%d frames (%s, %d to %d) in %d sets, %s at %s fps, %dx%d%s", len(frames), seq.Pattern,
+				frames[0].Number, frames[len(frames)-1].Number, len(c.job.Sets), settings.Codec, settings.rate(),
+				settings.outWidth(), settings.outHeight(), notes(settings, seq, cfg.Gaps))}}
 		if err := c.store.createJob(ctx, c.rec, frames, c.job, ev); err != nil {
 			c.store.Close()
 			return nil, err
@@ -306,20 +348,27 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		return fmt.Errorf("listening on %s: %w", c.cfg.Listen, err)
 	}
 	c.addr = lis.Addr().String()
-	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	check := creds.NewChecker(c.cfg.Token)
+	srv := grpc.NewServer(append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(check.Unary, func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			resp, err := h(ctx, req)
 			return resp, toStatus(err)
 		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		grpc.ChainStreamInterceptor(check.Stream, func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			return toStatus(h(srv, ss))
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.MaxRecvMsgSize(4<<20),
-	)
+		grpc.MaxRecvMsgSize(4 << 20),
+		// A node needs a handful of calls at once; a client opening many
+		// more is not one of ours.
+		grpc.MaxConcurrentStreams(64),
+	}, c.srvOpts...)...)
 	farmpb.RegisterNodeServiceServer(srv, &nodeService{c: c})
 	farmpb.RegisterFarmServiceServer(srv, &farmService{c: c})
+	if c.cfg.Reflection {
+		reflection.Register(srv)
+	}
 	close(c.ready)
 	c.log.Info("coordinator listening", "addr", c.addr, "job", c.rec.ID, "data", c.cfg.Data)
 

@@ -19,6 +19,7 @@ var (
 	ErrNodeExcluded = errors.New("node excluded from job")
 	ErrNotReady     = errors.New("final video not ready")
 	ErrBadPart      = errors.New("part refused")
+	ErrFrameChanged = errors.New("frame changed")
 )
 
 func toStatus(err error) error {
@@ -36,7 +37,7 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, ErrInvalid), errors.Is(err, ErrBadPart):
 		code = codes.InvalidArgument
-	case errors.Is(err, ErrNotReady), errors.Is(err, ErrJobFailed), errors.Is(err, ErrJobFinished), errors.Is(err, ErrNodeExcluded):
+	case errors.Is(err, ErrNotReady), errors.Is(err, ErrJobFailed), errors.Is(err, ErrFrameChanged), errors.Is(err, ErrJobFinished), errors.Is(err, ErrNodeExcluded):
 		code = codes.FailedPrecondition
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled

@@ -25,14 +25,11 @@ func (f *farmService) GetJob(ctx context.Context, req *farmpb.GetJobRequest) (*f
 func (c *Coordinator) status() *farmpb.JobStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := c.rec.Settings
 	js := &farmpb.JobStatus{
 		JobId: c.rec.ID, State: c.job.State, Reason: c.job.Reason, FramesDir: c.rec.FramesDir,
 		TotalFrames: uint32(len(c.frames)), OutPath: c.rec.OutPath, LastEventSeq: c.job.LastSeq,
 		FinalSize: c.rec.FinalSize, FinalSha256: c.rec.FinalSHA,
-		Settings: &farmpb.EncodeSettings{Codec: st.Codec, FpsNum: st.FPSNum, FpsDen: st.FPSDen, Crf: int32(st.CRF),
-			Preset: st.Preset, PixFmt: st.PixFmt, PartExt: st.PartExt, FrameExt: st.FrameExt,
-			Width: uint32(st.Width), Height: uint32(st.Height), PadEven: st.PadEven},
+		Settings: c.encodeSettings(),
 	}
 	for _, s := range c.job.Sets {
 		ss := &farmpb.SetStatus{
@@ -136,4 +133,13 @@ func (f *farmService) DownloadVideo(req *farmpb.DownloadVideoRequest, stream far
 			return err
 		}
 	}
+}
+
+// encodeSettings are the job's settings as nodes and clients see them.
+func (c *Coordinator) encodeSettings() *farmpb.EncodeSettings {
+	st := c.rec.Settings
+	return &farmpb.EncodeSettings{Codec: st.Codec, FpsNum: st.FPSNum, FpsDen: st.FPSDen, Crf: int32(st.CRF),
+		Preset: st.Preset, PixFmt: st.PixFmt, PartExt: st.PartExt, FrameExt: st.FrameExt,
+		Width: uint32(st.Width), Height: uint32(st.Height), PadEven: st.PadEven,
+		ScaleWidth: uint32(st.ScaleW), ScaleHeight: uint32(st.ScaleH)}
 }

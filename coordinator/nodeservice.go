@@ -79,15 +79,10 @@ func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequ
 }
 
 func (c *Coordinator) assignment(s *Set) *farmpb.Assignment {
-	st := c.rec.Settings
 	a := &farmpb.Assignment{
 		JobId: c.rec.ID, SetIndex: uint32(s.Index), Token: s.Token,
 		HeartbeatIntervalMs: uint32(max(c.cfg.HeartbeatTimeout/4, 50*time.Millisecond).Milliseconds()),
-		Settings: &farmpb.EncodeSettings{
-			Codec: st.Codec, FpsNum: st.FPSNum, FpsDen: st.FPSDen, Crf: int32(st.CRF), Preset: st.Preset,
-			PixFmt: st.PixFmt, PartExt: st.PartExt, FrameExt: st.FrameExt,
-			Width: uint32(st.Width), Height: uint32(st.Height), PadEven: st.PadEven,
-		},
+		Settings:            c.encodeSettings(),
 	}
 	for _, f := range c.frames[s.First : s.First+s.Count] {
 		a.Frames = append(a.Frames, &farmpb.FrameInfo{Number: f.Number, Name: f.Name, Size: f.Size})
@@ -175,7 +170,16 @@ func (n *nodeService) StreamFrames(req *farmpb.StreamFramesRequest, stream farmp
 	}
 	buf := make([]byte, chunkSize)
 	for i, f := range c.frames[s.First : s.First+s.Count] {
-		if err := c.streamFrame(stream, uint32(i), f, buf); err != nil {
+		err := c.streamFrame(stream, uint32(i), f, buf)
+		if errors.Is(err, ErrFrameChanged) {
+			// No node can render this set any more: stop the job now rather
+			// than mix two versions of the frames or fail it on three nodes.
+			c.log.Error("frame changed; failing the job", "job", c.rec.ID, "set", s.Index, "err", err)
+			_ = c.change(stream.Context(), func(j *Job) ([]*Set, []Event, error) {
+				return nil, j.Finish(err, "", c.cfg.Now()), nil
+			})
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -186,9 +190,14 @@ func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, 
 	// Names come from our own scan, never from the request.
 	fh, err := os.Open(filepath.Join(c.rec.FramesDir, f.Name))
 	if err != nil {
-		return fmt.Errorf("frame %d (%s) can no longer be read: %w", f.Number, f.Name, err)
+		return fmt.Errorf("%w: frame %d (%s) can no longer be read (%v): restore it, or start a new job on the folder as it is now",
+			ErrFrameChanged, f.Number, f.Name, err)
 	}
 	defer fh.Close()
+	if fi, err := fh.Stat(); err != nil || fi.Size() != f.Size || fi.ModTime().UnixNano() != f.ModTime.UnixNano() {
+		return fmt.Errorf("%w: frame %d (%s) changed since the job started (size or modification time differs): restore it, or start a new job on the folder as it is now",
+			ErrFrameChanged, f.Number, f.Name)
+	}
 	var sent int64
 	for {
 		k, err := io.ReadFull(fh, buf)
@@ -210,7 +219,7 @@ func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, 
 		}
 	}
 	if sent != f.Size {
-		return fmt.Errorf("%w: frame %d (%s) changed since the job started (%d bytes, was %d): restore it or start a new job", ErrBadPart, f.Number, f.Name, sent, f.Size)
+		return fmt.Errorf("%w: frame %d (%s) changed while it was read (%d bytes, was %d): restore it, or start a new job on the folder as it is now", ErrFrameChanged, f.Number, f.Name, sent, f.Size)
 	}
 	if sent == 0 {
 		return stream.Send(&farmpb.FrameChunk{Position: pos, Last: true})

@@ -13,6 +13,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -218,14 +220,14 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	}
 	part := filepath.Join(dir, "part."+s.PartExt)
 	settings := ffmpeg.Settings{Codec: s.Codec, Rate: ffmpeg.Rate{Num: s.FpsNum, Den: s.FpsDen}, CRF: int(s.Crf),
-		Preset: s.Preset, PixFmt: s.PixFmt, PadEven: s.PadEven}
+		Preset: s.Preset, PixFmt: s.PixFmt, PadEven: s.PadEven, ScaleW: int(s.ScaleWidth), ScaleH: int(s.ScaleHeight)}
 	args, err := ffmpeg.EncodeArgs(ffmpeg.SequencePattern(dir, s.FrameExt), settings, part)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
 	if err := n.cfg.FFmpeg.Run(ctx, args, func(f int64) { done.Store(f) }); err != nil {
-		return fmt.Errorf("encoding frames %d-%d: %w", a.Frames[0].Number, a.Frames[len(a.Frames)-1].Number, err)
+		return fmt.Errorf("encoding frames %d-%d: %s", a.Frames[0].Number, a.Frames[len(a.Frames)-1].Number, originalNames(err.Error(), dir, a))
 	}
 	encodeMS := uint64(time.Since(start).Milliseconds())
 	p, err := n.cfg.FFmpeg.ProbeVideo(ctx, part, false)
@@ -419,4 +421,19 @@ func errorText(err error) string {
 		s = s[:2000] + "…"
 	}
 	return strings.TrimSpace(s)
+}
+
+// originalNames rewrites the work folder's frame names in an ffmpeg message
+// (".../000012.png") as the user's ("shot_0112.png (frame 112)"), so a bad
+// frame is named as the user knows it.
+func originalNames(msg, dir string, a *farmpb.Assignment) string {
+	ext := regexp.QuoteMeta("." + a.Settings.FrameExt)
+	re := regexp.MustCompile(`(?:` + regexp.QuoteMeta(dir+string(filepath.Separator)) + `)?(\d{6})` + ext)
+	return re.ReplaceAllStringFunc(msg, func(m string) string {
+		i, err := strconv.Atoi(re.FindStringSubmatch(m)[1])
+		if err != nil || i >= len(a.Frames) {
+			return m
+		}
+		return fmt.Sprintf("%s (frame %d)", a.Frames[i].Name, a.Frames[i].Number)
+	})
 }

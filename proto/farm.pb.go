@@ -336,7 +336,11 @@ type EncodeSettings struct {
 	Width    uint32 `protobuf:"varint,9,opt,name=width,proto3" json:"width,omitempty"`
 	Height   uint32 `protobuf:"varint,10,opt,name=height,proto3" json:"height,omitempty"`
 	// Pad odd dimensions up to even (4:2:0 and 4:2:2 formats need it).
-	PadEven       bool `protobuf:"varint,11,opt,name=pad_even,json=padEven,proto3" json:"pad_even,omitempty"`
+	PadEven bool `protobuf:"varint,11,opt,name=pad_even,json=padEven,proto3" json:"pad_even,omitempty"`
+	// When set, every frame is scaled to this size first (--scale); width
+	// and height above are then the scaled size.
+	ScaleWidth    uint32 `protobuf:"varint,12,opt,name=scale_width,json=scaleWidth,proto3" json:"scale_width,omitempty"`
+	ScaleHeight   uint32 `protobuf:"varint,13,opt,name=scale_height,json=scaleHeight,proto3" json:"scale_height,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -446,6 +450,20 @@ func (x *EncodeSettings) GetPadEven() bool {
 		return x.PadEven
 	}
 	return false
+}
+
+func (x *EncodeSettings) GetScaleWidth() uint32 {
+	if x != nil {
+		return x.ScaleWidth
+	}
+	return 0
+}
+
+func (x *EncodeSettings) GetScaleHeight() uint32 {
+	if x != nil {
+		return x.ScaleHeight
+	}
+	return 0
 }
 
 type HeartbeatRequest struct {
@@ -1868,7 +1886,7 @@ const file_farm_proto_rawDesc = "" +
 	"\tFrameInfo\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x03R\x06number\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\"\x9c\x02\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"\xe0\x02\n" +
 	"\x0eEncodeSettings\x12\x14\n" +
 	"\x05codec\x18\x01 \x01(\tR\x05codec\x12\x17\n" +
 	"\afps_num\x18\x02 \x01(\x03R\x06fpsNum\x12\x17\n" +
@@ -1881,7 +1899,10 @@ const file_farm_proto_rawDesc = "" +
 	"\x05width\x18\t \x01(\rR\x05width\x12\x16\n" +
 	"\x06height\x18\n" +
 	" \x01(\rR\x06height\x12\x19\n" +
-	"\bpad_even\x18\v \x01(\bR\apadEven\"\x80\x02\n" +
+	"\bpad_even\x18\v \x01(\bR\apadEven\x12\x1f\n" +
+	"\vscale_width\x18\f \x01(\rR\n" +
+	"scaleWidth\x12!\n" +
+	"\fscale_height\x18\r \x01(\rR\vscaleHeight\"\x80\x02\n" +
 	"\x10HeartbeatRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1b\n" +

@@ -12,6 +12,8 @@ func runAmbassador(ctx context.Context, e *env, args []string) error {
 		`Runs beside a node on a render machine: serves the node on loopback and
 forwards each of its calls to the coordinator through a circuit breaker,
 with deadlines, retries of idempotent calls and keepalives.`)
+	var cc clientCreds
+	cc.register(f)
 	var cfg ambassador.Config
 	f.StringVar(&cfg.Coordinator, "coordinator", "", "the coordinator's `ADDR` (host:port, required)")
 	f.StringVar(&cfg.Listen, "listen", ambassador.DefaultListen, "`ADDR` to serve the node on; keep it on loopback")
@@ -23,6 +25,11 @@ with deadlines, retries of idempotent calls and keepalives.`)
 		return err
 	}
 	cfg.Logger = newLogger(e.stderr, level)
+	opts, err := cc.dialOptions()
+	if err != nil {
+		return err
+	}
+	cfg.DialOptions = opts
 
 	a, err := ambassador.New(cfg)
 	if err != nil {

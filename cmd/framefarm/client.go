@@ -7,9 +7,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/framefarm/framefarm/internal/creds"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -28,10 +28,31 @@ type farmClient struct {
 	farmpb.FarmServiceClient
 }
 
-func dialFarm(addr string) (*farmClient, error) {
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsg)))
+// clientCreds are the flags with which a client proves it belongs to the
+// farm: the token and TLS.
+type clientCreds struct {
+	token string
+	tls   creds.ClientTLS
+}
+
+func (c *clientCreds) register(f *cmdFlags) {
+	f.StringVar(&c.token, "token", "", "the farm's `TOKEN` (default $"+creds.EnvToken+")")
+	f.StringVar(&c.tls.CA, "tls-ca", "", "connect with TLS, trusting the coordinator certificate signed by the CA in `FILE` (PEM)")
+	f.StringVar(&c.tls.Cert, "tls-cert", "", "client certificate `FILE` (PEM), for a coordinator that requires mutual TLS")
+	f.StringVar(&c.tls.Key, "tls-key", "", "client key `FILE` (PEM), with --tls-cert")
+}
+
+func (c *clientCreds) dialOptions() ([]grpc.DialOption, error) {
+	return creds.DialOptions(creds.Token(c.token), c.tls)
+}
+
+func dialFarm(addr string, cc *clientCreds) (*farmClient, error) {
+	opts, err := cc.dialOptions()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(addr, append(opts,
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsg)))...)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator address %q: %w", addr, err)
 	}

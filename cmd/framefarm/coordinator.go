@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/framefarm/framefarm/coordinator"
+	"github.com/framefarm/framefarm/internal/creds"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 )
 
@@ -31,6 +32,14 @@ parts, and joins them into the final video. Started again on the same
 	f.StringVar(&cfg.PixFmt, "pix-fmt", "", "pixel format `NAME`; empty means the codec's default: yuv420p, yuv422p10le for prores_ks")
 	f.BoolVar(&cfg.KeepParts, "keep-parts", false, "keep the encoded parts after the join")
 	f.DurationVar(&cfg.PollWindow, "poll-window", 20*time.Second, "how long a node's request for work waits (`DURATION`) before it is told to ask again")
+	f.StringVar(&cfg.Pattern, "pattern", "", "use only the frames of this naming `PATTERN` (e.g. shot_####.png) when the folder holds several")
+	f.StringVar(&cfg.Gaps, "gaps", "refuse", "missing frame numbers: refuse, hold (repeat the previous frame, keeping the timing) or skip (close them up)")
+	f.StringVar(&cfg.Scale, "scale", "", "scale every frame to `WxH` (for folders of mixed sizes)")
+	f.StringVar(&cfg.Token, "token", "", "require this `TOKEN` on every call (default $"+creds.EnvToken+")")
+	f.StringVar(&cfg.TLS.Cert, "tls-cert", "", "serve TLS with the certificate in `FILE` (PEM)")
+	f.StringVar(&cfg.TLS.Key, "tls-key", "", "the TLS key `FILE` (PEM)")
+	f.StringVar(&cfg.TLS.ClientCA, "tls-client-ca", "", "require client certificates signed by the CA in `FILE` (mutual TLS)")
+	f.BoolVar(&cfg.Reflection, "reflection", false, "list the gRPC services to any client (grpcurl)")
 	level := f.logLevel()
 	if err := f.parse(e, args); err != nil {
 		return err
@@ -39,6 +48,7 @@ parts, and joins them into the final video. Started again on the same
 		return err
 	}
 	cfg.Logger = newLogger(e.stderr, level)
+	cfg.Token = creds.Token(cfg.Token)
 
 	c, err := coordinator.New(ctx, cfg)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -332,9 +333,16 @@ func TestLosslessMatchesFFmpeg(t *testing.T) {
 	if a, b := sha(t, out), sha(t, fetched); a != b {
 		t.Fatalf("fetched video sha256 %s differs from --out %s", b, a)
 	}
-	st := statusJSON(t, f.addr)
-	if !strings.Contains(st, `"state": "done"`) || !strings.Contains(st, sha(t, fetched)) {
-		t.Fatalf("status after the job does not show it done with the fetched sha256:\n%s", st)
+	raw := statusJSON(t, f.addr)
+	var st struct {
+		State       string `json:"state"`
+		FinalSha256 string `json:"finalSha256"`
+	}
+	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, raw)
+	}
+	if st.State != "done" || st.FinalSha256 != sha(t, fetched) {
+		t.Fatalf("status after the job: state %q sha256 %q, want done and the fetched file's:\n%s", st.State, st.FinalSha256, raw)
 	}
 }
 

@@ -23,6 +23,8 @@ func runFetch(ctx context.Context, e *env, args []string) error {
 		`Downloads a job's final video, checks its size and SHA-256 against what the
 coordinator stored, and moves it into place atomically: FILE is either the
 whole video or untouched.`)
+	var cc clientCreds
+	cc.register(f)
 	addr := f.String("coordinator", "127.0.0.1:5555", "the coordinator's `ADDR`")
 	job := f.String("job", "", "job `ID` (default: the coordinator's job)")
 	out := f.String("o", "", "write the video to `FILE` (required; an existing folder keeps the coordinator's file name)")
@@ -33,7 +35,7 @@ whole video or untouched.`)
 	if err := f.require("o"); err != nil {
 		return err
 	}
-	c, err := dialFarm(*addr)
+	c, err := dialFarm(*addr, &cc)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,8 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		`Shows a job's progress: its state, each set's state (A available,
 B assigned, C completed, F failed), frame range, node, frames done, size
 and encode time, and each node's load and circuit breaker.`)
+	var cc clientCreds
+	cc.register(f)
 	addr := f.String("coordinator", "127.0.0.1:5555", "the coordinator's `ADDR`")
 	job := f.String("job", "", "job `ID` (default: the coordinator's job)")
 	watch := f.Bool("watch", false, "redraw every second until the job is done or failed (Ctrl-C stops)")
@@ -33,7 +35,7 @@ and encode time, and each node's load and circuit breaker.`)
 	if err := f.parse(e, args); err != nil {
 		return err
 	}
-	c, err := dialFarm(*addr)
+	c, err := dialFarm(*addr, &cc)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	ffmpeggo "github.com/u2takey/ffmpeg-go"
 )
@@ -17,6 +18,8 @@ type Settings struct {
 	Preset  string
 	PixFmt  string
 	PadEven bool // pad odd dimensions to even
+	// ScaleW, ScaleH: scale every frame to this size first (0: keep).
+	ScaleW, ScaleH int
 }
 
 // SequencePattern is the name pattern (for image2) of the contiguous frame
@@ -46,8 +49,15 @@ func EncodeArgs(pattern string, s Settings, out string) ([]string, error) {
 	if s.PixFmt == "" {
 		outArgs["pix_fmt"] = c.DefaultPixFmt
 	}
+	var filters []string
+	if s.ScaleW > 0 && s.ScaleH > 0 {
+		filters = append(filters, fmt.Sprintf("scale=%d:%d,setsar=1", s.ScaleW, s.ScaleH))
+	}
 	if s.PadEven {
-		outArgs["vf"] = "pad=ceil(iw/2)*2:ceil(ih/2)*2"
+		filters = append(filters, "pad=ceil(iw/2)*2:ceil(ih/2)*2")
+	}
+	if len(filters) > 0 {
+		outArgs["vf"] = strings.Join(filters, ",")
 	}
 	if c.PartExt == "mp4" || c.PartExt == "mov" {
 		// A track time base of 1/fps-numerator keeps every timestamp exact.

@@ -187,4 +187,7 @@ type Options struct {
 	// AllowGaps lets Scan return a sequence with missing frame numbers
 	// (see Sequence.Gaps) instead of refusing it with ErrGaps.
 	AllowGaps bool
+	// AllowMixedDimensions accepts frames of different sizes (the caller
+	// scales them to one size); Sequence.Width and Height are then 0.
+	AllowMixedDimensions bool
 }

@@ -127,6 +127,9 @@ func Scan(dir string, opts Options) (*Sequence, error) {
 	if err := checkUnreadable(dir, seq.Frames, results); err != nil {
 		return nil, err
 	}
+	if opts.AllowMixedDimensions {
+		return seq, nil
+	}
 	w, h, err := checkDimensions(dir, seq.Frames, results)
 	if err != nil {
 		return nil, err

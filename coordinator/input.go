@@ -1,0 +1,131 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/framefarm/framefarm/internal/frameseq"
+)
+
+// sequenceFrames is the job's frame list. With hold, every missing number
+// repeats the frame before it, so the video keeps the timing of the
+// numbering; otherwise the gaps (if allowed) are closed up.
+func sequenceFrames(seq *frameseq.Sequence, hold bool) []frameRecord {
+	out := make([]frameRecord, 0, len(seq.Frames))
+	for i, f := range seq.Frames {
+		if hold && i > 0 {
+			prev := out[len(out)-1]
+			for n := seq.Frames[i-1].Number + 1; n < f.Number; n++ {
+				out = append(out, frameRecord{Number: n, Name: prev.Name, Size: prev.Size, ModTime: prev.ModTime})
+			}
+		}
+		out = append(out, frameRecord{Number: f.Number, Name: f.Name, Size: f.Size, ModTime: f.ModTime})
+	}
+	return out
+}
+
+// notes says, once, what the job does to the frames beyond encoding them.
+func notes(s jobSettings, seq *frameseq.Sequence, gaps string) string {
+	var n []string
+	if s.ScaleW > 0 {
+		n = append(n, fmt.Sprintf("every frame scaled to %dx%d", s.ScaleW, s.ScaleH))
+	}
+	if s.PadEven {
+		n = append(n, fmt.Sprintf("padded from %dx%d to even dimensions for %s", s.Width, s.Height, s.PixFmt))
+	}
+	if g := seq.Gaps(); len(g) > 0 {
+		missing := int64(0)
+		for _, r := range g {
+			missing += r[1] - r[0] + 1
+		}
+		verb := "closed up"
+		if gaps == "hold" {
+			verb = "filled by holding the previous frame"
+		}
+		n = append(n, fmt.Sprintf("%d missing frame numbers %s", missing, verb))
+	}
+	if len(n) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(n, "; ")
+}
+
+// checkOutputs refuses, before any work starts, a job whose video could not
+// be written: --out in a folder we cannot write, or too little free disk
+// for the parts and the final video.
+func checkOutputs(cfg Config, s jobSettings, frames []frameRecord) error {
+	if cfg.Out != "" {
+		dir := filepath.Dir(cfg.Out)
+		if fi, err := os.Stat(cfg.Out); err == nil && fi.IsDir() {
+			return fmt.Errorf("--out %s is a folder: give a file name such as %s", cfg.Out, filepath.Join(cfg.Out, "final."+s.FinalExt))
+		}
+		if err := canWrite(dir); err != nil {
+			return fmt.Errorf("--out %s: cannot write in %s (%w): choose another path or fix its permissions", cfg.Out, dir, err)
+		}
+	}
+	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
+		return fmt.Errorf("--data %s cannot be created (%w): choose another folder", cfg.Data, err)
+	}
+	if err := canWrite(cfg.Data); err != nil {
+		return fmt.Errorf("--data %s: cannot write there (%w): choose another folder or fix its permissions", cfg.Data, err)
+	}
+	need := estimateBytes(s, frames)
+	if free, err := freeBytes(cfg.Data); err == nil && free < need {
+		return fmt.Errorf("--data %s has %s free, and this job needs about %s for its parts and final video: free some space or put --data on a larger disk",
+			cfg.Data, humanBytes(free), humanBytes(need))
+	}
+	return nil
+}
+
+// estimateBytes is a generous guess of the disk the parts and the final
+// video take: twice the video (the parts, then the joined copy), where a
+// lossless or intra codec keeps about the raw 4:2:0 size and a lossy one a
+// tenth of it.
+func estimateBytes(s jobSettings, frames []frameRecord) uint64 {
+	raw := uint64(s.outWidth()) * uint64(s.outHeight()) * 3 / 2 * uint64(len(frames))
+	switch s.Codec {
+	case "ffv1", "prores_ks":
+	default:
+		raw /= 10
+	}
+	return 2 * raw
+}
+
+func canWrite(dir string) error {
+	f, err := os.CreateTemp(dir, ".tmp-write-check-*")
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return pe.Err
+		}
+		return err
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+func freeBytes(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+func humanBytes(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}
