@@ -258,7 +258,8 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 			c.store.Close()
 			return nil, err
 		}
-		c.log.Info("job created", "job", c.rec.ID, "frames", len(frames), "sets", len(c.job.Sets), "pattern", seq.Pattern.String())
+		c.log.Info("job created", "job", c.rec.ID, "frames", len(frames), "sets", len(c.job.Sets), "pattern", seq.Pattern.String(),
+			"detail", ev[0].Detail)
 	}
 	c.jobDir = filepath.Join(c.cfg.Data, "jobs", c.rec.ID)
 	c.partDir = filepath.Join(c.jobDir, "parts")

@@ -41,7 +41,7 @@ type Set struct {
 	// gives every B set a fresh heartbeat window.
 	LastBeat, LastProgress time.Time
 	FramesDone             int
-	// FailedOn lists the distinct nodes this set failed on.
+	// FailedOn lists the node of each failure of this set, in order.
 	FailedOn  []string
 	LastError string
 	Part      PartInfo
@@ -80,6 +80,8 @@ type Job struct {
 	NodeFailures map[string]int
 	// LastSeq is the number of the job's last recorded event.
 	LastSeq uint64
+	// lastSweep is when Expire last ran (zero before the first sweep).
+	lastSweep time.Time
 }
 
 // Partition splits n frames into k contiguous sets of near-equal size
@@ -159,6 +161,8 @@ func (j *Job) Beat(index int, token uint64, framesDone int, now time.Time) error
 		return err
 	}
 	s.LastBeat = now
+	// A node cannot have done more frames than the set has.
+	framesDone = min(framesDone, s.Count)
 	if framesDone > s.FramesDone {
 		s.FramesDone = framesDone
 		s.LastProgress = now
@@ -213,30 +217,59 @@ func (j *Job) Release(index int, token uint64, reason string, now time.Time) ([]
 	}
 	s.LastError = reason
 	ev := []Event{{At: now, Kind: "set_failed", Set: index, Node: node, Detail: reason}}
-	if contains(s.FailedOn, node) {
-		return ev, nil
-	}
-	s.FailedOn = append(s.FailedOn, node)
 	if j.NodeFailures == nil {
 		j.NodeFailures = map[string]int{}
 	}
-	j.NodeFailures[node]++
-	if j.NodeFailures[node] == MaxFailures {
-		ev = append(ev, Event{At: now, Kind: "node_excluded", Set: -1, Node: node,
-			Detail: fmt.Sprintf("failed %d sets; it gets no more sets of this job", MaxFailures)})
+	if !contains(s.FailedOn, node) {
+		j.NodeFailures[node]++
+		if j.NodeFailures[node] == MaxFailures {
+			ev = append(ev, Event{At: now, Kind: "node_excluded", Set: -1, Node: node,
+				Detail: fmt.Sprintf("failed %d sets; it gets no more sets of this job", MaxFailures)})
+		}
 	}
+	// Every failure counts, so a farm of one node also gets a clear answer;
+	// Grant gives a failed set to another node first when it can.
+	s.FailedOn = append(s.FailedOn, node)
 	if len(s.FailedOn) >= MaxFailures {
 		s.State = Failed
 		j.State = JobFailed
-		j.Reason = fmt.Sprintf("set %d failed on %d nodes (%s); last error: %s", index, len(s.FailedOn), joinNames(s.FailedOn), reason)
+		j.Reason = fmt.Sprintf("set %d failed %d times (on %s); last error: %s", index, len(s.FailedOn), joinNames(distinct(s.FailedOn)), reason)
 		ev = append(ev, Event{At: now, Kind: "job_failed", Set: -1, Detail: j.Reason})
 	}
 	return ev, nil
 }
 
+func distinct(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if !contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // Expire returns to A every B set whose node stopped heartbeating for
 // heartbeatTimeout or made no progress for lease.
+//
+// It is called every few seconds (a fraction of heartbeatTimeout). A call
+// much later than the previous one means that the coordinator itself did not
+// run in between (the process was stopped or suspended, or starved): it heard
+// no heartbeat because it was not listening, not because the nodes stopped.
+// So, as after a restart, every lease then gets a fresh heartbeat window, and
+// the pause does not count as time without progress.
 func (j *Job) Expire(now time.Time, heartbeatTimeout, lease time.Duration) []Event {
+	if !j.lastSweep.IsZero() {
+		if gap := now.Sub(j.lastSweep); gap > max(heartbeatTimeout/2, time.Second) {
+			for _, s := range j.Sets {
+				if s.State == Assigned {
+					s.LastBeat = now
+					s.LastProgress = s.LastProgress.Add(gap)
+				}
+			}
+		}
+	}
+	j.lastSweep = now
 	var ev []Event
 	for _, s := range j.Sets {
 		if s.State != Assigned {

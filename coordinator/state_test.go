@@ -3,6 +3,8 @@ package coordinator
 import (
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -233,5 +235,257 @@ func TestLastCompleteStartsJoin(t *testing.T) {
 	}
 	if _, _, err := j.Grant("n", t0); !errors.Is(err, ErrJobFinished) {
 		t.Fatalf("grant while joining: %v", err)
+	}
+}
+
+// sweep calls Expire every step from from to to (inclusive), as the
+// coordinator's sweeper does, and returns the events.
+func sweep(j *Job, from, to, step, hb, lease time.Duration) []Event {
+	var ev []Event
+	for at := from; at <= to; at += step {
+		ev = append(ev, j.Expire(t0.Add(at), hb, lease)...)
+	}
+	return ev
+}
+
+func TestExpireWithRegularSweeps(t *testing.T) {
+	hb, lease := 30*time.Second, 10*time.Minute
+	j := newJob(1, 1)
+	if _, _, err := j.Grant("n", t0); err != nil {
+		t.Fatal(err)
+	}
+	if ev := sweep(j, 5*time.Second, 30*time.Second, 5*time.Second, hb, lease); len(ev) != 0 || j.Sets[0].State != Assigned {
+		t.Fatalf("within the heartbeat timeout: events %v, state %c", ev, j.Sets[0].State)
+	}
+	ev := sweep(j, 35*time.Second, 35*time.Second, 5*time.Second, hb, lease)
+	if len(ev) != 1 || ev[0].Kind != "lease_expired" || j.Sets[0].State != Available {
+		t.Fatalf("first sweep past the timeout: events %v, state %c", ev, j.Sets[0].State)
+	}
+}
+
+// A coordinator that did not run for a while (SIGSTOP, a suspended VM)
+// heard no heartbeat because it was not listening: its leases survive the
+// pause, and a node that really died is still noticed one timeout later.
+func TestPausedCoordinatorKeepsLeases(t *testing.T) {
+	hb, lease := 30*time.Second, 10*time.Minute
+	j := newJob(2, 2)
+	dead, _, _ := j.Grant("dead", t0)
+	alive, _, _ := j.Grant("alive", t0)
+	sweep(j, 5*time.Second, 20*time.Second, 5*time.Second, hb, lease)
+	if err := j.Beat(alive.Index, alive.Token, 1, t0.Add(20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// Paused from 20s to 80s: no sweep, no heartbeat.
+	if ev := j.Expire(t0.Add(80*time.Second), hb, lease); len(ev) != 0 {
+		t.Fatalf("first sweep after the pause expired %v", ev)
+	}
+	// The live node heartbeats again; the dead one never does.
+	for at := 81 * time.Second; at <= 120*time.Second; at += 5 * time.Second {
+		if err := j.Beat(alive.Index, alive.Token, 1, t0.Add(at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := sweep(j, 85*time.Second, 120*time.Second, 5*time.Second, hb, lease)
+	if len(ev) != 1 || ev[0].Set != dead.Index || ev[0].Node != "dead" {
+		t.Fatalf("events %v, want the dead node's lease expired once", ev)
+	}
+	if at := ev[0].At.Sub(t0); at <= 80*time.Second+hb || at > 80*time.Second+hb+5*time.Second {
+		t.Errorf("dead node noticed at %v, want at the first sweep past 80s+%v", at, hb)
+	}
+	if j.Sets[alive.Index].State != Assigned {
+		t.Errorf("live node lost its set: %c", j.Sets[alive.Index].State)
+	}
+}
+
+// The pause does not count as time without progress either; time without
+// progress around it still does.
+func TestPauseDoesNotCountAsNoProgress(t *testing.T) {
+	hb, lease := 30*time.Second, 10*time.Minute
+	j := newJob(1, 1)
+	s, _, _ := j.Grant("n", t0)
+	beatAndSweep := func(from, to time.Duration) []Event {
+		var ev []Event
+		for at := from; at <= to; at += 5 * time.Second {
+			if j.Sets[0].State == Assigned {
+				_ = j.Beat(0, s.Token, 0, t0.Add(at)) // alive, no progress
+			}
+			ev = append(ev, j.Expire(t0.Add(at), hb, lease)...)
+		}
+		return ev
+	}
+	if ev := beatAndSweep(5*time.Second, 5*time.Minute); len(ev) != 0 {
+		t.Fatalf("before the pause: %v", ev)
+	}
+	// Paused for 4 minutes.
+	if ev := beatAndSweep(9*time.Minute, 13*time.Minute+55*time.Second); len(ev) != 0 {
+		t.Fatalf("the pause counted as no progress: %v", ev)
+	}
+	ev := beatAndSweep(14*time.Minute, 14*time.Minute+10*time.Second)
+	if len(ev) != 1 || !strings.Contains(ev[0].Detail, "no progress") {
+		t.Fatalf("10 minutes of running time without progress: events %v, want a no-progress expiry", ev)
+	}
+}
+
+// Every operation on a set in each state: the legal ones move it as the
+// state machine says; the illegal ones (a C set never goes back to B, a
+// stale token changes nothing, a failed job hands out nothing) are refused
+// and leave the whole job exactly as it was.
+func TestEveryTransition(t *testing.T) {
+	const stale, current = 0, 1 // which token an operation presents
+	hb, lease := 30*time.Second, 10*time.Minute
+	later := t0.Add(time.Hour)
+	// setup returns a 1-set job with set 0 in the given state.
+	setup := func(t *testing.T, st State) *Job {
+		j := newJob(1, 1)
+		switch st {
+		case Assigned:
+			mustGrant(t, j, "n1")
+		case Completed:
+			s := mustGrant(t, j, "n1")
+			if _, err := j.Complete(0, s.Token, PartInfo{Name: "p", SHA256: "aa", Node: "n1"}, t0); err != nil {
+				t.Fatal(err)
+			}
+		case Failed:
+			for _, n := range []string{"n1", "n2", "n3"} {
+				s := mustGrant(t, j, n)
+				if _, err := j.Release(0, s.Token, "ffmpeg: broken", t0); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if j.Sets[0].State != st {
+			t.Fatalf("setup: state %c, want %c", j.Sets[0].State, st)
+		}
+		return j
+	}
+	ops := []struct {
+		name  string
+		token int
+		do    func(j *Job, tok uint64) error
+	}{
+		{"grant", current, func(j *Job, _ uint64) error { _, _, err := j.Grant("n4", t0); return err }},
+		{"beat", current, func(j *Job, tok uint64) error { return j.Beat(0, tok, 3, t0) }},
+		{"beat", stale, func(j *Job, tok uint64) error { return j.Beat(0, tok, 3, t0) }},
+		{"complete", current, func(j *Job, tok uint64) error {
+			_, err := j.Complete(0, tok, PartInfo{Name: "q", SHA256: "bb", Node: "x"}, t0)
+			return err
+		}},
+		{"complete", stale, func(j *Job, tok uint64) error {
+			_, err := j.Complete(0, tok, PartInfo{Name: "q", SHA256: "bb", Node: "x"}, t0)
+			return err
+		}},
+		{"release", current, func(j *Job, tok uint64) error { _, err := j.Release(0, tok, "", t0); return err }},
+		{"release", stale, func(j *Job, tok uint64) error { _, err := j.Release(0, tok, "", t0); return err }},
+		{"fail", current, func(j *Job, tok uint64) error { _, err := j.Release(0, tok, "boom", t0); return err }},
+		{"fail", stale, func(j *Job, tok uint64) error { _, err := j.Release(0, tok, "boom", t0); return err }},
+		{"expire", current, func(j *Job, _ uint64) error { j.Expire(later, hb, lease); return nil }},
+	}
+	type want struct {
+		state State
+		err   error
+	}
+	// The expected outcome of each op (name/token) from each state.
+	table := map[State]map[string]want{
+		Available: {
+			"grant/current": {Assigned, nil}, "beat/current": {Available, ErrStaleToken}, "beat/stale": {Available, ErrStaleToken},
+			"complete/current": {Available, ErrStaleToken}, "complete/stale": {Available, ErrStaleToken},
+			"release/current": {Available, ErrStaleToken}, "release/stale": {Available, ErrStaleToken},
+			"fail/current": {Available, ErrStaleToken}, "fail/stale": {Available, ErrStaleToken},
+			"expire/current": {Available, nil},
+		},
+		Assigned: {
+			"grant/current": {Assigned, ErrNoWork}, "beat/current": {Assigned, nil}, "beat/stale": {Assigned, ErrStaleToken},
+			"complete/current": {Completed, nil}, "complete/stale": {Assigned, ErrStaleToken},
+			"release/current": {Available, nil}, "release/stale": {Assigned, ErrStaleToken},
+			"fail/current": {Available, nil}, "fail/stale": {Assigned, ErrStaleToken},
+			"expire/current": {Available, nil},
+		},
+		Completed: {
+			"grant/current": {Completed, ErrJobFinished}, "beat/current": {Completed, ErrStaleToken}, "beat/stale": {Completed, ErrStaleToken},
+			"complete/current": {Completed, ErrStaleToken}, "complete/stale": {Completed, ErrStaleToken},
+			"release/current": {Completed, ErrStaleToken}, "release/stale": {Completed, ErrStaleToken},
+			"fail/current": {Completed, ErrStaleToken}, "fail/stale": {Completed, ErrStaleToken},
+			"expire/current": {Completed, nil},
+		},
+		Failed: {
+			"grant/current": {Failed, ErrJobFailed}, "beat/current": {Failed, ErrStaleToken}, "beat/stale": {Failed, ErrStaleToken},
+			"complete/current": {Failed, ErrStaleToken}, "complete/stale": {Failed, ErrStaleToken},
+			"release/current": {Failed, ErrStaleToken}, "release/stale": {Failed, ErrStaleToken},
+			"fail/current": {Failed, ErrStaleToken}, "fail/stale": {Failed, ErrStaleToken},
+			"expire/current": {Failed, nil},
+		},
+	}
+	for _, st := range []State{Available, Assigned, Completed, Failed} {
+		for _, op := range ops {
+			key := op.name + "/" + map[int]string{stale: "stale", current: "current"}[op.token]
+			w, ok := table[st][key]
+			if !ok {
+				t.Fatalf("no expectation for %c %s", st, key)
+			}
+			t.Run(fmt.Sprintf("%c/%s", st, key), func(t *testing.T) {
+				j := setup(t, st)
+				tok := j.Sets[0].Token
+				if op.token == stale {
+					tok-- // the token of an earlier lease (0: never granted)
+				}
+				before := j.clone()
+				err := op.do(j, tok)
+				if !errors.Is(err, w.err) || (w.err == nil && err != nil) {
+					t.Fatalf("err = %v, want %v", err, w.err)
+				}
+				if got := j.Sets[0].State; got != w.state {
+					t.Fatalf("state %c, want %c", got, w.state)
+				}
+				if err != nil && !reflect.DeepEqual(before, j) {
+					t.Errorf("a refused %s changed the job:\nbefore %+v\nafter  %+v", key, before, j)
+				}
+				if st == Completed && (j.Sets[0].Part.Name != "p" || j.Sets[0].Part.SHA256 != "aa") {
+					t.Errorf("the stored part of a C set changed: %+v", j.Sets[0].Part)
+				}
+			})
+		}
+	}
+}
+
+func mustGrant(t *testing.T, j *Job, node string) *Set {
+	t.Helper()
+	s, _, err := j.Grant(node, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// A failure counts once per node: a node failing the same set again does
+// not push it towards F, nor itself towards exclusion.
+// A clean give-back (a node stopping) is not a failure.
+func TestCleanReleaseIsNoFailure(t *testing.T) {
+	j := newJob(1, 1)
+	s := mustGrant(t, j, "n1")
+	ev, err := j.Release(0, s.Token, "", t0)
+	if err != nil || len(ev) != 1 || ev[0].Kind != "set_released" {
+		t.Fatalf("events %v, err %v", ev, err)
+	}
+	if len(j.Sets[0].FailedOn) != 0 || j.NodeFailures["n1"] != 0 {
+		t.Errorf("a clean release counted as a failure: %v", j.Sets[0].FailedOn)
+	}
+}
+
+func TestOneNodeFailingASetEndsTheJob(t *testing.T) {
+	j := newJob(1, 1)
+	for i := 0; i < MaxFailures; i++ {
+		s, _, err := j.Grant("only", t0)
+		if err != nil {
+			t.Fatalf("grant %d: %v", i, err)
+		}
+		if _, err := j.Release(s.Index, s.Token, "ffmpeg: Invalid data", t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if j.State != JobFailed || j.Sets[0].State != Failed || !strings.Contains(j.Reason, "Invalid data") {
+		t.Fatalf("job %s (%s), set %c: want failed with ffmpeg's words", j.State, j.Reason, j.Sets[0].State)
+	}
+	if j.NodeFailures["only"] != 1 {
+		t.Fatalf("node failures %d, want 1 (one distinct set)", j.NodeFailures["only"])
 	}
 }

@@ -244,7 +244,7 @@ func (s *store) loadJob(ctx context.Context, id string) (jobRecord, []frameRecor
 		st.State = State(state[0])
 		_ = json.Unmarshal([]byte(failed), &st.FailedOn)
 		_ = json.Unmarshal([]byte(part), &st.Part)
-		for _, n := range st.FailedOn {
+		for _, n := range distinct(st.FailedOn) {
 			job.NodeFailures[n]++
 		}
 		job.Sets = append(job.Sets, st)

@@ -14,13 +14,16 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	farmpb "github.com/framefarm/framefarm/proto"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -97,13 +100,16 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("work folder %s: %w", work, err)
 	}
 	bo := backoff{min: n.cfg.MinBackoff, max: n.cfg.MaxBackoff}
+	// failed backs off after sets that failed here, so that a node whose
+	// ffmpeg cannot work does not spin through the job's sets.
+	failed := backoff{min: n.cfg.MinBackoff, max: n.cfg.MaxBackoff}
 	for ctx.Err() == nil {
 		resp, err := n.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: n.cfg.Name})
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
-			d := bo.next()
+			d := waitAfter(err, &bo)
 			n.log.Warn("asking for work failed; backing off", "err", err, "wait", d.Round(time.Millisecond))
 			sleep(ctx, d)
 			continue
@@ -111,7 +117,11 @@ func (n *Node) Run(ctx context.Context) error {
 		bo.reset()
 		switch r := resp.Result.(type) {
 		case *farmpb.AcquireSetResponse_Assignment:
-			n.render(ctx, work, r.Assignment)
+			if n.render(ctx, work, r.Assignment) {
+				sleep(ctx, failed.next())
+			} else {
+				failed.reset()
+			}
 		case *farmpb.AcquireSetResponse_RetryAfterMs:
 			sleep(ctx, jitter(time.Duration(r.RetryAfterMs)*time.Millisecond))
 		case *farmpb.AcquireSetResponse_Done:
@@ -129,8 +139,9 @@ func (n *Node) Run(ctx context.Context) error {
 var errLeaseLost = errors.New("lease lost")
 
 // render does one set. Whatever happens, the set ends uploaded, given back,
-// or taken away by the coordinator: never silently held.
-func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment) {
+// or taken away by the coordinator: never silently held. It reports whether
+// the set failed here (ffmpeg, the disk, a refused part).
+func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment) (failed bool) {
 	log := n.log.With("job", a.JobId, "set", a.SetIndex, "token", a.Token)
 	log.Info("set granted", "frames", len(a.Frames))
 	setCtx, cancel := context.WithCancelCause(ctx)
@@ -149,18 +160,27 @@ func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment) {
 	switch {
 	case err == nil:
 		log.Info("part uploaded", "took", time.Since(start).Round(time.Millisecond))
-	case errors.Is(context.Cause(setCtx), errLeaseLost) || status.Code(err) == codes.FailedPrecondition:
+	case errors.Is(context.Cause(setCtx), errLeaseLost):
+		log.Warn("lease lost; dropping the set", "err", context.Cause(setCtx))
+	case status.Code(err) == codes.FailedPrecondition || status.Code(err) == codes.NotFound:
 		log.Warn("lease lost; dropping the set", "err", err)
 	case status.Code(err) == codes.InvalidArgument:
-		// The coordinator refused the part and recorded why.
+		// The coordinator refused the part, gave the set back and recorded why.
 		log.Error("part refused by the coordinator", "err", err)
+		return true
 	case ctx.Err() != nil:
 		log.Info("stopping; giving the set back")
+		n.release(a, "", log)
+	case isTransient(err):
+		// Only a cancelled retry ends here: the link failed, not the set.
+		log.Warn("the coordinator cannot be reached; giving the set back", "err", err)
 		n.release(a, "", log)
 	default:
 		log.Error("set failed", "err", err)
 		n.release(a, errorText(err), log)
+		return true
 	}
+	return false
 }
 
 func (n *Node) release(a *farmpb.Assignment, reason string, log *slog.Logger) {
@@ -177,8 +197,13 @@ func (n *Node) heartbeat(ctx context.Context, stop <-chan struct{}, a *farmpb.As
 	if every <= 0 {
 		every = 5 * time.Second
 	}
+	// A heartbeat that gets no answer within two intervals is a failure:
+	// waiting longer would only delay the next one (and the ambassador's
+	// breaker learning that the coordinator stopped answering).
+	timeout := min(max(2*every, time.Second), 10*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	failures := 0
 	// The first beat goes at once: the coordinator learns the node's load
 	// and its ambassador's breaker state even for short sets.
 	for first := true; ; first = false {
@@ -192,15 +217,26 @@ func (n *Node) heartbeat(ctx context.Context, stop <-chan struct{}, a *farmpb.As
 			}
 		}
 		load, free := n.load.sample()
-		_, err := n.client.Heartbeat(ctx, &farmpb.HeartbeatRequest{Node: n.cfg.Name, JobId: a.JobId, SetIndex: a.SetIndex,
+		hctx, hcancel := context.WithTimeout(ctx, timeout)
+		_, err := n.client.Heartbeat(hctx, &farmpb.HeartbeatRequest{Node: n.cfg.Name, JobId: a.JobId, SetIndex: a.SetIndex,
 			Token: a.Token, FramesDone: uint32(done.Load()), CpuLoad: load, FreeCores: free})
+		hcancel()
 		switch status.Code(err) {
-		case codes.OK, codes.Canceled:
+		case codes.OK:
+			if failures > 0 {
+				log.Info("heartbeats go through again", "failed", failures)
+				failures = 0
+			}
+		case codes.Canceled:
 		case codes.FailedPrecondition, codes.NotFound:
 			cancel(fmt.Errorf("%w: %v", errLeaseLost, err))
 			return
 		default:
-			log.Warn("heartbeat failed", "err", err)
+			// The lease outlives a few lost beats; say so once, then
+			// now and then, not on every beat of a long outage.
+			if failures++; failures == 1 || failures%20 == 0 {
+				log.Warn("heartbeat failed", "err", err, "failed", failures)
+			}
 		}
 	}
 }
@@ -221,10 +257,21 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	part := filepath.Join(dir, "part."+s.PartExt)
 	settings := ffmpeg.Settings{Codec: s.Codec, Rate: ffmpeg.Rate{Num: s.FpsNum, Den: s.FpsDen}, CRF: int(s.Crf),
 		Preset: s.Preset, PixFmt: s.PixFmt, PadEven: s.PadEven, ScaleW: int(s.ScaleWidth), ScaleH: int(s.ScaleHeight)}
-	args, err := ffmpeg.EncodeArgs(ffmpeg.SequencePattern(dir, s.FrameExt), settings, part)
+	pattern := ffmpeg.SequencePattern(dir, s.FrameExt)
+	var err error
+	if settings.ScaleW > 0 {
+		if pattern, err = n.normalize(ctx, dir, a, settings); err != nil {
+			return err
+		}
+	}
+	args, err := ffmpeg.EncodeArgs(pattern, settings, part)
 	if err != nil {
 		return err
 	}
+	// Stop at the first frame that does not decode, with ffmpeg's own
+	// message: without -xerror ffmpeg drops the frame and exits 0, and all
+	// the node could say is that a frame is missing.
+	args = append([]string{"-xerror"}, args...)
 	start := time.Now()
 	if err := n.cfg.FFmpeg.Run(ctx, args, func(f int64) { done.Store(f) }); err != nil {
 		return fmt.Errorf("encoding frames %d-%d: %s", a.Frames[0].Number, a.Frames[len(a.Frames)-1].Number, originalNames(err.Error(), dir, a))
@@ -241,23 +288,59 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	return n.retry(ctx, "uploading the part", func() error { return n.upload(ctx, part, a, encodeMS) })
 }
 
-// retry repeats fn while the failure is the link's, not the request's.
+// retry repeats fn while the failure is the link's, not the request's, with
+// exponential jittered backoff, until ctx ends. There is no point in giving
+// up sooner: the work is done and only the coordinator can say whether the
+// lease still holds. If the coordinator is back under the same lease (a
+// restart, a link that came back) the retry succeeds; if the lease moved on
+// meanwhile, the coordinator refuses it (FAILED_PRECONDITION) and the node
+// drops the set; if the node stops, the set is given back.
 func (n *Node) retry(ctx context.Context, what string, fn func() error) error {
 	bo := backoff{min: n.cfg.MinBackoff, max: n.cfg.MaxBackoff}
 	for attempt := 1; ; attempt++ {
 		err := fn()
-		switch status.Code(err) {
-		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
-		default:
+		if !isTransient(err) || ctx.Err() != nil {
 			return err
 		}
-		if attempt == 8 || ctx.Err() != nil {
-			return err
-		}
-		d := bo.next()
+		d := waitAfter(err, &bo)
 		n.log.Warn(what+" failed; retrying", "err", err, "attempt", attempt, "wait", d.Round(time.Millisecond))
 		sleep(ctx, d)
 	}
+}
+
+// isTransient reports whether err is a failure of the link to the
+// coordinator rather than an answer about the request.
+func isTransient(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
+		return true
+	}
+	return false
+}
+
+// waitAfter is how long to wait after a failed call: the next exponential,
+// jittered backoff step, or longer when the ambassador says when to retry
+// (its circuit breaker is open): calls before that would fail fast anyway.
+func waitAfter(err error, bo *backoff) time.Duration {
+	d := bo.next()
+	if hint := retryHint(err); hint > d {
+		d = hint + jitter(min(hint/5, time.Second))
+	}
+	return d
+}
+
+// retryHint is the RetryInfo delay an error carries, or 0.
+func retryHint(err error) time.Duration {
+	st, ok := status.FromError(err)
+	if !ok {
+		return 0
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			return ri.GetRetryDelay().AsDuration()
+		}
+	}
+	return 0
 }
 
 // receiveFrames writes the set's frames as a contiguous sequence
@@ -436,4 +519,43 @@ func originalNames(msg, dir string, a *farmpb.Assignment) string {
 		}
 		return fmt.Sprintf("%s (frame %d)", a.Frames[i].Name, a.Frames[i].Number)
 	})
+}
+
+// normalize scales every frame of the set on its own (see
+// ffmpeg.NormalizeArgs), a few at a time, and returns the new sequence.
+func (n *Node) normalize(ctx context.Context, dir string, a *farmpb.Assignment, s ffmpeg.Settings) (string, error) {
+	out := filepath.Join(dir, "scaled")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan int)
+	errs := make(chan error, len(a.Frames))
+	var wg sync.WaitGroup
+	for range runtime.NumCPU() {
+		wg.Go(func() {
+			for i := range next {
+				in := filepath.Join(dir, ffmpeg.SequenceName(i, a.Settings.FrameExt))
+				args := ffmpeg.NormalizeArgs(in, s.ScaleW, s.ScaleH, filepath.Join(out, ffmpeg.SequenceName(i, "png")))
+				if err := n.cfg.FFmpeg.Run(ctx, args, nil); err != nil {
+					errs <- fmt.Errorf("scaling %s (frame %d) to %dx%d: %s", a.Frames[i].Name, a.Frames[i].Number, s.ScaleW, s.ScaleH, originalNames(err.Error(), dir, a))
+					cancel()
+				}
+			}
+		})
+	}
+	for i := range a.Frames {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+		}
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return "", err
+	}
+	return ffmpeg.SequencePattern(out, "png"), ctx.Err()
 }

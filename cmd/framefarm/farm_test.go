@@ -8,8 +8,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -102,7 +102,17 @@ func (s *syncBuffer) String() string {
 // start runs the binary; the first stdout line matching ready is returned.
 func start(t *testing.T, name string, ready *regexp.Regexp, args ...string) (*proc, []string) {
 	t.Helper()
+	return startCmd(t, name, nil, ready, args...)
+}
+
+// startCmd is start with prep, when not nil, called on the command before
+// it starts (to set its environment, or run it in a network namespace).
+func startCmd(t *testing.T, name string, prep func(*exec.Cmd), ready *regexp.Regexp, args ...string) (*proc, []string) {
+	t.Helper()
 	p := &proc{name: name, cmd: exec.Command(binary, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	if prep != nil {
+		prep(p.cmd)
+	}
 	p.cmd.Stderr = p.out
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -117,6 +127,9 @@ func start(t *testing.T, name string, ready *regexp.Regexp, args ...string) (*pr
 		sent := false
 		for sc.Scan() {
 			fmt.Fprintln(p.out, sc.Text())
+			if ready == nil {
+				continue
+			}
 			if m := ready.FindStringSubmatch(sc.Text()); m != nil && !sent {
 				lines <- m
 				sent = true
@@ -170,6 +183,10 @@ type farm struct {
 	coord *proc
 	addr  string
 	job   string
+	// data and coordArgs are the coordinator's data folder and command
+	// line, to start it again on the same state.
+	data      string
+	coordArgs []string
 }
 
 // startFarm runs a coordinator on frames and nodes (each with its own
@@ -180,7 +197,7 @@ func startFarm(t *testing.T, frames string, nodes int, coordArgs ...string) *far
 	args := append([]string{"coordinator", "--frames", frames, "--data", data, "--listen", "127.0.0.1:0",
 		"--heartbeat-timeout", "5s", "--poll-window", "2s"}, coordArgs...)
 	coord, m := start(t, "coordinator", coordReady, args...)
-	f := &farm{coord: coord, job: m[1], addr: m[2]}
+	f := &farm{coord: coord, job: m[1], addr: m[2], data: data, coordArgs: args}
 	for i := 0; i < nodes; i++ {
 		_, am := start(t, fmt.Sprintf("ambassador-%d", i), ambReady, "ambassador", "--coordinator", f.addr, "--listen", "127.0.0.1:0")
 		start(t, fmt.Sprintf("node-%d", i), nil, "node", "--ambassador", am[1], "--name", fmt.Sprintf("node-%d", i), "--once")

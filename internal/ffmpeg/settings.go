@@ -18,7 +18,8 @@ type Settings struct {
 	Preset  string
 	PixFmt  string
 	PadEven bool // pad odd dimensions to even
-	// ScaleW, ScaleH: scale every frame to this size first (0: keep).
+	// ScaleW, ScaleH: scale every frame to this size first (0: keep), with
+	// NormalizeArgs, before EncodeArgs.
 	ScaleW, ScaleH int
 }
 
@@ -50,9 +51,6 @@ func EncodeArgs(pattern string, s Settings, out string) ([]string, error) {
 		outArgs["pix_fmt"] = c.DefaultPixFmt
 	}
 	var filters []string
-	if s.ScaleW > 0 && s.ScaleH > 0 {
-		filters = append(filters, fmt.Sprintf("scale=%d:%d,setsar=1", s.ScaleW, s.ScaleH))
-	}
 	if s.PadEven {
 		filters = append(filters, "pad=ceil(iw/2)*2:ceil(ih/2)*2")
 	}
@@ -90,6 +88,19 @@ func EncodeArgs(pattern string, s Settings, out string) ([]string, error) {
 	}
 	st := ffmpeggo.Input(pattern, in).Output(out, outArgs).OverWriteOutput()
 	return append(baseArgs(), st.GetArgs()...), nil
+}
+
+// NormalizeArgs is the command line that scales one frame to w x h in one
+// pixel format (16-bit RGB, which loses nothing of 8- or 16-bit frames),
+// written as the PNG out. It runs once per frame: frames of mixed sizes or
+// formats in one ffmpeg run make it rebuild its filters mid-stream, and its
+// output then depends on which frames came before, so the video would
+// depend on how the frames were split into sets.
+func NormalizeArgs(in string, w, h int, out string) []string {
+	st := ffmpeggo.Input(in).
+		Output(out, ffmpeggo.KwArgs{"vf": fmt.Sprintf("scale=%d:%d,setsar=1", w, h), "pix_fmt": "rgb48be", "frames:v": "1", "update": "1"}).
+		OverWriteOutput()
+	return append(baseArgs(), st.GetArgs()...)
 }
 
 // ConcatArgs is the command line that joins the parts listed in list (a

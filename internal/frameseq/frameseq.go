@@ -31,6 +31,8 @@ var (
 	ErrDuplicate = errors.New("duplicate frame numbers")
 	// ErrMixedDimensions: the frames do not all have the same width and height.
 	ErrMixedDimensions = errors.New("frames of different sizes")
+	// ErrMixedPixelFormats: the frames decode to different pixel formats.
+	ErrMixedPixelFormats = errors.New("frames of different pixel formats")
 	// ErrUnreadable: a frame cannot be read (empty file, bad or cut-short header, broken link).
 	ErrUnreadable = errors.New("unreadable images")
 	// ErrOutsideDir: a frame is a symbolic link to a file outside the folder.
@@ -187,7 +189,8 @@ type Options struct {
 	// AllowGaps lets Scan return a sequence with missing frame numbers
 	// (see Sequence.Gaps) instead of refusing it with ErrGaps.
 	AllowGaps bool
-	// AllowMixedDimensions accepts frames of different sizes (the caller
-	// scales them to one size); Sequence.Width and Height are then 0.
+	// AllowMixedDimensions accepts frames of different sizes and pixel
+	// formats (the caller converts them to one); Sequence.Width and Height
+	// are then 0.
 	AllowMixedDimensions bool
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/color"
 	"image/jpeg"
 	"image/png"
 	"io"
@@ -35,8 +36,9 @@ type probeResult struct {
 	size          int64
 	modTime       time.Time
 	width, height int
-	known         bool  // width and height were read from the header
-	err           error // why the frame cannot be used
+	known         bool   // width and height were read from the header
+	model         string // pixel format, as Go's decoder describes it
+	err           error  // why the frame cannot be used
 }
 
 // probeAll reads the size and time of every candidate and, when header is
@@ -85,17 +87,17 @@ func probe(dir string, c *candidate, header bool, sc *scratch) probeResult {
 	if !header {
 		return r
 	}
-	r.width, r.height, r.known, r.err = readHeader(filepath.Join(dir, c.name), r.size, sc)
+	r.width, r.height, r.model, r.known, r.err = readHeader(filepath.Join(dir, c.name), r.size, sc)
 	return r
 }
 
 // readHeader reads the width and height from an image file's header without
 // decoding its pixels. known is false (and err nil) when the header is valid
 // but uses a feature Go's decoders do not describe; ffprobe will tell then.
-func readHeader(path string, size int64, sc *scratch) (w, h int, known bool, err error) {
+func readHeader(path string, size int64, sc *scratch) (w, h int, model string, known bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("cannot open it: %w", err)
+		return 0, 0, "", false, fmt.Errorf("cannot open it: %w", err)
 	}
 	defer f.Close()
 	br := sc.br
@@ -117,14 +119,50 @@ func readHeader(path string, size int64, sc *scratch) (w, h int, known bool, err
 		cfg, format, err = image.DecodeConfig(br)
 	}
 	if err != nil {
-		return 0, 0, false, headerError(err, magic, size)
+		return 0, 0, "", false, headerError(err, magic, size)
 	}
 	if format == "png" {
 		if err := checkPNGEnd(f, size, sc.tail[:]); err != nil {
-			return 0, 0, false, err
+			return 0, 0, "", false, err
 		}
 	}
-	return cfg.Width, cfg.Height, true, nil
+	// RIFF....WEBPVP8X, then a flags byte whose bit 1 marks animation.
+	if format == "webp" && len(magic) >= 16 && string(magic[12:16]) == "VP8X" {
+		var flags [1]byte
+		if _, err := f.ReadAt(flags[:], 20); err == nil && flags[0]&0x02 != 0 {
+			return 0, 0, "", false, errors.New("an animated WebP: ffmpeg decodes only still WebP frames; export each frame as a still image")
+		}
+	}
+	return cfg.Width, cfg.Height, modelName(cfg.ColorModel), true, nil
+}
+
+// modelName names a decoder's colour model the way a user would: frames
+// that differ here decode to different pixel formats.
+func modelName(m color.Model) string {
+	switch m {
+	case color.RGBAModel:
+		return "8-bit RGBA"
+	case color.RGBA64Model:
+		return "16-bit RGBA"
+	case color.NRGBAModel:
+		return "8-bit RGB(A)"
+	case color.NRGBA64Model:
+		return "16-bit RGB(A)"
+	case color.GrayModel:
+		return "8-bit gray"
+	case color.Gray16Model:
+		return "16-bit gray"
+	case color.YCbCrModel:
+		return "YCbCr"
+	case color.CMYKModel:
+		return "CMYK"
+	case color.AlphaModel, color.Alpha16Model:
+		return "alpha"
+	}
+	if _, ok := m.(color.Palette); ok {
+		return "palette"
+	}
+	return fmt.Sprintf("%T", m)
 }
 
 // headerError turns a decoder's error into one a user can act on. It

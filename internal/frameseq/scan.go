@@ -134,6 +134,9 @@ func Scan(dir string, opts Options) (*Sequence, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkPixelFormats(dir, seq.Frames, results); err != nil {
+		return nil, err
+	}
 	seq.Width, seq.Height = w, h
 	return seq, nil
 }
@@ -670,4 +673,32 @@ func joinAnd(names []string) string {
 		return strings.Join(names, "")
 	}
 	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
+
+// checkPixelFormats refuses frames that decode to different pixel formats
+// (RGB and RGBA PNGs, 8 and 16 bits, gray and colour): ffmpeg rebuilds its
+// filters when the format changes mid-stream, and then its output depends
+// on where the change falls, so the farm could not match one ffmpeg run.
+func checkPixelFormats(dir string, frames []Frame, results []probeResult) error {
+	counts := map[string]int{}
+	major := ""
+	for _, r := range results {
+		if r.known {
+			counts[r.model]++
+			if major == "" || counts[r.model] > counts[major] {
+				major = r.model
+			}
+		}
+	}
+	if len(counts) <= 1 {
+		return nil
+	}
+	var odd []string
+	for i, r := range results {
+		if r.known && r.model != major {
+			odd = append(odd, fmt.Sprintf("%s (frame %d) is %s", frames[i].Name, frames[i].Number, r.model))
+		}
+	}
+	return fmt.Errorf("frames folder %q: %w: %d frames are %s, the others are not: %s; re-render or convert the odd frames, or pass --scale WxH to convert every frame to one size and format",
+		dir, ErrMixedPixelFormats, counts[major], major, capList(odd, "; "))
 }
