@@ -31,3 +31,28 @@ demo: deps build
 
 clean:
 	rm -rf bin
+
+# Benchmarks (issue 5): framefarm side by side with plain ffmpeg, cat and cp.
+# bench writes BENCHMARKS.md (< 20 min on 2 cores); bench-quick is the small
+# CI version (< 3 min) that fails only if the farm breaks, never on timing.
+.PHONY: bench bench-quick
+bench: deps build
+	$(GO) build -o bin/loadgen ./scripts/loadgen
+	bash scripts/bench.sh
+
+bench-quick: deps build
+	$(GO) build -o bin/loadgen ./scripts/loadgen
+	bash scripts/bench.sh --quick
+
+# fuzz runs every fuzz target for FUZZTIME each, one after the other.
+FUZZTIME ?= 10s
+.PHONY: fuzz
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
+
+# Fault tests (issue 3): real kills, pauses, cut links, zombies and corrupt
+# parts while the real binary renders; every video checked frame by frame.
+# About 10 minutes on 2 cores; prints "name: N passed, M failed" per scenario.
+.PHONY: test-faults
+test-faults: deps
+	GO=$(GO) bash scripts/faults.sh

@@ -32,7 +32,9 @@ import (
 	"github.com/sony/gobreaker/v2"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
@@ -64,7 +66,19 @@ const (
 	idempotentRetries = 2
 	retryBackoffMin   = 100 * time.Millisecond
 	retryBackoffSpan  = 300 * time.Millisecond
+	// reportTimeout bounds one breaker report or probe: both are answered by
+	// the coordinator from memory.
+	reportTimeout = 2 * time.Second
+	// reportRetryTicks is how many ReportIntervals a failed report waits
+	// before it is tried again (a state change sends one at once).
+	reportRetryTicks = 5
+	// maxReportedNodes bounds the node names a report is sent for.
+	maxReportedNodes = 8
 )
+
+// DefaultReportInterval is how often the ambassador looks at its breaker to
+// report a change to the coordinator, or to probe it when half-open.
+const DefaultReportInterval = time.Second
 
 // BreakerConfig configures the circuit breaker between the node and the
 // coordinator. Zero fields take the defaults noted beside them.
@@ -105,6 +119,12 @@ type Config struct {
 	// later TLS and per-RPC credentials). Insecure transport credentials are
 	// the default; a later grpc.WithTransportCredentials overrides them.
 	DialOptions []grpc.DialOption
+	// ReportInterval is how often the breaker is looked at to tell the
+	// coordinator about a state change (so that status shows a node's breaker
+	// open while it is) and to probe the coordinator with a cheap call once
+	// the breaker is half-open. Default DefaultReportInterval; negative
+	// disables reports and proactive probes.
+	ReportInterval time.Duration
 }
 
 // BreakerSnapshot is the breaker's state and counts at one moment.
@@ -146,6 +166,13 @@ type Ambassador struct {
 	// openUntil is when the breaker, opened last, lets a probe through
 	// (unix nanoseconds); written by the breaker's OnStateChange.
 	openUntil atomic.Int64
+	// stateChanged wakes the report loop on a breaker state change.
+	stateChanged chan struct{}
+
+	// names are the node names seen in calls, most recent last: breaker
+	// reports are sent in their name.
+	namesMu sync.Mutex
+	names   []string
 
 	started   atomic.Bool
 	addr      atomic.Value // string
@@ -180,23 +207,36 @@ func New(cfg Config) (*Ambassador, error) {
 	if cfg.Breaker.Interval < 0 {
 		cfg.Breaker.Interval = 0
 	}
+	if cfg.ReportInterval == 0 {
+		cfg.ReportInterval = DefaultReportInterval
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Ambassador{
-		cfg:   cfg,
-		log:   log,
-		ready: make(chan struct{}),
+		cfg:          cfg,
+		log:          log,
+		ready:        make(chan struct{}),
+		stateChanged: make(chan struct{}, 1),
 	}
 	a.addr.Store("")
 
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A coordinator that stopped answering (paused, or the link is cut
+		// without a reset) is noticed within 15s even between calls. The
+		// coordinator permits pings every 5s.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
-			Time:                20 * time.Second,
-			Timeout:             10 * time.Second,
+			Time:                10 * time.Second,
+			Timeout:             5 * time.Second,
 			PermitWithoutStream: true,
+		}),
+		// Reconnect within seconds once the coordinator is back, however
+		// long it was away (gRPC's default backoff grows to 2 minutes).
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
 		}),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(maxMsgSize),
@@ -226,6 +266,10 @@ func New(cfg Config) (*Ambassador, error) {
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			if to == gobreaker.StateOpen {
 				a.openUntil.Store(time.Now().Add(cfg.Breaker.OpenTimeout).UnixNano())
+			}
+			select {
+			case a.stateChanged <- struct{}{}:
+			default:
 			}
 			a.log.Info("circuit breaker state changed",
 				slog.String("coordinator", cfg.Coordinator),
@@ -270,6 +314,10 @@ func (a *Ambassador) Run(ctx context.Context) error {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
+	reportCtx, stopReports := context.WithCancel(ctx)
+	reportsDone := make(chan struct{})
+	go func() { defer close(reportsDone); a.reportLoop(reportCtx) }()
+	defer func() { stopReports(); <-reportsDone }()
 
 	select {
 	case err := <-errc:
@@ -329,14 +377,18 @@ func (a *Ambassador) BreakerState() BreakerSnapshot {
 // its deadline. It is not retried.
 func (a *Ambassador) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequest) (*farmpb.AcquireSetResponse, error) {
 	start := time.Now()
+	a.noteNode(req.GetNode())
 	var resp *farmpb.AcquireSetResponse
-	err := a.execute(ctx, func() error {
-		cctx, cancel := context.WithTimeout(ctx, a.cfg.AcquireTimeout)
-		defer cancel()
-		var err error
-		resp, err = a.client.AcquireSet(cctx, req)
-		return err
-	})
+	err := a.probeFirst(ctx, req.GetNode())
+	if err == nil {
+		err = a.execute(ctx, func() error {
+			cctx, cancel := context.WithTimeout(ctx, a.cfg.AcquireTimeout)
+			defer cancel()
+			var err error
+			resp, err = a.client.AcquireSet(cctx, req)
+			return err
+		})
+	}
 	as := resp.GetAssignment()
 	a.logCall(ctx, "AcquireSet", start, err, 1,
 		req.GetNode(), as.GetJobId(), int64(as.GetSetIndex()), as.GetToken(), as != nil)
@@ -350,6 +402,7 @@ func (a *Ambassador) AcquireSet(ctx context.Context, req *farmpb.AcquireSetReque
 // forwards it. It is idempotent, so it is retried on Unavailable.
 func (a *Ambassador) Heartbeat(ctx context.Context, req *farmpb.HeartbeatRequest) (*farmpb.HeartbeatResponse, error) {
 	start := time.Now()
+	a.noteNode(req.GetNode())
 	var resp *farmpb.HeartbeatResponse
 	attempts, err := a.retryIdempotent(ctx, func(cctx context.Context) error {
 		req.Breaker = a.BreakerState().Info()
@@ -369,6 +422,7 @@ func (a *Ambassador) Heartbeat(ctx context.Context, req *farmpb.HeartbeatRequest
 // retried on Unavailable.
 func (a *Ambassador) ReleaseSet(ctx context.Context, req *farmpb.ReleaseSetRequest) (*farmpb.ReleaseSetResponse, error) {
 	start := time.Now()
+	a.noteNode(req.GetNode())
 	var resp *farmpb.ReleaseSetResponse
 	attempts, err := a.retryIdempotent(ctx, func(cctx context.Context) error {
 		var err error
@@ -389,7 +443,21 @@ func (a *Ambassador) ReleaseSet(ctx context.Context, req *farmpb.ReleaseSetReque
 func (a *Ambassador) StreamFrames(req *farmpb.StreamFramesRequest, node grpc.ServerStreamingServer[farmpb.FrameChunk]) error {
 	ctx := node.Context()
 	start := time.Now()
-	err := a.execute(ctx, func() error {
+	a.noteNode(req.GetNode())
+	err := a.probeFirst(ctx, req.GetNode())
+	if err == nil {
+		err = a.forwardFrames(ctx, req, node)
+	}
+	a.logCall(ctx, "StreamFrames", start, err, 1,
+		req.GetNode(), req.GetJobId(), int64(req.GetSetIndex()), req.GetToken(), true)
+	if err != nil {
+		return a.nodeError(err)
+	}
+	return nil
+}
+
+func (a *Ambassador) forwardFrames(ctx context.Context, req *farmpb.StreamFramesRequest, node grpc.ServerStreamingServer[farmpb.FrameChunk]) error {
+	return a.execute(ctx, func() error {
 		cctx, cancel := context.WithCancel(ctx)
 		defer cancel() // ends the coordinator stream if we stop early
 		up, err := a.client.StreamFrames(cctx, req)
@@ -409,12 +477,6 @@ func (a *Ambassador) StreamFrames(req *farmpb.StreamFramesRequest, node grpc.Ser
 			}
 		}
 	})
-	a.logCall(ctx, "StreamFrames", start, err, 1,
-		req.GetNode(), req.GetJobId(), int64(req.GetSetIndex()), req.GetToken(), true)
-	if err != nil {
-		return a.nodeError(err)
-	}
-	return nil
 }
 
 // UploadPart opens the coordinator's upload stream, copies every message of
@@ -426,35 +488,46 @@ func (a *Ambassador) UploadPart(node grpc.ClientStreamingServer[farmpb.UploadPar
 	start := time.Now()
 	var header *farmpb.PartHeader
 	var resp *farmpb.UploadPartResponse
-	err := a.execute(ctx, func() error {
-		cctx, cancel := context.WithCancel(ctx)
-		defer cancel() // ends the coordinator stream if we stop early
-		up, err := a.client.UploadPart(cctx)
-		if err != nil {
-			return err
+	// The first message (the header) names the node; it is read before the
+	// coordinator is called, so that a half-open breaker can probe first.
+	first, err := node.Recv()
+	if err != nil {
+		if err == io.EOF {
+			return status.Error(codes.InvalidArgument, "ambassador: an upload starts with its header")
 		}
-		for {
-			msg, err := node.Recv()
-			if err == io.EOF {
-				break
-			}
+		return err
+	}
+	header = first.GetHeader()
+	a.noteNode(header.GetNode())
+	err = a.probeFirst(ctx, header.GetNode())
+	if err == nil {
+		err = a.execute(ctx, func() error {
+			cctx, cancel := context.WithCancel(ctx)
+			defer cancel() // ends the coordinator stream if we stop early
+			up, err := a.client.UploadPart(cctx)
 			if err != nil {
-				return &nodeSideError{err: err}
-			}
-			if h := msg.GetHeader(); h != nil && header == nil {
-				header = h
-			}
-			if err := up.Send(msg); err != nil {
-				if err == io.EOF {
-					// The coordinator ended the stream; its status says why.
-					resp, err = up.CloseAndRecv()
-				}
 				return err
 			}
-		}
-		resp, err = up.CloseAndRecv()
-		return err
-	})
+			for msg := first; ; {
+				if err := up.Send(msg); err != nil {
+					if err == io.EOF {
+						// The coordinator ended the stream; its status says why.
+						resp, err = up.CloseAndRecv()
+					}
+					return err
+				}
+				msg, err = node.Recv()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					return &nodeSideError{err: err}
+				}
+			}
+			resp, err = up.CloseAndRecv()
+			return err
+		})
+	}
 	a.logCall(ctx, "UploadPart", start, err, 1,
 		header.GetNode(), header.GetJobId(), int64(header.GetSetIndex()), header.GetToken(), header != nil)
 	if err != nil {
@@ -624,4 +697,152 @@ func isExcluded(err error) bool {
 		return true
 	}
 	return errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled
+}
+
+// noteNode remembers a node name seen in a call, for breaker reports.
+func (a *Ambassador) noteNode(name string) {
+	if name == "" {
+		return
+	}
+	a.namesMu.Lock()
+	defer a.namesMu.Unlock()
+	for i, n := range a.names {
+		if n == name {
+			a.names = append(append(a.names[:i:i], a.names[i+1:]...), name)
+			return
+		}
+	}
+	a.names = append(a.names, name)
+	if len(a.names) > maxReportedNodes {
+		a.names = append([]string(nil), a.names[len(a.names)-maxReportedNodes:]...)
+	}
+}
+
+func (a *Ambassador) nodeNames() []string {
+	a.namesMu.Lock()
+	defer a.namesMu.Unlock()
+	return append([]string(nil), a.names...)
+}
+
+// report tells the coordinator the breaker's state in the name of each
+// node seen: a Heartbeat that holds no lease (no job, token 0), which the
+// coordinator records for status and answers at once. Through the breaker
+// it is a probe; direct, it goes out while the breaker is open and must be
+// rare (the report loop sees to that).
+func (a *Ambassador) report(ctx context.Context, names []string, throughBreaker bool) error {
+	for _, name := range names {
+		call := func() error {
+			cctx, cancel := context.WithTimeout(ctx, reportTimeout)
+			defer cancel()
+			_, err := a.client.Heartbeat(cctx, &farmpb.HeartbeatRequest{Node: name, Breaker: a.BreakerState().Info()})
+			return err
+		}
+		var err error
+		if throughBreaker {
+			err = a.execute(ctx, call)
+		} else {
+			err = call()
+		}
+		if err != nil && !isSuccessful(err) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// probeFirst makes a cheap probe when the breaker is half-open, before a
+// call that may take long (a long poll, a stream): otherwise that call would
+// be the probe and hold the breaker half-open, refusing every other call,
+// for as long as it lasts.
+func (a *Ambassador) probeFirst(ctx context.Context, node string) error {
+	if node == "" || a.cb.State() != gobreaker.StateHalfOpen {
+		return nil
+	}
+	err := a.report(ctx, []string{node}, true)
+	if err != nil && !isBreakerRejection(err) {
+		a.log.Debug("probe before a long call failed", slog.String("node", node), slog.String("err", err.Error()))
+	}
+	return err
+}
+
+// reportLoop keeps the coordinator informed of the breaker's state, and
+// lets the breaker close as soon as the coordinator is back:
+//   - it reports every change of state (so that status shows a node's
+//     breaker open while it is), as soon as the connection to the
+//     coordinator is up: a report waits for the connection rather than fail
+//     on it, and a connection that comes back wakes the loop at once;
+//   - a report that reached the coordinator and failed is tried again only
+//     every few intervals: a coordinator that answers badly is not hammered;
+//   - once the breaker is half-open, it probes the coordinator with a
+//     report through the breaker (when the connection is up), rather than
+//     wait for a node's call to do it.
+func (a *Ambassador) reportLoop(ctx context.Context) {
+	if a.cfg.ReportInterval < 0 {
+		return
+	}
+	linkUp := make(chan struct{}, 1)
+	go a.watchLink(ctx, linkUp)
+	t := time.NewTicker(a.cfg.ReportInterval)
+	defer t.Stop()
+	reported := "closed" // what the coordinator last heard from us
+	var tried string     // the state of the last failed report
+	var triedAt time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.stateChanged:
+		case <-linkUp:
+			tried = "" // a new connection: report again at once
+		}
+		names := a.nodeNames()
+		if len(names) == 0 {
+			continue
+		}
+		if st := a.conn.GetState(); st != connectivity.Ready {
+			if st == connectivity.Idle {
+				a.conn.Connect()
+			}
+			continue // a report or probe now could only fail; linkUp wakes us
+		}
+		state := a.cb.State()
+		switch {
+		case state == gobreaker.StateHalfOpen:
+			if err := a.report(ctx, names, true); err == nil {
+				reported = state.String()
+			}
+			continue
+		case state.String() == reported:
+			continue
+		case state.String() == tried && time.Since(triedAt) < reportRetryTicks*a.cfg.ReportInterval:
+			continue
+		}
+		err := a.report(ctx, names, state == gobreaker.StateClosed)
+		if err == nil {
+			reported, tried = state.String(), ""
+			continue
+		}
+		tried, triedAt = state.String(), time.Now()
+		a.log.Debug("breaker report failed", slog.String("state", state.String()), slog.String("err", err.Error()))
+	}
+}
+
+// watchLink signals up each time the connection to the coordinator becomes
+// ready.
+func (a *Ambassador) watchLink(ctx context.Context, up chan<- struct{}) {
+	for st := a.conn.GetState(); ; {
+		if !a.conn.WaitForStateChange(ctx, st) {
+			return
+		}
+		if st = a.conn.GetState(); st == connectivity.Ready {
+			select {
+			case up <- struct{}{}:
+			default:
+			}
+		}
+	}
 }

@@ -31,20 +31,22 @@ type fakeCoord struct {
 
 	acquireCalls, heartbeatCalls, streamCalls, uploadCalls, releaseCalls atomic.Int64
 
-	mu        sync.Mutex
-	err       error // returned by every call while set (and failLeft > 0 if failLeft was set)
-	failLeft  int   // if > 0, err is returned only this many more times
-	block     bool  // unary calls wait for their context to end
-	delay     time.Duration
-	acquire   *farmpb.AcquireSetResponse
-	chunks    []*farmpb.FrameChunk
-	lastHB    *farmpb.HeartbeatRequest
-	lastRel   *farmpb.ReleaseSetRequest
-	lastSF    *farmpb.StreamFramesRequest
-	upHeader  *farmpb.PartHeader
-	upData    []byte
-	upTrailer *farmpb.PartTrailer
-	upMsgs    int
+	mu         sync.Mutex
+	acquireErr error // returned by AcquireSet only, while set
+	hbStates   []string
+	err        error // returned by every call while set (and failLeft > 0 if failLeft was set)
+	failLeft   int   // if > 0, err is returned only this many more times
+	block      bool  // unary calls wait for their context to end
+	delay      time.Duration
+	acquire    *farmpb.AcquireSetResponse
+	chunks     []*farmpb.FrameChunk
+	lastHB     *farmpb.HeartbeatRequest
+	lastRel    *farmpb.ReleaseSetRequest
+	lastSF     *farmpb.StreamFramesRequest
+	upHeader   *farmpb.PartHeader
+	upData     []byte
+	upTrailer  *farmpb.PartTrailer
+	upMsgs     int
 }
 
 func (f *fakeCoord) total() int64 {
@@ -98,6 +100,9 @@ func (f *fakeCoord) AcquireSet(ctx context.Context, _ *farmpb.AcquireSetRequest)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.acquireErr != nil {
+		return nil, f.acquireErr
+	}
 	if f.acquire != nil {
 		return f.acquire, nil
 	}
@@ -108,6 +113,7 @@ func (f *fakeCoord) Heartbeat(ctx context.Context, req *farmpb.HeartbeatRequest)
 	f.heartbeatCalls.Add(1)
 	f.mu.Lock()
 	f.lastHB = req
+	f.hbStates = append(f.hbStates, req.GetBreaker().GetState())
 	f.mu.Unlock()
 	if err := f.answer(ctx); err != nil {
 		return nil, err
@@ -247,6 +253,9 @@ func startAmb(t *testing.T, coordAddr string, mod func(*Config)) *harness {
 		Logger:      slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		CallTimeout: 3 * time.Second,
 		Breaker:     BreakerConfig{TripAfter: 3, OpenTimeout: 200 * time.Millisecond},
+		// Reports and proactive probes would add calls the tests count;
+		// the tests of the report loop turn them on.
+		ReportInterval: -1,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -645,7 +654,10 @@ func TestBreakerTripsAndRecovers(t *testing.T) {
 		t.Fatalf("coordinator saw %d calls in total, want still 4 while the breaker is open", got)
 	}
 
-	// Half-open probe that fails: open again.
+	// Half-open: a long call (here the AcquireSet long poll) is preceded by
+	// a cheap probe, a Heartbeat, so that it does not hold the breaker
+	// half-open for as long as it lasts. A failing probe: open again, and
+	// the long call never reaches the coordinator.
 	time.Sleep(250 * time.Millisecond)
 	if got := h.amb.BreakerState().State; got != "half-open" {
 		t.Fatalf("after OpenTimeout breaker is %s, want half-open", got)
@@ -653,21 +665,27 @@ func TestBreakerTripsAndRecovers(t *testing.T) {
 	if err := acquire(); status.Code(err) != codes.Unavailable {
 		t.Fatalf("failing probe: got %v", err)
 	}
-	if got := f.acquireCalls.Load(); got != 5 {
-		t.Fatalf("coordinator saw %d calls, want 5 (one probe)", got)
+	if a, hb := f.acquireCalls.Load(), f.heartbeatCalls.Load(); a != 4 || hb != 1 {
+		t.Fatalf("coordinator saw %d AcquireSet and %d Heartbeat calls, want 4 and 1 (one probe)", a, hb)
 	}
 	if got := h.amb.BreakerState().State; got != "open" {
 		t.Fatalf("after a failed probe breaker is %s, want open", got)
 	}
 
-	// Half-open probe that succeeds: closed.
+	// Half-open probe that succeeds: closed, and the long call goes on.
 	f.setErr(nil)
 	time.Sleep(250 * time.Millisecond)
 	if err := acquire(); err != nil {
 		t.Fatalf("probe after recovery: %v", err)
 	}
-	if got := f.acquireCalls.Load(); got != 6 {
-		t.Fatalf("coordinator saw %d calls, want 6", got)
+	if a, hb := f.acquireCalls.Load(), f.heartbeatCalls.Load(); a != 5 || hb != 2 {
+		t.Fatalf("coordinator saw %d AcquireSet and %d Heartbeat calls, want 5 and 2", a, hb)
+	}
+	f.mu.Lock()
+	probe := f.lastHB
+	f.mu.Unlock()
+	if probe.GetNode() != "n1" || probe.GetToken() != 0 || probe.GetJobId() != "" || probe.GetBreaker().GetState() != "half-open" {
+		t.Errorf("probe = %v, want a lease-less heartbeat of n1 carrying the half-open state", probe)
 	}
 	if got := h.amb.BreakerState(); got.State != "closed" || got.ConsecutiveFailures != 0 {
 		t.Fatalf("after a good probe breaker = %+v, want closed", got)
@@ -677,8 +695,8 @@ func TestBreakerTripsAndRecovers(t *testing.T) {
 			t.Fatalf("call %d after recovery: %v", i, err)
 		}
 	}
-	if got := f.acquireCalls.Load(); got != 9 {
-		t.Fatalf("coordinator saw %d calls, want 9", got)
+	if got := f.acquireCalls.Load(); got != 8 {
+		t.Fatalf("coordinator saw %d calls, want 8", got)
 	}
 	logs := h.logs.String()
 	for _, want := range []string{`"from":"closed","to":"open"`, `"from":"open","to":"half-open"`, `"from":"half-open","to":"open"`, `"from":"half-open","to":"closed"`} {

@@ -177,6 +177,9 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	frames := sequenceFrames(seq, cfg.Gaps == "hold")
+	if err := checkUTF8(dir, cfg.Out, frames); err != nil {
+		return nil, err
+	}
 	if n := len(seq.Gaps()); n > 0 {
 		cfg.Logger.Warn("frame numbers are missing", "gaps", n, "policy", cfg.Gaps, "frames", len(frames))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -68,7 +69,8 @@ func (f *farmService) WatchEvents(req *farmpb.WatchEventsRequest, stream farmpb.
 		return err
 	}
 	ctx := stream.Context()
-	after := req.AfterSeq
+	// SQLite integers are signed, and no event is numbered that high.
+	after := min(req.AfterSeq, math.MaxInt64)
 	for {
 		c.mu.Lock()
 		wake := c.changed

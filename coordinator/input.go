@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/framefarm/framefarm/internal/frameseq"
 )
@@ -128,4 +129,33 @@ func humanBytes(b uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}
+
+// checkUTF8 refuses paths and frame names that are not valid UTF-8 (names
+// from an old Latin-1 disk, say): they travel to nodes and clients in
+// protobuf strings, which must be UTF-8, so such a job could never be
+// handed out, nor its status shown.
+func checkUTF8(dir, out string, frames []frameRecord) error {
+	if !utf8.ValidString(dir) {
+		return fmt.Errorf("--frames %q: the folder's path is not valid UTF-8: rename it (convmv -f latin1 -t utf8 can), or copy the frames to a folder whose path is", dir)
+	}
+	if out != "" {
+		if abs, err := filepath.Abs(out); err == nil && !utf8.ValidString(abs) {
+			return fmt.Errorf("--out %q: the path is not valid UTF-8: choose another path", abs)
+		}
+	}
+	var bad []string
+	n := 0
+	for _, f := range frames {
+		if !utf8.ValidString(f.Name) {
+			if n++; len(bad) < 10 && (len(bad) == 0 || bad[len(bad)-1] != f.Name) {
+				bad = append(bad, fmt.Sprintf("%q (frame %d)", f.Name, f.Number))
+			}
+		}
+	}
+	if n > 0 {
+		return fmt.Errorf("frames folder %q: %d frame file names are not valid UTF-8, which the farm cannot send to its nodes: %s; rename them (convmv -f latin1 -t utf8 --notest can)",
+			dir, n, strings.Join(bad, ", "))
+	}
+	return nil
 }

@@ -9,7 +9,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	farmpb "github.com/framefarm/framefarm/proto"
@@ -57,6 +59,12 @@ func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequ
 			return []*Set{s}, ev, nil
 		})
 		switch {
+		case err == nil && ctx.Err() != nil:
+			// The node stopped asking (it is shutting down, or its call
+			// timed out) as the set was granted: the grant would never reach
+			// it, so give the set back now rather than after a lease timeout.
+			c.ungrant(granted.Index, granted.Token, req.Node)
+			return nil, ctx.Err()
 		case err == nil:
 			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Assignment{Assignment: c.assignment(granted)}}, nil
 		case errors.Is(err, ErrNoWork):
@@ -101,11 +109,33 @@ func (c *Coordinator) touchNode(name string, hb *farmpb.HeartbeatRequest) {
 	}
 	ni.lastSeen = c.cfg.Now()
 	if hb != nil {
-		ni.cpuLoad, ni.freeCores = hb.CpuLoad, hb.FreeCores
+		if !isReport(hb) {
+			ni.cpuLoad, ni.freeCores = hb.CpuLoad, hb.FreeCores
+		}
 		if hb.Breaker != nil {
+			if ni.breaker.GetState() != hb.Breaker.State {
+				c.log.Info("node's circuit breaker", "job", c.rec.ID, "node", name, "state", hb.Breaker.State,
+					"consecutive_failures", hb.Breaker.ConsecutiveFailures)
+			}
 			ni.breaker = hb.Breaker
 		}
 	}
+}
+
+// isReport reports whether a heartbeat holds no lease: an ambassador telling
+// its breaker's state in its node's name (the breaker opened, or closed
+// again), when the node has no set or its own calls cannot get through.
+func isReport(hb *farmpb.HeartbeatRequest) bool { return hb.JobId == "" && hb.Token == 0 }
+
+// ungrant gives back a set whose grant could not be delivered.
+func (c *Coordinator) ungrant(index int, token uint64, node string) {
+	_ = c.change(context.Background(), func(j *Job) ([]*Set, []Event, error) {
+		ev, err := j.Release(index, token, "", c.cfg.Now())
+		for i := range ev {
+			ev[i].Detail = "the grant did not reach " + node + " (its request ended first)"
+		}
+		return []*Set{j.Sets[index]}, ev, err
+	})
 }
 
 func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatRequest) (*farmpb.HeartbeatResponse, error) {
@@ -117,6 +147,9 @@ func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatReques
 		return nil, err
 	}
 	c.touchNode(req.Node, req)
+	if isReport(req) {
+		return &farmpb.HeartbeatResponse{}, nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.job.Beat(int(req.SetIndex), req.Token, int(req.FramesDone), c.cfg.Now()); err != nil {
@@ -231,6 +264,9 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 	c := n.c
 	ctx := stream.Context()
 	first, err := stream.Recv()
+	if err == io.EOF {
+		return fmt.Errorf("%w: an upload starts with its header; the stream ended before it", ErrInvalid)
+	}
 	if err != nil {
 		return err
 	}
@@ -247,17 +283,26 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 	if tmp != "" {
 		defer os.Remove(tmp)
 	}
+	if err == nil {
+		err = c.verifyPart(ctx, tmp, s, h, sum, size)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err() // the node went away while we checked its part
+		}
+	}
+	if errors.Is(err, ErrBadPart) {
+		// The node sent a bad part (wrong checksum or size, truncated, not
+		// the set's frames or the job's codec): the set goes back with the
+		// reason, which counts as a failure of the set on that node. A
+		// transfer cut short by the link is not the node's fault and
+		// changes nothing: the node uploads again under the same lease.
+		log.Warn("part refused", "err", err)
+		_ = c.change(context.WithoutCancel(ctx), func(j *Job) ([]*Set, []Event, error) {
+			ev, rerr := j.Release(s.Index, h.Token, truncate("upload refused: "+err.Error(), 4000), c.cfg.Now())
+			return []*Set{j.Sets[s.Index]}, ev, rerr
+		})
+	}
 	if err != nil {
 		return err
-	}
-	if verr := c.verifyPart(ctx, tmp, s, h, sum, size); verr != nil {
-		// The node sent a bad part: the set goes back with the reason.
-		log.Warn("part refused", "err", verr)
-		_ = c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
-			ev, err := j.Release(s.Index, h.Token, "upload refused: "+verr.Error(), c.cfg.Now())
-			return []*Set{j.Sets[s.Index]}, ev, err
-		})
-		return verr
 	}
 	name := fmt.Sprintf("set-%05d.%s", s.Index, c.rec.Settings.PartExt)
 	err = c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
@@ -318,7 +363,7 @@ func (c *Coordinator) receivePart(stream farmpb.NodeService_UploadPartServer, h 
 		switch {
 		case m.GetTrailer() != nil:
 			trailer = m.GetTrailer()
-		case m.GetChunk() != nil:
+		case len(m.GetChunk()) > 0:
 			chunk := m.GetChunk()
 			size += int64(len(chunk))
 			if size > h.Size {
@@ -328,6 +373,10 @@ func (c *Coordinator) receivePart(stream farmpb.NodeService_UploadPartServer, h 
 			if _, err := f.Write(chunk); err != nil {
 				return f.Name(), "", 0, fmt.Errorf("storing part of set %d: %w", s.Index, err)
 			}
+		default:
+			// Every message must move the upload on (at least one byte, or
+			// the end), so that the size bound also bounds the stream.
+			return f.Name(), "", 0, fmt.Errorf("%w: set %d: after its header an upload sends non-empty chunks, then its trailer; got an empty message or a second header", ErrBadPart, s.Index)
 		}
 	}
 	sum := hex.EncodeToString(hash.Sum(nil))
@@ -373,8 +422,15 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// truncate bounds a text from a node or from ffprobe that is kept as a set's
+// error. It goes into protobuf strings (status, events), which must be valid
+// UTF-8: invalid bytes are replaced and the cut falls between runes.
 func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) > n {
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
 		return s[:n] + "…"
 	}
 	return s

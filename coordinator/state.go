@@ -80,8 +80,12 @@ type Job struct {
 	NodeFailures map[string]int
 	// LastSeq is the number of the job's last recorded event.
 	LastSeq uint64
-	// lastSweep is when Expire last ran (zero before the first sweep).
-	lastSweep time.Time
+	// lastRun is the latest moment the state machine is known to have run
+	// (a sweep, or a grant, beat, completion or release), and pauseAfter
+	// the silence after which it must have been paused (set by Expire):
+	// see Expire.
+	lastRun    time.Time
+	pauseAfter time.Duration
 }
 
 // Partition splits n frames into k contiguous sets of near-equal size
@@ -134,6 +138,7 @@ func (j *Job) Grant(node string, now time.Time) (*Set, []Event, error) {
 	if pick == nil {
 		return nil, nil, ErrNoWork
 	}
+	j.ran(now)
 	j.NextToken++
 	pick.State, pick.Node, pick.Token = Assigned, node, j.NextToken
 	pick.LastBeat, pick.LastProgress, pick.FramesDone = now, now, 0
@@ -160,6 +165,7 @@ func (j *Job) Beat(index int, token uint64, framesDone int, now time.Time) error
 	if err != nil {
 		return err
 	}
+	j.ran(now)
 	s.LastBeat = now
 	// A node cannot have done more frames than the set has.
 	framesDone = min(framesDone, s.Count)
@@ -183,6 +189,7 @@ func (j *Job) Complete(index int, token uint64, part PartInfo, now time.Time) ([
 	if err != nil {
 		return nil, err
 	}
+	j.ran(now)
 	s.State, s.Part, s.FramesDone = Completed, part, s.Count
 	ev := []Event{{At: now, Kind: "part_accepted", Set: index, Node: part.Node,
 		Detail: fmt.Sprintf("%d bytes, sha256 %s, encoded in %d ms", part.Size, part.SHA256, part.EncodeMS)}}
@@ -210,6 +217,7 @@ func (j *Job) Release(index int, token uint64, reason string, now time.Time) ([]
 	if err != nil {
 		return nil, err
 	}
+	j.ran(now)
 	node := s.Node
 	s.State, s.Node, s.FramesDone = Available, "", 0
 	if reason == "" {
@@ -232,11 +240,36 @@ func (j *Job) Release(index int, token uint64, reason string, now time.Time) ([]
 	s.FailedOn = append(s.FailedOn, node)
 	if len(s.FailedOn) >= MaxFailures {
 		s.State = Failed
+		if j.State == JobFailed {
+			// Another set failed the job first: that stays its reason,
+			// with one job_failed event.
+			return ev, nil
+		}
 		j.State = JobFailed
 		j.Reason = fmt.Sprintf("set %d failed %d times (on %s); last error: %s", index, len(s.FailedOn), joinNames(distinct(s.FailedOn)), reason)
 		ev = append(ev, Event{At: now, Kind: "job_failed", Set: -1, Detail: j.Reason})
 	}
 	return ev, nil
+}
+
+// ran notes that the state machine runs at now. If it did not run for
+// longer than it can when the coordinator runs (its sweeps are a fraction of
+// the heartbeat timeout apart), the coordinator was paused: the pause does
+// not count against any lease. Whatever call comes first after the pause
+// (a sweep, a heartbeat...) makes the adjustment, so that the order in which
+// a resumed coordinator handles them does not matter.
+func (j *Job) ran(now time.Time) {
+	if gap := now.Sub(j.lastRun); j.pauseAfter > 0 && !j.lastRun.IsZero() && gap > j.pauseAfter {
+		for _, s := range j.Sets {
+			if s.State == Assigned {
+				s.LastBeat = s.LastBeat.Add(gap)
+				s.LastProgress = s.LastProgress.Add(gap)
+			}
+		}
+	}
+	if now.After(j.lastRun) {
+		j.lastRun = now
+	}
 }
 
 func distinct(names []string) []string {
@@ -253,23 +286,15 @@ func distinct(names []string) []string {
 // heartbeatTimeout or made no progress for lease.
 //
 // It is called every few seconds (a fraction of heartbeatTimeout). A call
-// much later than the previous one means that the coordinator itself did not
-// run in between (the process was stopped or suspended, or starved): it heard
+// much later than the previous one, or than the last grant, heartbeat,
+// completion or release, means that the coordinator itself did not run in
+// between (the process was stopped or suspended, or starved): it heard
 // no heartbeat because it was not listening, not because the nodes stopped.
-// So, as after a restart, every lease then gets a fresh heartbeat window, and
-// the pause does not count as time without progress.
+// So the pause counts neither as time without heartbeat nor as time without
+// progress (see ran).
 func (j *Job) Expire(now time.Time, heartbeatTimeout, lease time.Duration) []Event {
-	if !j.lastSweep.IsZero() {
-		if gap := now.Sub(j.lastSweep); gap > max(heartbeatTimeout/2, time.Second) {
-			for _, s := range j.Sets {
-				if s.State == Assigned {
-					s.LastBeat = now
-					s.LastProgress = s.LastProgress.Add(gap)
-				}
-			}
-		}
-	}
-	j.lastSweep = now
+	j.pauseAfter = max(heartbeatTimeout/2, time.Second)
+	j.ran(now)
 	var ev []Event
 	for _, s := range j.Sets {
 		if s.State != Assigned {

@@ -79,7 +79,7 @@ func TestTransitions(t *testing.T) {
 		}},
 		{"stale token changes nothing", []step{
 			{"grant", grant("n1"), Assigned, nil},
-			{"expire", func(j *Job) error { j.Expire(t0.Add(hb+time.Second), hb, lease); return nil }, Available, nil},
+			{"expire", func(j *Job) error { sweep(j, 5*time.Second, hb+5*time.Second, 5*time.Second, hb, lease); return nil }, Available, nil},
 			{"regrant", func(j *Job) error { _, _, err := j.Grant("n2", t0.Add(hb+time.Second)); return err }, Assigned, nil},
 			{"zombie upload", func(j *Job) error { _, err := j.Complete(0, 1, PartInfo{}, t0); return err }, Assigned, ErrStaleToken},
 			{"zombie release", func(j *Job) error { _, err := j.Release(0, 1, "boom", t0); return err }, Assigned, ErrStaleToken},
@@ -140,18 +140,30 @@ func TestExpire(t *testing.T) {
 		{"progress keeps a long set past the lease", every(20*time.Second, 30*time.Minute), true, 30 * time.Minute, Assigned},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			j := newJob(1, 1)
+			j := newJob(1000, 1) // progress is capped at the set's frame count
 			s, _, _ := j.Grant("n", t0)
-			for i, b := range tc.beats {
-				done := 0
-				if tc.prog {
-					done = i + 1
+			// The heartbeats, and the sweeps every 5s as the coordinator
+			// makes them (a longer silence would be a pause of its own).
+			var ev []Event
+			next := 0
+			for at := 5 * time.Second; ; at = min(at+5*time.Second, tc.at) {
+				for ; next < len(tc.beats) && tc.beats[next] <= at; next++ {
+					done := 0
+					if tc.prog {
+						done = next + 1
+					}
+					if j.Sets[0].State != Assigned {
+						break
+					}
+					if err := j.Beat(0, s.Token, done, t0.Add(tc.beats[next])); err != nil {
+						t.Fatal(err)
+					}
 				}
-				if err := j.Beat(0, s.Token, done, t0.Add(b)); err != nil {
-					t.Fatal(err)
+				ev = append(ev, j.Expire(t0.Add(at), hb, lease)...)
+				if at == tc.at {
+					break
 				}
 			}
-			ev := j.Expire(t0.Add(tc.at), hb, lease)
 			if got := j.Sets[0].State; got != tc.want {
 				t.Fatalf("state %c, want %c (events %v)", got, tc.want, ev)
 			}
@@ -265,7 +277,8 @@ func TestExpireWithRegularSweeps(t *testing.T) {
 
 // A coordinator that did not run for a while (SIGSTOP, a suspended VM)
 // heard no heartbeat because it was not listening: its leases survive the
-// pause, and a node that really died is still noticed one timeout later.
+// pause, and a node that really died is still noticed, the pause not
+// counted.
 func TestPausedCoordinatorKeepsLeases(t *testing.T) {
 	hb, lease := 30*time.Second, 10*time.Minute
 	j := newJob(2, 2)
@@ -289,8 +302,10 @@ func TestPausedCoordinatorKeepsLeases(t *testing.T) {
 	if len(ev) != 1 || ev[0].Set != dead.Index || ev[0].Node != "dead" {
 		t.Fatalf("events %v, want the dead node's lease expired once", ev)
 	}
-	if at := ev[0].At.Sub(t0); at <= 80*time.Second+hb || at > 80*time.Second+hb+5*time.Second {
-		t.Errorf("dead node noticed at %v, want at the first sweep past 80s+%v", at, hb)
+	// Silent from 0s, the pause (20s to 80s) not counted: noticed at the
+	// first sweep past 60s+30s.
+	if at := ev[0].At.Sub(t0); at <= 60*time.Second+hb || at > 60*time.Second+hb+5*time.Second {
+		t.Errorf("dead node noticed at %v, want at the first sweep past 60s+%v", at, hb)
 	}
 	if j.Sets[alive.Index].State != Assigned {
 		t.Errorf("live node lost its set: %c", j.Sets[alive.Index].State)
@@ -333,7 +348,6 @@ func TestPauseDoesNotCountAsNoProgress(t *testing.T) {
 func TestEveryTransition(t *testing.T) {
 	const stale, current = 0, 1 // which token an operation presents
 	hb, lease := 30*time.Second, 10*time.Minute
-	later := t0.Add(time.Hour)
 	// setup returns a 1-set job with set 0 in the given state.
 	setup := func(t *testing.T, st State) *Job {
 		j := newJob(1, 1)
@@ -378,7 +392,7 @@ func TestEveryTransition(t *testing.T) {
 		{"release", stale, func(j *Job, tok uint64) error { _, err := j.Release(0, tok, "", t0); return err }},
 		{"fail", current, func(j *Job, tok uint64) error { _, err := j.Release(0, tok, "boom", t0); return err }},
 		{"fail", stale, func(j *Job, tok uint64) error { _, err := j.Release(0, tok, "boom", t0); return err }},
-		{"expire", current, func(j *Job, _ uint64) error { j.Expire(later, hb, lease); return nil }},
+		{"expire", current, func(j *Job, _ uint64) error { sweep(j, 5*time.Second, time.Hour, 5*time.Second, hb, lease); return nil }},
 	}
 	type want struct {
 		state State
@@ -456,8 +470,6 @@ func mustGrant(t *testing.T, j *Job, node string) *Set {
 	return s
 }
 
-// A failure counts once per node: a node failing the same set again does
-// not push it towards F, nor itself towards exclusion.
 // A clean give-back (a node stopping) is not a failure.
 func TestCleanReleaseIsNoFailure(t *testing.T) {
 	j := newJob(1, 1)
@@ -487,5 +499,84 @@ func TestOneNodeFailingASetEndsTheJob(t *testing.T) {
 	}
 	if j.NodeFailures["only"] != 1 {
 		t.Fatalf("node failures %d, want 1 (one distinct set)", j.NodeFailures["only"])
+	}
+}
+
+// A job fails once: a set failing for the third time after another set
+// failed the job goes to F, but the job keeps its first reason and its one
+// job_failed event.
+func TestJobFailsOnce(t *testing.T) {
+	j := newJob(2, 2)
+	a := mustGrant(t, j, "a") // holds set 0
+	for _, n := range []string{"p", "q"} {
+		s := mustGrant(t, j, n)
+		if _, err := j.Release(s.Index, s.Token, "err1", t0); err != nil || s.Index != 1 {
+			t.Fatalf("set %d: %v", s.Index, err)
+		}
+	}
+	r := mustGrant(t, j, "r") // holds set 1, failed twice
+	if r.Index != 1 {
+		t.Fatalf("r got set %d", r.Index)
+	}
+	if _, err := j.Release(0, a.Token, "err0", t0); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"x", "y"} {
+		s := mustGrant(t, j, n)
+		if _, err := j.Release(s.Index, s.Token, "err0", t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if j.State != JobFailed || !strings.HasPrefix(j.Reason, "set 0 ") {
+		t.Fatalf("job %s: %q, want failed by set 0", j.State, j.Reason)
+	}
+	reason := j.Reason
+	ev, err := j.Release(1, r.Token, "err1", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ev {
+		if e.Kind == "job_failed" {
+			t.Errorf("a second job_failed event: %v", e)
+		}
+	}
+	if j.Reason != reason || j.Sets[1].State != Failed {
+		t.Errorf("job reason %q (was %q), set 1 %c", j.Reason, reason, j.Sets[1].State)
+	}
+}
+
+// A pause before the coordinator's first sweep (it was stopped right after
+// granting) is a pause too: the grant shows when it last ran.
+func TestPauseBeforeTheFirstSweep(t *testing.T) {
+	hb, lease := 10*time.Second, 10*time.Minute
+	j := newJob(1, 1)
+	s := mustGrant(t, j, "n")
+	if err := j.Beat(0, s.Token, 1, t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if ev := j.Expire(t0.Add(35*time.Second), hb, lease); len(ev) != 0 {
+		t.Fatalf("first sweep after a pause expired %v", ev)
+	}
+	if ev := sweep(j, 37500*time.Millisecond, 47500*time.Millisecond, 2500*time.Millisecond, hb, lease); len(ev) != 1 {
+		t.Fatalf("a node silent after the pause: events %v, want its lease expired", ev)
+	}
+}
+
+// After a pause, a heartbeat may be handled before the first sweep: the
+// other leases are still spared the pause.
+func TestPauseNoticedByAHeartbeatFirst(t *testing.T) {
+	hb, lease := 10*time.Second, 10*time.Minute
+	j := newJob(2, 2)
+	a, b := mustGrant(t, j, "a"), mustGrant(t, j, "b")
+	sweep(j, 2500*time.Millisecond, 5*time.Second, 2500*time.Millisecond, hb, lease)
+	// Paused from 5s to 40s; a's heartbeat, queued meanwhile, comes first.
+	if err := j.Beat(a.Index, a.Token, 1, t0.Add(40*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if ev := j.Expire(t0.Add(40*time.Second+time.Millisecond), hb, lease); len(ev) != 0 {
+		t.Fatalf("b's lease was charged the pause: %v", ev)
+	}
+	if err := j.Beat(b.Index, b.Token, 1, t0.Add(41*time.Second)); err != nil {
+		t.Fatalf("b after the pause: %v", err)
 	}
 }

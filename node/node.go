@@ -20,6 +20,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	farmpb "github.com/framefarm/framefarm/proto"
@@ -499,9 +500,15 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // errorText keeps ffmpeg's own words but bounds their size.
 func errorText(err error) string {
-	s := err.Error()
+	// The text goes in a protobuf string, which must be UTF-8: ffmpeg may
+	// print other bytes, and the cut must fall between runes.
+	s := strings.ToValidUTF8(err.Error(), "\uFFFD")
 	if len(s) > 2000 {
-		s = s[:2000] + "…"
+		n := 2000
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n] + "…"
 	}
 	return strings.TrimSpace(s)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -24,6 +25,7 @@ const callTimeout = 10 * time.Second
 // farmClient is the people-facing side of a coordinator.
 type farmClient struct {
 	addr string
+	tls  creds.ClientTLS // for the hints of explain
 	conn *grpc.ClientConn
 	farmpb.FarmServiceClient
 }
@@ -56,7 +58,7 @@ func dialFarm(addr string, cc *clientCreds) (*farmClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator address %q: %w", addr, err)
 	}
-	return &farmClient{addr: addr, conn: conn, FarmServiceClient: farmpb.NewFarmServiceClient(conn)}, nil
+	return &farmClient{addr: addr, tls: cc.tls, conn: conn, FarmServiceClient: farmpb.NewFarmServiceClient(conn)}, nil
 }
 
 func (c *farmClient) Close() error { return c.conn.Close() }
@@ -83,12 +85,48 @@ func (c *farmClient) explain(ctx context.Context, err error) error {
 	}
 	switch s.Code() {
 	case codes.Unavailable, codes.DeadlineExceeded:
+		if hint := tlsHint(s.Message(), c.tls); hint != "" {
+			return &linkError{fmt.Errorf("cannot connect to the coordinator at %s: %s; %s", c.addr, s.Message(), hint)}
+		}
 		return &linkError{fmt.Errorf("cannot reach the coordinator at %s (is it running? check --coordinator): %s", c.addr, s.Message())}
 	case codes.Canceled:
 		return context.Canceled
 	default:
 		return fmt.Errorf("%s", s.Message())
 	}
+}
+
+// tlsHint says which flag to check when a connection failed the way a
+// mismatch of TLS settings makes it fail ("is it running?" would mislead).
+// A refused client certificate reaches the client either as a TLS alert or
+// as a connection broken while it writes, depending on timing.
+func tlsHint(msg string, t creds.ClientTLS) string {
+	has := func(subs ...string) bool {
+		for _, sub := range subs {
+			if strings.Contains(msg, sub) {
+				return true
+			}
+		}
+		return false
+	}
+	broken := has("broken pipe", "connection reset", "error reading server preface: EOF")
+	switch {
+	case has("certificate required", "bad certificate", "unknown certificate authority") && t.Cert == "":
+		return "the coordinator requires a client certificate (mutual TLS): pass --tls-cert and --tls-key"
+	case has("certificate required", "bad certificate", "unknown certificate authority"):
+		return "the coordinator refused the client certificate: check that --tls-cert is signed by a CA the coordinator trusts (its --tls-client-ca)"
+	case has("first record does not look like a TLS handshake"):
+		return "the coordinator does not serve TLS: leave out --tls-ca"
+	case has("x509:", "tls:"):
+		return "the TLS handshake failed: check --tls-ca (the CA that signed the coordinator's certificate)"
+	case broken && t.CA == "":
+		return "if the coordinator serves TLS, pass --tls-ca"
+	case broken && t.Cert == "":
+		return "if the coordinator requires client certificates (mutual TLS), pass --tls-cert and --tls-key"
+	case broken:
+		return "if the coordinator requires client certificates (mutual TLS), check that --tls-cert is signed by a CA the coordinator trusts"
+	}
+	return ""
 }
 
 // linkError is a failure to reach the coordinator, worth trying again

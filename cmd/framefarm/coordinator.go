@@ -41,6 +41,7 @@ parts, and joins them into the final video. Started again on the same
 	f.StringVar(&cfg.TLS.ClientCA, "tls-client-ca", "", "require client certificates signed by the CA in `FILE` (mutual TLS)")
 	f.BoolVar(&cfg.Reflection, "reflection", false, "list the gRPC services to any client (grpcurl)")
 	level := f.logLevel()
+	pprofAddr := f.pprofFlag()
 	if err := f.parse(e, args); err != nil {
 		return err
 	}
@@ -48,6 +49,9 @@ parts, and joins them into the final video. Started again on the same
 		return err
 	}
 	cfg.Logger = newLogger(e.stderr, level)
+	if err := startPprof(ctx, *pprofAddr, cfg.Logger); err != nil {
+		return err
+	}
 	cfg.Token = creds.Token(cfg.Token)
 
 	c, err := coordinator.New(ctx, cfg)

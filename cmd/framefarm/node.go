@@ -24,6 +24,7 @@ set in progress back at once.`)
 	f.StringVar(&cfg.Work, "work", "", "`DIR` for frames and parts while a set renders (default: a temp dir, removed on exit)")
 	f.BoolVar(&cfg.Once, "once", false, "exit when the coordinator has no more work for this node")
 	level := f.logLevel()
+	pprofAddr := f.pprofFlag()
 	if err := f.parse(e, args); err != nil {
 		return err
 	}
@@ -31,6 +32,9 @@ set in progress back at once.`)
 		return err
 	}
 	cfg.Logger = newLogger(e.stderr, level)
+	if err := startPprof(ctx, *pprofAddr, cfg.Logger); err != nil {
+		return err
+	}
 
 	n, err := node.New(cfg)
 	if err != nil {

@@ -21,8 +21,10 @@ func WriteConcatList(w io.Writer, rate Rate, parts []ConcatPart) error {
 	var b strings.Builder
 	b.WriteString("ffconcat version 1.0\n")
 	for _, p := range parts {
-		if strings.ContainsAny(p.Path, "\x00\n\r") {
-			return fmt.Errorf("part path %q cannot be written to a concat list", p.Path)
+		// The demuxer reads a script line by line (a line ends at \n, \r
+		// or NUL, whatever the quoting) and refuses an empty file name.
+		if p.Path == "" || strings.ContainsAny(p.Path, "\x00\n\r") {
+			return fmt.Errorf("part path %q cannot be written to a concat list (empty, or holds a line break or NUL)", p.Path)
 		}
 		fmt.Fprintf(&b, "file %s\nduration %s\n", quoteConcat(p.Path), rate.Seconds(p.Frames))
 	}

@@ -1,0 +1,519 @@
+#!/usr/bin/env bash
+# The benchmarks of issue 5: framefarm side by side with plain ffmpeg (and
+# cat/cp), in the same run, as medians of several runs with the ratio to
+# the baseline. Prints a markdown table and writes it, with the machine it
+# ran on, to BENCHMARKS.md (between the "bench:begin/end" markers; the text
+# around them is kept).
+#
+#   scripts/bench.sh           # make bench: the full suite, < 20 min on 2 cores
+#   scripts/bench.sh --quick   # make bench-quick: small inputs, < 3 min; for CI
+#
+# bench-quick fails only when the farm breaks (a run fails, a video has the
+# wrong frame count, the load-generated job does not finish); no timing is
+# ever asserted. Its table goes to $BENCH_DIR/BENCHMARKS-quick.md.
+#
+# Environment: BENCH_DIR (inputs, cached between runs, and run folders;
+# default /tmp/framefarm-bench), BENCH_REPS (runs per measurement),
+# BENCH_OUT (the markdown file), BENCH_CPU_SHARES (cgroup v1 cpu.shares of
+# the bench's parent group, 4096: on a shared machine the bench then gets
+# about as much CPU as 4 busy threads would), BENCH_NO_CGROUP=1,
+# BENCH_PROFILE=0/1 (pprof of the coordinator and a node during one run of
+# the overhead and capacity sections; on in the full run; profiles in the run
+# folder),
+# KEEP_RUNS=1 (keep data folders), BENCH_ONLY="capacity dataplane" (run only
+# these sections; the table then goes to the run folder unless BENCH_OUT).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+QUICK=0
+if [ "${1:-}" = --quick ]; then QUICK=1; fi
+BIN=${BIN:-$ROOT/bin/framefarm}
+LOADGEN=${LOADGEN:-$ROOT/bin/loadgen}
+BENCH_DIR=${BENCH_DIR:-/tmp/framefarm-bench}
+FRAMES_DIR=$BENCH_DIR/frames
+RUN=$BENCH_DIR/run-$(date +%Y%m%d-%H%M%S)-$$
+RES=$RUN/results.tsv
+NOTES=$RUN/notes.tsv
+PROF=$RUN/profiles
+mkdir -p "$RUN" "$FRAMES_DIR" "$PROF"
+: >"$RES"
+: >"$NOTES"
+
+# shellcheck source=scripts/bench/lib.sh
+source "$ROOT/scripts/bench/lib.sh"
+# shellcheck source=scripts/bench/report.sh
+source "$ROOT/scripts/bench/report.sh"
+
+cleanup() {
+	stop_all
+	cg_cleanup
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for tool in ffmpeg ffprobe awk taskset; do
+	command -v $tool >/dev/null || die "$tool is missing (make deps installs ffmpeg)"
+done
+[ -x "$BIN" ] || die "$BIN is missing: run make build"
+[ -x "$LOADGEN" ] || die "$LOADGEN is missing: go build -o bin/loadgen ./scripts/loadgen"
+
+T_START=$EPOCHREALTIME
+cg_init
+log "run folder $RUN; CPU emulation: $CG_MODE ($CG_REASON)"
+BUSY0=$(busy_seconds)
+BENCHCPU0=$(cg_cpu)
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- parameters
+if [ $QUICK = 1 ]; then
+	MODE=quick
+	REPS=${BENCH_REPS:-1}
+	O_FRAMES=q360 O_N=120 O_SIZE=640x360 O_SRC=testsrc2 O_PRESETS="veryfast"
+	S_FRAMES=q360 S_PRESET=veryfast
+	V_FRAMES=q180 V_N=24 V_SIZE=320x180 V_SRC=testsrc2
+	C_FRAMES=q16 C_N=1000 C_SETS=40 C_NODES="20" C_UNTIL_DONE=1
+	D_FRAMES=q360 D_SETS=4 D_ROUNDS=3 J_SRC=testsrc2
+	M_FRAMES=q4k M_N=4 M_SRC=testsrc2 M_SETS=2 M_REPS=1
+	PROFILE=${BENCH_PROFILE:-0}
+else
+	MODE=full
+	REPS=${BENCH_REPS:-3}
+	O_FRAMES=f720 O_N=600 O_SIZE=1280x720 O_SRC=mandelbrot O_PRESETS="veryfast medium"
+	S_FRAMES=f720-240 S_PRESET=veryfast
+	V_FRAMES=f360 V_N=96 V_SIZE=640x360 V_SRC=mandelbrot
+	C_FRAMES=f16 C_N=100000 C_SETS=10000 C_NODES="100 1000" C_UNTIL_DONE=0 C_WARM=5 C_WIN=15
+	D_FRAMES=f720 D_SETS=8 D_ROUNDS=5 J_SRC=mandelbrot
+	M_FRAMES=f4k M_N=24 M_SRC=mandelbrot M_SETS=4 M_REPS=1
+	PROFILE=${BENCH_PROFILE:-1}
+fi
+SETS=8
+# The coordinator under load spawns one ffprobe per part; cap it and its
+# children, so a thousand at once cannot take the machine's memory.
+COORD_MEM=${BENCH_COORD_MEM:-4294967296}
+
+# ---------------------------------------------------------------- inputs
+# gen NAME COUNT SIZE SOURCE [DIGITS]: numbered PNG frames made by ffmpeg,
+# cached in $FRAMES_DIR/NAME.
+gen() {
+	local name=$1 n=$2 size=$3 src=$4 digits=${5:-4} dir=$FRAMES_DIR/$1
+	if [ -f "$dir/.complete" ] && [ "$(cat "$dir/.complete")" = "$n $size $src" ]; then return 0; fi
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	log "making $n $size $src frames in $dir"
+	local t0=$EPOCHREALTIME
+	ffmpeg -nostdin -v error -f lavfi -i "$src=s=$size:r=24" -frames:v "$n" -start_number 1 "$dir/f_%0${digits}d.png"
+	echo "$n $size $src" >"$dir/.complete.tmp"
+	mv "$dir/.complete.tmp" "$dir/.complete"
+	log "  made in $(elapsed "$t0") s"
+}
+# subset NAME FROM COUNT: the first COUNT frames of FROM, as hard links.
+subset() {
+	local dir=$FRAMES_DIR/$1 from=$FRAMES_DIR/$2 n=$3
+	if [ -f "$dir/.complete" ] && [ "$(cat "$dir/.complete")" = "$n of $2 $(cat "$from/.complete")" ]; then return 0; fi
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	find "$from" -maxdepth 1 -name 'f_*.png' | sort | head -n "$n" | xargs -I{} ln {} "$dir/"
+	echo "$n of $2 $(cat "$from/.complete")" >"$dir/.complete"
+}
+count() { find "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' 2>/dev/null | wc -l; }
+bytes() { find "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' -printf '%s\n' 2>/dev/null | awk '{s+=$1} END{print s+0}'; }
+getsize() { ffprobe -v error -show_entries stream=width,height -of csv=p=0:s=x "$(find "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' | head -1)"; }
+SECTIONS=${BENCH_ONLY:-overhead scaling poorthreads capacity dataplane memory}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+if want overhead || want scaling || want dataplane || want memory || [ "$PROFILE" = 1 ]; then
+	gen "$O_FRAMES" "$O_N" "$O_SIZE" "$O_SRC"
+	rec in.o.bytes "$(bytes "$O_FRAMES")"
+fi
+if want scaling && [ $QUICK = 0 ]; then subset "$S_FRAMES" "$O_FRAMES" 240; fi
+if want poorthreads; then gen "$V_FRAMES" "$V_N" "$V_SIZE" "$V_SRC"; fi
+if want capacity || [ "$PROFILE" = 1 ]; then
+	gen "$C_FRAMES" "$C_N" 16x16 testsrc2 6
+	if [ $QUICK = 0 ]; then gen q16 1000 16x16 testsrc2 6; fi
+fi
+if want memory; then
+	gen "$M_FRAMES" "$M_N" 3840x2160 "$M_SRC"
+	rec in.m.bytes "$(bytes "$M_FRAMES")"
+fi
+T_INPUTS=$(elapsed "$T_START")
+
+# ---------------------------------------------------------------- 1 overhead
+x264() { echo "-c:v libx264 -preset $1 -pix_fmt yuv420p"; }
+overhead() {
+	local F=$FRAMES_DIR/$O_FRAMES p r
+	for p in $O_PRESETS; do
+		for ((r = 1; r <= REPS; r++)); do
+			log "1 overhead: $p, run $r/$REPS"
+			# Alternate the order, so drift in the machine's load hits both.
+			local order="ff farm"
+			if [ $((r % 2)) = 0 ]; then order="farm ff"; fi
+			local w
+			for w in $order; do
+				if [ $w = ff ]; then
+					# shellcheck disable=SC2046
+					ffmpeg_run "o-ff-$p-$r" "" "$RUN/o-ff.mp4" -framerate 24 -start_number 1 -i "$F/f_%04d.png" $(x264 "$p")
+					rec "o.$p.ff.wall" "$R_WALL"
+					rec "o.$p.ff.cpu" "$R_CPU"
+					[ "$(frames_of "$RUN/o-ff.mp4")" = "$O_N" ] || die "plain ffmpeg wrote the wrong frame count"
+				else
+					if [ "$PROFILE" = 1 ] && [ "$p" = veryfast ] && [ "$r" = "$REPS" ]; then
+						# The last run is profiled (pprof on the coordinator and the
+						# node; sampling costs about 1% CPU).
+						log "  (profiling the coordinator and the node during this run)"
+						COORD_PPROF=1 NODE_PPROF=1 FARM_HOOK=prof_farm_hook farm_run "o-farm-$p-$r" "$F" 1 "" $SETS mp4 -- \
+							--codec libx264 --preset "$p" --fps 24
+						cp "$R_DIR/node-1.log" "$PROF/node-render.log"
+						cp "$R_DIR/coordinator.log" "$PROF/coordinator-render.log"
+					else
+						farm_run "o-farm-$p-$r" "$F" 1 "" $SETS mp4 -- --codec libx264 --preset "$p" --fps 24
+					fi
+					rec "o.$p.farm.wall" "$R_WALL"
+					rec "o.$p.cpu.c" "$R_CPU_C"
+					rec "o.$p.cpu.ck" "$R_CPU_CK"
+					rec "o.$p.cpu.a" "$R_CPU_A"
+					rec "o.$p.cpu.n" "$R_CPU_N"
+					rec "o.$p.cpu.nk" "$R_CPU_NK"
+					rec "o.$p.farm.cpu" "$R_CPU"
+					rec "o.$p.farm.startup" "$R_STARTUP"
+					rec "o.$p.farm.join_ms" "$R_JOIN_MS"
+					rec "o.$p.farm.tail" "$R_TAIL"
+					rec m.small.c "$R_HWM_C"
+					rec m.small.a "$R_HWM_A"
+					rec m.small.n "$R_HWM_N"
+				fi
+			done
+		done
+	done
+	rm -f "$RUN/o-ff.mp4"
+}
+
+# ---------------------------------------------------------------- 2 scaling
+scaling() {
+	local F=$FRAMES_DIR/$S_FRAMES r n nodes cpus
+	local pattern="$F/f_%04d.png"
+	if [ "$CG_MODE" != none ]; then
+		nodes="1 2 4"
+		cpus=0.5
+		note s.how "emulated: each node and its ffmpeg in a cgroup with a 0.5 CPU quota ($CG_REASON)"
+	elif [ "$(nproc)" -ge 2 ]; then
+		nodes="1 2"
+		cpus=1
+		note s.how "FALLBACK, no cgroups ($CG_REASON): each node pinned to 1 core with taskset; 4 nodes skipped (needs a CPU quota)"
+		note s.skip4 "skipped: no cgroup CPU quota available ($CG_REASON)"
+	else
+		note s.how "skipped: no cgroups ($CG_REASON) and 1 core"
+		return 0
+	fi
+	note s.cpus "$cpus"
+	note s.what "$(count "$S_FRAMES") $(getsize "$S_FRAMES") frames"
+	note s.nodes "$nodes"
+	# One run fewer than the others (it is the longest section), at least 2.
+	local sreps=$REPS
+	if [ "$REPS" -gt 2 ]; then sreps=$((REPS - 1)); fi
+	for ((r = 1; r <= sreps; r++)); do
+		log "2 scaling: run $r/$sreps"
+		# shellcheck disable=SC2046
+		PIN=0 ffmpeg_run "s-ff-$r" "$cpus" "$RUN/s-ff.mp4" -framerate 24 -start_number 1 -i "$pattern" $(x264 $S_PRESET)
+		rec s.ff.wall "$R_WALL"
+		for n in $nodes; do
+			farm_run "s-farm$n-$r" "$F" "$n" "$cpus" $SETS mp4 -- --codec libx264 --preset $S_PRESET --fps 24
+			rec "s.$n.wall" "$R_WALL"
+		done
+	done
+	rm -f "$RUN/s-ff.mp4"
+}
+
+# ---------------------------------------------------------------- 3 poor threading
+poorthreads() {
+	local encoders
+	encoders=$(ffmpeg -hide_banner -encoders 2>/dev/null || true)
+	if ! grep -q ' libvpx-vp9 ' <<<"$encoders"; then
+		note v.skip "skipped: this ffmpeg has no libvpx-vp9"
+		return 0
+	fi
+	local F=$FRAMES_DIR/$V_FRAMES r
+	for ((r = 1; r <= REPS; r++)); do
+		log "3 VP9 (threads poorly): run $r/$REPS"
+		# The farm's VP9 command line adds -row-mt 1; so does the baseline.
+		ffmpeg_run "v-ff-$r" "" "$RUN/v-ff.webm" -framerate 24 -start_number 1 -i "$F/f_%04d.png" -c:v libvpx-vp9 -row-mt 1 -pix_fmt yuv420p
+		rec v.ff.wall "$R_WALL"
+		farm_run "v-farm-$r" "$F" 2 "" $SETS webm -- --codec libvpx-vp9 --fps 24
+		rec v.farm.wall "$R_WALL"
+	done
+	rm -f "$RUN/v-ff.webm"
+}
+
+# ---------------------------------------------------------------- 4 capacity
+# cap_run TAG NODES LOADGEN-FLAGS...: a fresh coordinator on the tiny-frame
+# job (FFV1 parts, as checked as any), driven by loadgen. Sets C_* from its
+# RESULT line.
+cap_run() {
+	local tag=$1 nodes=$2
+	shift 2
+	local d=$RUN/$tag
+	rm -rf "$d"
+	mkdir -p "$d"
+	cg_new "$tag-c" "" "$COORD_MEM"
+	local t0=$EPOCHREALTIME
+	cg_exec "$tag-c" "$BIN" coordinator --frames "$FRAMES_DIR/$C_FRAMES" --data "$d/data" --listen 127.0.0.1:0 \
+		--sets "$C_SETS" --codec ffv1 --fps 24 ${CAP_PPROF:+--pprof 127.0.0.1:0} >"$d/coordinator.out" 2>"$d/coordinator.log" &
+	local cpid=$!
+	PIDS+=("$cpid")
+	local caddr
+	caddr=$(wait_addr "$d/coordinator.out" "$cpid") || { tail -5 "$d/coordinator.log" >&2; die "$tag: coordinator did not start"; }
+	C_STARTUP=$(elapsed "$t0")
+	C_HWM_START=$(hwm "$cpid")
+	C_PID=$cpid
+	C_DIR=$d
+	local hook=""
+	if [ -n "${CAP_HOOK:-}" ]; then
+		$CAP_HOOK &
+		hook=$!
+	fi
+	timeout 1800 "$LOADGEN" cycles --coordinator "$caddr" --nodes "$nodes" --pid "$cpid" --work "$d" \
+		--cgroup-usage "$(cg_usage_file "$tag-c")" "$@" >"$d/loadgen.out" 2>&1 ||
+		{ cat "$d/loadgen.out" >&2; tail -5 "$d/coordinator.log" >&2; die "$tag: the load generator failed"; }
+	if [ -n "$hook" ]; then wait "$hook" 2>/dev/null || true; fi
+	sed -n '/^loadgen:/p' "$d/loadgen.out" | sed "s/^/  [$tag] /" >&2
+	C_RESULT=$(grep '^RESULT ' "$d/loadgen.out")
+	stop "$cpid"
+	PIDS=()
+	cg_rm "$tag-c"
+}
+# field KEY: a value of the last RESULT line.
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$C_RESULT"; }
+
+capacity() {
+	local n r
+	local creps=$REPS
+	if [ $QUICK = 0 ]; then creps=2; fi
+	for n in $C_NODES; do
+		for ((r = 1; r <= creps; r++)); do
+			log "4 coordinator capacity: $n nodes, run $r/$creps"
+			if [ "$C_UNTIL_DONE" = 1 ]; then
+				cap_run "c$n-$r" "$n" --until-done
+				[ "$(field job_state)" = done ] || die "the load-generated job did not finish: $C_RESULT"
+			elif [ "$PROFILE" = 1 ] && [ "$n" = 100 ] && [ "$r" = 1 ]; then
+				log "  (profiling the coordinator during this run)"
+				CAP_PPROF=1 CAP_HOOK=prof_cap_hook PROF_SUFFIX="" cap_run "c$n-$r" "$n" --warmup "${C_WARM}s" --duration "${C_WIN}s"
+				cp "$C_DIR/loadgen.out" "$PROF/loadgen-100.txt"
+			else
+				cap_run "c$n-$r" "$n" --warmup "${C_WARM}s" --duration "${C_WIN}s"
+			fi
+			rec c.startup "$C_STARTUP"
+			rec c.hwm_start "$C_HWM_START"
+			rec "c.$n.cps" "$(field cycles_per_s)"
+			rec "c.$n.cycles" "$(field cycles)"
+			rec "c.$n.grants" "$(field grants)"
+			rec "c.$n.p50" "$(field grant_p50_ms)"
+			rec "c.$n.p99" "$(field grant_p99_ms)"
+			rec "c.$n.hwm" "$(field coord_hwm_kb)"
+			rec "c.$n.errors" "$(field errors)"
+			rec "c.$n.cg_s" "$(field coord_cgroup_cpu_s)"
+			rec "c.$n.own_s" "$(field coord_cpu_s)"
+			rec "c.$n.secs" "$(field seconds)"
+			local cyc cg own
+			cyc=$(field cycles) cg=$(field coord_cgroup_cpu_s) own=$(field coord_cpu_s)
+			if [ "$cyc" -gt 0 ] && [ "$CG_MODE" != none ]; then
+				rec "c.$n.cpu_ms" "$(calc "$cg * 1000 / $cyc" 1)"
+				rec "c.$n.own_ms" "$(calc "$own * 1000 / $cyc" 1)"
+			fi
+		done
+	done
+	if [ $QUICK = 0 ]; then
+		# The cost of a cycle, counted over a whole small job (10 frames a
+		# set, as above) run to completion by 10 nodes.
+		for ((r = 1; r <= 1; r++)); do
+			log "4 coordinator capacity: cost per cycle, small job run to completion"
+			C_FRAMES=q16 C_SETS=100 cap_run "ccost-$r" 10 --until-done
+			[ "$(field job_state)" = done ] || die "the load-generated job did not finish: $C_RESULT"
+			rec c.cost.cps "$(field cycles_per_s)"
+			rec c.cost.p50 "$(field grant_p50_ms)"
+			rec c.cost.p99 "$(field grant_p99_ms)"
+			local cyc cg own
+			cyc=$(field cycles) cg=$(field coord_cgroup_cpu_s) own=$(field coord_cpu_s)
+			if [ "$cyc" -gt 0 ] && [ "$CG_MODE" != none ]; then
+				rec c.cost.cpu_ms "$(calc "$cg * 1000 / $cyc" 1)"
+				rec c.cost.own_ms "$(calc "$own * 1000 / $cyc" 1)"
+			fi
+		done
+		# Diagnostic: the same grants with ReleaseSet instead of a part:
+		# durable state and gRPC only, no upload, no ffprobe.
+		for ((r = 1; r <= creps; r++)); do
+			log "4 coordinator capacity: grant+release diagnostic (100 nodes), run $r/$creps"
+			if [ "$PROFILE" = 1 ] && [ "$r" = 1 ]; then
+				log "  (profiling the coordinator during this run)"
+				CAP_PPROF=1 CAP_HOOK=prof_cap_hook PROF_SUFFIX="-release" PROF_DELAY=3 PROF_SECS=8 \
+					cap_run "crel-$r" 100 --release --warmup 3s --duration 10s
+			else
+				cap_run "crel-$r" 100 --release --warmup 3s --duration 10s
+			fi
+			rec c.rel.cps "$(field cycles_per_s)"
+			rec c.rel.p50 "$(field grant_p50_ms)"
+			rec c.rel.p99 "$(field grant_p99_ms)"
+			rec c.rel.hwm "$(field coord_hwm_kb)"
+			local cyc cg
+			cyc=$(field cycles) cg=$(field coord_cgroup_cpu_s)
+			if [ "$cyc" -gt 0 ] && [ "$CG_MODE" != none ]; then rec c.rel.cpu_ms "$(calc "$cg * 1000 / $cyc" 3)"; fi
+		done
+	fi
+}
+
+# ---------------------------------------------------------------- 5 data plane
+dataplane() {
+	local F=$FRAMES_DIR/$D_FRAMES r d=$RUN/stream
+	mkdir -p "$d"
+	# The streamed set is set 0 (given back and granted again): its frames.
+	local n base extra first
+	n=$(count "$D_FRAMES")
+	base=$((n / D_SETS)) extra=$((n % D_SETS))
+	first=$((base + (extra > 0 ? 1 : 0)))
+	find "$F" -maxdepth 1 -name 'f_*.png' | sort | head -n "$first" >"$d/files"
+	local setbytes
+	setbytes=$(xargs stat -c %s <"$d/files" | awk '{s+=$1} END{print s}')
+	note d.set "$first frames, $(calc "$setbytes/1e6" 1) MB"
+	cg_new stream-c
+	cg_exec stream-c "$BIN" coordinator --frames "$F" --data "$d/data" --listen 127.0.0.1:0 --sets "$D_SETS" \
+		--codec libx264 --fps 24 >"$d/coordinator.out" 2>"$d/coordinator.log" &
+	local cpid=$!
+	PIDS+=("$cpid")
+	local caddr aaddr
+	caddr=$(wait_addr "$d/coordinator.out" "$cpid") || die "stream: coordinator did not start"
+	cg_new stream-a
+	cg_exec stream-a "$BIN" ambassador --coordinator "$caddr" --listen 127.0.0.1:0 >"$d/ambassador.out" 2>"$d/ambassador.log" &
+	local apid=$!
+	PIDS+=("$apid")
+	aaddr=$(wait_addr "$d/ambassador.out" "$apid") || die "stream: ambassador did not start"
+	xargs cat <"$d/files" >/dev/null # warm the page cache for all
+	for ((r = 1; r <= REPS; r++)); do
+		log "5 data plane: streaming, run $r/$REPS"
+		local out
+		out=$("$LOADGEN" stream --coordinator "$caddr" --rounds "$D_ROUNDS") || die "stream: loadgen failed: $out"
+		rec d.direct "$(sed -n 's/.* mb_per_s=\([^ ]*\).*/\1/p' <<<"$out" | tail -1)"
+		out=$("$LOADGEN" stream --coordinator "$aaddr" --rounds "$D_ROUNDS") || die "stream via ambassador: loadgen failed: $out"
+		rec d.amb "$(sed -n 's/.* mb_per_s=\([^ ]*\).*/\1/p' <<<"$out" | tail -1)"
+		local t0=$EPOCHREALTIME k
+		for ((k = 0; k < D_ROUNDS; k++)); do xargs cat <"$d/files" >/dev/null; done
+		rec d.cat "$(calc "$setbytes * $D_ROUNDS / 1e6 / $(elapsed "$t0")" 1)"
+	done
+	stop "$cpid" "$apid"
+	PIDS=()
+	cg_rm stream-c stream-a
+	rm -rf "$d/data"
+
+	# The join: a job of FFV1 parts (made once per set size by loadgen),
+	# completed by simulated nodes; the coordinator's job_done event says
+	# how long the join took (concat, verification of every timestamp,
+	# SHA-256 and fsync). Baseline: cp of the same bytes, then fsync.
+	for ((r = 1; r <= REPS; r++)); do
+		log "5 data plane: join, run $r/$REPS"
+		local jd=$RUN/join-$r
+		rm -rf "$jd"
+		mkdir -p "$jd"
+		cg_new "join-$r-c"
+		cg_exec "join-$r-c" "$BIN" coordinator --frames "$F" --data "$jd/data" --listen 127.0.0.1:0 --sets "$D_SETS" \
+			--codec ffv1 --fps 24 --keep-parts >"$jd/coordinator.out" 2>"$jd/coordinator.log" &
+		cpid=$!
+		PIDS+=("$cpid")
+		caddr=$(wait_addr "$jd/coordinator.out" "$cpid") || die "join: coordinator did not start"
+		"$LOADGEN" cycles --coordinator "$caddr" --nodes "$D_SETS" --until-done --pid "$cpid" --work "$jd" \
+			--part-source "$J_SRC" --part-cache "$BENCH_DIR/parts" >"$jd/loadgen.out" 2>&1 ||
+			{ cat "$jd/loadgen.out" >&2; die "join: the load generator failed"; }
+		C_RESULT=$(grep '^RESULT ' "$jd/loadgen.out")
+		[ "$(field job_state)" = done ] || die "join: the job did not finish: $C_RESULT"
+		stop "$cpid"
+		PIDS=()
+		cg_rm "join-$r-c"
+		local parts pbytes jms
+		parts=$(find "$jd/data/jobs" -path '*/parts/set-*' -type f | sort)
+		pbytes=$(stat -c %s $parts | awk '{s+=$1} END{print s}')
+		jms=$(field join_ms)
+		rec j.bytes "$pbytes"
+		rec j.ms "$jms"
+		rec j.mbps "$(calc "$pbytes / 1e3 / $jms" 1)"
+		# shellcheck disable=SC2086
+		cat $parts >/dev/null
+		local t0=$EPOCHREALTIME
+		# shellcheck disable=SC2086
+		cat $parts >"$jd/cp.out"
+		local tcp
+		tcp=$(elapsed "$t0")
+		sync "$jd/cp.out"
+		local tsync
+		tsync=$(elapsed "$t0")
+		rec j.cp_ms "$(calc "$tcp * 1000" 0)"
+		rec j.cpsync_ms "$(calc "$tsync * 1000" 0)"
+		rec j.cpsync_mbps "$(calc "$pbytes / 1e6 / $tsync" 1)"
+		rm -rf "$jd/data" "$jd/cp.out"
+	done
+}
+
+# ---------------------------------------------------------------- 6 memory
+memory() {
+	local F=$FRAMES_DIR/$M_FRAMES r
+	local big
+	big=$(find "$F" -maxdepth 1 -name 'f_*.png' -printf '%s\n' | sort -n | tail -1)
+	note m.big "$(calc "$big/1e6" 1)"
+	for ((r = 1; r <= M_REPS; r++)); do
+		log "6 memory: 4K frames, run $r/$M_REPS"
+		farm_run "m4k-$r" "$F" 1 "" "$M_SETS" mp4 -- --codec libx264 --preset ultrafast --fps 24
+		rec m.4k.c "$R_HWM_C"
+		rec m.4k.a "$R_HWM_A"
+		rec m.4k.n "$R_HWM_N"
+	done
+}
+
+# ---------------------------------------------------------------- profiles
+pprof_top() { # URL OUT [extra pprof flags]
+	local url=$1 out=$2
+	shift 2
+	if curl -sf -o "$out.pb.gz" "$url"; then
+		go tool pprof -top -nodecount=30 "$@" "$BIN" "$out.pb.gz" >"$out.txt" 2>/dev/null || true
+	fi
+}
+addr_in() { sed -n 's/.*msg="pprof listening" addr=\([^ ]*\).*/\1/p' "$1" 2>/dev/null | head -1; }
+wait_pprof() { # LOG -> addr
+	local a=""
+	for _ in $(seq 500); do
+		a=$(addr_in "$1")
+		if [ -n "$a" ]; then break; fi
+		sleep 0.02
+	done
+	echo "$a"
+}
+prof_cap_hook() {
+	local a
+	a=$(wait_pprof "$C_DIR/coordinator.log")
+	[ -n "$a" ] || return 0
+	for _ in $(seq 1000); do
+		if grep -q 'msg="coordinator listening"' "$C_DIR/coordinator.log"; then break; fi
+		sleep 0.02
+	done
+	if [ -z "$PROF_SUFFIX" ]; then
+		pprof_top "http://$a/debug/pprof/heap" "$PROF/coordinator-heap-startup" -sample_index=inuse_space
+		pprof_top "http://$a/debug/pprof/allocs" "$PROF/coordinator-allocs-startup" -sample_index=alloc_space
+	fi
+	sleep "${PROF_DELAY:-5}"
+	pprof_top "http://$a/debug/pprof/profile?seconds=${PROF_SECS:-10}" "$PROF/coordinator-cpu-loadgen$PROF_SUFFIX"
+	pprof_top "http://$a/debug/pprof/allocs" "$PROF/coordinator-allocs-loadgen$PROF_SUFFIX" -sample_index=alloc_space
+}
+prof_farm_hook() {
+	local na ca
+	na=$(wait_pprof "$R_DIR/node-1.log")
+	ca=$(wait_pprof "$R_DIR/coordinator.log")
+	[ -n "$na" ] || return 0
+	sleep 1
+	pprof_top "http://$ca/debug/pprof/profile?seconds=12" "$PROF/coordinator-cpu-render" &
+	pprof_top "http://$na/debug/pprof/profile?seconds=12" "$PROF/node-cpu-render"
+	wait
+	pprof_top "http://$na/debug/pprof/allocs" "$PROF/node-allocs-render" -sample_index=alloc_space
+}
+# ---------------------------------------------------------------- run
+for section in $SECTIONS; do $section; done
+
+BUSY1=$(busy_seconds)
+BENCHCPU1=$(cg_cpu)
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+T_TOTAL=$(elapsed "$T_START")
+report
+log "done in $T_TOTAL s; table in $BENCH_OUT; raw results in $RES"

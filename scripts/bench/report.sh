@@ -1,0 +1,194 @@
+# The markdown report of scripts/bench.sh. Sourced, not run.
+
+fmt() { # VALUE [DECIMALS]: a number, or "n/a"
+	case $1 in "" | nan | -1 | -1.000) echo "n/a" ;; *) calc "$1" "${2:-2}" ;; esac
+}
+ok() { case $1 in "" | nan | n/a) return 1 ;; esac; }
+ratio() { # A B -> A/B
+	if ok "$1" && ok "$2" && [ "$(calc "$2 != 0" 0)" = 1 ]; then calc "$1 / $2" "${3:-2}"; else echo "n/a"; fi
+}
+verdict() { # VALUE OP LIMIT -> met / MISSED
+	if ! ok "$1"; then
+		echo "n/a"
+	elif [ "$(awk -v v="$1" -v l="$3" "BEGIN{print (v $2 l) ? 1 : 0}")" = 1 ]; then
+		echo "met"
+	else
+		echo "**missed**"
+	fi
+}
+mb() { fmt "$(calc "${1:-0} / 1024" 1)" 1; } # kB -> MB (MiB)
+row() { printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$@"; }
+
+machine() {
+	local cpu mem ff gov commit dirty
+	cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
+	mem=$(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)
+	ff=$(ffmpeg -version | head -1 | awk '{print $3}')
+	gov=$(go version 2>/dev/null | awk '{print $3}')
+	commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+	dirty=""
+	if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then dirty=" + local changes"; fi
+	local other
+	other=$(calc "(($BUSY1 - $BUSY0) - ($BENCHCPU1 - $BENCHCPU0)) / $T_TOTAL" 2)
+	if [ "$CG_MODE" = none ]; then other="unknown (no cgroup accounting)"; else other="$other cores on average"; fi
+	cat <<EOF
+Run: **$MODE** ($REPS run(s) per measurement, medians; ratios are framefarm / baseline), $(date -u '+%Y-%m-%d %H:%M UTC'),
+commit $commit$dirty, bench wall time $(calc "$T_TOTAL/60" 1) min (inputs $(fmt "$T_INPUTS" 0) s).
+
+Machine: $(nproc) cores (\`nproc\`), $cpu, $mem memory, ffmpeg $ff, $gov, Linux $(uname -r).
+CPU emulation: $CG_MODE — $CG_REASON. Other processes on the machine used $other
+during the run (load average $LOAD0 at the start, $LOAD1 at the end); the bench's own cgroup has cpu.shares ${BENCH_CPU_SHARES:-4096}.
+EOF
+}
+
+table() {
+	local p n
+	row "#" "measurement" "framefarm" "baseline" "ratio / result" "target" "verdict"
+	row "---" "---" "---:" "---:" "---:" "---" "---"
+	local o_mb
+	o_mb=$(calc "$(get in.o.bytes) / 1e6" 0)
+	for p in $O_PRESETS; do
+		local fw bw r
+		fw=$(get "o.$p.farm.wall") bw=$(get "o.$p.ff.wall")
+		r=$(ratio "$fw" "$bw")
+		row 1 "overhead: $O_N ${O_SIZE} PNG ($o_mb MB) → x264 $p, 1 node vs one ffmpeg, wall" "$(fmt "$fw") s" "$(fmt "$bw") s" "${r}×" "≤ 1.03×" "$(verdict "$r" "<=" 1.03)"
+		fw=$(get "o.$p.farm.cpu") bw=$(get "o.$p.ff.cpu")
+		row 1 "… same, CPU time (all farm processes and their ffmpeg/ffprobe)" "$(fmt "$fw") s" "$(fmt "$bw") s" "$(ratio "$fw" "$bw")×" "—" "—"
+	done
+
+	local how
+	how=$(getnote s.how)
+	if has s.ff.wall; then
+		local ff1 f1 cpus
+		ff1=$(get s.ff.wall) f1=$(get s.1.wall) cpus=$(getnote s.cpus)
+		for n in $(getnote s.nodes); do
+			local fw sp eff eff1 tgt v
+			fw=$(get "s.$n.wall")
+			sp=$(ratio "$ff1" "$fw")
+			eff=$(calc "$sp * 100 / $n" 0)
+			eff1=$(calc "$(ratio "$f1" "$fw" 4) * 100 / $n" 0)
+			tgt="—" v="—"
+			if [ "$n" = 4 ]; then tgt="≥ 95%" v=$(verdict "$eff" ">=" 95); fi
+			row 2 "scaling (emulated machines): $(getnote s.what), x264 $S_PRESET, $n node(s) × $cpus CPU vs one ffmpeg × $cpus CPU" \
+				"$(fmt "$fw") s" "$(fmt "$ff1") s" "speedup ${sp}×, efficiency ${eff}% (${eff1}% vs the 1-node farm)" "$tgt" "$v"
+		done
+		if [ -n "$(getnote s.skip4)" ]; then row 2 "scaling, 4 nodes" "—" "—" "$(getnote s.skip4)" "≥ 95%" "n/a"; fi
+	else
+		row 2 "scaling" "—" "—" "${how:-not run}" "≥ 95%" "n/a"
+	fi
+
+	if has v.farm.wall; then
+		local fw bw r
+		fw=$(get v.farm.wall) bw=$(get v.ff.wall)
+		r=$(ratio "$fw" "$bw")
+		row 3 "poor threading: $V_N ${V_SIZE} frames, libvpx-vp9 defaults; 2 nodes vs one ffmpeg, same 2 cores" "$(fmt "$fw") s" "$(fmt "$bw") s" "${r}× (speedup $(ratio "$bw" "$fw")×)" "< 1× (farm wins)" "$(verdict "$r" "<" 1)"
+	else
+		row 3 "poor threading (VP9)" "—" "—" "$(getnote v.skip)" "farm wins" "n/a"
+	fi
+
+	local jobdesc="$(count "$C_FRAMES") frames in $C_SETS sets"
+	for n in $C_NODES; do
+		local cps p50 p99 h cpu own
+		cps=$(get "c.$n.cps") p50=$(get "c.$n.p50") p99=$(get "c.$n.p99") h=$(get "c.$n.hwm")
+		cpu=$(get "c.$n.cpu_ms") own=$(get "c.$n.own_ms")
+		local what="window"
+		if [ "$C_UNTIL_DONE" = 1 ]; then what="whole job"; fi
+		row 4 "coordinator, $n simulated nodes, $jobdesc ($what): grant+complete cycles/s" "$(fmt "$cps" 1)" "—" \
+			"$(fmt "$(get "c.$n.cycles")" 0) cycles in $(fmt "$(get "c.$n.secs")" 0) s; the coordinator used $(fmt "$(get "c.$n.own_s")" 1) CPU-s, its ffprobe children $(fmt "$(calc "$(get "c.$n.cg_s") - $(get "c.$n.own_s")")" 1) CPU-s" "≥ 1000/s" "$(verdict "$cps" ">=" 1000)"
+		row 4 "… grant latency p50 / p99" "$(fmt "$p50" 1) / $(fmt "$p99" 1) ms" "—" "$(fmt "$(get "c.$n.grants")" 0) grants measured" "p99 ≤ 50 ms" "$(verdict "$p99" "<=" 50)"
+		row 4 "… coordinator peak RSS (VmHWM)" "$(mb "$h") MiB" "—" "$(mb "$(get c.hwm_start)") MiB once the job was created" "≤ 100 MB" "$(verdict "$(calc "$h*1024/1e6")" "<=" 100)"
+	done
+	if has c.cost.cps; then
+		row 4 "cost: 1000 frames in 100 sets run to completion by 10 nodes: cycles/s" "$(fmt "$(get c.cost.cps)" 1)" "—" \
+			"$(fmt "$(get c.cost.cpu_ms)" 0) ms CPU per cycle ($(fmt "$(get c.cost.own_ms)" 1) ms in the coordinator, the rest in its ffprobe); grant p50 / p99 $(fmt "$(get c.cost.p50)" 1) / $(fmt "$(get c.cost.p99)" 1) ms" "≥ 1000/s" "$(verdict "$(get c.cost.cps)" ">=" 1000)"
+	fi
+	if has c.rel.cps; then
+		row 4 "diagnostic: grant+**release** cycles/s, 100 nodes (no part, no ffprobe; 2 durable commits)" "$(fmt "$(get c.rel.cps)" 0)" "—" \
+			"p50 / p99 grant $(fmt "$(get c.rel.p50)" 1) / $(fmt "$(get c.rel.p99)" 1) ms; $(fmt "$(get c.rel.cpu_ms)" 2) ms CPU per cycle" "(≥ 1000/s)" "$(verdict "$(get c.rel.cps)" ">=" 1000)"
+	fi
+
+	local dd da dc
+	dd=$(get d.direct) da=$(get d.amb) dc=$(get d.cat)
+	row 5 "frames streamed coordinator → node (loopback gRPC), set of $(getnote d.set)" "$(fmt "$dd" 0) MB/s" "$(fmt "$dc" 0) MB/s (cat)" "$(ratio "$dd" "$dc")×" "≥ 1000 MB/s" "$(verdict "$dd" ">=" 1000)"
+	row 5 "… through the ambassador (coordinator → ambassador → node)" "$(fmt "$da" 0) MB/s" "$(fmt "$dc" 0) MB/s (cat)" "$(ratio "$da" "$dc")×" "≥ 1000 MB/s" "$(verdict "$da" ">=" 1000)"
+	local jm jc r
+	jm=$(get j.ms) jc=$(get j.cpsync_ms)
+	r=$(ratio "$jm" "$jc")
+	row 5 "join of $D_SETS FFV1 parts, $(calc "$(get j.bytes)/1e6" 0) MB (coordinator's \"joined in\")" "$(fmt "$jm" 0) ms ($(fmt "$(get j.mbps)" 0) MB/s)" \
+		"$(fmt "$jc" 0) ms (cp + fsync; $(fmt "$(get j.cp_ms)" 0) ms without fsync)" "${r}×" "≤ 1.5×" "$(verdict "$r" "<=" 1.5)"
+
+	local role name
+	for role in c a n; do
+		case $role in c) name=coordinator ;; a) name=ambassador ;; n) name=node ;; esac
+		local big small r
+		big=$(get "m.4k.$role") small=$(get "m.small.$role")
+		r=$(ratio "$big" "$small")
+		row 6 "peak RSS of the $name: $M_N 3840x2160 PNG (up to $(getnote m.big) MB each) vs $O_SIZE frames" "$(mb "$big") MiB" "$(mb "$small") MiB" "${r}×" "bounded: ≤ 1.25×" "$(verdict "$r" "<=" 1.25)"
+	done
+}
+
+details() {
+	local p
+	echo
+	echo "Details (medians):"
+	echo
+	for p in $O_PRESETS; do
+		echo "- 1, $p: the farm's wall time includes coordinator start-up (scan) $(fmt "$(get "o.$p.farm.startup")") s," \
+			"the join $(fmt "$(get "o.$p.farm.join_ms")" 0) ms, and $(fmt "$(get "o.$p.farm.tail")") s from job_done to the fetched file" \
+			"(\`fetch --wait\` polls every 500 ms); $(runs "o.$p.farm.wall") run(s). CPU seconds by role: coordinator $(fmt "$(get "o.$p.cpu.c")" 1)" \
+			"+ $(fmt "$(get "o.$p.cpu.ck")" 1) in its ffprobe/ffmpeg children, ambassador $(fmt "$(get "o.$p.cpu.a")" 1)," \
+			"node $(fmt "$(get "o.$p.cpu.n")" 1) + $(fmt "$(get "o.$p.cpu.nk")" 1) in its ffmpeg/ffprobe children; plain ffmpeg $(fmt "$(get "o.$p.ff.cpu")" 1)."
+	done
+	echo "- 2: $(getnote s.how)."
+	echo "- 4: coordinator start-up on the $(count "$C_FRAMES")-frame folder: $(fmt "$(get c.startup)") s. Cycles are counted in the measured" \
+		"window (after a warm-up) or, in the quick run, over the whole job. Each simulated node heartbeats like a real one; its part" \
+		"is a real FFV1 part of the set's size, encoded once before the clock starts. The coordinator and its children are capped" \
+		"at $(calc "$COORD_MEM/1073741824" 0) GiB of memory by the bench (cgroup) so that a thousand concurrent ffprobe cannot exhaust the machine."
+	local n
+	for n in $C_NODES; do
+		echo "  $n nodes: $(get "c.$n.cycles") cycles, $(get "c.$n.errors") failed calls (median of $(runs "c.$n.cps") run(s))."
+	done
+	echo "- 5: streaming is loadgen acquiring set 0, streaming it to nowhere, giving it back, $D_ROUNDS times; cat reads the same" \
+		"files (warm in the page cache) to /dev/null. The join's parts are FFV1 parts of $J_SRC frames; its baseline is" \
+		"\`cat parts > file\` then fsync (the join also fsyncs)."
+	echo "- 6: x264 ultrafast for the 4K frames; the $O_SIZE figures come from the overhead runs."
+	if [ "$PROFILE" = 1 ]; then
+		echo "- Profiles (\`go tool pprof -top\`) of the coordinator under loadgen and of a node and the coordinator during a render are in the run folder ($PROF); one run of each kind was profiled."
+	fi
+}
+
+report() {
+	BENCH_OUT=${BENCH_OUT:-}
+	if [ -z "$BENCH_OUT" ]; then
+		if [ -n "${BENCH_ONLY:-}" ]; then
+			BENCH_OUT=$RUN/BENCHMARKS.md
+		elif [ $QUICK = 1 ]; then
+			BENCH_OUT=$BENCH_DIR/BENCHMARKS-quick.md
+		else
+			BENCH_OUT=$ROOT/BENCHMARKS.md
+		fi
+	fi
+	local body=$RUN/report.md
+	{
+		echo "<!-- bench:begin (generated by scripts/bench.sh; edit outside these markers) -->"
+		echo
+		machine
+		echo
+		table
+		details
+		echo
+		echo "<!-- bench:end -->"
+	} >"$body"
+	cat "$body"
+	if [ -f "$BENCH_OUT" ] && grep -q '^<!-- bench:begin' "$BENCH_OUT" && grep -q '^<!-- bench:end' "$BENCH_OUT"; then
+		awk -v body="$body" '
+			/^<!-- bench:begin/ { while ((getline l < body) > 0) print l; skip=1; next }
+			/^<!-- bench:end/ { skip=0; next }
+			!skip { print }' "$BENCH_OUT" >"$BENCH_OUT.tmp"
+		mv "$BENCH_OUT.tmp" "$BENCH_OUT"
+	elif [ -f "$BENCH_OUT" ]; then
+		{ echo; cat "$body"; } >>"$BENCH_OUT"
+	else
+		{ echo "# framefarm benchmarks"; echo; cat "$body"; } >"$BENCH_OUT"
+	fi
+}
