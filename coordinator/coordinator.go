@@ -176,6 +176,12 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Gaps == "hold" {
+		if held := seq.Last() - seq.First() + 1; held > maxHeldFrames {
+			return nil, fmt.Errorf("--gaps hold: the numbering runs from %d to %d, %d frames once the gaps are held (at most %d): check the folder for a stray frame number, or use --gaps skip",
+				seq.First(), seq.Last(), held, maxHeldFrames)
+		}
+	}
 	frames := sequenceFrames(seq, cfg.Gaps == "hold")
 	if err := checkUTF8(dir, cfg.Out, frames); err != nil {
 		return nil, err

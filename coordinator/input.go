@@ -12,6 +12,11 @@ import (
 	"github.com/framefarm/framefarm/internal/frameseq"
 )
 
+// maxHeldFrames bounds a job's length with --gaps hold: one stray number
+// (f_9999999.png among f_0001..f_0100) would otherwise hold one frame for
+// millions of frames.
+const maxHeldFrames = 10_000_000
+
 // sequenceFrames is the job's frame list. With hold, every missing number
 // repeats the frame before it, so the video keeps the timing of the
 // numbering; otherwise the gaps (if allowed) are closed up.

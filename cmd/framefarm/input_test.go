@@ -124,6 +124,10 @@ func TestBadInputIsRefused(t *testing.T) {
 		{"crf out of range", copyOf(t, good), []string{"--crf", "60"}, []string{"--crf 60", "0 to 51"}},
 		{"crf on ffv1", copyOf(t, good), []string{"--codec", "ffv1", "--out", "{tmp}/x.mkv", "--crf", "10"}, []string{"--crf", "ffv1"}},
 		{"bad preset", copyOf(t, good), []string{"--preset", "ludicrous"}, []string{"ludicrous", "veryfast"}},
+		{"hold over a huge jump", func(d string) {
+			genFrames(t, d, 3, 1, "64x48")
+			os.Rename(filepath.Join(d, "f_0003.png"), filepath.Join(d, "f_99999999.png"))
+		}, []string{"--gaps", "hold"}, []string{"--gaps hold", "99999999", "--gaps skip"}},
 		{"bad gaps policy", copyOf(t, good), []string{"--gaps", "fill"}, []string{"--gaps", "hold", "skip"}},
 		{"bad scale", copyOf(t, good), []string{"--scale", "big"}, []string{"--scale", "WIDTHxHEIGHT"}},
 		{"out folder missing", copyOf(t, good), []string{"--out", "{tmp}/nowhere/x.mp4"}, []string{"--out", "cannot write"}},
