@@ -57,7 +57,7 @@ wait_addr() {
 			return 0
 		fi
 		kill -0 "$pid" 2>/dev/null || return 1
-		if [ "$(calc "$(elapsed "$t0") > $limit" 0)" = 1 ]; then return 1; fi
+		if [ "$(calc "($(elapsed "$t0") > $limit)" 0)" = 1 ]; then return 1; fi
 		sleep 0.01
 	done
 }
