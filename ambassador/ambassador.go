@@ -784,7 +784,9 @@ func (a *Ambassador) reportLoop(ctx context.Context) {
 		return
 	}
 	linkUp := make(chan struct{}, 1)
-	go a.watchLink(ctx, linkUp)
+	watching := make(chan struct{})
+	go func() { defer close(watching); a.watchLink(ctx, linkUp) }()
+	defer func() { <-watching }() // ctx is done: it returns at once
 	t := time.NewTicker(a.cfg.ReportInterval)
 	defer t.Stop()
 	reported := "closed" // what the coordinator last heard from us

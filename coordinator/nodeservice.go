@@ -89,7 +89,10 @@ func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequ
 func (c *Coordinator) assignment(s *Set) *farmpb.Assignment {
 	a := &farmpb.Assignment{
 		JobId: c.rec.ID, SetIndex: uint32(s.Index), Token: s.Token,
-		HeartbeatIntervalMs: uint32(max(c.cfg.HeartbeatTimeout/4, 50*time.Millisecond).Milliseconds()),
+		// Often enough for both rules: a lease is kept by heartbeats within
+		// the heartbeat timeout and by progress within --lease, and a node
+		// learns it lost its set at its next beat.
+		HeartbeatIntervalMs: uint32(max(min(c.cfg.HeartbeatTimeout, c.cfg.Lease)/4, 50*time.Millisecond).Milliseconds()),
 		Settings:            c.encodeSettings(),
 	}
 	for _, f := range c.frames[s.First : s.First+s.Count] {

@@ -137,6 +137,18 @@ if want memory; then
 fi
 T_INPUTS=$(elapsed "$T_START")
 
+# What starting one ffprobe costs on this machine (the farm starts several
+# ffmpeg/ffprobe per set): wall and CPU per start of "ffprobe -version".
+launch_cost() {
+	cg_new launch
+	local t0=$EPOCHREALTIME n=10
+	(cg_exec launch bash -c "for i in \$(seq $n); do ffprobe -version >/dev/null; done")
+	rec env.launch_ms "$(calc "$(elapsed "$t0") * 1000 / $n" 0)"
+	if [ "$CG_MODE" != none ]; then rec env.launch_cpu_ms "$(calc "$(cg_cpu launch) * 1000 / $n" 0)"; fi
+	cg_rm launch
+}
+launch_cost
+
 # ---------------------------------------------------------------- 1 overhead
 x264() { echo "-c:v libx264 -preset $1 -pix_fmt yuv420p"; }
 overhead() {

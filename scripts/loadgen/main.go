@@ -69,11 +69,15 @@ func main() {
 
 // ---- shared ----
 
+// Client transport tuning, for experiments (stream --window, --read-buffer).
+var extraDial []grpc.DialOption
+
 func dial(addr string, n int) ([]*grpc.ClientConn, error) {
 	opts, err := creds.DialOptions(creds.Token(""), creds.ClientTLS{})
 	if err != nil {
 		return nil, err
 	}
+	opts = append(opts, extraDial...)
 	opts = append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)))
 	conns := make([]*grpc.ClientConn, n)
 	for i := range conns {
@@ -556,7 +560,15 @@ func runStream(ctx context.Context, args []string) error {
 	addr := fs.String("coordinator", "127.0.0.1:5555", "coordinator (or ambassador) `ADDR`")
 	rounds := fs.Int("rounds", 5, "sets to stream, one after the other, per stream")
 	parallel := fs.Int("parallel", 1, "streams at once, each its own node and connection")
+	window := fs.Int("window", 0, "HTTP/2 stream and connection flow-control window in `BYTES` (0: gRPC's default, dynamic)")
+	readBuf := fs.Int("read-buffer", 0, "gRPC read buffer in `BYTES` (0: default 32 KiB)")
 	_ = fs.Parse(args)
+	if *window > 0 {
+		extraDial = append(extraDial, grpc.WithInitialWindowSize(int32(*window)), grpc.WithInitialConnWindowSize(int32(*window)))
+	}
+	if *readBuf > 0 {
+		extraDial = append(extraDial, grpc.WithReadBufferSize(*readBuf))
+	}
 
 	cs, err := dial(*addr, *parallel)
 	if err != nil {
