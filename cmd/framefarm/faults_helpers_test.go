@@ -10,8 +10,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -305,16 +303,6 @@ func empty(t *testing.T, dir string) {
 	}
 }
 
-func fileSHA256(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
-
 // partsMatchEvents checks that every stored part is the one accepted: its
 // SHA-256 is the one of its part_accepted event (--keep-parts).
 func partsMatchEvents(t *testing.T, data, job string, evs []*farmpb.Event) {
@@ -333,7 +321,7 @@ func partsMatchEvents(t *testing.T, data, job string, evs []*farmpb.Event) {
 			t.Errorf("set %d: stored parts %v, want one", e.SetIndex, matches)
 			continue
 		}
-		if got := fileSHA256(t, matches[0]); got != m[1] {
+		if got := sha(t, matches[0]); got != m[1] {
 			t.Errorf("set %d: stored part %s, accepted %s", e.SetIndex, got, m[1])
 		}
 	}

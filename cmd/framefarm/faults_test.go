@@ -440,7 +440,7 @@ func TestFaultZombie(t *testing.T) {
 		if len(part) != 1 {
 			t.Fatalf("parts %v", part)
 		}
-		sum := fileSHA256(t, part[0])
+		sum := sha(t, part[0])
 		setBefore := getJob(t, f.addr).Sets[g.SetIndex]
 		offset := len(z.node.out.String())
 		sendSignal(t, z.node, syscall.SIGCONT)
@@ -455,7 +455,7 @@ func TestFaultZombie(t *testing.T) {
 		if setAfter := getJob(t, f.addr).Sets[g.SetIndex]; !proto.Equal(setBefore, setAfter) {
 			t.Errorf("set %d changed when the zombie woke up: %v, now %v", g.SetIndex, setBefore, setAfter)
 		}
-		if got := fileSHA256(t, part[0]); got != sum {
+		if got := sha(t, part[0]); got != sum {
 			t.Errorf("stored part of set %d changed: %s, now %s", g.SetIndex, sum, got)
 		}
 		w.waitDone(t, 3*time.Minute)
@@ -771,12 +771,12 @@ func TestFaultZombieUpload(t *testing.T) {
 			t.Fatalf("the holder's upload: %v", err)
 		}
 		stored := filepath.Join(f.data, "jobs", f.job, "parts", fmt.Sprintf("set-%05d.%s", fa.SetIndex, fa.Settings.PartExt))
-		sum := fileSHA256(t, stored)
+		sum := sha(t, stored)
 		refusedAll("after the set was completed")
 		if err := fresh.upload(ctx, part(fresh, fa, fa.Token, fpart)); status.Code(err) != codes.FailedPrecondition {
 			t.Errorf("a second upload of a completed set: %v, want FAILED_PRECONDITION", err)
 		}
-		if got := fileSHA256(t, stored); got != sum {
+		if got := sha(t, stored); got != sum {
 			t.Errorf("stored part changed: %s, now %s", sum, got)
 		}
 		if st := getJob(t, f.addr).Sets[za.SetIndex]; st.State != "C" || st.Node != "fresh" || st.Failures != 0 {

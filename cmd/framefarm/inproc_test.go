@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"image"
 	"image/color"
@@ -16,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,33 +22,15 @@ import (
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
-// lockedBuffer collects what several goroutines write.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // role runs one subcommand in the background, as a process would.
 type role struct {
-	stdout, stderr *lockedBuffer
+	stdout, stderr *syncBuffer
 	lines          chan string
 	code           chan int
 }
 
 func startRole(ctx context.Context, args ...string) *role {
-	r := &role{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, lines: make(chan string, 100), code: make(chan int, 1)}
+	r := &role{stdout: &syncBuffer{}, stderr: &syncBuffer{}, lines: make(chan string, 100), code: make(chan int, 1)}
 	pr, pw := io.Pipe()
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -121,16 +100,6 @@ func writeFrames(t *testing.T, dir string, first, n, w, h int) {
 			t.Fatal(err)
 		}
 	}
-}
-
-func fileSHA(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }
 
 // TestFarm runs every role of the binary in one process over loopback
@@ -203,10 +172,10 @@ func TestFarmInProcess(t *testing.T) {
 	if !strings.HasPrefix(fetch.stdout.String(), wantLine) {
 		t.Errorf("fetch printed %q, want it to start with %q", fetch.stdout, wantLine)
 	}
-	if got, want := fileSHA(t, fetched), fileSHA(t, final); got != want {
+	if got, want := sha(t, fetched), sha(t, final); got != want {
 		t.Errorf("fetched sha256 %s, coordinator's copy %s", got, want)
 	}
-	if !strings.Contains(fetch.stdout.String(), fileSHA(t, fetched)) {
+	if !strings.Contains(fetch.stdout.String(), sha(t, fetched)) {
 		t.Errorf("fetch output %q lacks the file's sha256", fetch.stdout)
 	}
 
@@ -233,7 +202,7 @@ func TestFarmInProcess(t *testing.T) {
 		t.Fatalf("status exited %d: %s", code, errOut)
 	}
 	for _, want := range []string{"job " + job + "  done", "12/12 frames (100.0%)", "sets 5/5 completed",
-		"final video: " + final, "sha256 " + fileSHA(t, final), "n1", "n2"} {
+		"final video: " + final, "sha256 " + sha(t, final), "n1", "n2"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
