@@ -180,6 +180,7 @@ overhead() {
 						farm_run "o-farm-$p-$r" "$F" 1 "" $SETS mp4 -- --codec libx264 --preset "$p" --fps 24
 					fi
 					rec "o.$p.farm.wall" "$R_WALL"
+					rec "o.$p.set_ovh" "$R_SET_OVH"
 					rec "o.$p.cpu.c" "$R_CPU_C"
 					rec "o.$p.cpu.ck" "$R_CPU_CK"
 					rec "o.$p.cpu.a" "$R_CPU_A"
@@ -230,6 +231,7 @@ scaling() {
 		for n in $nodes; do
 			farm_run "s-farm$n-$r" "$F" "$n" "$cpus" $SETS mp4 -- --codec libx264 --preset $S_PRESET --fps 24
 			rec "s.$n.wall" "$R_WALL"
+			rec "s.$n.set_ovh" "$R_SET_OVH"
 		done
 	done
 	rm -f "$RUN/s-ff.mp4"
@@ -249,8 +251,11 @@ poorthreads() {
 		# The farm's VP9 command line adds -row-mt 1; so does the baseline.
 		ffmpeg_run "v-ff-$r" "" "$RUN/v-ff.webm" -framerate 24 -start_number 1 -i "$F/f_%04d.png" -c:v libvpx-vp9 -row-mt 1 -pix_fmt yuv420p
 		rec v.ff.wall "$R_WALL"
+		rec v.ff.cpu "$R_CPU"
 		farm_run "v-farm-$r" "$F" 2 "" $SETS webm -- --codec libvpx-vp9 --fps 24
 		rec v.farm.wall "$R_WALL"
+		rec v.farm.cpu "$R_CPU"
+		rec v.set_ovh "$R_SET_OVH"
 	done
 	rm -f "$RUN/v-ff.webm"
 }

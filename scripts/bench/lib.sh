@@ -319,7 +319,7 @@ farm_run() {
 		hook=$!
 	fi
 	timeout "${FETCH_TIMEOUT:-1800}" "$BIN" fetch --coordinator "$caddr" -o "$d/out.$ext" --wait >"$d/fetch.out" 2>"$d/fetch.log" ||
-		{ tail -3 "$d/fetch.log" "$d/coordinator.log" >&2; die "$tag: fetch failed (see $d)"; }
+		{ tail -n 3 "$d/fetch.log" "$d/coordinator.log" >&2; die "$tag: fetch failed (see $d)"; }
 	local t1=$EPOCHREALTIME
 	R_WALL=$(elapsed "$t0" "$t1")
 	if [ -n "$hook" ]; then wait "$hook" 2>/dev/null || true; fi
@@ -365,9 +365,23 @@ farm_run() {
 	local done_at
 	done_at=$(sed -n 's/^time=\([^ ]*\) .*msg=job_done.*/\1/p' "$d/coordinator.log" | head -1)
 	R_TAIL=-1
+	R_SET_OVH=$(set_overhead "$d")
 	if [ -n "$done_at" ]; then R_TAIL=$(calc "$t1 - $(date -d "$done_at" +%s.%N)"); fi
 	if [ "${KEEP_RUNS:-0}" != 1 ]; then rm -rf "$d/data" "$d"/work-*; fi
 	return 0
+}
+
+# set_overhead DIR: median, over the sets, of the time a node spent on a set
+# outside ffmpeg's encode (receiving frames, checking the part, uploading it
+# and waiting for the coordinator's check), in ms: the node logs "took",
+# the coordinator's part_accepted event the encode time.
+set_overhead() {
+	local d=$1
+	{
+		cat "$d"/node-*.log | sed -n 's/.*msg="part uploaded".* set=\([0-9]*\) .*took=\([^ ]*\).*/T \1 \2/p' |
+			while read -r _ set took; do echo "T $set $(echo "$took" | dur_ms)"; done
+		sed -n 's/.*msg=part_accepted.* set=\([0-9]*\) .*encoded in \([0-9]*\) ms.*/E \1 \2/p' "$d/coordinator.log"
+	} | awk '$1=="T"{t[$2]=$3} $1=="E"{e[$2]=$3} END{for (k in t) if (k in e) print t[k]-e[k]}' | median
 }
 
 # dur_ms: a Go duration ("985ms", "1.2s", "1m2.5s") on stdin, in ms.

@@ -137,11 +137,15 @@ details() {
 	for p in $O_PRESETS; do
 		echo "- 1, $p: the farm's wall time includes coordinator start-up (scan) $(fmt "$(get "o.$p.farm.startup")") s," \
 			"the join $(fmt "$(get "o.$p.farm.join_ms")" 0) ms, and $(fmt "$(get "o.$p.farm.tail")") s from job_done to the fetched file" \
-			"(\`fetch --wait\` polls every 500 ms); $(runs "o.$p.farm.wall") run(s). CPU seconds by role: coordinator $(fmt "$(get "o.$p.cpu.c")" 1)" \
+			"(\`fetch --wait\` polls every 500 ms); $(runs "o.$p.farm.wall") run(s). Per set ($SETS sets), the node spent $(fmt "$(get "o.$p.set_ovh")" 0) ms" \
+			"outside ffmpeg's encode (receiving frames, probing and uploading the part, the coordinator's check). CPU seconds by role: coordinator $(fmt "$(get "o.$p.cpu.c")" 1)" \
 			"+ $(fmt "$(get "o.$p.cpu.ck")" 1) in its ffprobe/ffmpeg children, ambassador $(fmt "$(get "o.$p.cpu.a")" 1)," \
 			"node $(fmt "$(get "o.$p.cpu.n")" 1) + $(fmt "$(get "o.$p.cpu.nk")" 1) in its ffmpeg/ffprobe children; plain ffmpeg $(fmt "$(get "o.$p.ff.cpu")" 1)."
 	done
-	echo "- 2: $(getnote s.how)."
+	echo "- 2: $(getnote s.how). Per set, a node spent $(fmt "$(get s.1.set_ovh)" 0) ms (1 node) to $(fmt "$(get s.4.set_ovh)" 0) ms (4 nodes) outside ffmpeg's encode." \
+		"With 4 × 0.5 CPU the emulated machines take the whole 2-core box, so the coordinator and the ambassadors (not under a quota) compete with them."
+	echo "- 3: plain ffmpeg used $(fmt "$(get v.ff.cpu)" 1) CPU-s in $(fmt "$(get v.ff.wall)" 1) s (VP9 with row-mt keeps about $(calc "$(get v.ff.cpu) / $(get v.ff.wall)" 1) of the 2 cores busy);" \
+		"the farm $(fmt "$(get v.farm.cpu)" 1) CPU-s; $(calc "$V_N / $SETS" 0) frames a set, $(fmt "$(get v.set_ovh)" 0) ms per set outside the encode."
 	echo "- 4: coordinator start-up on the $(count "$C_FRAMES")-frame folder: $(fmt "$(get c.startup)") s. Cycles are counted in the measured" \
 		"window (after a warm-up) or, in the quick run, over the whole job. Each simulated node heartbeats like a real one; its part" \
 		"is a real FFV1 part of the set's size, encoded once before the clock starts. The coordinator and its children are capped" \
