@@ -41,7 +41,12 @@ type Config struct {
 	// folder (removed on exit) when empty.
 	Work string
 	// Once makes Run return when the coordinator has no more work for it.
-	Once   bool
+	Once bool
+	// Slots is how many sets the node works on at once (default 2). With
+	// two, one set's frames stream in and its part uploads while the other
+	// encodes, and two encoders fill the cores where one threads poorly;
+	// see DefaultSlots.
+	Slots  int
 	Logger *slog.Logger
 	FFmpeg ffmpeg.Runner
 	// MinBackoff and MaxBackoff bound the wait after a failed call.
@@ -75,6 +80,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 10 * time.Second
 	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = DefaultSlots
+	}
 	conn, err := grpc.NewClient(cfg.Ambassador,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))
@@ -85,8 +93,16 @@ func New(cfg Config) (*Node, error) {
 		client: farmpb.NewNodeServiceClient(conn), load: newLoadMeter()}, nil
 }
 
-// Run asks for sets and renders them until ctx is cancelled (a set in
-// progress is given back at once) or, with Once, until there is no more work.
+// DefaultSlots is the node's default number of sets at once. One set at a
+// time leaves the cores idle while frames arrive, while ffmpeg starts and
+// drains its pipeline at the end of the set, and while the part uploads;
+// a second set fills those gaps (the same reason chunked encoders such as
+// Av1an run several workers per machine).
+const DefaultSlots = 2
+
+// Run asks for sets and renders them, Slots at a time, until ctx is
+// cancelled (the sets in progress are given back at once) or, with Once,
+// until there is no more work.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.conn.Close()
 	work := n.cfg.Work
@@ -100,6 +116,16 @@ func (n *Node) Run(ctx context.Context) error {
 	} else if err := os.MkdirAll(work, 0o755); err != nil {
 		return fmt.Errorf("work folder %s: %w", work, err)
 	}
+	var wg sync.WaitGroup
+	for slot := range n.cfg.Slots {
+		wg.Go(func() { n.work(ctx, work, n.log.With("slot", slot)) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// work is one slot's loop: ask for a set, render it, repeat.
+func (n *Node) work(ctx context.Context, work string, log *slog.Logger) {
 	bo := backoff{min: n.cfg.MinBackoff, max: n.cfg.MaxBackoff}
 	// failed backs off after sets that failed here, so that a node whose
 	// ffmpeg cannot work does not spin through the job's sets.
@@ -111,14 +137,14 @@ func (n *Node) Run(ctx context.Context) error {
 				break
 			}
 			d := waitAfter(err, &bo)
-			n.log.Warn("asking for work failed; backing off", "err", err, "wait", d.Round(time.Millisecond))
+			log.Warn("asking for work failed; backing off", "err", err, "wait", d.Round(time.Millisecond))
 			sleep(ctx, d)
 			continue
 		}
 		bo.reset()
 		switch r := resp.Result.(type) {
 		case *farmpb.AcquireSetResponse_Assignment:
-			if n.render(ctx, work, r.Assignment) {
+			if n.render(ctx, work, r.Assignment, log) {
 				sleep(ctx, failed.next())
 			} else {
 				failed.reset()
@@ -127,14 +153,13 @@ func (n *Node) Run(ctx context.Context) error {
 			sleep(ctx, jitter(time.Duration(r.RetryAfterMs)*time.Millisecond))
 		case *farmpb.AcquireSetResponse_Done:
 			if n.cfg.Once {
-				n.log.Info("no more work; exiting", "reason", r.Done)
-				return nil
+				log.Info("no more work; exiting", "reason", r.Done)
+				return
 			}
-			n.log.Info("no more work for now", "reason", r.Done)
+			log.Info("no more work for now", "reason", r.Done)
 			sleep(ctx, jitter(n.cfg.MaxBackoff))
 		}
 	}
-	return nil
 }
 
 var errLeaseLost = errors.New("lease lost")
@@ -142,8 +167,8 @@ var errLeaseLost = errors.New("lease lost")
 // render does one set. Whatever happens, the set ends uploaded, given back,
 // or taken away by the coordinator: never silently held. It reports whether
 // the set failed here (ffmpeg, the disk, a refused part).
-func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment) (failed bool) {
-	log := n.log.With("job", a.JobId, "set", a.SetIndex, "token", a.Token)
+func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment, log *slog.Logger) (failed bool) {
+	log = log.With("job", a.JobId, "set", a.SetIndex, "token", a.Token)
 	log.Info("set granted", "frames", len(a.Frames))
 	setCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

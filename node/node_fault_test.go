@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/framefarm/framefarm/internal/ffmpeg"
@@ -46,6 +47,7 @@ type fakeAmb struct {
 	released   []*farmpb.ReleaseSetRequest
 	uploaded   []byte
 	upDone     chan struct{}
+	together   *sync.WaitGroup // when set, StreamFrames waits for this many streams
 }
 
 func (f *fakeAmb) AcquireSet(ctx context.Context, _ *farmpb.AcquireSetRequest) (*farmpb.AcquireSetResponse, error) {
@@ -75,6 +77,11 @@ func (f *fakeAmb) Heartbeat(ctx context.Context, _ *farmpb.HeartbeatRequest) (*f
 
 func (f *fakeAmb) StreamFrames(_ *farmpb.StreamFramesRequest, s grpc.ServerStreamingServer[farmpb.FrameChunk]) error {
 	f.streams.Add(1)
+	if f.together != nil {
+		// Hold every stream until the expected number are open at once.
+		f.together.Done()
+		f.together.Wait()
+	}
 	for i, b := range f.frames {
 		if err := s.Send(&farmpb.FrameChunk{Position: uint32(i), Data: b, Last: true}); err != nil {
 			return err
@@ -149,7 +156,9 @@ func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock()
 func runNode(t *testing.T, addr string, mod func(*Config)) (*logBuf, chan error, context.CancelFunc) {
 	t.Helper()
 	logs := &logBuf{}
-	cfg := Config{Ambassador: addr, Name: "n1", Work: t.TempDir(), Once: true,
+	// One slot, so that each test follows one loop's calls; TestSlots
+	// covers more.
+	cfg := Config{Ambassador: addr, Name: "n1", Work: t.TempDir(), Once: true, Slots: 1,
 		Logger:     slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	if mod != nil {
@@ -412,5 +421,25 @@ func TestStopGivesTheSetBack(t *testing.T) {
 	waitDone(t, done, logs)
 	if len(f.released) != 1 || f.released[0].Error != "" || f.released[0].Token != 7 {
 		t.Fatalf("releases %v, want one clean release of token 7", f.released)
+	}
+}
+
+// A node with two slots works on two sets at once: the fake ambassador holds
+// each frame stream until two are open, which one slot never does.
+func TestSlots(t *testing.T) {
+	needFFmpeg(t)
+	a, frames := setOf(t)
+	b := proto.Clone(a).(*farmpb.Assignment)
+	b.SetIndex++
+	var together sync.WaitGroup
+	together.Add(2)
+	f := &fakeAmb{grants: []*farmpb.Assignment{a, b}, frames: frames, together: &together}
+	logs, done, _ := runNode(t, serveFake(t, f), func(c *Config) { c.Slots = 2 })
+	waitDone(t, done, logs)
+	if got := f.uploads.Load(); got != 2 {
+		t.Errorf("%d parts uploaded, want 2\n%s", got, logs)
+	}
+	if got := strings.Count(logs.String(), "part uploaded"); got != 2 {
+		t.Errorf("%d sets logged as uploaded, want 2\n%s", got, logs)
 	}
 }

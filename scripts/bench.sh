@@ -20,7 +20,8 @@
 # BENCH_PROFILE=0/1 (pprof of the coordinator and a node during one run of
 # the overhead and capacity sections; on in the full run; profiles in the run
 # folder),
-# KEEP_RUNS=1 (keep data folders), BENCH_ONLY="capacity dataplane" (run only
+# KEEP_RUNS=1 (keep data folders), NODE_ARGS (extra flags for every node,
+# e.g. "--slots 1" for a before/after), BENCH_ONLY="capacity dataplane" (run only
 # these sections; the table then goes to the run folder unless BENCH_OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -15,8 +15,13 @@ import (
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
-// waitPoll is how often fetch --wait asks whether the video is ready.
-const waitPoll = 500 * time.Millisecond
+// waitPoll is how long fetch --wait waits before asking again when it cannot
+// follow the job's events (an older coordinator, a broken stream), and
+// waitRecheck how long it trusts an event stream that says nothing.
+const (
+	waitPoll    = 500 * time.Millisecond
+	waitRecheck = 30 * time.Second
+)
 
 func runFetch(ctx context.Context, e *env, args []string) error {
 	f := newFlags("fetch", "-o FILE [flags]",
@@ -92,8 +97,37 @@ func waitForVideo(ctx context.Context, e *env, c *farmClient, job string, wait b
 				lastSaid = said
 			}
 		}
-		if !pause(ctx, waitPoll) {
+		if !untilJobEvent(ctx, c, st) {
 			return nil, ctx.Err()
+		}
+	}
+}
+
+// untilJobEvent follows the job's events from where st left off until one is
+// about the whole job (joining, done, failed), so that fetch --wait starts
+// the download as soon as the video is stored rather than up to a poll
+// interval later. It reports whether to go on.
+func untilJobEvent(ctx context.Context, c *farmClient, st *farmpb.JobStatus) bool {
+	if st == nil {
+		return pause(ctx, waitPoll)
+	}
+	wctx, cancel := context.WithTimeout(ctx, waitRecheck)
+	defer cancel()
+	stream, err := c.WatchEvents(wctx, &farmpb.WatchEventsRequest{JobId: st.JobId, AfterSeq: st.LastEventSeq})
+	if err != nil {
+		return pause(ctx, waitPoll)
+	}
+	for {
+		ev, err := stream.Recv()
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return false
+		case err != nil && wctx.Err() != nil:
+			return true // quiet for a while: ask again
+		case err != nil:
+			return pause(ctx, waitPoll)
+		case ev.SetIndex < 0:
+			return true
 		}
 	}
 }

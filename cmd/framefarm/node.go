@@ -23,6 +23,7 @@ set in progress back at once.`)
 	f.StringVar(&cfg.Name, "name", fmt.Sprintf("%s-%d", host, os.Getpid()), "`NAME` of this node in status and logs; unique per farm")
 	f.StringVar(&cfg.Work, "work", "", "`DIR` for frames and parts while a set renders (default: a temp dir, removed on exit)")
 	f.BoolVar(&cfg.Once, "once", false, "exit when the coordinator has no more work for this node")
+	f.IntVar(&cfg.Slots, "slots", node.DefaultSlots, "work on `N` sets at once: with 2, frames stream in and parts upload while the other set encodes")
 	level := f.logLevel()
 	pprofAddr := f.pprofFlag()
 	if err := f.parse(e, args); err != nil {
@@ -30,6 +31,9 @@ set in progress back at once.`)
 	}
 	if err := f.require("ambassador", "name"); err != nil {
 		return err
+	}
+	if cfg.Slots < 1 || cfg.Slots > 64 {
+		return fmt.Errorf("--slots %d: give 1 to 64 sets at once", cfg.Slots)
 	}
 	cfg.Logger = newLogger(e.stderr, level)
 	if err := startPprof(ctx, *pprofAddr, cfg.Logger); err != nil {

@@ -306,7 +306,7 @@ farm_run() {
 		aaddr=$(wait_addr "$d/ambassador-$i.out" "${apids[$((i - 1))]}") || die "$tag: ambassador $i did not start"
 		local pin=()
 		if [ "$CG_MODE" = none ] && [ -n "$cpus" ]; then pin=(taskset -c $(((i - 1) % $(nproc)))); fi
-		cg_exec "$tag-n$i" "${pin[@]}" "$BIN" node --ambassador "$aaddr" --name "$tag-n$i" --work "$d/work-$i" \
+		cg_exec "$tag-n$i" "${pin[@]}" "$BIN" node --ambassador "$aaddr" --name "$tag-n$i" --work "$d/work-$i" ${NODE_ARGS:-} \
 			${NODE_PPROF:+--pprof 127.0.0.1:0} >"$d/node-$i.out" 2>"$d/node-$i.log" &
 		npids+=($!)
 		PIDS+=($!)
