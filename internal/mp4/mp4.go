@@ -66,14 +66,24 @@ const maxTopBoxes = 4096
 // an MP4/MOV file, or one Read cannot make sense of.
 var ErrNotMP4 = errors.New("not a valid MP4/MOV file")
 
-// ErrNoVideo means the file has no video track. It wraps ErrNotMP4.
-var ErrNoVideo = fmt.Errorf("%w: no video track", ErrNotMP4)
+// ErrNoVideo means the file has no video track. Errors that wrap it also
+// wrap ErrNotMP4.
+var ErrNoVideo = errors.New("no video track")
 
 // formatError is a problem with the file's content, named precisely.
-type formatError struct{ msg string }
+type formatError struct {
+	msg  string
+	kind error // a sentinel besides ErrNotMP4, or nil
+}
 
 func (e *formatError) Error() string { return "mp4: " + e.msg }
-func (e *formatError) Unwrap() error { return ErrNotMP4 }
+
+func (e *formatError) Unwrap() []error {
+	if e.kind != nil {
+		return []error{ErrNotMP4, e.kind}
+	}
+	return []error{ErrNotMP4}
+}
 
 func errorf(format string, args ...any) error {
 	return &formatError{msg: fmt.Sprintf(format, args...)}
@@ -311,7 +321,7 @@ func videoTrak(moov []byte) ([]byte, error) {
 		return nil, errorf("fragmented MP4 (mvex box) is not supported")
 	}
 	if trak == nil {
-		return nil, fmt.Errorf("mp4: %w", ErrNoVideo)
+		return nil, &formatError{msg: ErrNoVideo.Error(), kind: ErrNoVideo}
 	}
 	return trak, nil
 }
