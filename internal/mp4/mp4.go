@@ -28,7 +28,8 @@ type Track struct {
 	// Codec is ffprobe's codec_name ("h264", "hevc", "vp9", "av1",
 	// "prores", "ffv1"), or the sample entry's fourcc for other codecs.
 	Codec string
-	// Width and Height are the sample entry's.
+	// Width and Height are the sample entry's: the picture size, which
+	// ffmpeg writes as its decoder reports it.
 	Width, Height int
 	// PixFmt is the pixel format ffprobe reports (pix_fmt), where the file
 	// states it cheaply and exactly; "" when it does not (FFV1, AV1 4:4:4,
@@ -45,13 +46,14 @@ type Track struct {
 	Duration int64
 	// Deltas are the distinct sample durations (stts), in the order they
 	// first appear, so that a caller can check that frames are evenly
-	// spaced (one delta). At most maxDeltas are kept.
+	// spaced (one delta). At most 16 are kept.
 	Deltas []uint32
 }
 
-// MaxMoov is the largest moov box Read accepts. A part of 100 000 frames
-// has a moov of about 1 MiB; this leaves room, and bounds the memory a
-// hostile file can make Read use.
+// MaxMoov is the largest moov box Read accepts. ffmpeg writes about 20
+// bytes of tables per frame (a 75-frame part has a moov of 2 KB), so this
+// leaves room for millions of frames, and bounds the memory a hostile file
+// can make Read use.
 const MaxMoov = 64 << 20
 
 // maxDeltas bounds Track.Deltas: a caller wants to know whether there is
@@ -217,8 +219,10 @@ func printable(b []byte) bool {
 }
 
 // eachBox calls fn for each box in b, the payload of the box named parent,
-// with the box's type and payload, until fn returns false.
-func eachBox(b []byte, parent string, fn func(typ string, payload []byte) bool) error {
+// with the box's type and payload, until fn returns false. The type is a
+// slice of b, not a string: a hostile moov can hold millions of boxes, and
+// comparing string(typ) with a constant does not allocate.
+func eachBox(b []byte, parent string, fn func(typ, payload []byte) bool) error {
 	for len(b) > 0 {
 		if len(b) < 8 {
 			// QuickTime ends some lists with a 32-bit zero; anything this
@@ -226,7 +230,7 @@ func eachBox(b []byte, parent string, fn func(typ string, payload []byte) bool) 
 			return nil
 		}
 		size, hdrLen := uint64(binary.BigEndian.Uint32(b)), uint64(8)
-		typ := string(b[4:8])
+		typ := b[4:8]
 		switch size {
 		case 0:
 			size = uint64(len(b))
@@ -251,8 +255,8 @@ func eachBox(b []byte, parent string, fn func(typ string, payload []byte) bool) 
 // payload of parent), or nil if there is none.
 func child(b []byte, parent, typ string) ([]byte, error) {
 	var found []byte
-	err := eachBox(b, parent, func(t string, p []byte) bool {
-		if t == typ {
+	err := eachBox(b, parent, func(t, p []byte) bool {
+		if string(t) == typ {
 			found = p
 			return false
 		}
@@ -285,8 +289,8 @@ func videoTrak(moov []byte) ([]byte, error) {
 	var trak []byte
 	var fragmented bool
 	var bad error
-	err := eachBox(moov, "moov", func(typ string, p []byte) bool {
-		switch typ {
+	err := eachBox(moov, "moov", func(typ, p []byte) bool {
+		switch string(typ) {
 		case "mvex":
 			fragmented = true
 		case "trak":
