@@ -17,6 +17,7 @@ targets=(
 	"./internal/frameseq FuzzParseName"
 	"./internal/frameseq FuzzScan"
 	"./internal/ffmpeg FuzzWriteConcatList"
+	"./internal/mp4 FuzzRead"
 	"./internal/creds FuzzChecker"
 	"./coordinator FuzzNodeRequests"
 )

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -276,4 +277,105 @@ func TestConcatListWithFFmpeg(t *testing.T) {
 	if want := int64(2 * len(parts)); p.Packets != want {
 		t.Fatalf("joined video has %d frames, want %d", p.Packets, want)
 	}
+}
+
+// TestLosslessPartsJoinFrameExact encodes FFV1 parts the way nodes do
+// (EncodeArgs, the codec table's part container), joins them the way the
+// coordinator does, and holds every decoded frame and its timestamp
+// against one ffmpeg run over all the frames.
+func TestLosslessPartsJoinFrameExact(t *testing.T) {
+	if _, err := exec.LookPath("ffmpeg"); err != nil {
+		t.Skip("ffmpeg not installed (run scripts/install-deps.sh)")
+	}
+	t.Parallel()
+	root := t.TempDir()
+	all := filepath.Join(root, "all")
+	if err := os.Mkdir(all, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const total = 21
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x48:r=24,format=rgb24",
+		"-frames:v", strconv.Itoa(total), "-start_number", "0", SequencePattern(all, "png")).CombinedOutput(); err != nil {
+		t.Fatalf("making frames: %v\n%s", err, out)
+	}
+	for _, rate := range []Rate{{24, 1}, {24000, 1001}} {
+		t.Run(strings.ReplaceAll(rate.String(), "/", "_"), func(t *testing.T) {
+			s := Settings{Codec: "ffv1", Rate: rate, CRF: -1}
+			codec, err := LookupCodec(s.Codec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			var parts []ConcatPart
+			first := 0
+			for i, n := range []int{7, 10, 4} { // uneven, as sets of a job can be
+				frames := filepath.Join(dir, fmt.Sprintf("frames-%d", i))
+				if err := os.Mkdir(frames, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				for k := range n {
+					b, err := os.ReadFile(filepath.Join(all, SequenceName(first+k, "png")))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(filepath.Join(frames, SequenceName(k, "png")), b, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				part := filepath.Join(dir, fmt.Sprintf("set-%05d.%s", i, codec.PartExt))
+				args, err := EncodeArgs(SequencePattern(frames, "png"), s, part)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := (Runner{}).Run(context.Background(), args, nil); err != nil {
+					t.Fatal(err)
+				}
+				parts = append(parts, ConcatPart{Path: part, Frames: int64(n)})
+				first += n
+			}
+			var list bytes.Buffer
+			if err := WriteConcatList(&list, rate, parts); err != nil {
+				t.Fatal(err)
+			}
+			listPath := filepath.Join(dir, "list.txt")
+			if err := os.WriteFile(listPath, list.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			joined := filepath.Join(dir, "joined.mkv")
+			if err := (Runner{}).Run(context.Background(), ConcatArgs(listPath, joined), nil); err != nil {
+				t.Fatal(err)
+			}
+			ref := filepath.Join(dir, "ref.mkv")
+			if out, err := exec.Command("ffmpeg", "-v", "error", "-framerate", rate.String(), "-start_number", "0", "-i", SequencePattern(all, "png"),
+				"-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv420p", ref).CombinedOutput(); err != nil {
+				t.Fatalf("reference: %v\n%s", err, out)
+			}
+			got, want := frameMD5(t, joined), frameMD5(t, ref)
+			if len(got) != total || len(want) != total {
+				t.Fatalf("frames: joined %d, one run %d, want %d", len(got), len(want), total)
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("frame %d: joined %q, one run %q", i, got[i], want[i])
+				}
+			}
+		})
+	}
+}
+
+// frameMD5 returns ffmpeg's framemd5 lines of path's video (timestamps,
+// durations, sizes and the decoded frame's MD5), without the comments.
+func frameMD5(t *testing.T, path string) []string {
+	t.Helper()
+	out, err := exec.Command("ffmpeg", "-v", "error", "-i", path, "-map", "0:v", "-f", "framemd5", "-").Output()
+	if err != nil {
+		t.Fatalf("framemd5 %s: %v", path, err)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
 }
