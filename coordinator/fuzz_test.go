@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -35,6 +36,9 @@ type fzFixture struct {
 	dir    string
 	now    time.Time
 	mtimes map[string]time.Time
+	// parts holds a real part (FFV1 in MOV, as nodes encode it) of every
+	// set size, by frame count.
+	parts map[int][]byte
 }
 
 const fzFrames, fzSets = 5, 3
@@ -69,21 +73,14 @@ func newFzFixture(t testing.TB) *fzFixture {
 		}
 		fx.mtimes[p] = fi.ModTime()
 	}
-	// A stand-in for ffprobe: it answers with probe.json when "good" exists
-	// (the part passes the checks), else fails with the bytes of
-	// probe-stderr, as a real ffprobe fails on a bad file.
-	probe := filepath.Join(dir, "ffprobe")
-	script := fmt.Sprintf("#!/bin/sh\nif [ -f '%[1]s/good' ]; then cat '%[1]s/probe.json'; exit 0; fi\ncat '%[1]s/probe-stderr' >&2\nexit 1\n", dir)
-	if err := os.WriteFile(probe, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	fx.parts = fzParts(t, frames)
 	c, err := New(context.Background(), Config{
 		FramesDir: frames, Data: filepath.Join(dir, "data"), Listen: "127.0.0.1:0",
 		Sets: fzSets, Lease: time.Minute, HeartbeatTimeout: 10 * time.Second,
 		Codec: "ffv1", FPS: "24", CRF: -1, PollWindow: time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler),
 		Now:    func() time.Time { return fx.now },
-		FFmpeg: ffmpeg.Runner{FFmpeg: filepath.Join(dir, "no-ffmpeg"), FFprobe: probe},
+		FFmpeg: ffmpeg.Runner{FFmpeg: filepath.Join(dir, "no-ffmpeg"), FFprobe: filepath.Join(dir, "no-ffprobe")},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -416,6 +413,11 @@ func (fx *fzFixture) call(t *testing.T, ctx context.Context, op, fl byte, node, 
 // upload sends a part in one of several shapes, picked by fl&7.
 func (fx *fzFixture) upload(t *testing.T, ctx context.Context, ns *nodeService, fl byte, node, job string, idx uint32, tok uint64, fd uint32, text string) (string, error) {
 	data := []byte(text)
+	// With 0x08 the part is a real one of the set's size (it passes the
+	// checks), else the fuzzer's bytes.
+	if fl&0x08 != 0 && int(idx) < fzSets {
+		data = fx.parts[fx.c.job.Sets[idx].Count]
+	}
 	sum := sha256.Sum256(data)
 	size := int64(len(data))
 	if fl&0x80 != 0 {
@@ -452,26 +454,6 @@ func (fx *fzFixture) upload(t *testing.T, ctx context.Context, ns *nodeService, 
 			return "UploadPart (not sendable)", nil
 		}
 		st.msgs[i] = w
-	}
-	// What ffprobe says of the part: fine (the part passes) with 0x08, else
-	// an error whose text is the part's own bytes.
-	good := filepath.Join(fx.dir, "good")
-	os.Remove(good)
-	if fl&0x08 != 0 {
-		count := 0
-		if int(idx) < fzSets {
-			count = fx.c.job.Sets[idx].Count
-		}
-		doc := fmt.Sprintf(`{"streams":[{"codec_name":"ffv1","width":16,"height":16,"pix_fmt":"yuv420p","nb_read_packets":"%d","time_base":"1/24"}],"format":{}}`, count)
-		if err := os.WriteFile(filepath.Join(fx.dir, "probe.json"), []byte(doc), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(good, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(fx.dir, "probe-stderr"), data, 0o644); err != nil {
-		t.Fatal(err)
 	}
 	err := ns.UploadPart(st)
 	what := fmt.Sprintf("UploadPart(%q, %q, set %d, token %d, size %d, %s)", node, job, idx, tok, size, shape)
@@ -639,4 +621,41 @@ func (fx *fzFixture) checkStored(t *testing.T) {
 				i, d.State, d.Node, d.Token, d.FailedOn, s.State, s.Node, s.Token, s.FailedOn)
 		}
 	}
+}
+
+// fzParts encodes, once per set size, the part a node would upload for the
+// frames in dir.
+func fzParts(t testing.TB, dir string) map[int][]byte {
+	t.Helper()
+	if _, err := exec.LookPath("ffmpeg"); err != nil {
+		t.Skip("ffmpeg is not installed")
+	}
+	parts := map[int][]byte{}
+	for _, s := range Partition(fzFrames, fzSets) {
+		if parts[s.Count] != nil {
+			continue
+		}
+		seq := t.TempDir()
+		for i := range s.Count {
+			b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("f_%04d.png", s.First+i+1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(seq, ffmpeg.SequenceName(i, "png")), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out := filepath.Join(seq, "part.mov")
+		args, err := ffmpeg.EncodeArgs(ffmpeg.SequencePattern(seq, "png"), ffmpeg.Settings{Codec: "ffv1", Rate: ffmpeg.Rate{Num: 24, Den: 1}, CRF: -1, PixFmt: "yuv420p"}, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := (ffmpeg.Runner{}).Run(context.Background(), args, nil); err != nil {
+			t.Fatal(err)
+		}
+		if parts[s.Count], err = os.ReadFile(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return parts
 }

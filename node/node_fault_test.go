@@ -286,7 +286,7 @@ func pngFrame(t *testing.T, i int) []byte {
 func setOf(t *testing.T) (*farmpb.Assignment, [][]byte) {
 	a := &farmpb.Assignment{JobId: "j", SetIndex: 2, Token: 7, HeartbeatIntervalMs: 50,
 		Settings: &farmpb.EncodeSettings{Codec: "ffv1", FpsNum: 24, FpsDen: 1, Crf: -1, PixFmt: "yuv420p",
-			PartExt: "nut", FrameExt: "png", Width: 16, Height: 16}}
+			PartExt: "mov", FrameExt: "png", Width: 16, Height: 16}}
 	var frames [][]byte
 	for i := range 3 {
 		b := pngFrame(t, i)
