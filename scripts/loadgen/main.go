@@ -6,8 +6,8 @@
 //	loadgen stream --coordinator ADDR --rounds 5
 //
 // cycles: every simulated node loops AcquireSet → Heartbeat → UploadPart,
-// like a real node without the encode. The coordinator checks each part
-// with ffprobe (codec, frame count, size, pixel format), so the parts must
+// like a real node without the encode. The coordinator checks each part's
+// index (codec, frame count, size, pixel format, timing), so the parts must
 // be real: before the clock starts, loadgen encodes one tiny valid part per
 // distinct set size with the job's settings (ffmpeg's own EncodeArgs, the
 // node's command line) and uploads those same bytes for every set of that
@@ -282,7 +282,7 @@ func runCycles(ctx context.Context, args []string) error {
 	pid := fs.Int("pid", 0, "coordinator `PID`, for its peak RSS (VmHWM) and CPU time")
 	work := fs.String("work", os.TempDir(), "`DIR` for encoding the fake parts")
 	limit := fs.Duration("timeout", 30*time.Minute, "give up after this long")
-	release := fs.Bool("release", false, "give each set back (ReleaseSet) instead of uploading a part: grant+release cycles, no part, no ffprobe")
+	release := fs.Bool("release", false, "give each set back (ReleaseSet) instead of uploading a part: grant+release cycles, no part")
 	source := fs.String("part-source", "testsrc2", "ffmpeg lavfi `SOURCE` of the fake parts' frames (testsrc2, mandelbrot...)")
 	cache := fs.String("part-cache", "", "keep the fake parts in `DIR` and reuse them across runs")
 	usageFile := fs.String("cgroup-usage", "", "the coordinator's cgroup CPU usage `FILE` (v1 cpuacct.usage or v2 cpu.stat), read at the window's start and end")
@@ -419,7 +419,7 @@ func runCycles(ctx context.Context, args []string) error {
 						}
 					}()
 					// At the end of the window, uploads in flight are cut:
-					// the coordinator kills their ffprobe, and the run ends.
+					// the coordinator drops them, and the run ends.
 					var err error
 					if *release {
 						_, err = cl.ReleaseSet(runCtx, &farmpb.ReleaseSetRequest{Node: name, JobId: a.JobId, SetIndex: a.SetIndex, Token: a.Token})
@@ -471,7 +471,7 @@ func runCycles(ctx context.Context, args []string) error {
 		*nodes, len(cycles), secs, rate, len(grants), ms(pct(grants, 0.5)), ms(pct(grants, 0.99)), ms(pct(grants, 1)),
 		ms(pct(cycles, 0.5)), ms(pct(cycles, 0.99)), errCount.Load(), retries.Load())
 	if *usageFile != "" && len(cycles) > 0 {
-		fmt.Printf("loadgen: coordinator CPU in the window: %.2fs itself, %.2fs with its children (ffprobe): %.1f ms per cycle\n",
+		fmt.Printf("loadgen: coordinator CPU in the window: %.2fs itself, %.2fs with its children: %.1f ms per cycle\n",
 			cpu1-cpu0, cg1-cg0, (cg1-cg0)*1000/float64(len(cycles)))
 	}
 	if e, ok := lastErr.Load().(string); ok {
