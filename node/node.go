@@ -181,7 +181,7 @@ func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment, lo
 		n.heartbeat(setCtx, hbStop, a, &done, cancel, log)
 	}()
 	start := time.Now()
-	err := n.renderSet(setCtx, work, a, &done)
+	err := n.renderSet(setCtx, work, a, &done, log)
 	close(hbStop)
 	<-hbDone
 	switch {
@@ -268,7 +268,7 @@ func (n *Node) heartbeat(ctx context.Context, stop <-chan struct{}, a *farmpb.As
 	}
 }
 
-func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment, done *atomic.Int64) error {
+func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment, done *atomic.Int64, log *slog.Logger) error {
 	s := a.Settings
 	if s == nil || len(a.Frames) == 0 {
 		return errors.New("assignment without settings or frames")
@@ -278,7 +278,7 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if err := n.retry(ctx, "receiving frames", func() error { return n.receiveFrames(ctx, dir, a) }); err != nil {
+	if err := n.retry(ctx, log, "receiving frames", func() error { return n.receiveFrames(ctx, dir, a) }); err != nil {
 		return err
 	}
 	part := filepath.Join(dir, "part."+s.PartExt)
@@ -314,7 +314,7 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 		return fmt.Errorf("ffmpeg wrote %d frames for a set of %d", p.Samples, len(a.Frames))
 	}
 	done.Store(int64(len(a.Frames)))
-	return n.retry(ctx, "uploading the part", func() error { return n.upload(ctx, part, a, encodeMS) })
+	return n.retry(ctx, log, "uploading the part", func() error { return n.upload(ctx, part, a, encodeMS) })
 }
 
 // retry repeats fn while the failure is the link's, not the request's, with
@@ -324,7 +324,7 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 // restart, a link that came back) the retry succeeds; if the lease moved on
 // meanwhile, the coordinator refuses it (FAILED_PRECONDITION) and the node
 // drops the set; if the node stops, the set is given back.
-func (n *Node) retry(ctx context.Context, what string, fn func() error) error {
+func (n *Node) retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
 	bo := backoff{min: n.cfg.MinBackoff, max: n.cfg.MaxBackoff}
 	for attempt := 1; ; attempt++ {
 		err := fn()
@@ -332,7 +332,7 @@ func (n *Node) retry(ctx context.Context, what string, fn func() error) error {
 			return err
 		}
 		d := waitAfter(err, &bo)
-		n.log.Warn(what+" failed; retrying", "err", err, "attempt", attempt, "wait", d.Round(time.Millisecond))
+		log.Warn(what+" failed; retrying", "err", err, "attempt", attempt, "wait", d.Round(time.Millisecond))
 		sleep(ctx, d)
 	}
 }

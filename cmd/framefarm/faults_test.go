@@ -322,12 +322,17 @@ func TestFaultSigterm(t *testing.T) {
 		if code := exited(t, v.node, 30*time.Second); code != 0 {
 			t.Errorf("node exited %d after SIGTERM, want 0", code)
 		}
+		// A node works on --slots sets at once (2 by default): it gives
+		// back every one it held.
 		held := heldAt(w.events(), "victim", sent)
-		if len(held) != 1 {
-			t.Fatalf("the victim held sets %v at SIGTERM, want one", held)
+		if len(held) == 0 {
+			t.Fatalf("the victim held no set at SIGTERM")
 		}
-		rel := w.waitFor(t, "the set given back", 30*time.Second, kind("set_released", held[0], "victim"))
-		took := time.UnixMilli(rel.UnixMs).Sub(sent)
+		var took time.Duration
+		for _, h := range held {
+			rel := w.waitFor(t, "the set given back", 30*time.Second, kind("set_released", h, "victim"))
+			took = max(took, time.UnixMilli(rel.UnixMs).Sub(sent))
+		}
 		w.waitDone(t, 3*time.Minute)
 		evs := w.events()
 		for _, e := range evs {
@@ -339,7 +344,7 @@ func TestFaultSigterm(t *testing.T) {
 		checkExact(t, out, want)
 		empty(t, v.work)
 		empty(t, v.tmp)
-		note(t, "set %d given back %v after SIGTERM (heartbeat timeout 60s)", held[0], took.Round(time.Millisecond))
+		note(t, "sets %v given back within %v after SIGTERM (heartbeat timeout 60s)", held, took.Round(time.Millisecond))
 	})
 }
 
@@ -1071,9 +1076,10 @@ func TestFaultLinkDown(t *testing.T) {
 		evs := w.events()
 		checkEvents(t, evs, 8)
 		checkExact(t, out, want)
-		after := cut.node.out.String()[offset:]
-		if !leaseLost.MatchString(after) {
-			t.Errorf("the cut node did not drop its stale set once the link was back:\n%s", after)
+		// The other node may finish the job before the cut node's next
+		// retry (its backoff reaches several seconds): give it time to hear.
+		if _, ok := firstLineAfter(cut.node, leaseLost, t1, 30*time.Second); !ok {
+			t.Errorf("the cut node did not drop its stale set once the link was back:\n%s", cut.node.out.String()[offset:])
 		}
 		rendered := 0
 		for _, e := range evs {
