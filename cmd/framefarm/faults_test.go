@@ -829,12 +829,14 @@ func TestFaultFFmpegFails(t *testing.T) {
 					}
 				}
 			}
-			if len(failedSets) != 3 {
-				t.Errorf("the bad node failed sets %v, want 3 different ones", failedSets)
+			// The node works on two sets at once (--slots 2): the set it
+			// held when its third failure excluded it may fail as well.
+			if len(failedSets) < 3 || len(failedSets) > 4 {
+				t.Errorf("the bad node failed sets %v, want 3 different ones (4 with the one in flight)", failedSets)
 			}
 			st := getJob(t, f.addr)
-			if n := nodeStatus(st, "bad"); n == nil || !n.Excluded || n.Failures != 3 {
-				t.Errorf("status of the bad node: %v, want excluded with 3 failures", n)
+			if n := nodeStatus(st, "bad"); n == nil || !n.Excluded || int(n.Failures) != len(failedSets) {
+				t.Errorf("status of the bad node: %v, want excluded with %d failures", n, len(failedSets))
 			}
 			text := runCmd(t, binary, "status", "--coordinator", f.addr)
 			if f := row(t, text, "bad"); !slices.Contains(f, "yes") {
