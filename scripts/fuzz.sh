@@ -18,6 +18,7 @@ targets=(
 	"./internal/frameseq FuzzScan"
 	"./internal/ffmpeg FuzzWriteConcatList"
 	"./internal/mp4 FuzzRead"
+	"./internal/mp4 FuzzJoinPart"
 	"./internal/creds FuzzChecker"
 	"./coordinator FuzzNodeRequests"
 )

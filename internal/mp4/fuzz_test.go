@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -71,6 +72,41 @@ func FuzzRead(f *testing.F) {
 		slices.Sort(d)
 		if len(slices.Compact(d)) != len(got.Deltas) {
 			t.Fatalf("deltas repeat: %v", got.Deltas)
+		}
+	})
+}
+
+// FuzzJoinPart: whatever the bytes, reading them as a part to join does not
+// panic, and a part it accepts has consistent tables: presentation times
+// for every sample, chunks that hold every sample inside the file, and a
+// joined moov that can be built from two copies of it.
+func FuzzJoinPart(f *testing.F) {
+	for _, p := range seedFiles(f) {
+		f.Add(mustRead(f, p))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := parseJoinPart(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			if !errors.Is(err, ErrNotMP4) && !errors.Is(err, ErrCannotJoin) && !strings.HasPrefix(err.Error(), "mp4: reading") {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			return
+		}
+		if n := len(p.presentationTimes()); n != len(p.sizes) {
+			t.Fatalf("%d presentation times for %d samples", n, len(p.sizes))
+		}
+		var held uint64
+		for i, c := range p.chunks {
+			held += uint64(p.perChunk[i])
+			if c.off+c.size > uint64(len(data)) {
+				t.Fatalf("chunk %d at %d+%d past the end (%d)", i, c.off, c.size, len(data))
+			}
+		}
+		if held != uint64(len(p.sizes)) {
+			t.Fatalf("chunks hold %d samples, not %d", held, len(p.sizes))
+		}
+		if _, _, err := joinedMoov([]*joinPart{p, p}); err != nil && !errors.Is(err, ErrCannotJoin) && !errors.Is(err, ErrNotMP4) {
+			t.Fatalf("joining: %v", err)
 		}
 	})
 }
