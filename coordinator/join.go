@@ -4,15 +4,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/framefarm/framefarm/internal/ffmpeg"
+	"github.com/framefarm/framefarm/internal/mp4"
 )
 
 // joiner joins the parts whenever the job reaches the joining state.
@@ -30,7 +33,7 @@ func (c *Coordinator) joiner(ctx context.Context) {
 			continue
 		}
 		start := time.Now()
-		name, size, sum, err := c.join(ctx)
+		name, size, sum, how, err := c.join(ctx)
 		if ctx.Err() != nil {
 			// Stopped mid-join: the next start joins again from the parts.
 			return
@@ -41,7 +44,7 @@ func (c *Coordinator) joiner(ctx context.Context) {
 				c.mu.Lock()
 				c.rec.FinalName, c.rec.FinalSize, c.rec.FinalSHA = name, size, sum
 				c.mu.Unlock()
-				detail = fmt.Sprintf("%s, %d bytes, sha256 %s, joined in %s", name, size, sum, time.Since(start).Round(time.Millisecond))
+				detail = fmt.Sprintf("%s, %d bytes, sha256 %s, joined in %s %s", name, size, sum, time.Since(start).Round(time.Millisecond), how)
 				if c.rec.OutPath != "" {
 					if cerr := copyAtomic(filepath.Join(c.jobDir, name), c.rec.OutPath); cerr != nil {
 						c.log.Error("copying the final video to --out failed; it stays in the data folder", "job", c.rec.ID, "err", cerr)
@@ -77,7 +80,7 @@ func (c *Coordinator) snapshotSets() []Set {
 
 // join concatenates the parts in set order with stream copy, verifies the
 // result and moves it into place.
-func (c *Coordinator) join(ctx context.Context) (name string, size int64, sum string, err error) {
+func (c *Coordinator) join(ctx context.Context) (name string, size int64, sum, how string, err error) {
 	st := c.rec.Settings
 	rate := st.rate()
 	var parts []ffmpeg.ConcatPart
@@ -88,38 +91,79 @@ func (c *Coordinator) join(ctx context.Context) (name string, size int64, sum st
 	}
 	list, err := os.CreateTemp(c.jobDir, ".tmp-concat-*.txt")
 	if err != nil {
-		return "", 0, "", err
+		return "", 0, "", "", err
 	}
 	defer os.Remove(list.Name())
 	if err := ffmpeg.WriteConcatList(list, rate, parts); err != nil {
 		list.Close()
-		return "", 0, "", err
+		return "", 0, "", "", err
 	}
 	if err := list.Close(); err != nil {
-		return "", 0, "", err
+		return "", 0, "", "", err
 	}
 	name = "final." + st.FinalExt
 	tmp := filepath.Join(c.jobDir, ".tmp-"+name)
 	defer os.Remove(tmp)
-	if err := c.cfg.FFmpeg.Run(ctx, ffmpeg.ConcatArgs(list.Name(), tmp), nil); err != nil {
-		return "", 0, "", fmt.Errorf("joining the parts: %w", err)
+	how, err = c.concat(ctx, list.Name(), parts, tmp)
+	if err != nil {
+		return "", 0, "", "", fmt.Errorf("joining the parts: %w", err)
 	}
 	if err := verifyFinal(ctx, c.cfg.FFmpeg, tmp, rate, total); err != nil {
-		return "", 0, "", err
+		return "", 0, "", "", fmt.Errorf("%w (joined %s)", err, how)
 	}
 	size, sum, err = syncAndHash(tmp)
 	if err != nil {
-		return "", 0, "", err
+		return "", 0, "", "", err
 	}
 	if err := os.Rename(tmp, filepath.Join(c.jobDir, name)); err != nil {
-		return "", 0, "", err
+		return "", 0, "", "", err
 	}
-	return name, size, sum, syncDir(c.jobDir)
+	return name, size, sum, how, syncDir(c.jobDir)
+}
+
+// concat joins the parts into out. Parts that go into a file of their own
+// container (MP4 into .mp4, MOV into .mov) are joined in Go by rewriting
+// their sample tables (mp4.Concat): no ffmpeg to start, no packet demuxed,
+// the bytes copied file to file. Anything else, and parts mp4.Concat
+// cannot join, go through ffmpeg's concat demuxer with stream copy, from
+// the list. It returns which of the two joined them.
+func (c *Coordinator) concat(ctx context.Context, list string, parts []ffmpeg.ConcatPart, out string) (string, error) {
+	st := c.rec.Settings
+	if st.FinalExt == st.PartExt {
+		paths := make([]string, len(parts))
+		for i, p := range parts {
+			paths[i] = p.Path
+		}
+		err := writeFile(out, func(f *os.File) error { return mp4.Concat(f, paths) })
+		if !errors.Is(err, mp4.ErrCannotJoin) {
+			return "by table rewriting", err
+		}
+		c.log.Info("joining with ffmpeg instead", "job", c.rec.ID, "reason", err)
+	}
+	return "with ffmpeg", c.cfg.FFmpeg.Run(ctx, ffmpeg.ConcatArgs(list, out), nil)
+}
+
+// writeFile creates path and writes it with fn.
+func writeFile(path string, fn func(*os.File) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := fn(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // verifyFinal checks the frame count and that every timestamp sits on the
-// n/fps grid, within the container's precision.
+// n/fps grid, within the container's precision. An MP4 or MOV file is read
+// in Go, exactly, in ticks of its track's time scale; anything else with
+// ffprobe.
 func verifyFinal(ctx context.Context, r ffmpeg.Runner, path string, rate ffmpeg.Rate, frames int64) error {
+	if ext := strings.ToLower(filepath.Ext(path)); ext == ".mp4" || ext == ".mov" {
+		return verifyMP4(path, rate, frames)
+	}
 	p, err := r.ProbeVideo(ctx, path, true)
 	if err != nil {
 		return fmt.Errorf("reading the joined video: %w", err)
@@ -142,6 +186,40 @@ func verifyFinal(ctx context.Context, r ffmpeg.Runner, path string, rate ffmpeg.
 	}
 	if want := float64(frames) * step; math.Abs(got-want) > within {
 		return fmt.Errorf("the joined video lasts %.6fs, expected %.6fs", got, want)
+	}
+	return nil
+}
+
+// verifyMP4 is verifyFinal for MP4 and MOV files, read in Go, in ticks of
+// the track's time scale: every frame presented within half a tick of n/fps
+// (exactly, for a join by table rewriting, whose time scale is the fps
+// numerator), and the track as long as the frames.
+func verifyMP4(path string, rate ffmpeg.Rate, frames int64) error {
+	t, err := mp4.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading the joined video: %w", err)
+	}
+	times, scale, err := mp4.PresentationTimes(path)
+	if err != nil {
+		return fmt.Errorf("reading the joined video's timing: %w", err)
+	}
+	if t.Samples != frames || int64(len(times)) != frames {
+		return fmt.Errorf("the joined video has %d frames, the job has %d", t.Samples, frames)
+	}
+	// Frame i is due at i*Den/Num s, i*scale*Den/Num ticks: compared in
+	// units of 1/Num tick, so that no rounding hides an error.
+	off := func(ticks, i int64) int64 {
+		d := ticks*rate.Num - i*int64(scale)*rate.Den
+		return max(d, -d)
+	}
+	seconds := func(ticks int64) string { return fmt.Sprintf("%.6fs", float64(ticks)/float64(scale)) }
+	for i, pts := range times {
+		if 2*off(pts, int64(i)) > rate.Num {
+			return fmt.Errorf("the joined video's frame %d is at %s, expected %s", i, seconds(pts), rate.Seconds(int64(i)))
+		}
+	}
+	if 2*off(t.Duration, frames) > rate.Num {
+		return fmt.Errorf("the joined video lasts %s, expected %s", seconds(t.Duration), rate.Seconds(frames))
 	}
 	return nil
 }

@@ -40,7 +40,7 @@ var codecs = []Codec{
 		Presets: []string{"good", "best", "realtime"}},
 	{Name: "libsvtav1", Probed: "av1", PartExt: "mp4", Finals: []string{"mp4", "mkv", "webm"}, DefaultPixFmt: "yuv420p", CRFMin: 1, CRFMax: 63,
 		Presets: []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13"}},
-	{Name: "ffv1", Probed: "ffv1", PartExt: "mov", Finals: []string{"mkv"}, DefaultPixFmt: "yuv420p", CRFMin: 0, CRFMax: -1},
+	{Name: "ffv1", Probed: "ffv1", PartExt: "mov", Finals: []string{"mkv", "mov"}, DefaultPixFmt: "yuv420p", CRFMin: 0, CRFMax: -1},
 	{Name: "prores_ks", Probed: "prores", PartExt: "mov", Finals: []string{"mov", "mkv"}, DefaultPixFmt: "yuv422p10le", CRFMin: 0, CRFMax: -1,
 		Presets: []string{"proxy", "lt", "standard", "hq", "4444", "4444xq"}},
 }
