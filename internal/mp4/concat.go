@@ -232,7 +232,7 @@ func parseJoinPart(r io.ReaderAt, size int64) (*joinPart, error) {
 	}
 	if stss, _ := child(stbl, "stbl", "stss"); stss != nil {
 		p.hasStss = true
-		if p.stss, err = readList(stss, "stss"); err != nil {
+		if p.stss, err = readTable(stss, "stss", 1); err != nil {
 			return nil, err
 		}
 		p.stss = slices.DeleteFunc(p.stss, func(n uint32) bool { return n == 0 || n > sz.count })
@@ -381,26 +381,12 @@ func readPairs(stbl []byte, typ string) ([]uint32, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, b, err := fullBox(box, typ)
-	if err != nil {
-		return nil, err
-	}
-	if len(b) < 4 {
-		return nil, errorf("%s: truncated", typ)
-	}
-	n := uint64(binary.BigEndian.Uint32(b))
-	if n > uint64(len(b)-4)/8 {
-		return nil, errorf("%s: truncated (%d entries in %d bytes)", typ, n, len(b))
-	}
-	out := make([]uint32, 2*n)
-	for i := range out {
-		out[i] = binary.BigEndian.Uint32(b[4+4*i:])
-	}
-	return out, nil
+	return readTable(box, typ, 2)
 }
 
-// readList reads a full box that is a count and that many 32-bit values.
-func readList(box []byte, typ string) ([]uint32, error) {
+// readTable reads a full box that is an entry count and that many entries
+// of per 32-bit values.
+func readTable(box []byte, typ string, per uint64) ([]uint32, error) {
 	_, b, err := fullBox(box, typ)
 	if err != nil {
 		return nil, err
@@ -409,10 +395,10 @@ func readList(box []byte, typ string) ([]uint32, error) {
 		return nil, errorf("%s: truncated", typ)
 	}
 	n := uint64(binary.BigEndian.Uint32(b))
-	if n > uint64(len(b)-4)/4 {
+	if n > uint64(len(b)-4)/(4*per) {
 		return nil, errorf("%s: truncated (%d entries in %d bytes)", typ, n, len(b))
 	}
-	out := make([]uint32, n)
+	out := make([]uint32, per*n)
 	for i := range out {
 		out[i] = binary.BigEndian.Uint32(b[4+4*i:])
 	}
