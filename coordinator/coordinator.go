@@ -112,9 +112,19 @@ type Coordinator struct {
 
 	mu  sync.Mutex
 	job *Job
-	// changed is closed (and replaced) on every committed change, waking
+	// changed is closed (and replaced) on every committed batch, waking
 	// long polls and event watchers.
 	changed chan struct{}
+	// open collects the changes applied since the last write began, last is
+	// the newest batch not yet durable (nil when all are), broken the error
+	// of a failed commit, after which nothing changes (see batch).
+	open   *batch
+	last   *batch
+	broken error
+	// commitMu is held by the one writer of batches.
+	commitMu sync.Mutex
+	// fatal receives the failed commit that stops Run.
+	fatal   chan error
 	nodes   map[string]*nodeInfo
 	joinReq chan struct{}
 
@@ -215,7 +225,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	}
 	c := &Coordinator{
 		cfg: cfg, log: cfg.Logger, frames: frames,
-		changed: make(chan struct{}), nodes: map[string]*nodeInfo{},
+		changed: make(chan struct{}), nodes: map[string]*nodeInfo{}, open: newBatch(), fatal: make(chan error, 1),
 		joinReq: make(chan struct{}, 1), ready: make(chan struct{}), srvOpts: tlsOpts,
 	}
 	if c.cfg.Data, err = filepath.Abs(cfg.Data); err != nil {
@@ -398,6 +408,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	go func() { serveErr <- srv.Serve(lis) }()
 	select {
 	case err = <-serveErr:
+	case err = <-c.fatal:
+		srv.Stop()
 	case <-ctx.Done():
 		stopped := make(chan struct{})
 		go func() { srv.GracefulStop(); close(stopped) }()
@@ -410,35 +422,6 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	cancel()
 	wg.Wait()
 	return err
-}
-
-// change applies fn to the job under the lock and persists what it changed
-// before anyone can see it. If persisting fails, the job is restored.
-func (c *Coordinator) change(ctx context.Context, fn func(j *Job) ([]*Set, []Event, error)) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	backup := c.job.clone()
-	dirty, events, err := fn(c.job)
-	if err != nil {
-		return err
-	}
-	if len(dirty) == 0 && len(events) == 0 {
-		return nil
-	}
-	if err := c.store.commit(context.WithoutCancel(ctx), c.job, dirty, events); err != nil {
-		c.job = backup
-		c.log.Error("saving state failed", "job", c.rec.ID, "err", err)
-		return err
-	}
-	for _, e := range events {
-		c.log.Info(e.Kind, "job", c.rec.ID, "set", e.Set, "node", e.Node, "seq", e.Seq, "detail", e.Detail)
-	}
-	if c.job.State == JobJoining {
-		c.requestJoin()
-	}
-	close(c.changed)
-	c.changed = make(chan struct{})
-	return nil
 }
 
 func (c *Coordinator) requestJoin() {

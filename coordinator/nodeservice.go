@@ -49,14 +49,17 @@ func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequ
 	timer := time.NewTimer(c.cfg.PollWindow)
 	defer timer.Stop()
 	for {
-		var granted *Set
+		var granted Set
 		var wake chan struct{}
 		err := c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
+			// Taken with the attempt, so that a grant made possible by any
+			// later change wakes this poll.
+			wake = c.changed
 			s, ev, err := j.Grant(req.Node, c.cfg.Now())
 			if err != nil {
 				return nil, nil, err
 			}
-			granted = s
+			granted = *s
 			return []*Set{s}, ev, nil
 		})
 		switch {
@@ -67,16 +70,13 @@ func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequ
 			c.ungrant(granted.Index, granted.Token, req.Node)
 			return nil, ctx.Err()
 		case err == nil:
-			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Assignment{Assignment: c.assignment(granted)}}, nil
+			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Assignment{Assignment: c.assignment(&granted)}}, nil
 		case errors.Is(err, ErrNoWork):
 		case errors.Is(err, ErrJobFinished), errors.Is(err, ErrJobFailed), errors.Is(err, ErrNodeExcluded):
 			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Done{Done: err.Error()}}, nil
 		default:
 			return nil, err
 		}
-		c.mu.Lock()
-		wake = c.changed
-		c.mu.Unlock()
 		select {
 		case <-wake:
 		case <-timer.C:
@@ -155,8 +155,18 @@ func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatReques
 		return &farmpb.HeartbeatResponse{}, nil
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.job.Beat(int(req.SetIndex), req.Token, int(req.FramesDone), c.cfg.Now()); err != nil {
+	err := c.job.Beat(int(req.SetIndex), req.Token, int(req.FramesDone), c.cfg.Now())
+	var b *batch
+	if err != nil {
+		// A refusal may come from a change not yet durable (the lease
+		// expired a moment ago); a lease that holds was granted durably.
+		b = c.pending()
+	}
+	c.mu.Unlock()
+	if werr := c.await(ctx, b); werr != nil {
+		return nil, werr
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &farmpb.HeartbeatResponse{}, nil
@@ -192,10 +202,16 @@ func (c *Coordinator) leasedSet(jobID string, index uint32, token uint64) (Set, 
 		return Set{}, err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if err := c.job.CheckLease(int(index), token); err != nil {
+		// As in Heartbeat: the refusal may depend on a change in flight.
+		b := c.pending()
+		c.mu.Unlock()
+		if werr := c.await(context.Background(), b); werr != nil {
+			return Set{}, werr
+		}
 		return Set{}, err
 	}
+	defer c.mu.Unlock()
 	return *c.job.Sets[index], nil
 }
 
@@ -314,9 +330,8 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		if err := os.Rename(tmp, filepath.Join(c.partDir, name)); err != nil {
 			return nil, nil, fmt.Errorf("storing part of set %d: %w", s.Index, err)
 		}
-		if err := syncDir(c.partDir); err != nil {
-			return nil, nil, err
-		}
+		// One fsync of the folder for every part of the batch.
+		c.syncBeforeCommit(c.partDir)
 		ev, err := j.Complete(s.Index, h.Token, PartInfo{Name: name, Size: size, SHA256: sum, EncodeMS: h.EncodeMs, Node: h.Node}, c.cfg.Now())
 		return []*Set{j.Sets[s.Index]}, ev, err
 	})

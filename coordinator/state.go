@@ -326,22 +326,6 @@ func (j *Job) Finish(err error, detail string, now time.Time) []Event {
 	return []Event{{At: now, Kind: "job_done", Set: -1, Detail: detail}}
 }
 
-// clone copies the job deeply enough to restore it if persisting a change fails.
-func (j *Job) clone() *Job {
-	c := *j
-	c.Sets = make([]*Set, len(j.Sets))
-	for i, s := range j.Sets {
-		cs := *s
-		cs.FailedOn = append([]string(nil), s.FailedOn...)
-		c.Sets[i] = &cs
-	}
-	c.NodeFailures = make(map[string]int, len(j.NodeFailures))
-	for k, v := range j.NodeFailures {
-		c.NodeFailures[k] = v
-	}
-	return &c
-}
-
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {

@@ -580,3 +580,19 @@ func TestPauseNoticedByAHeartbeatFirst(t *testing.T) {
 		t.Fatalf("b after the pause: %v", err)
 	}
 }
+
+// clone copies the job deeply enough to compare it after a refused transition.
+func (j *Job) clone() *Job {
+	c := *j
+	c.Sets = make([]*Set, len(j.Sets))
+	for i, s := range j.Sets {
+		cs := *s
+		cs.FailedOn = append([]string(nil), s.FailedOn...)
+		c.Sets[i] = &cs
+	}
+	c.NodeFailures = make(map[string]int, len(j.NodeFailures))
+	for k, v := range j.NodeFailures {
+		c.NodeFailures[k] = v
+	}
+	return &c
+}
