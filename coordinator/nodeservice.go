@@ -360,7 +360,9 @@ func (c *Coordinator) receivePart(stream farmpb.NodeService_UploadPartServer, h 
 	if h.Size <= 0 || h.Size > limit {
 		return "", "", 0, fmt.Errorf("%w: set %d: a part of %d bytes is out of bounds (1 to %d)", ErrBadPart, s.Index, h.Size, limit)
 	}
-	f, err := os.CreateTemp(c.partDir, fmt.Sprintf(".tmp-set-%05d-t%d-*", s.Index, h.Token))
+	// Not in the parts folder, which the renames of accepted parts and its
+	// fsync once per batch keep busy.
+	f, err := os.CreateTemp(c.jobDir, fmt.Sprintf(".tmp-set-%05d-t%d-*", s.Index, h.Token))
 	if err != nil {
 		return "", "", 0, fmt.Errorf("storing part of set %d: %w", s.Index, err)
 	}
