@@ -20,6 +20,9 @@ var (
 	ErrNotReady     = errors.New("final video not ready")
 	ErrBadPart      = errors.New("part refused")
 	ErrFrameChanged = errors.New("frame changed")
+	// ErrStopped: a commit failed, so the coordinator takes no more changes
+	// and stops; started again, it resumes from its data folder.
+	ErrStopped = errors.New("coordinator stopping: its state could not be saved")
 )
 
 func toStatus(err error) error {
@@ -39,6 +42,8 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrNotReady), errors.Is(err, ErrJobFailed), errors.Is(err, ErrFrameChanged), errors.Is(err, ErrJobFinished), errors.Is(err, ErrNodeExcluded):
 		code = codes.FailedPrecondition
+	case errors.Is(err, ErrStopped):
+		code = codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

@@ -25,7 +25,17 @@ func (f *farmService) GetJob(ctx context.Context, req *farmpb.GetJobRequest) (*f
 
 func (c *Coordinator) status() *farmpb.JobStatus {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	js := c.statusLocked()
+	b := c.pending()
+	c.mu.Unlock()
+	// What is shown must be durable; after a failed commit it is not, but
+	// the coordinator is stopping and its last state is still the best
+	// answer.
+	_ = c.await(context.Background(), b)
+	return js
+}
+
+func (c *Coordinator) statusLocked() *farmpb.JobStatus {
 	js := &farmpb.JobStatus{
 		JobId: c.rec.ID, State: c.job.State, Reason: c.job.Reason, FramesDir: c.rec.FramesDir,
 		TotalFrames: uint32(len(c.frames)), OutPath: c.rec.OutPath, LastEventSeq: c.job.LastSeq,
@@ -105,7 +115,11 @@ func (f *farmService) DownloadVideo(req *farmpb.DownloadVideoRequest, stream far
 	c.mu.Lock()
 	state, reason := c.job.State, c.job.Reason
 	name, size, sum := c.rec.FinalName, c.rec.FinalSize, c.rec.FinalSHA
+	b := c.pending()
 	c.mu.Unlock()
+	if err := c.await(stream.Context(), b); err != nil {
+		return err
+	}
 	if state == JobFailed {
 		return fmt.Errorf("%w: job %s: %s", ErrJobFailed, c.rec.ID, reason)
 	}

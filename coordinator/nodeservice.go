@@ -49,14 +49,17 @@ func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequ
 	timer := time.NewTimer(c.cfg.PollWindow)
 	defer timer.Stop()
 	for {
-		var granted *Set
+		var granted Set
 		var wake chan struct{}
 		err := c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
+			// Taken with the attempt, so that a grant made possible by any
+			// later change wakes this poll.
+			wake = c.changed
 			s, ev, err := j.Grant(req.Node, c.cfg.Now())
 			if err != nil {
 				return nil, nil, err
 			}
-			granted = s
+			granted = *s
 			return []*Set{s}, ev, nil
 		})
 		switch {
@@ -67,16 +70,13 @@ func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequ
 			c.ungrant(granted.Index, granted.Token, req.Node)
 			return nil, ctx.Err()
 		case err == nil:
-			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Assignment{Assignment: c.assignment(granted)}}, nil
+			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Assignment{Assignment: c.assignment(&granted)}}, nil
 		case errors.Is(err, ErrNoWork):
 		case errors.Is(err, ErrJobFinished), errors.Is(err, ErrJobFailed), errors.Is(err, ErrNodeExcluded):
 			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Done{Done: err.Error()}}, nil
 		default:
 			return nil, err
 		}
-		c.mu.Lock()
-		wake = c.changed
-		c.mu.Unlock()
 		select {
 		case <-wake:
 		case <-timer.C:
@@ -155,8 +155,18 @@ func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatReques
 		return &farmpb.HeartbeatResponse{}, nil
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.job.Beat(int(req.SetIndex), req.Token, int(req.FramesDone), c.cfg.Now()); err != nil {
+	err := c.job.Beat(int(req.SetIndex), req.Token, int(req.FramesDone), c.cfg.Now())
+	var b *batch
+	if err != nil {
+		// A refusal may come from a change not yet durable (the lease
+		// expired a moment ago); a lease that holds was granted durably.
+		b = c.pending()
+	}
+	c.mu.Unlock()
+	if werr := c.await(ctx, b); werr != nil {
+		return nil, werr
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &farmpb.HeartbeatResponse{}, nil
@@ -192,10 +202,16 @@ func (c *Coordinator) leasedSet(jobID string, index uint32, token uint64) (Set, 
 		return Set{}, err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if err := c.job.CheckLease(int(index), token); err != nil {
+		// As in Heartbeat: the refusal may depend on a change in flight.
+		b := c.pending()
+		c.mu.Unlock()
+		if werr := c.await(context.Background(), b); werr != nil {
+			return Set{}, werr
+		}
 		return Set{}, err
 	}
+	defer c.mu.Unlock()
 	return *c.job.Sets[index], nil
 }
 
@@ -283,12 +299,19 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		return err
 	}
 	log := c.log.With("job", c.rec.ID, "set", s.Index, "node", h.Node, "token", h.Token)
-	tmp, sum, size, err := c.receivePart(stream, h, s)
-	if tmp != "" {
-		defer os.Remove(tmp)
+	f, sum, size, err := c.receivePart(stream, h, s)
+	stored := false
+	if f != nil {
+		defer func() {
+			f.Close()
+			if !stored {
+				os.Remove(f.Name())
+			}
+		}()
 	}
 	if err == nil {
-		err = c.verifyPart(tmp, s)
+		// From the file still open: no second open of what was just written.
+		err = c.verifyPart(f, size, s)
 	}
 	if errors.Is(err, ErrBadPart) {
 		// The node sent a bad part (wrong checksum or size, truncated, not
@@ -311,12 +334,12 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		if err := j.CheckLease(s.Index, h.Token); err != nil {
 			return nil, nil, err
 		}
-		if err := os.Rename(tmp, filepath.Join(c.partDir, name)); err != nil {
+		if err := os.Rename(f.Name(), filepath.Join(c.partDir, name)); err != nil {
 			return nil, nil, fmt.Errorf("storing part of set %d: %w", s.Index, err)
 		}
-		if err := syncDir(c.partDir); err != nil {
-			return nil, nil, err
-		}
+		stored = true
+		// One fsync of the folder for every part of the batch.
+		c.syncBeforeCommit(c.partDir)
 		ev, err := j.Complete(s.Index, h.Token, PartInfo{Name: name, Size: size, SHA256: sum, EncodeMS: h.EncodeMs, Node: h.Node}, c.cfg.Now())
 		return []*Set{j.Sets[s.Index]}, ev, err
 	})
@@ -339,27 +362,29 @@ func (c *Coordinator) maxPartBytes(s Set) int64 {
 	return raw + 16<<20
 }
 
-// receivePart writes the upload to a temp file, hashing it on the way.
-func (c *Coordinator) receivePart(stream farmpb.NodeService_UploadPartServer, h *farmpb.PartHeader, s Set) (string, string, int64, error) {
+// receivePart writes the upload to a temp file, hashing it on the way, and
+// returns that file open (nil when none was made); the caller closes it.
+func (c *Coordinator) receivePart(stream farmpb.NodeService_UploadPartServer, h *farmpb.PartHeader, s Set) (*os.File, string, int64, error) {
 	limit := c.maxPartBytes(s)
 	if h.Size <= 0 || h.Size > limit {
-		return "", "", 0, fmt.Errorf("%w: set %d: a part of %d bytes is out of bounds (1 to %d)", ErrBadPart, s.Index, h.Size, limit)
+		return nil, "", 0, fmt.Errorf("%w: set %d: a part of %d bytes is out of bounds (1 to %d)", ErrBadPart, s.Index, h.Size, limit)
 	}
-	f, err := os.CreateTemp(c.partDir, fmt.Sprintf(".tmp-set-%05d-t%d-*", s.Index, h.Token))
+	// Not in the parts folder, which the renames of accepted parts and its
+	// fsync once per batch keep busy.
+	f, err := os.CreateTemp(c.jobDir, fmt.Sprintf(".tmp-set-%05d-t%d-*", s.Index, h.Token))
 	if err != nil {
-		return "", "", 0, fmt.Errorf("storing part of set %d: %w", s.Index, err)
+		return nil, "", 0, fmt.Errorf("storing part of set %d: %w", s.Index, err)
 	}
-	defer f.Close()
 	hash := sha256.New()
 	var size int64
 	var trailer *farmpb.PartTrailer
 	for trailer == nil {
 		m, err := stream.Recv()
 		if err == io.EOF {
-			return f.Name(), "", 0, fmt.Errorf("%w: set %d: upload ended without its trailer after %d bytes", ErrBadPart, s.Index, size)
+			return f, "", 0, fmt.Errorf("%w: set %d: upload ended without its trailer after %d bytes", ErrBadPart, s.Index, size)
 		}
 		if err != nil {
-			return f.Name(), "", 0, err
+			return f, "", 0, err
 		}
 		switch {
 		case m.GetTrailer() != nil:
@@ -368,29 +393,29 @@ func (c *Coordinator) receivePart(stream farmpb.NodeService_UploadPartServer, h 
 			chunk := m.GetChunk()
 			size += int64(len(chunk))
 			if size > h.Size {
-				return f.Name(), "", 0, fmt.Errorf("%w: set %d: upload is larger than the %d bytes announced", ErrBadPart, s.Index, h.Size)
+				return f, "", 0, fmt.Errorf("%w: set %d: upload is larger than the %d bytes announced", ErrBadPart, s.Index, h.Size)
 			}
 			hash.Write(chunk)
 			if _, err := f.Write(chunk); err != nil {
-				return f.Name(), "", 0, fmt.Errorf("storing part of set %d: %w", s.Index, err)
+				return f, "", 0, fmt.Errorf("storing part of set %d: %w", s.Index, err)
 			}
 		default:
 			// Every message must move the upload on (at least one byte, or
 			// the end), so that the size bound also bounds the stream.
-			return f.Name(), "", 0, fmt.Errorf("%w: set %d: after its header an upload sends non-empty chunks, then its trailer; got an empty message or a second header", ErrBadPart, s.Index)
+			return f, "", 0, fmt.Errorf("%w: set %d: after its header an upload sends non-empty chunks, then its trailer; got an empty message or a second header", ErrBadPart, s.Index)
 		}
 	}
 	sum := hex.EncodeToString(hash.Sum(nil))
 	if size != h.Size {
-		return f.Name(), "", 0, fmt.Errorf("%w: set %d: received %d bytes, %d announced", ErrBadPart, s.Index, size, h.Size)
+		return f, "", 0, fmt.Errorf("%w: set %d: received %d bytes, %d announced", ErrBadPart, s.Index, size, h.Size)
 	}
 	if got := hex.EncodeToString(trailer.Sha256); got != sum {
-		return f.Name(), "", 0, fmt.Errorf("%w: set %d: SHA-256 mismatch: node says %s, received data is %s", ErrBadPart, s.Index, got, sum)
+		return f, "", 0, fmt.Errorf("%w: set %d: SHA-256 mismatch: node says %s, received data is %s", ErrBadPart, s.Index, got, sum)
 	}
 	if err := f.Sync(); err != nil {
-		return f.Name(), "", 0, err
+		return f, "", 0, err
 	}
-	return f.Name(), sum, size, nil
+	return f, sum, size, nil
 }
 
 // verifyPart checks the part's codec parameters, frame count and timing
@@ -398,10 +423,10 @@ func (c *Coordinator) receivePart(stream farmpb.NodeService_UploadPartServer, h 
 // ~150-300 ms of CPU, most of the coordinator's work per set. Every frame
 // must last exactly one frame period in the fps time base, which is what
 // lets the join lay the parts end to end without rounding.
-func (c *Coordinator) verifyPart(path string, s Set) error {
+func (c *Coordinator) verifyPart(r io.ReaderAt, size int64, s Set) error {
 	st := c.rec.Settings
 	codec, _ := ffmpeg.LookupCodec(st.Codec)
-	p, err := mp4.ReadFile(path)
+	p, err := mp4.Read(r, size)
 	if err != nil {
 		return fmt.Errorf("%w: set %d: the part is not a readable video: %v", ErrBadPart, s.Index, err)
 	}

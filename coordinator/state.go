@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"fmt"
+	"math/bits"
 	"time"
 )
 
@@ -86,6 +87,64 @@ type Job struct {
 	// see Expire.
 	lastRun    time.Time
 	pauseAfter time.Duration
+	// idx is built from Sets on first use; every state change of a set
+	// after that goes through setState, which keeps it true.
+	idx *setIndex
+}
+
+// setIndex answers Grant's and Complete's questions without a scan of
+// every set on every call: which sets are A, in index order, and how many
+// are C.
+type setIndex struct {
+	avail     []uint64 // bit i%64 of word i/64: set i is A
+	completed int
+}
+
+func (j *Job) index() *setIndex {
+	if j.idx == nil {
+		x := &setIndex{avail: make([]uint64, (len(j.Sets)+63)/64)}
+		for _, s := range j.Sets {
+			switch s.State {
+			case Available:
+				x.avail[s.Index/64] |= 1 << (s.Index % 64)
+			case Completed:
+				x.completed++
+			}
+		}
+		j.idx = x
+	}
+	return j.idx
+}
+
+// setState moves s to st, keeping the index.
+func (j *Job) setState(s *Set, st State) {
+	x := j.index()
+	switch s.State {
+	case Available:
+		x.avail[s.Index/64] &^= 1 << (s.Index % 64)
+	case Completed:
+		x.completed--
+	}
+	switch st {
+	case Available:
+		x.avail[s.Index/64] |= 1 << (s.Index % 64)
+	case Completed:
+		x.completed++
+	}
+	s.State = st
+}
+
+// available calls fn on every A set in index order until fn returns false.
+func (j *Job) available(fn func(s *Set) bool) {
+	for w, word := range j.index().avail {
+		for word != 0 {
+			i := w*64 + bits.TrailingZeros64(word)
+			word &= word - 1
+			if !fn(j.Sets[i]) {
+				return
+			}
+		}
+	}
 }
 
 // Partition splits n frames into k contiguous sets of near-equal size
@@ -123,24 +182,23 @@ func (j *Job) Grant(node string, now time.Time) (*Set, []Event, error) {
 		return nil, nil, fmt.Errorf("%w: node %s failed %d sets of job %s", ErrNodeExcluded, node, j.NodeFailures[node], j.ID)
 	}
 	var pick *Set
-	for _, s := range j.Sets {
-		if s.State != Available {
-			continue
-		}
-		if !contains(s.FailedOn, node) {
-			pick = s
-			break
-		}
+	j.available(func(s *Set) bool {
 		if pick == nil {
 			pick = s
 		}
-	}
+		if !contains(s.FailedOn, node) {
+			pick = s
+			return false
+		}
+		return true
+	})
 	if pick == nil {
 		return nil, nil, ErrNoWork
 	}
 	j.ran(now)
 	j.NextToken++
-	pick.State, pick.Node, pick.Token = Assigned, node, j.NextToken
+	j.setState(pick, Assigned)
+	pick.Node, pick.Token = node, j.NextToken
 	pick.LastBeat, pick.LastProgress, pick.FramesDone = now, now, 0
 	return pick, []Event{{At: now, Kind: "set_granted", Set: pick.Index, Node: node,
 		Detail: fmt.Sprintf("token %d, frames %d", pick.Token, pick.Count)}}, nil
@@ -190,7 +248,8 @@ func (j *Job) Complete(index int, token uint64, part PartInfo, now time.Time) ([
 		return nil, err
 	}
 	j.ran(now)
-	s.State, s.Part, s.FramesDone = Completed, part, s.Count
+	j.setState(s, Completed)
+	s.Part, s.FramesDone = part, s.Count
 	ev := []Event{{At: now, Kind: "part_accepted", Set: index, Node: part.Node,
 		Detail: fmt.Sprintf("%d bytes, sha256 %s, encoded in %d ms", part.Size, part.SHA256, part.EncodeMS)}}
 	if j.allCompleted() {
@@ -200,14 +259,7 @@ func (j *Job) Complete(index int, token uint64, part PartInfo, now time.Time) ([
 	return ev, nil
 }
 
-func (j *Job) allCompleted() bool {
-	for _, s := range j.Sets {
-		if s.State != Completed {
-			return false
-		}
-	}
-	return true
-}
+func (j *Job) allCompleted() bool { return j.index().completed == len(j.Sets) }
 
 // Release gives a set back to A. A non-empty reason is a failure of the set
 // on the node holding it: after MaxFailures distinct nodes the set goes to
@@ -219,7 +271,8 @@ func (j *Job) Release(index int, token uint64, reason string, now time.Time) ([]
 	}
 	j.ran(now)
 	node := s.Node
-	s.State, s.Node, s.FramesDone = Available, "", 0
+	j.setState(s, Available)
+	s.Node, s.FramesDone = "", 0
 	if reason == "" {
 		return []Event{{At: now, Kind: "set_released", Set: index, Node: node, Detail: "given back"}}, nil
 	}
@@ -239,7 +292,7 @@ func (j *Job) Release(index int, token uint64, reason string, now time.Time) ([]
 	// Grant gives a failed set to another node first when it can.
 	s.FailedOn = append(s.FailedOn, node)
 	if len(s.FailedOn) >= MaxFailures {
-		s.State = Failed
+		j.setState(s, Failed)
 		if j.State == JobFailed {
 			// Another set failed the job first: that stays its reason,
 			// with one job_failed event.
@@ -311,7 +364,8 @@ func (j *Job) Expire(now time.Time, heartbeatTimeout, lease time.Duration) []Eve
 		}
 		ev = append(ev, Event{At: now, Kind: "lease_expired", Set: s.Index, Node: s.Node,
 			Detail: fmt.Sprintf("token %d: %s", s.Token, why)})
-		s.State, s.Node, s.FramesDone = Available, "", 0
+		j.setState(s, Available)
+		s.Node, s.FramesDone = "", 0
 	}
 	return ev
 }
@@ -324,22 +378,6 @@ func (j *Job) Finish(err error, detail string, now time.Time) []Event {
 	}
 	j.State = JobDone
 	return []Event{{At: now, Kind: "job_done", Set: -1, Detail: detail}}
-}
-
-// clone copies the job deeply enough to restore it if persisting a change fails.
-func (j *Job) clone() *Job {
-	c := *j
-	c.Sets = make([]*Set, len(j.Sets))
-	for i, s := range j.Sets {
-		cs := *s
-		cs.FailedOn = append([]string(nil), s.FailedOn...)
-		c.Sets[i] = &cs
-	}
-	c.NodeFailures = make(map[string]int, len(j.NodeFailures))
-	for k, v := range j.NodeFailures {
-		c.NodeFailures[k] = v
-	}
-	return &c
 }
 
 func contains(list []string, s string) bool {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -578,5 +579,111 @@ func TestPauseNoticedByAHeartbeatFirst(t *testing.T) {
 	}
 	if err := j.Beat(b.Index, b.Token, 1, t0.Add(41*time.Second)); err != nil {
 		t.Fatalf("b after the pause: %v", err)
+	}
+}
+
+// clone copies the job deeply enough to compare it after a refused transition.
+func (j *Job) clone() *Job {
+	c := *j
+	c.Sets = make([]*Set, len(j.Sets))
+	for i, s := range j.Sets {
+		cs := *s
+		cs.FailedOn = append([]string(nil), s.FailedOn...)
+		c.Sets[i] = &cs
+	}
+	if j.idx != nil {
+		c.idx = &setIndex{avail: append([]uint64(nil), j.idx.avail...), completed: j.idx.completed}
+	}
+	c.NodeFailures = make(map[string]int, len(j.NodeFailures))
+	for k, v := range j.NodeFailures {
+		c.NodeFailures[k] = v
+	}
+	return &c
+}
+
+// The index of sets by state agrees with a scan of the sets after every
+// transition, and Grant picks what a scan would: the lowest A set not
+// failed on the node, else the lowest A set.
+func TestSetIndexMatchesScan(t *testing.T) {
+	scanPick := func(j *Job, node string) int {
+		pick := -1
+		for _, s := range j.Sets {
+			if s.State != Available {
+				continue
+			}
+			if !slices.Contains(s.FailedOn, node) {
+				return s.Index
+			}
+			if pick < 0 {
+				pick = s.Index
+			}
+		}
+		return pick
+	}
+	check := func(t *testing.T, j *Job, after string) {
+		t.Helper()
+		fresh := &Job{Sets: j.Sets}
+		if !reflect.DeepEqual(fresh.index(), j.index()) {
+			t.Fatalf("after %s: index %+v, a scan gives %+v", after, *j.index(), *fresh.index())
+		}
+	}
+	type op struct {
+		name string
+		do   func(t *testing.T, j *Job)
+	}
+	grant := func(node string) op {
+		return op{"grant to " + node, func(t *testing.T, j *Job) {
+			want := scanPick(j, node)
+			s, _, err := j.Grant(node, t0)
+			if want < 0 {
+				if !errors.Is(err, ErrNoWork) && !errors.Is(err, ErrJobFinished) {
+					t.Fatalf("grant with no A set: %v", err)
+				}
+				return
+			}
+			if err != nil || s.Index != want {
+				t.Fatalf("granted %v (%v), a scan picks set %d", s, err, want)
+			}
+		}}
+	}
+	release := func(index int, reason string) op {
+		return op{fmt.Sprintf("release %d %q", index, reason), func(t *testing.T, j *Job) {
+			if _, err := j.Release(index, j.Sets[index].Token, reason, t0); err != nil {
+				t.Fatal(err)
+			}
+		}}
+	}
+	complete := func(index int) op {
+		return op{fmt.Sprintf("complete %d", index), func(t *testing.T, j *Job) {
+			if _, err := j.Complete(index, j.Sets[index].Token, PartInfo{Name: "p"}, t0); err != nil {
+				t.Fatal(err)
+			}
+		}}
+	}
+	expire := op{"expire", func(t *testing.T, j *Job) { j.Expire(t0.Add(time.Hour), time.Minute, time.Hour) }}
+	tests := []struct {
+		name        string
+		frames, sps int
+		ops         []op
+	}{
+		{"in order across words", 200, 130, []op{grant("a"), grant("b"), complete(0), release(1, ""), grant("c"), grant("c")}},
+		{"a set failed on the node goes to another first", 10, 3, []op{
+			grant("a"), release(0, "boom"), grant("a"), grant("b"), grant("a"), grant("a")}},
+		{"expired leases come back", 100, 70, []op{grant("a"), grant("b"), grant("c"), complete(1), expire, grant("d")}},
+		{"the last completion", 2, 2, []op{grant("a"), grant("b"), complete(0), complete(1), grant("c")}},
+		{"a set failing three times", 4, 1, []op{grant("a"), release(0, "x"), grant("b"), release(0, "y"), grant("c"), release(0, "z")}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			j := newJob(tc.frames, tc.sps)
+			check(t, j, "start")
+			for _, o := range tc.ops {
+				o.do(t, j)
+				check(t, j, o.name)
+			}
+			if got, want := j.allCompleted(), !slices.ContainsFunc(j.Sets, func(s *Set) bool { return s.State != Completed }); got != want {
+				t.Fatalf("allCompleted %t, a scan says %t", got, want)
+			}
+		})
 	}
 }

@@ -13,10 +13,13 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 )
 
-// store keeps the coordinator's state in SQLite. Every change is one
-// transaction, committed (synchronous=FULL) before it is acknowledged.
+// store keeps the coordinator's state in SQLite. Changes are committed in
+// batches (see batch), each one transaction (synchronous=FULL), before any
+// of them is acknowledged.
 type store struct {
 	db *sql.DB
+	// The statements of every change, prepared once.
+	insEvent, updSet, updJob *sql.Stmt
 }
 
 const schema = `
@@ -82,7 +85,21 @@ func openStore(dir string) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("preparing %s (is another coordinator using this --data folder?): %w", path, err)
 	}
-	return &store{db: db}, nil
+	st := &store{db: db}
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{&st.insEvent, `INSERT INTO events (job_id, seq, unix_ms, kind, set_idx, node, detail) VALUES (?,?,?,?,?,?,?)`},
+		{&st.updSet, `UPDATE sets SET state=?, node=?, token=?, failed_on=?, last_error=?, part=? WHERE job_id=? AND idx=?`},
+		{&st.updJob, `UPDATE jobs SET state=?, reason=?, next_token=?, last_seq=? WHERE id=?`},
+	} {
+		if *p.stmt, err = db.Prepare(p.sql); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("preparing %s: %w", path, err)
+		}
+	}
+	return st, nil
 }
 
 func (s *store) Close() error { return s.db.Close() }
@@ -133,39 +150,49 @@ func (s *store) createJob(ctx context.Context, rec jobRecord, frames []frameReco
 				return err
 			}
 		}
-		return writeChange(tx, job, nil, events)
+		b := newBatch()
+		b.add(job, nil, events)
+		return writeBatch(ctx, tx, s, rec.ID, b)
 	})
 }
 
-// commit persists a change of job: its scalar fields, the dirty sets and the
-// new events (numbered here, in order).
+// commit persists one change of job: its scalar fields, the dirty sets and
+// the new events (numbered here, in order).
 func (s *store) commit(ctx context.Context, job *Job, dirty []*Set, events []Event) error {
-	return s.tx(ctx, func(tx *sql.Tx) error { return writeChange(tx, job, dirty, events) })
+	b := newBatch()
+	b.add(job, dirty, events)
+	return s.write(ctx, job.ID, b)
 }
 
-func writeChange(tx *sql.Tx, job *Job, dirty []*Set, events []Event) error {
-	for i := range events {
-		job.LastSeq++
-		events[i].Seq = job.LastSeq
-		e := events[i]
-		if _, err := tx.Exec(`INSERT INTO events (job_id, seq, unix_ms, kind, set_idx, node, detail) VALUES (?,?,?,?,?,?,?)`,
-			job.ID, e.Seq, e.At.UnixMilli(), e.Kind, e.Set, e.Node, e.Detail); err != nil {
-			return err
+// write commits a batch of changes in one transaction.
+func (s *store) write(ctx context.Context, jobID string, b *batch) error {
+	for _, d := range b.dirs {
+		if err := syncDir(d); err != nil {
+			return fmt.Errorf("saving state: %w", err)
 		}
 	}
-	if _, err := tx.Exec(`UPDATE jobs SET state=?, reason=?, next_token=?, last_seq=? WHERE id=?`,
-		job.State, job.Reason, job.NextToken, job.LastSeq, job.ID); err != nil {
-		return err
-	}
-	for _, st := range dirty {
-		failed, _ := json.Marshal(st.FailedOn)
-		part, _ := json.Marshal(st.Part)
-		if _, err := tx.Exec(`UPDATE sets SET state=?, node=?, token=?, failed_on=?, last_error=?, part=? WHERE job_id=? AND idx=?`,
-			string(st.State), st.Node, st.Token, string(failed), st.LastError, string(part), job.ID, st.Index); err != nil {
-			return err
+	return s.tx(ctx, func(tx *sql.Tx) error { return writeBatch(ctx, tx, s, jobID, b) })
+}
+
+func writeBatch(ctx context.Context, tx *sql.Tx, s *store, jobID string, b *batch) error {
+	if len(b.events) > 0 {
+		ins := tx.StmtContext(ctx, s.insEvent)
+		for _, e := range b.events {
+			if _, err := ins.ExecContext(ctx, jobID, e.Seq, e.At.UnixMilli(), e.Kind, e.Set, e.Node, e.Detail); err != nil {
+				return err
+			}
 		}
 	}
-	return nil
+	if len(b.sets) > 0 {
+		upd := tx.StmtContext(ctx, s.updSet)
+		for _, r := range b.sets {
+			if _, err := upd.ExecContext(ctx, string(r.State), r.Node, r.Token, r.FailedOn, r.LastError, r.Part, jobID, r.Index); err != nil {
+				return err
+			}
+		}
+	}
+	_, err := tx.StmtContext(ctx, s.updJob).ExecContext(ctx, b.job.State, b.job.Reason, b.job.NextToken, b.job.LastSeq, jobID)
+	return err
 }
 
 func (s *store) setFinal(ctx context.Context, id, name string, size int64, sha string) error {
