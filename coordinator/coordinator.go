@@ -16,7 +16,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -182,7 +181,6 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 			return nil, fmt.Errorf("--scale %q: give the size as WIDTHxHEIGHT, e.g. 1920x1080", cfg.Scale)
 		}
 	}
-	defer limitStartMemory()()
 	seq, err := frameseq.Scan(dir, frameseq.Options{Pattern: cfg.Pattern,
 		AllowGaps: cfg.Gaps == "hold" || cfg.Gaps == "skip", AllowMixedDimensions: cfg.Scale != ""})
 	if err != nil {
@@ -291,25 +289,6 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	removeTemps(c.partDir)
 	removeTemps(c.jobDir)
 	return c, nil
-}
-
-// startMemoryLimit is the Go heap's soft limit while New runs. Scanning the
-// frames folder and storing the frame list make short-lived garbage much
-// faster than they keep data: on 100,000 frames New keeps ~40 MB, yet with
-// the default GC pacing the process peaked at ~110 MB RSS there, more than
-// at any time after. Under this limit (set for the whole process with
-// GOMEMLIMIT) it peaked at ~76 MB, for ~0.4 CPU-s more.
-const startMemoryLimit = 60 << 20
-
-// limitStartMemory sets startMemoryLimit unless a lower limit is set, and
-// returns what puts the process's limit back.
-func limitStartMemory() (restore func()) {
-	prev := debug.SetMemoryLimit(-1)
-	if prev <= startMemoryLimit {
-		return func() {}
-	}
-	debug.SetMemoryLimit(startMemoryLimit)
-	return func() { debug.SetMemoryLimit(prev) }
 }
 
 func checkSettings(cfg Config) (jobSettings, error) {

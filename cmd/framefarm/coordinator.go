@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -54,7 +55,9 @@ parts, and joins them into the final video. Started again on the same
 	}
 	cfg.Token = creds.Token(cfg.Token)
 
+	restore := limitStartMemory()
 	c, err := coordinator.New(ctx, cfg)
+	restore()
 	if err != nil {
 		return err
 	}
@@ -69,4 +72,24 @@ parts, and joins them into the final video. Started again on the same
 		return err
 	}
 	return <-done
+}
+
+// startMemoryLimit is the coordinator process's soft Go heap limit while
+// coordinator.New runs. Scanning the frames folder and storing the frame
+// list make short-lived garbage much faster than they keep data: on 100,000
+// frames New keeps ~40 MB, yet with the default GC pacing the process
+// peaked at ~110 MB RSS there, more than at any time after. Under this limit
+// it peaked at ~76 MB, for ~0.4 CPU-s more. The process's limit is its
+// owner's to set, so it is set here, not in the coordinator package.
+const startMemoryLimit = 60 << 20
+
+// limitStartMemory sets startMemoryLimit unless a lower limit is set
+// (GOMEMLIMIT), and returns what puts the process's limit back.
+func limitStartMemory() (restore func()) {
+	prev := debug.SetMemoryLimit(-1)
+	if prev <= startMemoryLimit {
+		return func() {}
+	}
+	debug.SetMemoryLimit(startMemoryLimit)
+	return func() { debug.SetMemoryLimit(prev) }
 }
