@@ -83,7 +83,7 @@ else
 	O_FRAMES=f720 O_N=600 O_SIZE=1280x720 O_SRC=mandelbrot O_PRESETS="veryfast medium"
 	S_FRAMES=f720-240 S_PRESET=veryfast
 	V_FRAMES=f360 V_N=96 V_SIZE=640x360 V_SRC=mandelbrot
-	C_FRAMES=f16 C_N=100000 C_SETS=10000 C_NODES="100 1000" C_UNTIL_DONE=0 C_WARM=5 C_WIN=15
+	C_FRAMES=f16 C_N=100000 C_SETS=10000 C_NODES="100 1000" C_UNTIL_DONE=0 C_WARM=5 C_WIN=15 C_RATE=1000
 	D_FRAMES=f720 D_SETS=8 D_ROUNDS=5 J_SRC=mandelbrot
 	M_FRAMES=f4k M_N=24 M_SRC=mandelbrot M_SETS=4 M_REPS=1
 	PROFILE=${BENCH_PROFILE:-1}
@@ -339,6 +339,23 @@ capacity() {
 		done
 	done
 	if [ $QUICK = 0 ]; then
+		# Latency at a given load: the same nodes, each starting a cycle
+		# every nodes/C_RATE seconds (as real nodes do between encodes),
+		# rather than at saturation, where by Little's law a grant waits
+		# about nodes/throughput whatever the coordinator does.
+		for n in $C_NODES; do
+			for ((r = 1; r <= creps; r++)); do
+				log "4 coordinator capacity: $n nodes at an offered $C_RATE cycles/s, run $r/$creps"
+				cap_run "cp$n-$r" "$n" --rate "$C_RATE" --warmup "${C_WARM}s" --duration "${C_WIN}s"
+				rec "c.$n.pace.cps" "$(field cycles_per_s)"
+				rec "c.$n.pace.p50" "$(field grant_p50_ms)"
+				rec "c.$n.pace.p99" "$(field grant_p99_ms)"
+				rec "c.$n.pace.hwm" "$(field coord_hwm_kb)"
+				local cyc cg
+				cyc=$(field cycles) cg=$(field coord_cgroup_cpu_s)
+				if [ "$cyc" -gt 0 ] && [ "$CG_MODE" != none ]; then rec "c.$n.pace.cpu_ms" "$(calc "$cg * 1000 / $cyc" 2)"; fi
+			done
+		done
 		# The cost of a cycle, counted over a whole small job (10 frames a
 		# set, as above) run to completion by 10 nodes.
 		for ((r = 1; r <= 1; r++)); do

@@ -100,6 +100,15 @@ table() {
 		row 4 "… grant latency p50 / p99" "$(fmt "$p50" 1) / $(fmt "$p99" 1) ms" "—" "$(fmt "$(get "c.$n.grants")" 0) grants measured" "p99 ≤ 50 ms" "$(verdict "$p99" "<=" 50)"
 		row 4 "… coordinator peak RSS (VmHWM)" "$(mb "$h") MiB" "—" "$(mb "$(get c.hwm_start)") MiB once the job was created" "≤ 100 MB" "$(verdict "$(calc "$h*1024/1e6")" "<=" 100)"
 	done
+	for n in $C_NODES; do
+		has "c.$n.pace.cps" || continue
+		local p99 h
+		p99=$(get "c.$n.pace.p99") h=$(get "c.$n.pace.hwm")
+		row 4 "coordinator, $n simulated nodes at an offered $C_RATE cycles/s (each starts one every $(calc "$n / $C_RATE" 2) s): cycles/s achieved" \
+			"$(fmt "$(get "c.$n.pace.cps")" 1)" "$C_RATE offered" "$(fmt "$(get "c.$n.pace.cpu_ms")" 2) ms of coordinator CPU per cycle" "(keeps up)" "—"
+		row 4 "… grant latency p50 / p99 at that load" "$(fmt "$(get "c.$n.pace.p50")" 1) / $(fmt "$p99" 1) ms" "—" "open loop: latency at a load, not at saturation" "p99 ≤ 50 ms" "$(verdict "$p99" "<=" 50)"
+		row 4 "… coordinator peak RSS (VmHWM)" "$(mb "$h") MiB" "—" "" "≤ 100 MB" "$(verdict "$(calc "$h*1024/1e6")" "<=" 100)"
+	done
 	if has c.cost.cps; then
 		row 4 "cost: 1000 frames in 100 sets run to completion by 10 nodes: cycles/s" "$(fmt "$(get c.cost.cps)" 1)" "—" \
 			"$(fmt "$(get c.cost.cpu_ms)" 0) ms CPU per cycle ($(fmt "$(get c.cost.own_ms)" 1) ms in the coordinator, the rest in its ffprobe); grant p50 / p99 $(fmt "$(get c.cost.p50)" 1) / $(fmt "$(get c.cost.p99)" 1) ms" "≥ 1000/s" "$(verdict "$(get c.cost.cps)" ">=" 1000)"

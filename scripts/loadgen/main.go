@@ -286,6 +286,7 @@ func runCycles(ctx context.Context, args []string) error {
 	source := fs.String("part-source", "testsrc2", "ffmpeg lavfi `SOURCE` of the fake parts' frames (testsrc2, mandelbrot...)")
 	cache := fs.String("part-cache", "", "keep the fake parts in `DIR` and reuse them across runs")
 	usageFile := fs.String("cgroup-usage", "", "the coordinator's cgroup CPU usage `FILE` (v1 cpuacct.usage or v2 cpu.stat), read at the window's start and end")
+	offered := fs.Float64("rate", 0, "offered load: cycles per second from all the nodes together, each node starting one every nodes/rate seconds (a farm's nodes spend that time encoding); 0: every node starts its next cycle at once (saturation)")
 	_ = fs.Parse(args)
 	ctx, cancel := context.WithTimeout(ctx, *limit)
 	defer cancel()
@@ -352,6 +353,15 @@ func runCycles(ctx context.Context, args []string) error {
 		cpuMu.Unlock()
 	})
 	defer cpuTimer.Stop()
+	// With an offered rate, node i starts its cycles on its own schedule,
+	// every period from a start spread evenly over one period: latency is
+	// then measured at that load (open loop), not at saturation, where by
+	// Little's law it is only nodes/throughput. A cycle that overruns its
+	// slot starts the next at once.
+	var period time.Duration
+	if *offered > 0 {
+		period = time.Duration(float64(*nodes) / *offered * float64(time.Second))
+	}
 	var wg sync.WaitGroup
 	for i := range *nodes {
 		cl := farmpb.NewNodeServiceClient(cs[i%nc])
@@ -359,7 +369,21 @@ func runCycles(ctx context.Context, args []string) error {
 		wg.Go(func() {
 			var lg, lc []sample
 			defer func() { mu.Lock(); grantS, cycleS = append(grantS, lg...), append(cycleS, lc...); mu.Unlock() }()
+			next := start.Add(period * time.Duration(i) / time.Duration(*nodes))
 			for runCtx.Err() == nil {
+				if period > 0 {
+					if wait := time.Until(next); wait > 0 {
+						select {
+						case <-runCtx.Done():
+							return
+						case <-time.After(wait):
+						}
+					}
+					next = next.Add(period)
+					if now := time.Now(); next.Before(now) {
+						next = now
+					}
+				}
 				c0 := time.Now()
 				resp, err := cl.AcquireSet(runCtx, &farmpb.AcquireSetRequest{Node: name})
 				grant := time.Since(c0)
@@ -477,8 +501,8 @@ func runCycles(ctx context.Context, args []string) error {
 	if e, ok := lastErr.Load().(string); ok {
 		fmt.Printf("loadgen: last error: %s\n", e)
 	}
-	res := fmt.Sprintf("RESULT mode=cycles release=%t nodes=%d conns=%d grants=%d cycles=%d seconds=%.2f cycles_per_s=%.1f grant_p50_ms=%s grant_p99_ms=%s grant_max_ms=%s cycle_p50_ms=%s cycle_p99_ms=%s errors=%d hb_errors=%d coord_hwm_kb=%d coord_rss_kb=%d coord_cpu_s=%.2f coord_cgroup_cpu_s=%.2f",
-		*release, *nodes, nc, len(grants), len(cycles), secs, rate, ms(pct(grants, 0.5)), ms(pct(grants, 0.99)), ms(pct(grants, 1)),
+	res := fmt.Sprintf("RESULT mode=cycles offered_per_s=%.0f release=%t nodes=%d conns=%d grants=%d cycles=%d seconds=%.2f cycles_per_s=%.1f grant_p50_ms=%s grant_p99_ms=%s grant_max_ms=%s cycle_p50_ms=%s cycle_p99_ms=%s errors=%d hb_errors=%d coord_hwm_kb=%d coord_rss_kb=%d coord_cpu_s=%.2f coord_cgroup_cpu_s=%.2f",
+		*offered, *release, *nodes, nc, len(grants), len(cycles), secs, rate, ms(pct(grants, 0.5)), ms(pct(grants, 0.99)), ms(pct(grants, 1)),
 		ms(pct(cycles, 0.5)), ms(pct(cycles, 0.99)), errCount.Load(), hbErrors.Load(), mem["VmHWM"], mem["VmRSS"], cpu1-cpu0, cg1-cg0)
 	if *untilDone {
 		state, detail, err := waitJoin(ctx, farm)
