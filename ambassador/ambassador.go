@@ -58,6 +58,15 @@ const (
 	// maxMsgSize bounds every message on both sides (frames and parts travel
 	// in chunks of 64 KiB to 1 MiB).
 	maxMsgSize = 4 << 20
+	// bulkWindow is the HTTP/2 flow-control window of each stream, both
+	// ways (the connection's is twice that). gRPC's default is dynamic and
+	// starts at 64 KiB, which stalls a bulk stream on every round trip;
+	// fixed, it also bounds what each hop buffers, whatever the frame size.
+	bulkWindow = 4 << 20
+	// bulkBuffer is the socket read and write buffer on both sides: with
+	// gRPC's 32 KiB, a stream of 1 MiB messages costs a syscall every two
+	// HTTP/2 frames.
+	bulkBuffer = 256 << 10
 	// shutdownGrace is how long Run waits for in-flight calls on shutdown
 	// before it stops the server hard.
 	shutdownGrace = 5 * time.Second
@@ -242,6 +251,12 @@ func New(cfg Config) (*Ambassador, error) {
 			grpc.MaxCallRecvMsgSize(maxMsgSize),
 			grpc.MaxCallSendMsgSize(maxMsgSize),
 		),
+		// Frames stream through in 1 MiB messages; see bulkWindow.
+		grpc.WithInitialWindowSize(bulkWindow),
+		grpc.WithInitialConnWindowSize(2 * bulkWindow),
+		grpc.WithReadBufferSize(bulkBuffer),
+		grpc.WithWriteBufferSize(bulkBuffer),
+		grpc.WithSharedWriteBuffer(true),
 	}
 	opts = append(opts, cfg.DialOptions...)
 	conn, err := grpc.NewClient(cfg.Coordinator, opts...)
@@ -303,6 +318,11 @@ func (a *Ambassador) Run(ctx context.Context) error {
 		}),
 		grpc.MaxRecvMsgSize(maxMsgSize),
 		grpc.MaxSendMsgSize(maxMsgSize),
+		grpc.InitialWindowSize(bulkWindow),
+		grpc.InitialConnWindowSize(2*bulkWindow),
+		grpc.ReadBufferSize(bulkBuffer),
+		grpc.WriteBufferSize(bulkBuffer),
+		grpc.SharedWriteBuffer(true),
 	)
 	farmpb.RegisterNodeServiceServer(srv, a)
 

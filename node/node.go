@@ -84,14 +84,31 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Slots <= 0 {
 		cfg.Slots = DefaultSlots
 	}
-	conn, err := grpc.NewClient(cfg.Ambassador,
+	conn, err := grpc.NewClient(cfg.Ambassador, append(TransportOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))...)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador address %q: %w", cfg.Ambassador, err)
 	}
 	return &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), conn: conn,
 		client: farmpb.NewNodeServiceClient(conn), load: newLoadMeter()}, nil
+}
+
+// TransportOptions tune the node's connection to its ambassador for the
+// frame streams (exported so that the benchmark's stand-in node receives
+// the way a node does). gRPC's defaults suit small calls: a dynamic window
+// that starts at 64 KiB stalls a bulk stream on every round trip, and a
+// 32 KiB read buffer costs a read syscall every two HTTP/2 frames. The
+// window bounds what may arrive before the node reads it, per set and for
+// the connection, whatever the frame size.
+func TransportOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithInitialWindowSize(4 << 20),
+		grpc.WithInitialConnWindowSize(8 << 20),
+		grpc.WithReadBufferSize(256 << 10),
+		grpc.WithWriteBufferSize(256 << 10),
+		grpc.WithSharedWriteBuffer(true),
+	}
 }
 
 // DefaultSlots is the node's default number of sets at once. One set at a

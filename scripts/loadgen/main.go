@@ -41,6 +41,7 @@ import (
 
 	"github.com/framefarm/framefarm/internal/creds"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
+	"github.com/framefarm/framefarm/node"
 	farmpb "github.com/framefarm/framefarm/proto"
 	"google.golang.org/grpc"
 )
@@ -570,6 +571,8 @@ func runStream(ctx context.Context, args []string) error {
 		extraDial = append(extraDial, grpc.WithReadBufferSize(*readBuf))
 	}
 
+	// A node's own transport, so the rate is what a node would get.
+	extraDial = append(node.TransportOptions(), extraDial...)
 	cs, err := dial(*addr, *parallel)
 	if err != nil {
 		return err
