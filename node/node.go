@@ -394,67 +394,10 @@ func retryHint(err error) time.Duration {
 // traps whatever the original numbering.
 func (n *Node) receiveFrames(ctx context.Context, dir string, a *farmpb.Assignment) error {
 	ext := a.Settings.FrameExt
-	stream, err := n.client.StreamFrames(ctx, &farmpb.StreamFramesRequest{Node: n.cfg.Name, JobId: a.JobId, SetIndex: a.SetIndex, Token: a.Token})
-	if err != nil {
-		return err
-	}
-	var f *os.File
-	var pos uint32
-	var written int64
-	closeFrame := func() error {
-		if f == nil {
-			return nil
-		}
-		err := f.Close()
-		f = nil
-		if want := a.Frames[pos].Size; written != want {
-			return fmt.Errorf("frame %d (%s): received %d bytes, expected %d", a.Frames[pos].Number, a.Frames[pos].Name, written, want)
-		}
-		return err
-	}
-	received := 0
-	for {
-		c, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if f != nil {
-				f.Close()
-			}
-			return err
-		}
-		if int(c.Position) >= len(a.Frames) {
-			return fmt.Errorf("coordinator sent frame position %d of a %d-frame set", c.Position, len(a.Frames))
-		}
-		if f == nil {
-			pos, written = c.Position, 0
-			if f, err = os.Create(filepath.Join(dir, ffmpeg.SequenceName(int(pos), ext))); err != nil {
-				return err
-			}
-		} else if c.Position != pos {
-			return fmt.Errorf("frame %d ended without its last chunk", a.Frames[pos].Number)
-		}
-		if _, err := f.Write(c.Data); err != nil {
-			f.Close()
-			return err
-		}
-		written += int64(len(c.Data))
-		if c.Last {
-			if err := closeFrame(); err != nil {
-				return err
-			}
-			received++
-		}
-	}
-	if f != nil {
-		f.Close()
-		return fmt.Errorf("frame stream ended inside frame %d", a.Frames[pos].Number)
-	}
-	if received != len(a.Frames) {
-		return fmt.Errorf("received %d of the set's %d frames", received, len(a.Frames))
-	}
-	return nil
+	req := &farmpb.StreamFramesRequest{Node: n.cfg.Name, JobId: a.JobId, SetIndex: a.SetIndex, Token: a.Token}
+	return ReceiveFrames(ctx, n.client, req, a.Frames, func(pos int) (io.WriteCloser, error) {
+		return os.Create(filepath.Join(dir, ffmpeg.SequenceName(pos, ext)))
+	})
 }
 
 func (n *Node) upload(ctx context.Context, path string, a *farmpb.Assignment, encodeMS uint64) error {
