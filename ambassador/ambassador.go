@@ -38,6 +38,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
@@ -175,6 +176,7 @@ type Ambassador struct {
 	client farmpb.NodeServiceClient
 	cb     *gobreaker.CircuitBreaker[struct{}]
 	codec  rawCodec
+	pool   *recvPool
 
 	// openUntil is when the breaker, opened last, lets a probe through
 	// (unix nanoseconds); written by the breaker's OnStateChange.
@@ -233,6 +235,7 @@ func New(cfg Config) (*Ambassador, error) {
 		ready:        make(chan struct{}),
 		stateChanged: make(chan struct{}, 1),
 		codec:        newRawCodec(),
+		pool:         &recvPool{},
 	}
 	a.addr.Store("")
 
@@ -256,12 +259,13 @@ func New(cfg Config) (*Ambassador, error) {
 			grpc.MaxCallRecvMsgSize(maxMsgSize),
 			grpc.MaxCallSendMsgSize(maxMsgSize),
 		),
-		// Frames stream through in 1 MiB messages; see bulkWindow.
+		// Frames stream through in 1 MiB messages; see bulkWindow and
+		// recvPool.
 		grpc.WithInitialWindowSize(bulkWindow),
 		grpc.WithInitialConnWindowSize(2 * bulkWindow),
 		grpc.WithReadBufferSize(bulkBuffer),
 		grpc.WithWriteBufferSize(bulkBuffer),
-		grpc.WithSharedWriteBuffer(true),
+		experimental.WithBufferPool(a.pool),
 	}
 	opts = append(opts, cfg.DialOptions...)
 	conn, err := grpc.NewClient(cfg.Coordinator, opts...)
@@ -327,7 +331,7 @@ func (a *Ambassador) Run(ctx context.Context) error {
 		grpc.InitialConnWindowSize(2*bulkWindow),
 		grpc.ReadBufferSize(bulkBuffer),
 		grpc.WriteBufferSize(bulkBuffer),
-		grpc.SharedWriteBuffer(true),
+		experimental.BufferPool(a.pool),
 		grpc.ForceServerCodecV2(a.codec),
 	)
 	farmpb.RegisterNodeServiceServer(srv, a)
@@ -916,5 +920,33 @@ func (a *Ambassador) watchLink(ctx context.Context, up chan<- struct{}) {
 			default:
 			}
 		}
+	}
+}
+
+// recvPool holds the buffers gRPC reads HTTP/2 frames into. gRPC's own pool
+// zeroes every buffer it hands out, although each is overwritten by the
+// frame read into it: in a profile of a frame stream that was a tenth of
+// the CPU.
+type recvPool struct{ frames sync.Pool }
+
+// frameBuf is the largest HTTP/2 frame gRPC reads.
+const frameBuf = 16 << 10
+
+func (p *recvPool) Get(n int) *[]byte {
+	if n > frameBuf {
+		b := make([]byte, n)
+		return &b
+	}
+	if b, ok := p.frames.Get().(*[]byte); ok {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n, frameBuf)
+	return &b
+}
+
+func (p *recvPool) Put(b *[]byte) {
+	if cap(*b) == frameBuf {
+		p.frames.Put(b)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 )
 
@@ -107,7 +108,7 @@ func TransportOptions() []grpc.DialOption {
 		grpc.WithInitialConnWindowSize(8 << 20),
 		grpc.WithReadBufferSize(256 << 10),
 		grpc.WithWriteBufferSize(256 << 10),
-		grpc.WithSharedWriteBuffer(true),
+		experimental.WithBufferPool(&recvPool{}),
 	}
 }
 
