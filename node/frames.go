@@ -18,15 +18,17 @@ import (
 
 // ReceiveFrames streams a set's frames and writes frame i (its position in
 // frames) to the writer create(i) returns, closing it after the frame's
-// last chunk. It checks that every frame arrives whole. It is
-// what a node does with a set's frames (exported so that the benchmark's
-// stand-in node receives exactly the same way).
+// last chunk. It checks that every frame arrives whole. It is what a node
+// does with a set's frames (exported so that the benchmark's stand-in node
+// receives exactly the same way).
 //
 // Chunks are decoded in place (see frameChunk): the protobuf codec would
 // copy every byte twice (into a zeroed buffer, then into a fresh 1 MiB
 // slice per chunk), which made the node the slowest hop of the stream.
 func ReceiveFrames(ctx context.Context, client farmpb.NodeServiceClient, req *farmpb.StreamFramesRequest,
 	frames []*farmpb.FrameInfo, create func(pos int) (io.WriteCloser, error)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream if we stop early
 	stream, err := client.StreamFrames(ctx, req, grpc.ForceCodecV2(chunkCodec{encoding.GetCodecV2(protocodec.Name)}))
 	if err != nil {
 		return err
