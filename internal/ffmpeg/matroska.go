@@ -269,6 +269,9 @@ func (m *mkvReader) cluster(off, end int64, video uint64, pts []int64) ([]int64,
 			return fmt.Errorf("%w: a block before its cluster's timestamp", ErrMatroskaLayout)
 		}
 		b := m.buf[:min(int64(len(m.buf)), sz)]
+		if len(b) == 0 {
+			return fmt.Errorf("%w: empty block at offset %d", ErrMatroskaLayout, data)
+		}
 		if _, err := m.r.ReadAt(b, data); err != nil {
 			return err
 		}
