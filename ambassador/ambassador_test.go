@@ -189,7 +189,7 @@ func (f *fakeCoord) UploadPart(s grpc.ClientStreamingServer[farmpb.UploadPartReq
 }
 
 // startFake serves f on a loopback port; the returned stop stops the server.
-func startFake(t *testing.T, f *fakeCoord) (addr string, stop func()) {
+func startFake(t testing.TB, f *fakeCoord) (addr string, stop func()) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -244,7 +244,7 @@ type harness struct {
 
 // startAmb runs an ambassador in front of coordAddr and connects a node
 // client to it. Everything is torn down at the end of the test.
-func startAmb(t *testing.T, coordAddr string, mod func(*Config)) *harness {
+func startAmb(t testing.TB, coordAddr string, mod func(*Config)) *harness {
 	t.Helper()
 	logs := &lockedBuffer{}
 	cfg := Config{

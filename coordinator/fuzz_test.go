@@ -145,6 +145,25 @@ func (s *fzSend[T]) Send(m *T) error {
 	return nil
 }
 
+// SendMsg takes what a handler hands gRPC directly (a wireChunk), encoded
+// by the server's codec and decoded as the client would.
+func (s *fzSend[T]) SendMsg(m any) error {
+	if t, ok := m.(*T); ok {
+		return s.Send(t)
+	}
+	codec := newChunkCodec()
+	data, err := codec.Marshal(m)
+	if err != nil {
+		return err
+	}
+	defer data.Free()
+	t := new(T)
+	if err := codec.Unmarshal(data, t); err != nil {
+		return err
+	}
+	return s.Send(t)
+}
+
 // fzUpload feeds an UploadPart handler; after msgs, it sends empty messages
 // forever when endless is set, else io.EOF.
 type fzUpload struct {

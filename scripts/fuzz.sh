@@ -19,6 +19,7 @@ targets=(
 	"./internal/ffmpeg FuzzWriteConcatList"
 	"./internal/mp4 FuzzRead"
 	"./internal/mp4 FuzzJoinPart"
+	"./internal/ffmpeg FuzzReadMatroska"
 	"./internal/creds FuzzChecker"
 	"./coordinator FuzzNodeRequests"
 )

@@ -41,6 +41,7 @@ import (
 
 	"github.com/framefarm/framefarm/internal/creds"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
+	"github.com/framefarm/framefarm/node"
 	farmpb "github.com/framefarm/framefarm/proto"
 	"google.golang.org/grpc"
 )
@@ -594,6 +595,8 @@ func runStream(ctx context.Context, args []string) error {
 		extraDial = append(extraDial, grpc.WithReadBufferSize(*readBuf))
 	}
 
+	// A node's own transport, so the rate is what a node would get.
+	extraDial = append(node.TransportOptions(), extraDial...)
 	cs, err := dial(*addr, *parallel)
 	if err != nil {
 		return err
@@ -639,6 +642,12 @@ func runStream(ctx context.Context, args []string) error {
 	return nil
 }
 
+// counter is a frame file that keeps only the count of its bytes.
+type counter struct{ n *int64 }
+
+func (c *counter) Write(p []byte) (int, error) { *c.n += int64(len(p)); return len(p), nil }
+func (c *counter) Close() error                { return nil }
+
 // streamOnce acquires a set, streams its frames to nowhere and gives it back.
 func streamOnce(ctx context.Context, cl farmpb.NodeServiceClient, name string) (int64, time.Duration, error) {
 	resp, err := cl.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: name})
@@ -655,20 +664,12 @@ func streamOnce(ctx context.Context, cl farmpb.NodeServiceClient, name string) (
 		want += f.Size
 	}
 	t0 := time.Now()
-	stream, err := cl.StreamFrames(ctx, &farmpb.StreamFramesRequest{Node: name, JobId: a.JobId, SetIndex: a.SetIndex, Token: a.Token})
-	if err != nil {
-		return 0, 0, err
-	}
+	// The node's own receive path, with its files replaced by a counter.
 	var n int64
-	for {
-		c, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return n, 0, err
-		}
-		n += int64(len(c.Data))
+	err = node.ReceiveFrames(ctx, cl, &farmpb.StreamFramesRequest{Node: name, JobId: a.JobId, SetIndex: a.SetIndex, Token: a.Token},
+		a.Frames, func(int) (io.WriteCloser, error) { return &counter{n: &n}, nil })
+	if err != nil {
+		return n, 0, err
 	}
 	d := time.Since(t0)
 	if n != want {
