@@ -122,11 +122,16 @@ table() {
 	dd=$(get d.direct) da=$(get d.amb) dc=$(get d.cat)
 	row 5 "frames streamed coordinator → node (loopback gRPC), set of $(getnote d.set)" "$(fmt "$dd" 0) MB/s" "$(fmt "$dc" 0) MB/s (cat)" "$(ratio "$dd" "$dc")×" "≥ 1000 MB/s" "$(verdict "$dd" ">=" 1000)"
 	row 5 "… through the ambassador (coordinator → ambassador → node)" "$(fmt "$da" 0) MB/s" "$(fmt "$dc" 0) MB/s (cat)" "$(ratio "$da" "$dc")×" "≥ 1000 MB/s" "$(verdict "$da" ">=" 1000)"
-	local jm jc r
-	jm=$(get j.ms) jc=$(get j.cpsync_ms)
-	r=$(ratio "$jm" "$jc")
-	row 5 "join of $D_SETS FFV1 parts, $(calc "$(get j.bytes)/1e6" 0) MB (coordinator's \"joined in\")" "$(fmt "$jm" 0) ms ($(fmt "$(get j.mbps)" 0) MB/s)" \
-		"$(fmt "$jc" 0) ms (cp + fsync; $(fmt "$(get j.cp_ms)" 0) ms without fsync)" "${r}×" "≤ 1.5×" "$(verdict "$r" "<=" 1.5)"
+	local jm jc r key what
+	for key in j jm; do
+		has "$key.ms" || continue
+		what="into .mkv, ffmpeg's concat demuxer"
+		if [ $key = jm ]; then what="into .mov (the parts' container), joined in Go"; fi
+		jm=$(get $key.ms) jc=$(get $key.cpsync_ms)
+		r=$(ratio "$jm" "$jc")
+		row 5 "join of $D_SETS FFV1 parts, $(calc "$(get $key.bytes)/1e6" 0) MB, $what (coordinator's \"joined in\")" "$(fmt "$jm" 0) ms ($(fmt "$(get $key.mbps)" 0) MB/s)" \
+			"$(fmt "$jc" 0) ms (cp + fsync; $(fmt "$(get $key.cp_ms)" 0) ms without fsync)" "${r}×" "≤ 1.5×" "$(verdict "$r" "<=" 1.5)"
+	done
 
 	local role name
 	for role in c a n; do
