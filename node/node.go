@@ -48,9 +48,12 @@ type Config struct {
 	// two, one set's frames stream in and its part uploads while the other
 	// encodes, and two encoders fill the cores where one threads poorly;
 	// see DefaultSlots.
-	Slots  int
-	Logger *slog.Logger
-	FFmpeg ffmpeg.Runner
+	Slots int
+	// Threads is each encode's thread count; 0 shares the cores among the
+	// slots (NumCPU/Slots, at least 1). See encoderThreads.
+	Threads int
+	Logger  *slog.Logger
+	FFmpeg  ffmpeg.Runner
 	// MinBackoff and MaxBackoff bound the wait after a failed call.
 	MinBackoff, MaxBackoff time.Duration
 }
@@ -85,6 +88,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Slots <= 0 {
 		cfg.Slots = DefaultSlots
 	}
+	if cfg.Threads <= 0 {
+		cfg.Threads = encoderThreads(runtime.NumCPU(), cfg.Slots)
+	}
 	conn, err := grpc.NewClient(cfg.Ambassador, append(TransportOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))...)
@@ -111,6 +117,15 @@ func TransportOptions() []grpc.DialOption {
 		experimental.WithBufferPool(&recvPool{}),
 	}
 }
+
+// encoderThreads shares cores among slots encoders. Encoders that together
+// have about one thread per core do the same work in less CPU time than
+// each with a thread per core, which only contend: measured here (2 cores,
+// 8 parts of 75 720p frames, x264 veryfast, two at a time), 20.2 CPU-s
+// with ffmpeg's default threads, 19.1 with one thread each, against 21.5
+// for one ffmpeg over all 600 frames. Av1an advises the same (workers
+// times threads about the cores).
+func encoderThreads(cores, slots int) int { return max(1, cores/max(slots, 1)) }
 
 // DefaultSlots is the node's default number of sets at once. One set at a
 // time leaves the cores idle while frames arrive, while ffmpeg starts and
@@ -301,7 +316,8 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	}
 	part := filepath.Join(dir, "part."+s.PartExt)
 	settings := ffmpeg.Settings{Codec: s.Codec, Rate: ffmpeg.Rate{Num: s.FpsNum, Den: s.FpsDen}, CRF: int(s.Crf),
-		Preset: s.Preset, PixFmt: s.PixFmt, PadEven: s.PadEven, ScaleW: int(s.ScaleWidth), ScaleH: int(s.ScaleHeight)}
+		Preset: s.Preset, PixFmt: s.PixFmt, PadEven: s.PadEven, ScaleW: int(s.ScaleWidth), ScaleH: int(s.ScaleHeight),
+		Threads: n.cfg.Threads}
 	pattern := ffmpeg.SequencePattern(dir, s.FrameExt)
 	var err error
 	if settings.ScaleW > 0 {

@@ -24,6 +24,7 @@ set in progress back at once.`)
 	f.StringVar(&cfg.Work, "work", "", "`DIR` for frames and parts while a set renders (default: a temp dir, removed on exit)")
 	f.BoolVar(&cfg.Once, "once", false, "exit when the coordinator has no more work for this node")
 	f.IntVar(&cfg.Slots, "slots", node.DefaultSlots, "work on `N` sets at once: with 2, frames stream in and parts upload while the other set encodes")
+	f.IntVar(&cfg.Threads, "threads", 0, "encoder threads per set (`N`); 0 shares the cores among the slots")
 	level := f.logLevel()
 	pprofAddr := f.pprofFlag()
 	if err := f.parse(e, args); err != nil {
@@ -34,6 +35,9 @@ set in progress back at once.`)
 	}
 	if cfg.Slots < 1 || cfg.Slots > 64 {
 		return fmt.Errorf("--slots %d: give 1 to 64 sets at once", cfg.Slots)
+	}
+	if cfg.Threads < 0 || cfg.Threads > 256 {
+		return fmt.Errorf("--threads %d: give 1 to 256 threads, or 0 to share the cores among the slots", cfg.Threads)
 	}
 	cfg.Logger = newLogger(e.stderr, level)
 	if err := startPprof(ctx, *pprofAddr, cfg.Logger); err != nil {

@@ -21,6 +21,10 @@ type Settings struct {
 	// ScaleW, ScaleH: scale every frame to this size first (0: keep), with
 	// NormalizeArgs, before EncodeArgs.
 	ScaleW, ScaleH int
+	// Threads is the encoder's thread count (0: ffmpeg's default, about
+	// one per core). Unlike the fields above it is the node's choice, not
+	// the job's: the parts join whatever it is.
+	Threads int
 }
 
 // SequencePattern is the name pattern (for image2) of the contiguous frame
@@ -60,6 +64,9 @@ func EncodeArgs(pattern string, s Settings, out string) ([]string, error) {
 	if c.PartExt == "mp4" || c.PartExt == "mov" {
 		// A track time base of 1/fps-numerator keeps every timestamp exact.
 		outArgs["video_track_timescale"] = strconv.FormatInt(s.Rate.Num, 10)
+	}
+	if s.Threads > 0 {
+		outArgs["threads"] = strconv.Itoa(s.Threads)
 	}
 	if s.CRF >= 0 && c.CRFMax >= 0 {
 		outArgs["crf"] = strconv.Itoa(s.CRF)

@@ -1,0 +1,36 @@
+package node
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/framefarm/framefarm/internal/ffmpeg"
+)
+
+func TestEncoderThreads(t *testing.T) {
+	for _, tc := range []struct{ cores, slots, want int }{
+		{2, 2, 1}, {2, 1, 2}, {8, 2, 4}, {8, 3, 2}, {1, 2, 1}, {4, 8, 1}, {4, 0, 4},
+	} {
+		if got := encoderThreads(tc.cores, tc.slots); got != tc.want {
+			t.Errorf("encoderThreads(%d cores, %d slots) = %d, want %d", tc.cores, tc.slots, got, tc.want)
+		}
+	}
+}
+
+// The thread count reaches ffmpeg as an output (encoder) option, after the
+// input, and leaves the command line alone when 0.
+func TestThreadsOnTheCommandLine(t *testing.T) {
+	s := ffmpeg.Settings{Codec: "libx264", Rate: ffmpeg.Rate{Num: 24, Den: 1}, CRF: -1, PixFmt: "yuv420p", Threads: 3}
+	args, err := ffmpeg.EncodeArgs("in/%06d.png", s, "out.mp4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, in := slices.Index(args, "-threads"), slices.Index(args, "-i")
+	if i < 0 || args[i+1] != "3" || i < in {
+		t.Errorf("-threads 3 missing or before the input: %q", args)
+	}
+	s.Threads = 0
+	if args, _ = ffmpeg.EncodeArgs("in/%06d.png", s, "out.mp4"); slices.Contains(args, "-threads") {
+		t.Errorf("-threads given for Threads 0: %q", args)
+	}
+}
