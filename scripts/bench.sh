@@ -83,13 +83,13 @@ else
 	O_FRAMES=f720 O_N=600 O_SIZE=1280x720 O_SRC=mandelbrot O_PRESETS="veryfast medium"
 	S_FRAMES=f720-240 S_PRESET=veryfast
 	V_FRAMES=f360 V_N=96 V_SIZE=640x360 V_SRC=mandelbrot
-	C_FRAMES=f16 C_N=100000 C_SETS=10000 C_NODES="100 1000" C_UNTIL_DONE=0 C_WARM=5 C_WIN=15 C_RATE=1000
+	C_FRAMES=f16 C_N=100000 C_SETS=25000 C_NODES="100 1000" C_UNTIL_DONE=0 C_WARM=3 C_WIN=10 C_RATE=1000
 	D_FRAMES=f720 D_SETS=8 D_ROUNDS=5 J_SRC=mandelbrot
 	M_FRAMES=f4k M_N=24 M_SRC=mandelbrot M_SETS=4 M_REPS=1
 	PROFILE=${BENCH_PROFILE:-1}
 fi
 SETS=8
-# The coordinator under load spawns one ffprobe per part; cap it and its
+# A guard on the coordinator under load: cap it and its
 # children, so a thousand at once cannot take the machine's memory.
 COORD_MEM=${BENCH_COORD_MEM:-4294967296}
 
@@ -117,9 +117,9 @@ subset() {
 	find "$from" -maxdepth 1 -name 'f_*.png' | sort | head -n "$n" | xargs -I{} ln {} "$dir/"
 	echo "$n of $2 $(cat "$from/.complete")" >"$dir/.complete"
 }
-count() { find "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' 2>/dev/null | wc -l; }
-bytes() { find "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' -printf '%s\n' 2>/dev/null | awk '{s+=$1} END{print s+0}'; }
-getsize() { ffprobe -v error -show_entries stream=width,height -of csv=p=0:s=x "$(find "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' | head -1)"; }
+count() { find -L "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' 2>/dev/null | wc -l; }
+bytes() { find -L "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' -printf '%s\n' 2>/dev/null | awk '{s+=$1} END{print s+0}'; }
+getsize() { ffprobe -v error -show_entries stream=width,height -of csv=p=0:s=x "$(find -L "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' | head -1)"; }
 SECTIONS=${BENCH_ONLY:-overhead scaling poorthreads capacity dataplane memory}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 if want overhead || want scaling || want dataplane || want memory || [ "$PROFILE" = 1 ]; then
@@ -138,8 +138,8 @@ if want memory; then
 fi
 T_INPUTS=$(elapsed "$T_START")
 
-# What starting one ffprobe costs on this machine (the farm starts several
-# ffmpeg/ffprobe per set): wall and CPU per start of "ffprobe -version".
+# What starting one ffprobe costs on this machine (the farm starts an
+# ffmpeg per set): wall and CPU per start of "ffprobe -version".
 launch_cost() {
 	cg_new launch
 	local t0=$EPOCHREALTIME n=10
@@ -373,7 +373,7 @@ capacity() {
 			fi
 		done
 		# Diagnostic: the same grants with ReleaseSet instead of a part:
-		# durable state and gRPC only, no upload, no ffprobe.
+		# durable state and gRPC only, no upload.
 		for ((r = 1; r <= creps; r++)); do
 			log "4 coordinator capacity: grant+release diagnostic (100 nodes), run $r/$creps"
 			if [ "$PROFILE" = 1 ] && [ "$r" = 1 ]; then
