@@ -44,6 +44,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/framefarm/framefarm/internal/framebuf"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -176,7 +177,7 @@ type Ambassador struct {
 	client farmpb.NodeServiceClient
 	cb     *gobreaker.CircuitBreaker[struct{}]
 	codec  rawCodec
-	pool   *recvPool
+	pool   *framebuf.Pool
 
 	// openUntil is when the breaker, opened last, lets a probe through
 	// (unix nanoseconds); written by the breaker's OnStateChange.
@@ -235,7 +236,7 @@ func New(cfg Config) (*Ambassador, error) {
 		ready:        make(chan struct{}),
 		stateChanged: make(chan struct{}, 1),
 		codec:        newRawCodec(),
-		pool:         &recvPool{},
+		pool:         &framebuf.Pool{},
 	}
 	a.addr.Store("")
 
@@ -260,7 +261,7 @@ func New(cfg Config) (*Ambassador, error) {
 			grpc.MaxCallSendMsgSize(maxMsgSize),
 		),
 		// Frames stream through in 1 MiB messages; see bulkWindow and
-		// recvPool.
+		// framebuf.Pool.
 		grpc.WithInitialWindowSize(bulkWindow),
 		grpc.WithInitialConnWindowSize(2 * bulkWindow),
 		grpc.WithReadBufferSize(bulkBuffer),
@@ -920,33 +921,5 @@ func (a *Ambassador) watchLink(ctx context.Context, up chan<- struct{}) {
 			default:
 			}
 		}
-	}
-}
-
-// recvPool holds the buffers gRPC reads HTTP/2 frames into. gRPC's own pool
-// zeroes every buffer it hands out, although each is overwritten by the
-// frame read into it: in a profile of a frame stream that was a tenth of
-// the CPU.
-type recvPool struct{ frames sync.Pool }
-
-// frameBuf is the largest HTTP/2 frame gRPC reads.
-const frameBuf = 16 << 10
-
-func (p *recvPool) Get(n int) *[]byte {
-	if n > frameBuf {
-		b := make([]byte, n)
-		return &b
-	}
-	if b, ok := p.frames.Get().(*[]byte); ok {
-		*b = (*b)[:n]
-		return b
-	}
-	b := make([]byte, n, frameBuf)
-	return &b
-}
-
-func (p *recvPool) Put(b *[]byte) {
-	if cap(*b) == frameBuf {
-		p.frames.Put(b)
 	}
 }

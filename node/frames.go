@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
@@ -241,32 +240,4 @@ func (r *wireReader) take(n uint64, views [][]byte, keep bool) ([][]byte, error)
 		n -= k
 	}
 	return views, nil
-}
-
-// recvPool holds the buffers gRPC reads HTTP/2 frames into. gRPC's own pool
-// zeroes every buffer it hands out, although each is overwritten by the
-// frame read into it: in a profile of a frame stream that was a tenth of
-// the CPU.
-type recvPool struct{ frames sync.Pool }
-
-// frameBuf is the largest HTTP/2 frame gRPC reads.
-const frameBuf = 16 << 10
-
-func (p *recvPool) Get(n int) *[]byte {
-	if n > frameBuf {
-		b := make([]byte, n)
-		return &b
-	}
-	if b, ok := p.frames.Get().(*[]byte); ok {
-		*b = (*b)[:n]
-		return b
-	}
-	b := make([]byte, n, frameBuf)
-	return &b
-}
-
-func (p *recvPool) Put(b *[]byte) {
-	if cap(*b) == frameBuf {
-		p.frames.Put(b)
-	}
 }

@@ -23,6 +23,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/framefarm/framefarm/internal/ffmpeg"
+	"github.com/framefarm/framefarm/internal/framebuf"
 	"github.com/framefarm/framefarm/internal/mp4"
 	farmpb "github.com/framefarm/framefarm/proto"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -114,7 +115,7 @@ func TransportOptions() []grpc.DialOption {
 		grpc.WithInitialConnWindowSize(8 << 20),
 		grpc.WithReadBufferSize(256 << 10),
 		grpc.WithWriteBufferSize(256 << 10),
-		experimental.WithBufferPool(&recvPool{}),
+		experimental.WithBufferPool(&framebuf.Pool{}),
 	}
 }
 
