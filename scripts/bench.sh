@@ -114,12 +114,12 @@ subset() {
 	if [ -f "$dir/.complete" ] && [ "$(cat "$dir/.complete")" = "$n of $2 $(cat "$from/.complete")" ]; then return 0; fi
 	rm -rf "$dir"
 	mkdir -p "$dir"
-	find "$from" -maxdepth 1 -name 'f_*.png' | sort | head -n "$n" | xargs -I{} ln {} "$dir/"
+	find "$from" -maxdepth 1 -name 'f_*.png' | sort | awk -v n="$n" 'NR<=n' | xargs -I{} ln {} "$dir/"
 	echo "$n of $2 $(cat "$from/.complete")" >"$dir/.complete"
 }
 count() { find -L "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' 2>/dev/null | wc -l; }
 bytes() { find -L "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' -printf '%s\n' 2>/dev/null | awk '{s+=$1} END{print s+0}'; }
-getsize() { ffprobe -v error -show_entries stream=width,height -of csv=p=0:s=x "$(find -L "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' | head -1)"; }
+getsize() { ffprobe -v error -show_entries stream=width,height -of csv=p=0:s=x "$(find -L "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' | awk 'NR==1')"; }
 SECTIONS=${BENCH_ONLY:-overhead scaling poorthreads capacity dataplane memory}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 if want overhead || want scaling || want dataplane || want memory || [ "$PROFILE" = 1 ]; then
@@ -403,7 +403,7 @@ dataplane() {
 	n=$(count "$D_FRAMES")
 	base=$((n / D_SETS)) extra=$((n % D_SETS))
 	first=$((base + (extra > 0 ? 1 : 0)))
-	find "$F" -maxdepth 1 -name 'f_*.png' | sort | head -n "$first" >"$d/files"
+	find "$F" -maxdepth 1 -name 'f_*.png' | sort | awk -v n="$first" 'NR<=n' >"$d/files"
 	local setbytes
 	setbytes=$(xargs stat -c %s <"$d/files" | awk '{s+=$1} END{print s}')
 	note d.set "$first frames, $(calc "$setbytes/1e6" 1) MB"
@@ -513,7 +513,7 @@ pprof_top() { # URL OUT [extra pprof flags]
 		go tool pprof -top -nodecount=30 "$@" "$BIN" "$out.pb.gz" >"$out.txt" 2>/dev/null || true
 	fi
 }
-addr_in() { sed -n 's/.*msg="pprof listening" addr=\([^ ]*\).*/\1/p' "$1" 2>/dev/null | head -1; }
+addr_in() { sed -n 's/.*msg="pprof listening" addr=\([^ ]*\).*/\1/p' "$1" 2>/dev/null | awk 'NR==1'; }
 wait_pprof() { # LOG -> addr
 	local a=""
 	for _ in $(seq 500); do

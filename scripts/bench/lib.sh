@@ -51,7 +51,7 @@ stop_all() {
 wait_addr() {
 	local file=$1 pid=$2 limit=${3:-600} t0=$EPOCHREALTIME addr
 	while :; do
-		addr=$(sed -n 's/.*listening on \([^ ,]*\).*/\1/p' "$file" 2>/dev/null | head -1)
+		addr=$(sed -n 's/.*listening on \([^ ,]*\).*/\1/p' "$file" 2>/dev/null | awk 'NR==1')
 		if [ -n "$addr" ]; then
 			echo "$addr"
 			return 0
@@ -83,7 +83,7 @@ CG_NAME="framefarm-bench-$$"
 CG_CPU="" CG_ACCT="" CG_MEM="" CG_DIR="" CG_HOME_CPU="" CG_HOME_ACCT="" CG_HOME_DIR=""
 
 # cg_self CONTROLLER: this shell's v1 group path for CONTROLLER ("" if none).
-cg_self() { awk -F: -v c="$1" '{n=split($2, a, ","); for (i=1;i<=n;i++) if (a[i]==c) print $3}' /proc/self/cgroup | head -1; }
+cg_self() { awk -F: -v c="$1" '{n=split($2, a, ","); for (i=1;i<=n;i++) if (a[i]==c) print $3}' /proc/self/cgroup | awk 'NR==1'; }
 
 cg_init() {
 	if [ "${BENCH_NO_CGROUP:-0}" = 1 ]; then
@@ -117,7 +117,7 @@ cg_init() {
 		return 0
 	fi
 	local self
-	self=$(awk -F: '$1=="0"{print $3}' /proc/self/cgroup | head -1)
+	self=$(awk -F: '$1=="0"{print $3}' /proc/self/cgroup | awk 'NR==1')
 	if [ -f /sys/fs/cgroup/cgroup.controllers ] && [ -n "$self" ] && grep -qw cpu "/sys/fs/cgroup${self%/}/cgroup.controllers" 2>/dev/null &&
 		mkdir "/sys/fs/cgroup${self%/}/$CG_NAME" 2>/dev/null; then
 		CG_DIR="/sys/fs/cgroup${self%/}/$CG_NAME"
@@ -361,9 +361,9 @@ farm_run() {
 	want=$(find "$frames" -maxdepth 1 -name 'f_*.png' | wc -l)
 	got=$(frames_of "$d/out.$ext")
 	[ "$got" = "$want" ] || die "$tag: the farm's video has ${got:-no} frames, the folder has $want"
-	R_JOIN_MS=$(sed -n 's/.*msg=job_done.*joined in \([0-9.]*[a-zµ]*\).*/\1/p' "$d/coordinator.log" | head -1 | dur_ms)
+	R_JOIN_MS=$(sed -n 's/.*msg=job_done.*joined in \([0-9.]*[a-zµ]*\).*/\1/p' "$d/coordinator.log" | awk 'NR==1' | dur_ms)
 	local done_at
-	done_at=$(sed -n 's/^time=\([^ ]*\) .*msg=job_done.*/\1/p' "$d/coordinator.log" | head -1)
+	done_at=$(sed -n 's/^time=\([^ ]*\) .*msg=job_done.*/\1/p' "$d/coordinator.log" | awk 'NR==1')
 	R_TAIL=-1
 	R_SET_OVH=$(set_overhead "$d")
 	if [ -n "$done_at" ]; then R_TAIL=$(calc "$t1 - $(date -d "$done_at" +%s.%N)"); fi

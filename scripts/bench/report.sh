@@ -24,7 +24,7 @@ machine() {
 	local cpu mem ff gov commit dirty
 	cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 	mem=$(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)
-	ff=$(ffmpeg -version | head -1 | awk '{print $3}')
+	ff=$(ffmpeg -version | awk 'NR==1' | awk '{print $3}')
 	gov=$(go version 2>/dev/null | awk '{print $3}')
 	commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 	dirty=""
