@@ -19,4 +19,4 @@ echo "install-deps: installing ffmpeg with apt-get" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
-ffmpeg -hide_banner -version | head -n 1 >&2
+ffmpeg -hide_banner -version | awk 'NR==1' >&2
