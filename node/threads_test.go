@@ -18,7 +18,8 @@ func TestEncoderThreads(t *testing.T) {
 }
 
 // The thread count reaches ffmpeg as an output (encoder) option, after the
-// input, and leaves the command line alone when 0.
+// input, with the filter graph's threads left at their default, and leaves
+// the command line alone when 0.
 func TestThreadsOnTheCommandLine(t *testing.T) {
 	s := ffmpeg.Settings{Codec: "libx264", Rate: ffmpeg.Rate{Num: 24, Den: 1}, CRF: -1, PixFmt: "yuv420p", Threads: 3}
 	args, err := ffmpeg.EncodeArgs("in/%06d.png", s, "out.mp4")
@@ -29,8 +30,13 @@ func TestThreadsOnTheCommandLine(t *testing.T) {
 	if i < 0 || args[i+1] != "3" || i < in {
 		t.Errorf("-threads 3 missing or before the input: %q", args)
 	}
+	// Without it the filter graph would take the encoder's thread count,
+	// and convert BGR frames otherwise than plain ffmpeg (TestFormats).
+	if f := slices.Index(args, "-filter_threads"); f < 0 || f > in || args[f+1] != "0" {
+		t.Errorf("-filter_threads 0 missing before the input: %q", args)
+	}
 	s.Threads = 0
-	if args, _ = ffmpeg.EncodeArgs("in/%06d.png", s, "out.mp4"); slices.Contains(args, "-threads") {
+	if args, _ = ffmpeg.EncodeArgs("in/%06d.png", s, "out.mp4"); slices.Contains(args, "-threads") || slices.Contains(args, "-filter_threads") {
 		t.Errorf("-threads given for Threads 0: %q", args)
 	}
 }

@@ -94,7 +94,16 @@ func EncodeArgs(pattern string, s Settings, out string) ([]string, error) {
 		outArgs["level"] = "3"
 	}
 	st := ffmpeggo.Input(pattern, in).Output(out, outArgs).OverWriteOutput()
-	return append(baseArgs(), st.GetArgs()...), nil
+	args := baseArgs()
+	if s.Threads > 0 {
+		// ffmpeg gives a simple filter graph the encoder's thread count
+		// unless -filter_threads is set, and its RGB to YUV conversion of
+		// BGR frames (BMP, TGA) comes out differently with other filter
+		// threads: the video would no longer be one plain ffmpeg run's.
+		// 0 keeps the graph's own default, as in that run.
+		args = append(args, "-filter_threads", "0")
+	}
+	return append(args, st.GetArgs()...), nil
 }
 
 // NormalizeArgs is the command line that scales one frame to w x h in one
