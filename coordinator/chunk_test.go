@@ -7,13 +7,14 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/framefarm/framefarm/internal/framebuf"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
 // A wireChunk must reach the node as the FrameChunk it stands for.
 func TestChunkCodecEncodesFrameChunk(t *testing.T) {
 	codec := newChunkCodec()
-	var pool chunkPool
+	pool := framebuf.Pool{Size: chunkSize}
 	for _, tc := range []struct {
 		pos  uint32
 		last bool

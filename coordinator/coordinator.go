@@ -395,7 +395,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		// more is not one of ours.
 		grpc.MaxConcurrentStreams(64),
 	}, c.srvOpts...)...)
-	farmpb.RegisterNodeServiceServer(srv, &nodeService{c: c})
+	farmpb.RegisterNodeServiceServer(srv, newNodeService(c))
 	farmpb.RegisterFarmServiceServer(srv, &farmService{c: c})
 	if c.cfg.Reflection {
 		reflection.Register(srv)

@@ -312,7 +312,7 @@ func (fx *fzFixture) lease(node string) (uint32, uint64, uint32) {
 
 func (fx *fzFixture) call(t *testing.T, ctx context.Context, op, fl byte, node, job string, idx uint32, tok uint64, fd uint32, text string) (string, error) {
 	c := fx.c
-	ns, fs := &nodeService{c: c}, &farmService{c: c}
+	ns, fs := newNodeService(c), &farmService{c: c}
 	switch op {
 	case 0:
 		req, ok := wire(&farmpb.AcquireSetRequest{Node: node})

@@ -90,22 +90,10 @@ func (c *Coordinator) join(ctx context.Context) (name string, size int64, sum, h
 		parts = append(parts, ffmpeg.ConcatPart{Path: filepath.Join(c.partDir, s.Part.Name), Frames: int64(s.Count)})
 		total += int64(s.Count)
 	}
-	list, err := os.CreateTemp(c.jobDir, ".tmp-concat-*.txt")
-	if err != nil {
-		return "", 0, "", "", err
-	}
-	defer os.Remove(list.Name())
-	if err := ffmpeg.WriteConcatList(list, rate, parts); err != nil {
-		list.Close()
-		return "", 0, "", "", err
-	}
-	if err := list.Close(); err != nil {
-		return "", 0, "", "", err
-	}
 	name = "final." + st.FinalExt
 	tmp := filepath.Join(c.jobDir, ".tmp-"+name)
 	defer os.Remove(tmp)
-	how, err = c.concat(ctx, list.Name(), parts, tmp)
+	how, err = c.concat(ctx, parts, tmp)
 	if err != nil {
 		return "", 0, "", "", fmt.Errorf("joining the parts: %w", err)
 	}
@@ -137,9 +125,9 @@ func (c *Coordinator) join(ctx context.Context) (name string, size int64, sum, h
 // container (MP4 into .mp4, MOV into .mov) are joined in Go by rewriting
 // their sample tables (mp4.Concat): no ffmpeg to start, no packet demuxed,
 // the bytes copied file to file. Anything else, and parts mp4.Concat
-// cannot join, go through ffmpeg's concat demuxer with stream copy, from
-// the list. It returns which of the two joined them.
-func (c *Coordinator) concat(ctx context.Context, list string, parts []ffmpeg.ConcatPart, out string) (string, error) {
+// cannot join, go through ffmpeg's concat demuxer with stream copy. It
+// returns which of the two joined them.
+func (c *Coordinator) concat(ctx context.Context, parts []ffmpeg.ConcatPart, out string) (string, error) {
 	st := c.rec.Settings
 	if st.FinalExt == st.PartExt {
 		paths := make([]string, len(parts))
@@ -152,7 +140,19 @@ func (c *Coordinator) concat(ctx context.Context, list string, parts []ffmpeg.Co
 		}
 		c.log.Info("joining with ffmpeg instead", "job", c.rec.ID, "reason", err)
 	}
-	return "with ffmpeg", c.cfg.FFmpeg.Run(ctx, ffmpeg.ConcatArgs(list, out), nil)
+	list, err := os.CreateTemp(c.jobDir, ".tmp-concat-*.txt")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(list.Name())
+	err = ffmpeg.WriteConcatList(list, st.rate(), parts)
+	if cerr := list.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
+	return "with ffmpeg", c.cfg.FFmpeg.Run(ctx, ffmpeg.ConcatArgs(list.Name(), out), nil)
 }
 
 // writeFile creates path and writes it with fn.
@@ -207,16 +207,13 @@ func verifyFinal(ctx context.Context, r ffmpeg.Runner, path string, rate ffmpeg.
 // (exactly, for a join by table rewriting, whose time scale is the fps
 // numerator), and the track as long as the frames.
 func verifyMP4(path string, rate ffmpeg.Rate, frames int64) error {
-	t, err := mp4.ReadFile(path)
+	t, err := mp4.ReadTiming(path)
 	if err != nil {
 		return fmt.Errorf("reading the joined video: %w", err)
 	}
-	times, scale, err := mp4.PresentationTimes(path)
-	if err != nil {
-		return fmt.Errorf("reading the joined video's timing: %w", err)
-	}
-	if t.Samples != frames || int64(len(times)) != frames {
-		return fmt.Errorf("the joined video has %d frames, the job has %d", t.Samples, frames)
+	times, scale := t.Times, t.Timescale
+	if int64(len(times)) != frames {
+		return fmt.Errorf("the joined video has %d frames, the job has %d", len(times), frames)
 	}
 	// Frame i is due at i*Den/Num s, i*scale*Den/Num ticks: compared in
 	// units of 1/Num tick, so that no rounding hides an error.

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/framefarm/framefarm/internal/ffmpeg"
+	"github.com/framefarm/framefarm/internal/framebuf"
 	"github.com/framefarm/framefarm/internal/mp4"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
@@ -29,8 +29,13 @@ const chunkSize = 1 << 20
 
 type nodeService struct {
 	farmpb.UnimplementedNodeServiceServer
-	c      *Coordinator
-	chunks chunkPool
+	c *Coordinator
+	// chunks holds the buffers frames are read into, chunkSize each.
+	chunks framebuf.Pool
+}
+
+func newNodeService(c *Coordinator) *nodeService {
+	return &nodeService{c: c, chunks: framebuf.Pool{Size: chunkSize}}
 }
 
 func (c *Coordinator) checkJob(id string) error {
@@ -248,7 +253,7 @@ func (n *nodeService) StreamFrames(req *farmpb.StreamFramesRequest, stream farmp
 // streamFrame reads the frame into pooled buffers and sends each as it was
 // read: the chunk goes out through chunkCodec without a copy, and its
 // buffer comes back to the pool once gRPC has written it.
-func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, pos uint32, f frameRecord, pool *chunkPool) error {
+func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, pos uint32, f frameRecord, pool *framebuf.Pool) error {
 	// Names come from our own scan, never from the request.
 	fh, err := os.Open(filepath.Join(c.rec.FramesDir, f.Name))
 	if err != nil {
@@ -326,21 +331,6 @@ func (c chunkCodec) Marshal(v any) (mem.BufferSlice, error) {
 	// gRPC frees the slice, and so the data buffer, once it is written.
 	return mem.BufferSlice{mem.SliceBuffer(hdr), w.data}, nil
 }
-
-// chunkPool holds the buffers frames are read into. Unlike gRPC's pool it
-// does not zero a buffer it hands out: a read overwrites what is sent.
-type chunkPool struct{ p sync.Pool }
-
-func (cp *chunkPool) Get(n int) *[]byte {
-	if b, ok := cp.p.Get().(*[]byte); ok && cap(*b) >= n {
-		*b = (*b)[:n]
-		return b
-	}
-	b := make([]byte, n)
-	return &b
-}
-
-func (cp *chunkPool) Put(b *[]byte) { cp.p.Put(b) }
 
 func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) error {
 	c := n.c

@@ -256,48 +256,21 @@ func parseJoinPart(r io.ReaderAt, size int64) (*joinPart, error) {
 	return p, nil
 }
 
-// placeChunks finds every chunk's extent and sample count, checking, as
-// checkExtents does, that the chunks hold exactly the samples, inside the
-// file, and do not overlap.
+// placeChunks records every chunk's extent and sample count (walkChunks
+// checks that the chunks hold exactly the samples, inside the file), and
+// checks that no two overlap.
 func (p *joinPart) placeChunks(s sizes, c chunks, fileSize int64) error {
-	var sample uint32
-	for e := uint32(0); e < c.nstsc && sample < s.count; e++ {
-		row := c.stsc[12*e:]
-		firstChunk, perChunk, desc := binary.BigEndian.Uint32(row), binary.BigEndian.Uint32(row[4:]), binary.BigEndian.Uint32(row[8:])
+	err := walkChunks(s, c, fileSize, func(_, _, n, desc uint32, off, bytes uint64) error {
 		if desc != 1 {
 			return cannotJoin("stsc names sample description %d", desc)
 		}
-		if e == 0 && firstChunk != 1 {
-			return errorf("stsc: first entry starts at chunk %d, not 1", firstChunk)
-		}
-		end := c.n + 1
-		if e+1 < c.nstsc {
-			next := binary.BigEndian.Uint32(c.stsc[12*(e+1):])
-			if next <= firstChunk {
-				return errorf("stsc: chunk numbers do not increase (%d after %d)", next, firstChunk)
-			}
-			end = min(next, end)
-		}
-		for ch := firstChunk; ch < end && sample < s.count; ch++ {
-			if perChunk > s.count-sample {
-				return errorf("stsc: chunk %d holds %d samples, past the %d that stsz counts", ch, perChunk, s.count)
-			}
-			var n uint64
-			for i := sample; i < sample+perChunk; i++ {
-				n += uint64(p.sizes[i])
-			}
-			off := c.offset(ch - 1)
-			if off > uint64(fileSize) || n > uint64(fileSize)-off {
-				return errorf("chunk %d lies past the end of the file (truncated?)", ch)
-			}
-			p.chunks = append(p.chunks, extent{off: off, size: n})
-			p.perChunk = append(p.perChunk, perChunk)
-			p.bytes += n
-			sample += perChunk
-		}
-	}
-	if sample != s.count {
-		return errorf("the chunks hold %d samples, stsz counts %d", sample, s.count)
+		p.chunks = append(p.chunks, extent{off: off, size: bytes})
+		p.perChunk = append(p.perChunk, n)
+		p.bytes += bytes
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	byOffset := slices.Clone(p.chunks)
 	slices.SortFunc(byOffset, func(a, b extent) int { return cmpU64(a.off, b.off) })
@@ -669,26 +642,26 @@ func box(typ string, payload []byte) []byte {
 	return append(b, payload...)
 }
 
-// PresentationTimes returns when each sample of the first video track of
-// the file at path is presented, in ascending order, in the track's time
-// scale: its decoding time plus its composition offset, less the edit
-// list's media time. A file whose frames are all present and evenly spaced
-// has times 0, d, 2d, ...
-func PresentationTimes(path string) ([]int64, uint32, error) {
-	f, err := os.Open(path)
+// Timing is when the first video track of a file presents its samples.
+type Timing struct {
+	// Times are the samples' presentation times, in ascending order, in
+	// Timescale ticks: each one's decoding time plus its composition
+	// offset, less the edit list's media time. A file whose frames are all
+	// present and evenly spaced has times 0, d, 2d, ...
+	Times     []int64
+	Timescale uint32
+	// Duration is the sum of the samples' durations (stts).
+	Duration int64
+}
+
+// ReadTiming reads the Timing of the file at path, checking the sample
+// tables as Concat does.
+func ReadTiming(path string) (Timing, error) {
+	p, err := readJoinPart(path)
 	if err != nil {
-		return nil, 0, err
+		return Timing{}, err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, 0, err
-	}
-	p, err := parseJoinPart(f, fi.Size())
-	if err != nil {
-		return nil, 0, fmt.Errorf("%s: %w", path, err)
-	}
-	return p.presentationTimes(), p.timescale, nil
+	return Timing{Times: p.presentationTimes(), Timescale: p.timescale, Duration: int64(p.duration)}, nil
 }
 
 func (p *joinPart) presentationTimes() []int64 {

@@ -150,10 +150,11 @@ func TestConcatMatchesFFmpeg(t *testing.T) {
 					int64(tr.Timescale)*rate.Den != delta*rate.Num {
 					t.Errorf("joined track: %+v, want 25 samples of %d ticks at %s fps", tr, delta, rate)
 				}
-				times, scale, err := PresentationTimes(ours)
+				timing, err := ReadTiming(ours)
 				if err != nil {
 					t.Fatal(err)
 				}
+				times, scale := timing.Times, timing.Timescale
 				for i, pts := range times {
 					if pts != int64(i)*delta || scale != tr.Timescale {
 						t.Fatalf("frame %d presented at %d/%d, want %d", i, pts, scale, int64(i)*delta)

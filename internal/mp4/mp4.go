@@ -670,29 +670,43 @@ type extent struct{ off, size uint64 }
 // checkExtents walks the chunks and checks that they hold exactly the
 // samples stsz counts, each inside the file: ffprobe would count fewer
 // packets in a file cut short. It returns where the first sample is.
-// It loops once per chunk and once per listed sample size, so a hostile
-// count that the tables do not back costs nothing.
 func checkExtents(s sizes, c chunks, fileSize int64) (extent, error) {
 	var first extent
+	err := walkChunks(s, c, fileSize, func(_, sample, n, _ uint32, off, _ uint64) error {
+		if sample == 0 && n > 0 {
+			first = extent{off: off, size: uint64(s.at(0))}
+		}
+		return nil
+	})
+	return first, err
+}
+
+// walkChunks calls fn for every chunk in file order (its 1-based number,
+// its first sample, how many samples it holds, its stsc sample
+// description, its offset and size in bytes), after checking that it lies
+// inside the file; at the end it checks that the chunks hold exactly the
+// samples stsz counts. It loops once per chunk and once per listed sample
+// size, so a hostile count that the tables do not back costs nothing.
+func walkChunks(s sizes, c chunks, fileSize int64, fn func(ch, sample, n, desc uint32, off, bytes uint64) error) error {
 	var sample uint32 // samples placed so far
 	for e := uint32(0); e < c.nstsc && sample < s.count; e++ {
 		row := c.stsc[12*e:]
-		firstChunk, perChunk := binary.BigEndian.Uint32(row), binary.BigEndian.Uint32(row[4:])
+		firstChunk, perChunk, desc := binary.BigEndian.Uint32(row), binary.BigEndian.Uint32(row[4:]), binary.BigEndian.Uint32(row[8:])
 		if e == 0 && firstChunk != 1 {
-			return first, errorf("stsc: first entry starts at chunk %d, not 1", firstChunk)
+			return errorf("stsc: first entry starts at chunk %d, not 1", firstChunk)
 		}
 		end := c.n + 1 // one past the last chunk of this entry, 1-based
 		if e+1 < c.nstsc {
 			next := binary.BigEndian.Uint32(c.stsc[12*(e+1):])
 			if next <= firstChunk {
-				return first, errorf("stsc: chunk numbers do not increase (%d after %d)", next, firstChunk)
+				return errorf("stsc: chunk numbers do not increase (%d after %d)", next, firstChunk)
 			}
 			end = min(next, end)
 		}
 		for ch := firstChunk; ch < end && sample < s.count; ch++ {
 			n := perChunk
 			if n > s.count-sample {
-				return first, errorf("stsc: chunk %d holds %d samples, past the %d that stsz counts", ch, n, s.count)
+				return errorf("stsc: chunk %d holds %d samples, past the %d that stsz counts", ch, n, s.count)
 			}
 			off := c.offset(ch - 1)
 			var bytes uint64
@@ -704,16 +718,16 @@ func checkExtents(s sizes, c chunks, fileSize int64) (extent, error) {
 				}
 			}
 			if off > uint64(fileSize) || bytes > uint64(fileSize)-off {
-				return first, errorf("chunk %d (samples %d to %d) lies past the end of the file (truncated?)", ch, sample+1, sample+n)
+				return errorf("chunk %d (samples %d to %d) lies past the end of the file (truncated?)", ch, sample+1, sample+n)
 			}
-			if sample == 0 && n > 0 {
-				first = extent{off: off, size: uint64(s.at(0))}
+			if err := fn(ch, sample, n, desc, off, bytes); err != nil {
+				return err
 			}
 			sample += n
 		}
 	}
 	if sample != s.count {
-		return first, errorf("the chunks hold %d samples, stsz counts %d", sample, s.count)
+		return errorf("the chunks hold %d samples, stsz counts %d", sample, s.count)
 	}
-	return first, nil
+	return nil
 }
