@@ -107,9 +107,10 @@ func (c *Coordinator) assignment(s *Set) *farmpb.Assignment {
 		// learns it lost its set at its next beat.
 		HeartbeatIntervalMs: uint32(max(min(c.cfg.HeartbeatTimeout, c.cfg.Lease)/4, 50*time.Millisecond).Milliseconds()),
 		Settings:            c.encodeSettings(),
+		FramesDir:           c.rec.FramesDir,
 	}
 	for _, f := range c.frames[s.First : s.First+s.Count] {
-		a.Frames = append(a.Frames, &farmpb.FrameInfo{Number: f.Number, Name: f.Name, Size: f.Size})
+		a.Frames = append(a.Frames, &farmpb.FrameInfo{Number: f.Number, Name: f.Name, Size: f.Size, MtimeNs: f.ModTime.UnixNano()})
 	}
 	return a
 }

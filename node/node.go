@@ -53,8 +53,11 @@ type Config struct {
 	// Threads is each encode's thread count; 0 shares the cores among the
 	// slots (NumCPU/Slots, at least 1). See encoderThreads.
 	Threads int
-	Logger  *slog.Logger
-	FFmpeg  ffmpeg.Runner
+	// FramesFrom is where the node takes a set's frames from: FramesAuto
+	// (the default when empty) or FramesStream.
+	FramesFrom string
+	Logger     *slog.Logger
+	FFmpeg     ffmpeg.Runner
 	// MinBackoff and MaxBackoff bound the wait after a failed call.
 	MinBackoff, MaxBackoff time.Duration
 }
@@ -91,6 +94,13 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.Threads <= 0 {
 		cfg.Threads = encoderThreads(runtime.NumCPU(), cfg.Slots)
+	}
+	switch cfg.FramesFrom {
+	case "":
+		cfg.FramesFrom = FramesAuto
+	case FramesAuto, FramesStream:
+	default:
+		return nil, fmt.Errorf("--frames-from %q: use auto (read the coordinator's folder when this machine sees it, else stream) or stream", cfg.FramesFrom)
 	}
 	conn, err := grpc.NewClient(cfg.Ambassador, append(TransportOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -215,12 +225,12 @@ func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment, lo
 		n.heartbeat(setCtx, hbStop, a, &done, cancel, log)
 	}()
 	start := time.Now()
-	err := n.renderSet(setCtx, work, a, &done, log)
+	frames, err := n.renderSet(setCtx, work, a, &done, log)
 	close(hbStop)
 	<-hbDone
 	switch {
 	case err == nil:
-		log.Info("part uploaded", "took", time.Since(start).Round(time.Millisecond))
+		log.Info("part uploaded", "took", time.Since(start).Round(time.Millisecond), "frames", frames)
 	case errors.Is(context.Cause(setCtx), errLeaseLost):
 		log.Warn("lease lost; dropping the set", "err", context.Cause(setCtx))
 	case status.Code(err) == codes.FailedPrecondition || status.Code(err) == codes.NotFound:
@@ -302,19 +312,62 @@ func (n *Node) heartbeat(ctx context.Context, stop <-chan struct{}, a *farmpb.As
 	}
 }
 
-func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment, done *atomic.Int64, log *slog.Logger) error {
+// renderSet renders the set and uploads its part. It says where the frames
+// came from: "shared" (read from the coordinator's folder, see linkShared)
+// or "streamed".
+func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment, done *atomic.Int64, log *slog.Logger) (string, error) {
 	s := a.Settings
 	if s == nil || len(a.Frames) == 0 {
-		return errors.New("assignment without settings or frames")
+		return "", errors.New("assignment without settings or frames")
 	}
 	dir := filepath.Join(work, fmt.Sprintf("%s-set%05d-t%d", a.JobId, a.SetIndex, a.Token))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return "", err
 	}
 	defer os.RemoveAll(dir)
-	if err := n.retry(ctx, log, "receiving frames", func() error { return n.receiveFrames(ctx, dir, a) }); err != nil {
-		return err
+	shared := false
+	if n.cfg.FramesFrom == FramesAuto {
+		err := linkShared(dir, a)
+		shared = err == nil
+		if err != nil {
+			log.Debug("streaming the frames: the coordinator's folder is not shared here", "why", err)
+		}
 	}
+	stream := func() error {
+		shared = false
+		return n.retry(ctx, log, "receiving frames", func() error { return n.receiveFrames(ctx, dir, a) })
+	}
+	if !shared {
+		if err := stream(); err != nil {
+			return "streamed", err
+		}
+	}
+	part, encodeMS, err := n.encode(ctx, dir, a, done)
+	if err == nil && shared {
+		if changed := sharedUnchanged(a); changed != nil {
+			// A frame changed while ffmpeg read it. Streamed, the set
+			// goes through the coordinator's own check of every frame,
+			// which stops the job: two versions of the frames must not
+			// end up in one video.
+			log.Warn("a frame changed during the encode; streaming the set instead", "err", changed)
+			removeSequence(dir, a, len(a.Frames))
+			if err := stream(); err != nil {
+				return "streamed", err
+			}
+			part, encodeMS, err = n.encode(ctx, dir, a, done)
+		}
+	}
+	from := map[bool]string{true: "shared", false: "streamed"}[shared]
+	if err != nil {
+		return from, err
+	}
+	return from, n.retry(ctx, log, "uploading the part", func() error { return n.upload(ctx, part, a, encodeMS) })
+}
+
+// encode runs ffmpeg on the set's frame sequence in dir and checks the part
+// it wrote; it returns the part's path and how long ffmpeg took.
+func (n *Node) encode(ctx context.Context, dir string, a *farmpb.Assignment, done *atomic.Int64) (string, uint64, error) {
+	s := a.Settings
 	part := filepath.Join(dir, "part."+s.PartExt)
 	settings := ffmpeg.Settings{Codec: s.Codec, Rate: ffmpeg.Rate{Num: s.FpsNum, Den: s.FpsDen}, CRF: int(s.Crf),
 		Preset: s.Preset, PixFmt: s.PixFmt, PadEven: s.PadEven, ScaleW: int(s.ScaleWidth), ScaleH: int(s.ScaleHeight),
@@ -323,12 +376,12 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	var err error
 	if settings.ScaleW > 0 {
 		if pattern, err = n.normalize(ctx, dir, a, settings); err != nil {
-			return err
+			return "", 0, err
 		}
 	}
 	args, err := ffmpeg.EncodeArgs(pattern, settings, part)
 	if err != nil {
-		return err
+		return "", 0, err
 	}
 	// Stop at the first frame that does not decode, with ffmpeg's own
 	// message: without -xerror ffmpeg drops the frame and exits 0, and all
@@ -336,20 +389,20 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	args = append([]string{"-xerror"}, args...)
 	start := time.Now()
 	if err := n.cfg.FFmpeg.Run(ctx, args, func(f int64) { done.Store(f) }); err != nil {
-		return fmt.Errorf("encoding frames %d-%d: %s", a.Frames[0].Number, a.Frames[len(a.Frames)-1].Number, originalNames(err.Error(), dir, a))
+		return "", 0, fmt.Errorf("encoding frames %d-%d: %s", a.Frames[0].Number, a.Frames[len(a.Frames)-1].Number, originalNames(err.Error(), dir, a))
 	}
 	encodeMS := uint64(time.Since(start).Milliseconds())
 	// Read from the part's index in Go: an ffprobe here would cost a
 	// process start (~150 ms of CPU) per set.
 	p, err := mp4.ReadFile(part)
 	if err != nil {
-		return fmt.Errorf("checking the encoded part: %w", err)
+		return "", 0, fmt.Errorf("checking the encoded part: %w", err)
 	}
 	if p.Samples != int64(len(a.Frames)) {
-		return fmt.Errorf("ffmpeg wrote %d frames for a set of %d", p.Samples, len(a.Frames))
+		return "", 0, fmt.Errorf("ffmpeg wrote %d frames for a set of %d", p.Samples, len(a.Frames))
 	}
 	done.Store(int64(len(a.Frames)))
-	return n.retry(ctx, log, "uploading the part", func() error { return n.upload(ctx, part, a, encodeMS) })
+	return part, encodeMS, nil
 }
 
 // retry repeats fn while the failure is the link's, not the request's, with

@@ -182,8 +182,13 @@ type Assignment struct {
 	Settings *EncodeSettings        `protobuf:"bytes,5,opt,name=settings,proto3" json:"settings,omitempty"`
 	// How often the node should heartbeat.
 	HeartbeatIntervalMs uint32 `protobuf:"varint,6,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The coordinator's frames folder, an absolute path on its machine. A
+	// node that sees the same files there (same host, or a shared mount:
+	// each frame with the size and modification time below) may read them
+	// from there instead of streaming them.
+	FramesDir     string `protobuf:"bytes,7,opt,name=frames_dir,json=framesDir,proto3" json:"frames_dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -258,12 +263,22 @@ func (x *Assignment) GetHeartbeatIntervalMs() uint32 {
 	return 0
 }
 
+func (x *Assignment) GetFramesDir() string {
+	if x != nil {
+		return x.FramesDir
+	}
+	return ""
+}
+
 type FrameInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Frame number as found in the file name.
-	Number        int64  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
-	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Size          int64  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Number int64  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	Name   string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Size   int64  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// Modification time in nanoseconds since the epoch, as the coordinator
+	// saw it when the job started.
+	MtimeNs       int64 `protobuf:"varint,4,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -315,6 +330,13 @@ func (x *FrameInfo) GetName() string {
 func (x *FrameInfo) GetSize() int64 {
 	if x != nil {
 		return x.Size
+	}
+	return 0
+}
+
+func (x *FrameInfo) GetMtimeNs() int64 {
+	if x != nil {
+		return x.MtimeNs
 	}
 	return 0
 }
@@ -1874,7 +1896,7 @@ const file_farm_proto_rawDesc = "" +
 	"assignment\x12&\n" +
 	"\x0eretry_after_ms\x18\x02 \x01(\rH\x00R\fretryAfterMs\x12\x14\n" +
 	"\x04done\x18\x03 \x01(\tH\x00R\x04doneB\b\n" +
-	"\x06result\"\xf5\x01\n" +
+	"\x06result\"\x94\x02\n" +
 	"\n" +
 	"Assignment\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
@@ -1882,11 +1904,14 @@ const file_farm_proto_rawDesc = "" +
 	"\x05token\x18\x03 \x01(\x04R\x05token\x12/\n" +
 	"\x06frames\x18\x04 \x03(\v2\x17.framefarm.v1.FrameInfoR\x06frames\x128\n" +
 	"\bsettings\x18\x05 \x01(\v2\x1c.framefarm.v1.EncodeSettingsR\bsettings\x122\n" +
-	"\x15heartbeat_interval_ms\x18\x06 \x01(\rR\x13heartbeatIntervalMs\"K\n" +
+	"\x15heartbeat_interval_ms\x18\x06 \x01(\rR\x13heartbeatIntervalMs\x12\x1d\n" +
+	"\n" +
+	"frames_dir\x18\a \x01(\tR\tframesDir\"f\n" +
 	"\tFrameInfo\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x03R\x06number\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\"\xe0\x02\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x19\n" +
+	"\bmtime_ns\x18\x04 \x01(\x03R\amtimeNs\"\xe0\x02\n" +
 	"\x0eEncodeSettings\x12\x14\n" +
 	"\x05codec\x18\x01 \x01(\tR\x05codec\x12\x17\n" +
 	"\afps_num\x18\x02 \x01(\x03R\x06fpsNum\x12\x17\n" +

@@ -183,6 +183,7 @@ type farm struct {
 	coord *proc
 	addr  string
 	job   string
+	nodes []*proc
 	// data and coordArgs are the coordinator's data folder and command
 	// line, to start it again on the same state.
 	data      string
@@ -191,6 +192,9 @@ type farm struct {
 
 // startFarm runs a coordinator on frames and nodes (each with its own
 // ambassador, as on separate machines), and returns once they all run.
+// Every second node streams its frames as a node on another machine must;
+// the others read them from the coordinator's folder, as on its host or
+// over a shared mount, so a farm of two or more mixes both in one job.
 func startFarm(t *testing.T, frames string, nodes int, coordArgs ...string) *farm {
 	t.Helper()
 	data := filepath.Join(t.TempDir(), "data")
@@ -200,7 +204,9 @@ func startFarm(t *testing.T, frames string, nodes int, coordArgs ...string) *far
 	f := &farm{coord: coord, job: m[1], addr: m[2], data: data, coordArgs: args}
 	for i := 0; i < nodes; i++ {
 		_, am := start(t, fmt.Sprintf("ambassador-%d", i), ambReady, "ambassador", "--coordinator", f.addr, "--listen", "127.0.0.1:0")
-		start(t, fmt.Sprintf("node-%d", i), nil, "node", "--ambassador", am[1], "--name", fmt.Sprintf("node-%d", i), "--once")
+		frames := map[bool]string{false: "auto", true: "stream"}[i%2 == 1]
+		n, _ := start(t, fmt.Sprintf("node-%d", i), nil, "node", "--ambassador", am[1], "--name", fmt.Sprintf("node-%d", i), "--once", "--frames-from", frames)
+		f.nodes = append(f.nodes, n)
 	}
 	return f
 }

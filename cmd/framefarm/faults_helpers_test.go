@@ -398,7 +398,8 @@ func addNode(t *testing.T, f *farm, name string, o nodeOpts) *farmNode {
 		}
 		env = append(env, "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	}
-	nodeArgs := []string{"node", "--ambassador", n.ambAddr, "--name", name, "--work", n.work}
+	// Streamed: the faults are the network's, between the machines.
+	nodeArgs := []string{"node", "--ambassador", n.ambAddr, "--name", name, "--work", n.work, "--frames-from", "stream"}
 	if !o.noOnce {
 		nodeArgs = append(nodeArgs, "--once")
 	}

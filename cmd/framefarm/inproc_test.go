@@ -165,7 +165,7 @@ func TestFarmInProcess(t *testing.T) {
 	}
 	aaddr := m[1]
 	n1 := startRole(ctx, "node", "--ambassador", aaddr, "--name", "n1", "--once", "--log-level", "warn")
-	n2 := startRole(ctx, "node", "--ambassador", aaddr, "--name", "n2", "--once", "--log-level", "warn", "--work", filepath.Join(tmp, "work2"))
+	n2 := startRole(ctx, "node", "--ambassador", aaddr, "--name", "n2", "--once", "--log-level", "warn", "--work", filepath.Join(tmp, "work2"), "--frames-from", "stream")
 
 	fetch.wait(t, "fetch --wait", exitOK)
 	wantLine := fmt.Sprintf("wrote %s (", fetched)

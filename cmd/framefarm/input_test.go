@@ -196,6 +196,9 @@ func sameAsFFmpeg(t *testing.T, frames, refPattern string, refStart int, vf stri
 	out := filepath.Join(tmp, "farm.mkv")
 	f := startFarm(t, frames, 1, append([]string{"--codec", "ffv1", "--out", out, "--sets", "2"}, farmArgs...)...)
 	f.fetch(t, filepath.Join(tmp, "fetched.mkv"))
+	// On the coordinator's host the node reads the frames from its folder:
+	// the video below is made from them, not from streamed copies.
+	waitOutput(t, f.nodes[0], "frames=shared", 10*time.Second)
 	ref := filepath.Join(tmp, "ref.mkv")
 	args := []string{"-v", "error", "-framerate", "24", "-start_number", fmt.Sprint(refStart), "-i", refPattern}
 	if vf != "" {
