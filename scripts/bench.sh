@@ -70,7 +70,7 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 if [ $QUICK = 1 ]; then
 	MODE=quick
 	REPS=${BENCH_REPS:-1}
-	O_FRAMES=q360 O_N=120 O_SIZE=640x360 O_SRC=testsrc2 O_PRESETS="veryfast"
+	O_FRAMES=q360 O_N=120 O_SIZE=640x360 O_SRC=testsrc2 O_PRESETS="veryfast" O_STREAM_PRESET=veryfast
 	S_FRAMES=q360 S_PRESET=veryfast
 	V_FRAMES=q180 V_N=24 V_SIZE=320x180 V_SRC=testsrc2
 	C_FRAMES=q16 C_N=1000 C_SETS=40 C_NODES="20" C_UNTIL_DONE=1
@@ -80,7 +80,7 @@ if [ $QUICK = 1 ]; then
 else
 	MODE=full
 	REPS=${BENCH_REPS:-3}
-	O_FRAMES=f720 O_N=600 O_SIZE=1280x720 O_SRC=mandelbrot O_PRESETS="veryfast medium"
+	O_FRAMES=f720 O_N=600 O_SIZE=1280x720 O_SRC=mandelbrot O_PRESETS="veryfast medium" O_STREAM_PRESET=veryfast
 	S_FRAMES=f720-240 S_PRESET=veryfast
 	V_FRAMES=f360 V_N=96 V_SIZE=640x360 V_SRC=mandelbrot
 	C_FRAMES=f16 C_N=100000 C_SETS=25000 C_NODES="100 1000" C_UNTIL_DONE=0 C_WARM=3 C_WIN=10 C_RATE=1000
@@ -191,11 +191,20 @@ overhead() {
 					rec "o.$p.farm.startup" "$R_STARTUP"
 					rec "o.$p.farm.join_ms" "$R_JOIN_MS"
 					rec "o.$p.farm.tail" "$R_TAIL"
-					rec m.small.c "$R_HWM_C"
-					rec m.small.a "$R_HWM_A"
-					rec m.small.n "$R_HWM_N"
 				fi
 			done
+			if [ "$p" = "$O_STREAM_PRESET" ]; then
+				# The same job with the frames streamed, as a node on another
+				# machine without the shared folder gets them.
+				log "1 overhead: $p, frames streamed, run $r/$REPS"
+				NODE_ARGS="${NODE_ARGS:-} --frames-from stream" farm_run "o-stream-$p-$r" "$F" 1 "" $SETS mp4 -- --codec libx264 --preset "$p" --fps 24
+				rec "o.$p.stream.wall" "$R_WALL"
+				rec "o.$p.stream.cpu" "$R_CPU"
+				rec "o.$p.stream.set_ovh" "$R_SET_OVH"
+				rec m.small.c "$R_HWM_C"
+				rec m.small.a "$R_HWM_A"
+				rec m.small.n "$R_HWM_N"
+			fi
 		done
 	done
 	rm -f "$RUN/o-ff.mp4"
@@ -234,6 +243,11 @@ scaling() {
 			rec "s.$n.wall" "$R_WALL"
 			rec "s.$n.set_ovh" "$R_SET_OVH"
 		done
+		# The most nodes again, streaming the frames (machines without the
+		# shared folder).
+		NODE_ARGS="${NODE_ARGS:-} --frames-from stream" farm_run "s-stream$n-$r" "$F" "$n" "$cpus" $SETS mp4 -- --codec libx264 --preset $S_PRESET --fps 24
+		rec "s.${n}s.wall" "$R_WALL"
+		rec "s.${n}s.set_ovh" "$R_SET_OVH"
 	done
 	rm -f "$RUN/s-ff.mp4"
 }
@@ -498,7 +512,8 @@ memory() {
 	note m.big "$(calc "$big/1e6" 1)"
 	for ((r = 1; r <= M_REPS; r++)); do
 		log "6 memory: 4K frames, run $r/$M_REPS"
-		farm_run "m4k-$r" "$F" 1 "" "$M_SETS" mp4 -- --codec libx264 --preset ultrafast --fps 24
+		# Streamed: read in place, 4K frames would cost the roles nothing.
+		NODE_ARGS="${NODE_ARGS:-} --frames-from stream" farm_run "m4k-$r" "$F" 1 "" "$M_SETS" mp4 -- --codec libx264 --preset ultrafast --fps 24
 		rec m.4k.c "$R_HWM_C"
 		rec m.4k.a "$R_HWM_A"
 		rec m.4k.n "$R_HWM_N"

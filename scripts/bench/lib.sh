@@ -366,6 +366,15 @@ farm_run() {
 	done_at=$(sed -n 's/^time=\([^ ]*\) .*msg=job_done.*/\1/p' "$d/coordinator.log" | awk 'NR==1')
 	R_TAIL=-1
 	R_SET_OVH=$(set_overhead "$d")
+	# Where the nodes took the frames from: every run says which it
+	# measured, so it must be that one.
+	local shared streamed
+	shared=$(cat "$d"/node-*.log | grep -c 'msg="part uploaded".* frames=shared' || true)
+	streamed=$(cat "$d"/node-*.log | grep -c 'msg="part uploaded".* frames=streamed' || true)
+	case "${NODE_ARGS:-}" in
+	*"--frames-from stream"*) [ "$shared" = 0 ] || die "$tag: $shared set(s) were read from the shared folder in a streamed run" ;;
+	*) [ "$streamed" = 0 ] || die "$tag: $streamed set(s) were streamed although the nodes see the coordinator's folder (see $d/node-*.log)" ;;
+	esac
 	if [ -n "$done_at" ]; then R_TAIL=$(calc "$t1 - $(date -d "$done_at" +%s.%N)"); fi
 	if [ "${KEEP_RUNS:-0}" != 1 ]; then rm -rf "$d/data" "$d"/work-*; fi
 	return 0

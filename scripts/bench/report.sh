@@ -53,9 +53,16 @@ table() {
 		local fw bw r
 		fw=$(get "o.$p.farm.wall") bw=$(get "o.$p.ff.wall")
 		r=$(ratio "$fw" "$bw")
-		row 1 "overhead: $O_N ${O_SIZE} PNG ($o_mb MB) → x264 $p, 1 node vs one ffmpeg, wall" "$(fmt "$fw") s" "$(fmt "$bw") s" "${r}×" "≤ 1.03×" "$(verdict "$r" "<=" 1.03)"
+		row 1 "overhead: $O_N ${O_SIZE} PNG ($o_mb MB) → x264 $p, 1 node on the coordinator's host (reads the frames in place) vs one ffmpeg, wall" "$(fmt "$fw") s" "$(fmt "$bw") s" "${r}×" "≤ 1.03×" "$(verdict "$r" "<=" 1.03)"
 		fw=$(get "o.$p.farm.cpu") bw=$(get "o.$p.ff.cpu")
 		row 1 "… same, CPU time (all farm processes and their ffmpeg/ffprobe)" "$(fmt "$fw") s" "$(fmt "$bw") s" "$(ratio "$fw" "$bw")×" "—" "—"
+		if has "o.$p.stream.wall"; then
+			fw=$(get "o.$p.stream.wall") bw=$(get "o.$p.ff.wall")
+			r=$(ratio "$fw" "$bw")
+			row 1 "… same, frames **streamed** through the ambassador (\`--frames-from stream\`, as a node on another machine gets them), wall" "$(fmt "$fw") s" "$(fmt "$bw") s" "${r}×" "≤ 1.03×" "$(verdict "$r" "<=" 1.03)"
+			fw=$(get "o.$p.stream.cpu") bw=$(get "o.$p.ff.cpu")
+			row 1 "… streamed, CPU time" "$(fmt "$fw") s" "$(fmt "$bw") s" "$(ratio "$fw" "$bw")×" "—" "—"
+		fi
 	done
 
 	local how
@@ -74,6 +81,15 @@ table() {
 			row 2 "scaling (emulated machines): $(getnote s.what), x264 $S_PRESET, $n node(s) × $cpus CPU vs one ffmpeg × $cpus CPU" \
 				"$(fmt "$fw") s" "$(fmt "$ff1") s" "speedup ${sp}×, efficiency ${eff}% (${eff1}% vs the 1-node farm)" "$tgt" "$v"
 		done
+		n=$(getnote s.nodes)
+		n=${n##* }
+		if has "s.${n}s.wall"; then
+			local fw sp
+			fw=$(get "s.${n}s.wall")
+			sp=$(ratio "$ff1" "$fw")
+			row 2 "… $n node(s), frames **streamed** (\`--frames-from stream\`: machines without the shared folder)" \
+				"$(fmt "$fw") s" "$(fmt "$ff1") s" "speedup ${sp}×, efficiency $(calc "$sp * 100 / $n" 0)%" "(≥ 95%)" "$(verdict "$(calc "$sp * 100 / $n" 0)" ">=" 95)"
+		fi
 		if [ -n "$(getnote s.skip4)" ]; then row 2 "scaling, 4 nodes" "—" "—" "$(getnote s.skip4)" "≥ 95%" "n/a"; fi
 	else
 		row 2 "scaling" "—" "—" "${how:-not run}" "≥ 95%" "n/a"
@@ -156,7 +172,8 @@ details() {
 			"+ $(fmt "$(get "o.$p.cpu.ck")" 1) in its ffprobe/ffmpeg children, ambassador $(fmt "$(get "o.$p.cpu.a")" 1)," \
 			"node $(fmt "$(get "o.$p.cpu.n")" 1) + $(fmt "$(get "o.$p.cpu.nk")" 1) in its ffmpeg/ffprobe children; plain ffmpeg $(fmt "$(get "o.$p.ff.cpu")" 1)."
 	done
-	echo "- 2: $(getnote s.how). Per set, a node spent $(fmt "$(get s.1.set_ovh)" 0) ms (1 node) to $(fmt "$(get s.4.set_ovh)" 0) ms (4 nodes) outside ffmpeg's encode." \
+	echo "- 1: a node that sees the coordinator's frames folder with the same files (here: the same host) links them and encodes them in place (\`--frames-from auto\`, the default); the streamed rows are the same job with every frame streamed coordinator → ambassador → node, as on machines without a shared folder. Parts are uploaded through the ambassador in both."
+	echo "- 2: $(getnote s.how); the nodes read the frames in place as in 1, except in the streamed row. Per set, a node spent $(fmt "$(get s.1.set_ovh)" 0) ms (1 node) to $(fmt "$(get s.4.set_ovh)" 0) ms (4 nodes) outside ffmpeg's encode." \
 		"With 4 × 0.5 CPU the emulated machines take the whole 2-core box, so the coordinator and the ambassadors (not under a quota) compete with them."
 	echo "- 3: plain ffmpeg used $(fmt "$(get v.ff.cpu)" 1) CPU-s in $(fmt "$(get v.ff.wall)" 1) s (VP9 with row-mt keeps about $(calc "$(get v.ff.cpu) / $(get v.ff.wall)" 1) of the 2 cores busy);" \
 		"the farm $(fmt "$(get v.farm.cpu)" 1) CPU-s; $(calc "$V_N / $SETS" 0) frames a set, $(fmt "$(get v.set_ovh)" 0) ms per set outside the encode."
@@ -171,7 +188,7 @@ details() {
 	echo "- 5: streaming is loadgen acquiring set 0, streaming it to nowhere, giving it back, $D_ROUNDS times; cat reads the same" \
 		"files (warm in the page cache) to /dev/null. The join's parts are FFV1 parts of $J_SRC frames; its baseline is" \
 		"\`cat parts > file\` then fsync (the join also fsyncs)."
-	echo "- 6: x264 ultrafast for the 4K frames; the $O_SIZE figures come from the overhead runs."
+	echo "- 6: x264 ultrafast for the 4K frames, streamed (read in place, a frame's size would cost the roles nothing); the $O_SIZE figures come from the streamed overhead runs."
 	if [ "$PROFILE" = 1 ]; then
 		echo "- Profiles (\`go tool pprof -top\`) of the coordinator under loadgen and of a node and the coordinator during a render are in the run folder ($PROF); one run of each kind was profiled."
 	fi
