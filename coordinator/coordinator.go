@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +85,9 @@ type jobSettings struct {
 	FrameExt string `json:"frame_ext"`
 	PartExt  string `json:"part_ext"`
 	FinalExt string `json:"final_ext"`
+	// FilterThreads is fixed when the job is created and kept on resume
+	// (it is not in the fingerprint): see EncodeSettings.filter_threads.
+	FilterThreads int `json:"filter_threads,omitempty"`
 }
 
 func (s jobSettings) rate() ffmpeg.Rate { return ffmpeg.Rate{Num: s.FPSNum, Den: s.FPSDen} }
@@ -267,6 +271,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		}
 		c.log.Info("resuming job", "job", id, "state", job.State, "sets", len(job.Sets))
 	} else {
+		settings.FilterThreads = ffmpeg.AutoFilterThreads(runtime.NumCPU())
 		c.rec = jobRecord{ID: newID(), Created: cfg.Now(), FramesDir: dir, OutPath: out, Settings: settings, Fingerprint: fp}
 		c.job = &Job{ID: c.rec.ID, State: JobRunning, Sets: Partition(len(frames), cfg.Sets), NodeFailures: map[string]int{}}
 		ev := []Event{{At: cfg.Now(), Kind: "job_created", Set: -1,

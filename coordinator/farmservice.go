@@ -157,5 +157,5 @@ func (c *Coordinator) encodeSettings() *farmpb.EncodeSettings {
 	return &farmpb.EncodeSettings{Codec: st.Codec, FpsNum: st.FPSNum, FpsDen: st.FPSDen, Crf: int32(st.CRF),
 		Preset: st.Preset, PixFmt: st.PixFmt, PartExt: st.PartExt, FrameExt: st.FrameExt,
 		Width: uint32(st.Width), Height: uint32(st.Height), PadEven: st.PadEven,
-		ScaleWidth: uint32(st.ScaleW), ScaleHeight: uint32(st.ScaleH)}
+		ScaleWidth: uint32(st.ScaleW), ScaleHeight: uint32(st.ScaleH), FilterThreads: uint32(st.FilterThreads)}
 }

@@ -371,7 +371,7 @@ func (n *Node) encode(ctx context.Context, dir string, a *farmpb.Assignment, don
 	part := filepath.Join(dir, "part."+s.PartExt)
 	settings := ffmpeg.Settings{Codec: s.Codec, Rate: ffmpeg.Rate{Num: s.FpsNum, Den: s.FpsDen}, CRF: int(s.Crf),
 		Preset: s.Preset, PixFmt: s.PixFmt, PadEven: s.PadEven, ScaleW: int(s.ScaleWidth), ScaleH: int(s.ScaleHeight),
-		Threads: n.cfg.Threads}
+		Threads: n.cfg.Threads, FilterThreads: int(s.FilterThreads)}
 	pattern := ffmpeg.SequencePattern(dir, s.FrameExt)
 	var err error
 	if settings.ScaleW > 0 {
@@ -603,7 +603,7 @@ func (n *Node) normalize(ctx context.Context, dir string, a *farmpb.Assignment, 
 		wg.Go(func() {
 			for i := range next {
 				in := filepath.Join(dir, ffmpeg.SequenceName(i, a.Settings.FrameExt))
-				args := ffmpeg.NormalizeArgs(in, s.ScaleW, s.ScaleH, filepath.Join(out, ffmpeg.SequenceName(i, "png")))
+				args := ffmpeg.NormalizeArgs(in, s, filepath.Join(out, ffmpeg.SequenceName(i, "png")))
 				if err := n.cfg.FFmpeg.Run(ctx, args, nil); err != nil {
 					errs <- fmt.Errorf("scaling %s (frame %d) to %dx%d: %s", a.Frames[i].Name, a.Frames[i].Number, s.ScaleW, s.ScaleH, originalNames(err.Error(), dir, a))
 					cancel()

@@ -40,3 +40,31 @@ func TestThreadsOnTheCommandLine(t *testing.T) {
 		t.Errorf("-threads given for Threads 0: %q", args)
 	}
 }
+
+// The job's filter thread count reaches ffmpeg whatever the encoder threads,
+// for the encode and for the normalising of scaled frames alike.
+func TestJobFilterThreadsOnTheCommandLine(t *testing.T) {
+	s := ffmpeg.Settings{Codec: "ffv1", Rate: ffmpeg.Rate{Num: 24, Den: 1}, CRF: -1, PixFmt: "yuv420p", Threads: 1, FilterThreads: 5, ScaleW: 64, ScaleH: 48}
+	for _, threads := range []int{0, 1} {
+		s.Threads = threads
+		args, err := ffmpeg.EncodeArgs("in/%06d.png", s, "out.mov")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f, in := slices.Index(args, "-filter_threads"), slices.Index(args, "-i"); f < 0 || f > in || args[f+1] != "5" {
+			t.Errorf("threads %d: -filter_threads 5 missing before the input: %q", threads, args)
+		}
+	}
+	args := ffmpeg.NormalizeArgs("in/000000.bmp", s, "out/000000.png")
+	if f, in := slices.Index(args, "-filter_threads"), slices.Index(args, "-i"); f < 0 || f > in || args[f+1] != "5" {
+		t.Errorf("normalising: -filter_threads 5 missing before the input: %q", args)
+	}
+}
+
+func TestAutoFilterThreads(t *testing.T) {
+	for cpus, want := range map[int]int{1: 1, 2: 3, 16: 17} {
+		if got := ffmpeg.AutoFilterThreads(cpus); got != want {
+			t.Errorf("AutoFilterThreads(%d) = %d, want %d", cpus, got, want)
+		}
+	}
+}

@@ -361,8 +361,14 @@ type EncodeSettings struct {
 	PadEven bool `protobuf:"varint,11,opt,name=pad_even,json=padEven,proto3" json:"pad_even,omitempty"`
 	// When set, every frame is scaled to this size first (--scale); width
 	// and height above are then the scaled size.
-	ScaleWidth    uint32 `protobuf:"varint,12,opt,name=scale_width,json=scaleWidth,proto3" json:"scale_width,omitempty"`
-	ScaleHeight   uint32 `protobuf:"varint,13,opt,name=scale_height,json=scaleHeight,proto3" json:"scale_height,omitempty"`
+	ScaleWidth  uint32 `protobuf:"varint,12,opt,name=scale_width,json=scaleWidth,proto3" json:"scale_width,omitempty"`
+	ScaleHeight uint32 `protobuf:"varint,13,opt,name=scale_height,json=scaleHeight,proto3" json:"scale_height,omitempty"`
+	// ffmpeg's filter thread count for every part (-filter_threads): the
+	// count ffmpeg picks by itself on the coordinator's machine. Its
+	// conversion of some frames (BGR: BMP, TGA) depends on it, so a node
+	// that used its own default would render them as a machine with its
+	// core count does. 0: the node's ffmpeg default (older coordinators).
+	FilterThreads uint32 `protobuf:"varint,14,opt,name=filter_threads,json=filterThreads,proto3" json:"filter_threads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -484,6 +490,13 @@ func (x *EncodeSettings) GetScaleWidth() uint32 {
 func (x *EncodeSettings) GetScaleHeight() uint32 {
 	if x != nil {
 		return x.ScaleHeight
+	}
+	return 0
+}
+
+func (x *EncodeSettings) GetFilterThreads() uint32 {
+	if x != nil {
+		return x.FilterThreads
 	}
 	return 0
 }
@@ -1911,7 +1924,7 @@ const file_farm_proto_rawDesc = "" +
 	"\x06number\x18\x01 \x01(\x03R\x06number\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x19\n" +
-	"\bmtime_ns\x18\x04 \x01(\x03R\amtimeNs\"\xe0\x02\n" +
+	"\bmtime_ns\x18\x04 \x01(\x03R\amtimeNs\"\x87\x03\n" +
 	"\x0eEncodeSettings\x12\x14\n" +
 	"\x05codec\x18\x01 \x01(\tR\x05codec\x12\x17\n" +
 	"\afps_num\x18\x02 \x01(\x03R\x06fpsNum\x12\x17\n" +
@@ -1927,7 +1940,8 @@ const file_farm_proto_rawDesc = "" +
 	"\bpad_even\x18\v \x01(\bR\apadEven\x12\x1f\n" +
 	"\vscale_width\x18\f \x01(\rR\n" +
 	"scaleWidth\x12!\n" +
-	"\fscale_height\x18\r \x01(\rR\vscaleHeight\"\x80\x02\n" +
+	"\fscale_height\x18\r \x01(\rR\vscaleHeight\x12%\n" +
+	"\x0efilter_threads\x18\x0e \x01(\rR\rfilterThreads\"\x80\x02\n" +
 	"\x10HeartbeatRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1b\n" +

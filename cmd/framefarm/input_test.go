@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -199,7 +200,15 @@ func sameAsFFmpeg(t *testing.T, frames, refPattern string, refStart int, vf stri
 	// On the coordinator's host the node reads the frames from its folder:
 	// the video below is made from them, not from streamed copies.
 	waitOutput(t, f.nodes[0], "frames=shared", 10*time.Second)
-	ref := filepath.Join(tmp, "ref.mkv")
+	sameFramesAsFFmpeg(t, out, refPattern, refStart, vf)
+	return f
+}
+
+// sameFramesAsFFmpeg holds the farm's FFV1 video out, decoded, against one
+// plain ffmpeg run over refPattern (a printf pattern) with the filters vf.
+func sameFramesAsFFmpeg(t *testing.T, out, refPattern string, refStart int, vf string) {
+	t.Helper()
+	ref := filepath.Join(t.TempDir(), "ref.mkv")
 	args := []string{"-v", "error", "-framerate", "24", "-start_number", fmt.Sprint(refStart), "-i", refPattern}
 	if vf != "" {
 		args = append(args, "-vf", vf)
@@ -214,7 +223,37 @@ func sameAsFFmpeg(t *testing.T, frames, refPattern string, refStart int, vf stri
 			t.Fatalf("frame %d differs: farm %q, ffmpeg %q", i, got[i], want[i])
 		}
 	}
-	return f
+}
+
+// TestVideoIndependentOfNodeCores: ffmpeg converts BGR frames (BMP, TGA)
+// to YUV a little differently with another filter thread count, and its
+// default count follows the machine's cores. A node that sees one core
+// still renders what one plain ffmpeg run on the coordinator's machine
+// makes of the frames, whichever way the sets were spread over the farm.
+func TestVideoIndependentOfNodeCores(t *testing.T) {
+	needFFmpeg(t)
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs 2 CPUs: with one, a node cannot see fewer cores than the coordinator")
+	}
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		t.Skip("no taskset (util-linux) to give the node one core")
+	}
+	t.Parallel()
+	tmp := t.TempDir()
+	frames := filepath.Join(tmp, "frames")
+	os.MkdirAll(frames, 0o755)
+	pattern := filepath.Join(frames, "f_%04d.bmp")
+	runCmd(t, "ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=24", "-frames:v", "6", "-start_number", "1", "-pix_fmt", "bgr24", pattern)
+	out := filepath.Join(tmp, "farm.mkv")
+	f := startFarm(t, frames, 0, "--codec", "ffv1", "--out", out, "--sets", "2")
+	_, am := start(t, "ambassador", ambReady, "ambassador", "--coordinator", f.addr, "--listen", "127.0.0.1:0")
+	startCmd(t, "node (one core)", func(c *exec.Cmd) {
+		c.Args = append([]string{taskset, "-c", "0"}, c.Args...)
+		c.Path = taskset
+	}, nil, "node", "--ambassador", am[1], "--name", "one-core", "--once")
+	f.fetch(t, filepath.Join(tmp, "fetched.mkv"))
+	sameFramesAsFFmpeg(t, out, pattern, 1, "")
 }
 
 // TestFormats: one farm run per supported image format, each frame-exact.

@@ -25,6 +25,22 @@ type Settings struct {
 	// one per core). Unlike the fields above it is the node's choice, not
 	// the job's: the parts join whatever it is.
 	Threads int
+	// FilterThreads is ffmpeg's filter thread count (0: its default, which
+	// follows the machine's cores). It is the job's: see AutoFilterThreads.
+	FilterThreads int
+}
+
+// AutoFilterThreads is the filter thread count ffmpeg picks by itself on a
+// machine with cpus cores (libavutil's slice threads: cores + 1, or 1 on
+// one core). Its RGB to YUV conversion of BGR frames (BMP, TGA) comes out
+// differently with another count, so every node of a job is given the
+// count of the coordinator's machine: the video is then what one plain
+// ffmpeg run there makes of the frames, whatever cores the nodes have.
+func AutoFilterThreads(cpus int) int {
+	if cpus > 1 {
+		return cpus + 1
+	}
+	return 1
 }
 
 // SequencePattern is the name pattern (for image2) of the contiguous frame
@@ -94,16 +110,21 @@ func EncodeArgs(pattern string, s Settings, out string) ([]string, error) {
 		outArgs["level"] = "3"
 	}
 	st := ffmpeggo.Input(pattern, in).Output(out, outArgs).OverWriteOutput()
-	args := baseArgs()
-	if s.Threads > 0 {
-		// ffmpeg gives a simple filter graph the encoder's thread count
-		// unless -filter_threads is set, and its RGB to YUV conversion of
-		// BGR frames (BMP, TGA) comes out differently with other filter
-		// threads: the video would no longer be one plain ffmpeg run's.
-		// 0 keeps the graph's own default, as in that run.
-		args = append(args, "-filter_threads", "0")
-	}
+	args := filterThreads(baseArgs(), s)
 	return append(args, st.GetArgs()...), nil
+}
+
+// filterThreads adds the filter thread count to args. ffmpeg gives a simple
+// filter graph the encoder's thread count unless -filter_threads is set, so
+// with Threads and no FilterThreads it is 0: the graph's own default.
+func filterThreads(args []string, s Settings) []string {
+	switch {
+	case s.FilterThreads > 0:
+		return append(args, "-filter_threads", strconv.Itoa(s.FilterThreads))
+	case s.Threads > 0:
+		return append(args, "-filter_threads", "0")
+	}
+	return args
 }
 
 // NormalizeArgs is the command line that scales one frame to w x h in one
@@ -112,11 +133,11 @@ func EncodeArgs(pattern string, s Settings, out string) ([]string, error) {
 // formats in one ffmpeg run make it rebuild its filters mid-stream, and its
 // output then depends on which frames came before, so the video would
 // depend on how the frames were split into sets.
-func NormalizeArgs(in string, w, h int, out string) []string {
+func NormalizeArgs(in string, s Settings, out string) []string {
 	st := ffmpeggo.Input(in).
-		Output(out, ffmpeggo.KwArgs{"vf": fmt.Sprintf("scale=%d:%d,setsar=1", w, h), "pix_fmt": "rgb48be", "frames:v": "1", "update": "1"}).
+		Output(out, ffmpeggo.KwArgs{"vf": fmt.Sprintf("scale=%d:%d,setsar=1", s.ScaleW, s.ScaleH), "pix_fmt": "rgb48be", "frames:v": "1", "update": "1"}).
 		OverWriteOutput()
-	return append(baseArgs(), st.GetArgs()...)
+	return append(filterThreads(baseArgs(), Settings{FilterThreads: s.FilterThreads}), st.GetArgs()...)
 }
 
 // ConcatArgs is the command line that joins the parts listed in list (a
