@@ -260,15 +260,9 @@ func New(cfg Config) (*Ambassador, error) {
 			grpc.MaxCallRecvMsgSize(maxMsgSize),
 			grpc.MaxCallSendMsgSize(maxMsgSize),
 		),
-		// Frames stream through in 1 MiB messages; see bulkWindow and
-		// framebuf.Pool.
-		grpc.WithInitialWindowSize(bulkWindow),
-		grpc.WithInitialConnWindowSize(2 * bulkWindow),
-		grpc.WithReadBufferSize(bulkBuffer),
-		grpc.WithWriteBufferSize(bulkBuffer),
 		experimental.WithBufferPool(a.pool),
 	}
-	opts = append(opts, cfg.DialOptions...)
+	opts = append(append(opts, TransportOptions()...), cfg.DialOptions...)
 	conn, err := grpc.NewClient(cfg.Coordinator, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador: coordinator address %q: %w", cfg.Coordinator, err)
@@ -303,6 +297,21 @@ func New(cfg Config) (*Ambassador, error) {
 		},
 	})
 	return a, nil
+}
+
+// TransportOptions tune the ambassador's connection to the coordinator
+// (exported so that the benchmark's simulated nodes reach the coordinator
+// as a node's ambassador does). Frames stream through in 1 MiB messages:
+// see bulkWindow and bulkBuffer. A fixed window also spares the
+// coordinator gRPC's bandwidth-estimation pings, one per received message
+// with the dynamic window.
+func TransportOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithInitialWindowSize(bulkWindow),
+		grpc.WithInitialConnWindowSize(2 * bulkWindow),
+		grpc.WithReadBufferSize(bulkBuffer),
+		grpc.WithWriteBufferSize(bulkBuffer),
+	}
 }
 
 // Run listens on Config.Listen, serves farmpb.NodeService to the node and

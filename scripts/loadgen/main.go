@@ -39,6 +39,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/framefarm/framefarm/ambassador"
 	"github.com/framefarm/framefarm/internal/creds"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/node"
@@ -289,6 +290,9 @@ func runCycles(ctx context.Context, args []string) error {
 	usageFile := fs.String("cgroup-usage", "", "the coordinator's cgroup CPU usage `FILE` (v1 cpuacct.usage or v2 cpu.stat), read at the window's start and end")
 	offered := fs.Float64("rate", 0, "offered load: cycles per second from all the nodes together, each node starting one every nodes/rate seconds (a farm's nodes spend that time encoding); 0: every node starts its next cycle at once (saturation)")
 	_ = fs.Parse(args)
+	// Each simulated node reaches the coordinator as a real node does,
+	// through its ambassador's connection.
+	extraDial = append(ambassador.TransportOptions(), extraDial...)
 	ctx, cancel := context.WithTimeout(ctx, *limit)
 	defer cancel()
 
