@@ -343,12 +343,12 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 		}
 	}
 	part, encodeMS, err := n.encode(ctx, dir, a, done)
-	if err == nil && shared {
+	if shared {
 		if changed := sharedUnchanged(a); changed != nil {
-			// A frame changed while ffmpeg read it. Streamed, the set
-			// goes through the coordinator's own check of every frame,
-			// which stops the job: two versions of the frames must not
-			// end up in one video.
+			// A frame changed while ffmpeg read it (which may also be why
+			// the encode failed). Streamed, the set goes through the
+			// coordinator's own check of every frame, which stops the job:
+			// two versions of the frames must not end up in one video.
 			log.Warn("a frame changed during the encode; streaming the set instead", "err", changed)
 			removeSequence(dir, a, len(a.Frames))
 			if err := stream(); err != nil {

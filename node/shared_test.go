@@ -1,12 +1,15 @@
 package node
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/framefarm/framefarm/internal/ffmpeg"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -97,5 +100,70 @@ func TestSharedFrameChangedAfterLinking(t *testing.T) {
 	}
 	if err := sharedUnchanged(a); err == nil || !strings.Contains(err.Error(), "f2.png") {
 		t.Errorf("a frame touched after linking: %v, want an error naming f2.png", err)
+	}
+}
+
+// sharedFrames writes the set's frames into a folder, as the coordinator's
+// own, and points the assignment at it.
+func sharedFrames(t *testing.T, a *farmpb.Assignment, frames [][]byte) {
+	t.Helper()
+	a.FramesDir = t.TempDir()
+	for i, f := range a.Frames {
+		p := filepath.Join(a.FramesDir, f.Name)
+		if err := os.WriteFile(p, frames[i], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.MtimeNs = fi.ModTime().UnixNano()
+	}
+}
+
+// A node that sees the coordinator's folder encodes the frames from there:
+// nothing is streamed.
+func TestSharedFramesAreNotStreamed(t *testing.T) {
+	needFFmpeg(t)
+	a, frames := setOf(t)
+	sharedFrames(t, a, frames)
+	f := &fakeAmb{grants: []*farmpb.Assignment{a}, frames: frames}
+	logs, done, _ := runNode(t, serveFake(t, f), nil)
+	waitDone(t, done, logs)
+	if n := f.streams.Load(); n != 0 || len(f.uploaded) == 0 || !strings.Contains(logs.String(), "frames=shared") {
+		t.Errorf("%d streams, %d bytes uploaded, want 0 and a part read from the folder:\n%s", n, len(f.uploaded), logs)
+	}
+	// With --frames-from stream the same set is streamed.
+	a, frames = setOf(t)
+	sharedFrames(t, a, frames)
+	f = &fakeAmb{grants: []*farmpb.Assignment{a}, frames: frames}
+	logs, done, _ = runNode(t, serveFake(t, f), func(c *Config) { c.FramesFrom = FramesStream })
+	waitDone(t, done, logs)
+	if n := f.streams.Load(); n != 1 || !strings.Contains(logs.String(), "frames=streamed") {
+		t.Errorf("--frames-from stream: %d streams, want 1:\n%s", n, logs)
+	}
+}
+
+// A frame rewritten while ffmpeg reads it from the shared folder sends the
+// set down the streamed path, where the coordinator checks every frame: the
+// part is not made of two versions of the frames.
+func TestSharedFrameChangedDuringTheEncodeIsStreamed(t *testing.T) {
+	needFFmpeg(t)
+	a, frames := setOf(t)
+	sharedFrames(t, a, frames)
+	real, err := exec.LookPath("ffmpeg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Touches the second frame, then encodes.
+	touching := fakeFFmpeg(t, fmt.Sprintf("touch -d '+1 hour' %q\nexec %q \"$@\"", filepath.Join(a.FramesDir, a.Frames[1].Name), real))
+	f := &fakeAmb{grants: []*farmpb.Assignment{a}, frames: frames}
+	logs, done, _ := runNode(t, serveFake(t, f), func(c *Config) { c.FFmpeg = ffmpeg.Runner{FFmpeg: touching} })
+	waitDone(t, done, logs)
+	if n := f.streams.Load(); n != 1 || !strings.Contains(logs.String(), "a frame changed during the encode") || !strings.Contains(logs.String(), "frames=streamed") {
+		t.Errorf("%d streams, want 1 after the frame changed:\n%s", n, logs)
+	}
+	if len(f.uploaded) == 0 {
+		t.Error("no part was uploaded")
 	}
 }
