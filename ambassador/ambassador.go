@@ -153,6 +153,10 @@ type BreakerSnapshot struct {
 	TotalExclusions      uint32
 	ConsecutiveSuccesses uint32
 	ConsecutiveFailures  uint32
+	// Opens is how many times the breaker opened since New (a failed probe
+	// opens it again), LastOpened when it last did.
+	Opens      uint32
+	LastOpened time.Time
 }
 
 // Info returns the snapshot as the wire message sent with heartbeats.
@@ -162,7 +166,16 @@ func (s BreakerSnapshot) Info() *farmpb.BreakerInfo {
 		Requests:            s.Requests,
 		TotalFailures:       s.TotalFailures,
 		ConsecutiveFailures: s.ConsecutiveFailures,
+		Opens:               s.Opens,
+		LastOpenedUnixMs:    unixMs(s.LastOpened),
 	}
+}
+
+func unixMs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }
 
 // Ambassador serves farmpb.NodeService to the node and forwards each call to
@@ -182,6 +195,10 @@ type Ambassador struct {
 	// openUntil is when the breaker, opened last, lets a probe through
 	// (unix nanoseconds); written by the breaker's OnStateChange.
 	openUntil atomic.Int64
+	// opens and lastOpened (unix nanoseconds) count the breaker's opens;
+	// written by OnStateChange.
+	opens      atomic.Uint32
+	lastOpened atomic.Int64
 	// stateChanged wakes the report loop on a breaker state change.
 	stateChanged chan struct{}
 
@@ -284,7 +301,10 @@ func New(cfg Config) (*Ambassador, error) {
 		// Called with the breaker's lock held: it must not call the breaker.
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			if to == gobreaker.StateOpen {
-				a.openUntil.Store(time.Now().Add(cfg.Breaker.OpenTimeout).UnixNano())
+				now := time.Now()
+				a.openUntil.Store(now.Add(cfg.Breaker.OpenTimeout).UnixNano())
+				a.lastOpened.Store(now.UnixNano())
+				a.opens.Add(1)
 			}
 			select {
 			case a.stateChanged <- struct{}{}:
@@ -402,7 +422,7 @@ func (a *Ambassador) Ready() <-chan struct{} {
 func (a *Ambassador) BreakerState() BreakerSnapshot {
 	state := a.cb.State() // moves open to half-open when due, so counts match
 	c := a.cb.Counts()
-	return BreakerSnapshot{
+	snap := BreakerSnapshot{
 		State:                state.String(),
 		Requests:             c.Requests,
 		TotalSuccesses:       c.TotalSuccesses,
@@ -410,7 +430,12 @@ func (a *Ambassador) BreakerState() BreakerSnapshot {
 		TotalExclusions:      c.TotalExclusions,
 		ConsecutiveSuccesses: c.ConsecutiveSuccesses,
 		ConsecutiveFailures:  c.ConsecutiveFailures,
+		Opens:                a.opens.Load(),
 	}
+	if ns := a.lastOpened.Load(); ns != 0 {
+		snap.LastOpened = time.Unix(0, ns)
+	}
+	return snap
 }
 
 // AcquireSet forwards the node's long poll for work, with AcquireTimeout as

@@ -704,6 +704,13 @@ func TestBreakerTripsAndRecovers(t *testing.T) {
 			t.Errorf("log lacks state change %s", want)
 		}
 	}
+	// Once closed again it still tells that it opened: the first trip and
+	// the failed probe.
+	if got := h.amb.BreakerState(); got.Opens != 2 || got.LastOpened.IsZero() {
+		t.Errorf("breaker counted %d opens, last at %v; want 2 and a time", got.Opens, got.LastOpened)
+	} else if info := got.Info(); info.Opens != 2 || info.LastOpenedUnixMs != got.LastOpened.UnixMilli() {
+		t.Errorf("the report carries %d opens at %d ms, want 2 at %d", info.Opens, info.LastOpenedUnixMs, got.LastOpened.UnixMilli())
+	}
 }
 
 func TestRetries(t *testing.T) {
@@ -974,7 +981,8 @@ func TestHeartbeatCarriesBreakerInfo(t *testing.T) {
 	if err := heartbeat(); err != nil {
 		t.Fatal(err)
 	}
-	want = &farmpb.BreakerInfo{State: "half-open", Requests: 1}
+	opened := h.amb.BreakerState().LastOpened.UnixMilli()
+	want = &farmpb.BreakerInfo{State: "half-open", Requests: 1, Opens: 1, LastOpenedUnixMs: opened}
 	if got := lastBreaker(); !proto.Equal(got, want) {
 		t.Errorf("probe heartbeat carried %v, want %v", got, want)
 	}

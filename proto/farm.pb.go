@@ -608,8 +608,13 @@ type BreakerInfo struct {
 	Requests            uint32                 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
 	TotalFailures       uint32                 `protobuf:"varint,3,opt,name=total_failures,json=totalFailures,proto3" json:"total_failures,omitempty"`
 	ConsecutiveFailures uint32                 `protobuf:"varint,4,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// How many times the breaker opened since the ambassador started, and
+	// when it last did (unix milliseconds): an outage that healed before the
+	// ambassador could report it open still shows.
+	Opens            uint32 `protobuf:"varint,5,opt,name=opens,proto3" json:"opens,omitempty"`
+	LastOpenedUnixMs int64  `protobuf:"varint,6,opt,name=last_opened_unix_ms,json=lastOpenedUnixMs,proto3" json:"last_opened_unix_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *BreakerInfo) Reset() {
@@ -666,6 +671,20 @@ func (x *BreakerInfo) GetTotalFailures() uint32 {
 func (x *BreakerInfo) GetConsecutiveFailures() uint32 {
 	if x != nil {
 		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *BreakerInfo) GetOpens() uint32 {
+	if x != nil {
+		return x.Opens
+	}
+	return 0
+}
+
+func (x *BreakerInfo) GetLastOpenedUnixMs() int64 {
+	if x != nil {
+		return x.LastOpenedUnixMs
 	}
 	return 0
 }
@@ -1952,12 +1971,14 @@ const file_farm_proto_rawDesc = "" +
 	"\bcpu_load\x18\x06 \x01(\x01R\acpuLoad\x12\x1d\n" +
 	"\n" +
 	"free_cores\x18\a \x01(\x01R\tfreeCores\x123\n" +
-	"\abreaker\x18\b \x01(\v2\x19.framefarm.v1.BreakerInfoR\abreaker\"\x99\x01\n" +
+	"\abreaker\x18\b \x01(\v2\x19.framefarm.v1.BreakerInfoR\abreaker\"\xde\x01\n" +
 	"\vBreakerInfo\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\rR\brequests\x12%\n" +
 	"\x0etotal_failures\x18\x03 \x01(\rR\rtotalFailures\x121\n" +
-	"\x14consecutive_failures\x18\x04 \x01(\rR\x13consecutiveFailures\"\x13\n" +
+	"\x14consecutive_failures\x18\x04 \x01(\rR\x13consecutiveFailures\x12\x14\n" +
+	"\x05opens\x18\x05 \x01(\rR\x05opens\x12-\n" +
+	"\x13last_opened_unix_ms\x18\x06 \x01(\x03R\x10lastOpenedUnixMs\"\x13\n" +
 	"\x11HeartbeatResponse\"s\n" +
 	"\x13StreamFramesRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x15\n" +

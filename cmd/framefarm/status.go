@@ -188,10 +188,14 @@ func describeBreaker(b *farmpb.BreakerInfo) string {
 	if b == nil || b.State == "" {
 		return "-"
 	}
-	if b.ConsecutiveFailures == 0 {
-		return b.State
+	out := b.State
+	if b.ConsecutiveFailures > 0 {
+		out += fmt.Sprintf(" (%d consecutive failures)", b.ConsecutiveFailures)
 	}
-	return fmt.Sprintf("%s (%d consecutive failures)", b.State, b.ConsecutiveFailures)
+	if b.Opens > 0 && b.LastOpenedUnixMs > 0 {
+		out += fmt.Sprintf(", opened %d× (last %s)", b.Opens, time.UnixMilli(b.LastOpenedUnixMs).Format("15:04:05"))
+	}
+	return out
 }
 
 // humanSize uses binary units, as ls -h and du -h do.
