@@ -195,10 +195,8 @@ type Ambassador struct {
 	// openUntil is when the breaker, opened last, lets a probe through
 	// (unix nanoseconds); written by the breaker's OnStateChange.
 	openUntil atomic.Int64
-	// opens and lastOpened (unix nanoseconds) count the breaker's opens;
-	// written by OnStateChange.
-	opens      atomic.Uint32
-	lastOpened atomic.Int64
+	// opens counts the breaker's opens; written by OnStateChange.
+	opens atomic.Uint32
 	// stateChanged wakes the report loop on a breaker state change.
 	stateChanged chan struct{}
 
@@ -301,9 +299,7 @@ func New(cfg Config) (*Ambassador, error) {
 		// Called with the breaker's lock held: it must not call the breaker.
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			if to == gobreaker.StateOpen {
-				now := time.Now()
-				a.openUntil.Store(now.Add(cfg.Breaker.OpenTimeout).UnixNano())
-				a.lastOpened.Store(now.UnixNano())
+				a.openUntil.Store(time.Now().Add(cfg.Breaker.OpenTimeout).UnixNano())
 				a.opens.Add(1)
 			}
 			select {
@@ -432,8 +428,8 @@ func (a *Ambassador) BreakerState() BreakerSnapshot {
 		ConsecutiveFailures:  c.ConsecutiveFailures,
 		Opens:                a.opens.Load(),
 	}
-	if ns := a.lastOpened.Load(); ns != 0 {
-		snap.LastOpened = time.Unix(0, ns)
+	if until := a.openUntil.Load(); until != 0 {
+		snap.LastOpened = time.Unix(0, until).Add(-a.cfg.Breaker.OpenTimeout)
 	}
 	return snap
 }

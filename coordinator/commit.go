@@ -178,8 +178,8 @@ func (c *Coordinator) await(ctx context.Context, b *batch) error {
 		c.log.Error("saving state failed; the coordinator stops, and resumes from its data folder when started again",
 			"job", c.rec.ID, "changes_lost", len(w.events), "err", err)
 	}
-	for _, e := range w.events {
-		if err == nil {
+	if err == nil {
+		for _, e := range w.events {
 			c.log.Info(e.Kind, "job", c.rec.ID, "set", e.Set, "node", e.Node, "seq", e.Seq, "detail", e.Detail)
 		}
 	}

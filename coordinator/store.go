@@ -156,14 +156,6 @@ func (s *store) createJob(ctx context.Context, rec jobRecord, frames []frameReco
 	})
 }
 
-// commit persists one change of job: its scalar fields, the dirty sets and
-// the new events (numbered here, in order).
-func (s *store) commit(ctx context.Context, job *Job, dirty []*Set, events []Event) error {
-	b := newBatch()
-	b.add(job, dirty, events)
-	return s.write(ctx, job.ID, b)
-}
-
 // write commits a batch of changes in one transaction.
 func (s *store) write(ctx context.Context, jobID string, b *batch) error {
 	for _, d := range b.dirs {

@@ -138,3 +138,12 @@ func TestStoreSurvivesRestart(t *testing.T) {
 		t.Errorf("%d part_accepted events, want 1", accepted)
 	}
 }
+
+// commit persists one change of job, in a batch of its own (for tests that
+// write the store without a Coordinator): its scalar fields, the dirty sets and
+// the new events (numbered here, in order).
+func (s *store) commit(ctx context.Context, job *Job, dirty []*Set, events []Event) error {
+	b := newBatch()
+	b.add(job, dirty, events)
+	return s.write(ctx, job.ID, b)
+}

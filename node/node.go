@@ -325,25 +325,25 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 		return "", err
 	}
 	defer os.RemoveAll(dir)
-	shared := false
+	from := "streamed"
 	if n.cfg.FramesFrom == FramesAuto {
-		err := linkShared(dir, a)
-		shared = err == nil
-		if err != nil {
+		if err := linkShared(dir, a); err != nil {
 			log.Debug("streaming the frames: the coordinator's folder is not shared here", "why", err)
+		} else {
+			from = "shared"
 		}
 	}
 	stream := func() error {
-		shared = false
+		from = "streamed"
 		return n.retry(ctx, log, "receiving frames", func() error { return n.receiveFrames(ctx, dir, a) })
 	}
-	if !shared {
+	if from == "streamed" {
 		if err := stream(); err != nil {
-			return "streamed", err
+			return from, err
 		}
 	}
 	part, encodeMS, err := n.encode(ctx, dir, a, done)
-	if shared {
+	if from == "shared" {
 		if changed := sharedUnchanged(a); changed != nil {
 			// A frame changed while ffmpeg read it (which may also be why
 			// the encode failed). Streamed, the set goes through the
@@ -352,12 +352,11 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 			log.Warn("a frame changed during the encode; streaming the set instead", "err", changed)
 			removeSequence(dir, a, len(a.Frames))
 			if err := stream(); err != nil {
-				return "streamed", err
+				return from, err
 			}
 			part, encodeMS, err = n.encode(ctx, dir, a, done)
 		}
 	}
-	from := map[bool]string{true: "shared", false: "streamed"}[shared]
 	if err != nil {
 		return from, err
 	}

@@ -111,18 +111,9 @@ type joinPart struct {
 var stblKnown = map[string]bool{"stsd": true, "stts": true, "ctts": true, "stss": true, "stsz": true, "stsc": true, "stco": true, "co64": true, "sdtp": true}
 
 func readJoinPart(path string) (*joinPart, error) {
-	f, err := os.Open(path)
+	p, err := readPath(path, parseJoinPart)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	p, err := parseJoinPart(f, fi.Size())
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	p.path = path
 	return p, nil
@@ -164,15 +155,8 @@ func parseJoinPart(r io.ReaderAt, size int64) (*joinPart, error) {
 	if p.mediaTime, err = readEdit(trak); err != nil {
 		return nil, err
 	}
-	mdia, err := need(trak, "trak", "mdia")
-	if err != nil {
-		return nil, err
-	}
-	if p.timescale, err = readMdhd(mdia); err != nil {
-		return nil, err
-	}
-	stbl, err := need(mdia, "mdia", "minf", "stbl")
-	if err != nil {
+	var stbl []byte
+	if p.timescale, stbl, err = sampleTable(trak); err != nil {
 		return nil, err
 	}
 	var unknown string

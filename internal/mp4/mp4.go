@@ -92,21 +92,26 @@ func errorf(format string, args ...any) error {
 }
 
 // ReadFile reads the first video track of the file at path.
-func ReadFile(path string) (Track, error) {
+func ReadFile(path string) (Track, error) { return readPath(path, Read) }
+
+// readPath runs read on the whole file at path, naming the path in its
+// error.
+func readPath[T any](path string, read func(r io.ReaderAt, size int64) (T, error)) (T, error) {
+	var zero T
 	f, err := os.Open(path)
 	if err != nil {
-		return Track{}, err
+		return zero, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return Track{}, err
+		return zero, err
 	}
-	t, err := Read(f, fi.Size())
+	v, err := read(f, fi.Size())
 	if err != nil {
-		return Track{}, fmt.Errorf("%s: %w", path, err)
+		return zero, fmt.Errorf("%s: %w", path, err)
 	}
-	return t, nil
+	return v, nil
 }
 
 // Read reads the first video track of the size bytes of r.
@@ -340,15 +345,9 @@ func fullBox(b []byte, name string) (byte, []byte, error) {
 
 func readTrak(r io.ReaderAt, size int64, trak []byte) (Track, error) {
 	var t Track
-	mdia, err := need(trak, "trak", "mdia")
-	if err != nil {
-		return t, err
-	}
-	if t.Timescale, err = readMdhd(mdia); err != nil {
-		return t, err
-	}
-	stbl, err := need(mdia, "mdia", "minf", "stbl")
-	if err != nil {
+	var stbl []byte
+	var err error
+	if t.Timescale, stbl, err = sampleTable(trak); err != nil {
 		return t, err
 	}
 	stsd, err := need(stbl, "stbl", "stsd")
@@ -392,6 +391,24 @@ func readTrak(r io.ReaderAt, size int64, trak []byte) (Track, error) {
 	}
 	t.PixFmt = pixFmt(r, entry, first)
 	return t, nil
+}
+
+// sampleTable returns a track's media time scale and its sample table
+// (stbl) box.
+func sampleTable(trak []byte) (uint32, []byte, error) {
+	mdia, err := need(trak, "trak", "mdia")
+	if err != nil {
+		return 0, nil, err
+	}
+	ts, err := readMdhd(mdia)
+	if err != nil {
+		return 0, nil, err
+	}
+	stbl, err := need(mdia, "mdia", "minf", "stbl")
+	if err != nil {
+		return 0, nil, err
+	}
+	return ts, stbl, nil
 }
 
 func readMdhd(mdia []byte) (uint32, error) {
