@@ -285,6 +285,9 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		c.log.Info("job created", "job", c.rec.ID, "frames", len(frames), "sets", len(c.job.Sets), "pattern", seq.Pattern.String(),
 			"detail", ev[0].Detail)
 	}
+	// Before any grant or heartbeat, so that a pause before the first sweep
+	// is noticed whichever call comes first after it.
+	c.job.WatchForPauses(c.cfg.HeartbeatTimeout)
 	c.jobDir = filepath.Join(c.cfg.Data, "jobs", c.rec.ID)
 	c.partDir = filepath.Join(c.jobDir, "parts")
 	if err := os.MkdirAll(c.partDir, 0o755); err != nil {

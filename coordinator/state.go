@@ -325,6 +325,14 @@ func (j *Job) ran(now time.Time) {
 	}
 }
 
+// WatchForPauses has the job treat a silence of half heartbeatTimeout (at
+// least 1s) as a pause of the coordinator (see ran). Expire sets it too, but
+// a coordinator paused before its first sweep, with a heartbeat handled
+// first after it, would otherwise charge the pause to every other lease.
+func (j *Job) WatchForPauses(heartbeatTimeout time.Duration) {
+	j.pauseAfter = max(heartbeatTimeout/2, time.Second)
+}
+
 func distinct(names []string) []string {
 	var out []string
 	for _, n := range names {
@@ -346,7 +354,7 @@ func distinct(names []string) []string {
 // So the pause counts neither as time without heartbeat nor as time without
 // progress (see ran).
 func (j *Job) Expire(now time.Time, heartbeatTimeout, lease time.Duration) []Event {
-	j.pauseAfter = max(heartbeatTimeout/2, time.Second)
+	j.WatchForPauses(heartbeatTimeout)
 	j.ran(now)
 	var ev []Event
 	for _, s := range j.Sets {

@@ -687,3 +687,25 @@ func TestSetIndexMatchesScan(t *testing.T) {
 		})
 	}
 }
+
+// Both at once: paused before the first sweep, and a heartbeat handled
+// before the first sweep after it (TestFaultCoordinatorOutage saw this in
+// CI: the coordinator was stopped 1s after its grants). The heartbeat must
+// not hide the pause from the sweep: the coordinator tells the job, when it
+// takes it on, how long a silence is a pause.
+func TestPauseBeforeTheFirstSweepNoticedByAHeartbeat(t *testing.T) {
+	hb, lease := 10*time.Second, 10*time.Minute
+	j := newJob(2, 2)
+	j.WatchForPauses(hb)
+	a, b := mustGrant(t, j, "a"), mustGrant(t, j, "b")
+	// Paused from 1s to 31s; a's heartbeat, queued meanwhile, comes first.
+	if err := j.Beat(a.Index, a.Token, 1, t0.Add(31*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if ev := j.Expire(t0.Add(31*time.Second+10*time.Millisecond), hb, lease); len(ev) != 0 {
+		t.Fatalf("b's lease was charged the pause: %v", ev)
+	}
+	if err := j.Beat(b.Index, b.Token, 1, t0.Add(32*time.Second)); err != nil {
+		t.Fatalf("b after the pause: %v", err)
+	}
+}
