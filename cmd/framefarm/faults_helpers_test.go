@@ -38,18 +38,17 @@ func scenario(t *testing.T, name string, trials int, trial func(t *testing.T, i 
 	t.Helper()
 	passed, failed, skipped := 0, 0, 0
 	for i := 0; i < trials; i++ {
+		skip := false
 		ok := t.Run(fmt.Sprintf("trial-%02d", i+1), func(t *testing.T) {
-			defer func() {
-				if t.Skipped() {
-					skipped++
-				}
-			}()
+			defer func() { skip = t.Skipped() }()
 			trial(t, i)
 		})
 		switch {
 		case !ok:
 			failed++
-		case skipped == 0:
+		case skip:
+			skipped++
+		default:
 			passed++
 		}
 	}

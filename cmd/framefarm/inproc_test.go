@@ -10,7 +10,6 @@ import (
 	"image/png"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -108,11 +107,7 @@ func TestFarmInProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs ffmpeg")
 	}
-	for _, bin := range []string{"ffmpeg", "ffprobe"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed (scripts/install-deps.sh installs it)", bin)
-		}
-	}
+	needFFmpeg(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tmp := t.TempDir()
