@@ -17,19 +17,13 @@ import (
 // assignment a coordinator would give for them.
 func sharedSet(t *testing.T, names ...string) *farmpb.Assignment {
 	t.Helper()
-	frames := t.TempDir()
-	a := &farmpb.Assignment{FramesDir: frames, Settings: &farmpb.EncodeSettings{FrameExt: "png"}}
+	a := &farmpb.Assignment{Settings: &farmpb.EncodeSettings{FrameExt: "png"}}
+	var frames [][]byte
 	for i, name := range names {
-		p := filepath.Join(frames, name)
-		if err := os.WriteFile(p, []byte(strings.Repeat("x", 10+i)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		fi, err := os.Stat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a.Frames = append(a.Frames, &farmpb.FrameInfo{Number: int64(i + 1), Name: name, Size: fi.Size(), MtimeNs: fi.ModTime().UnixNano()})
+		frames = append(frames, []byte(strings.Repeat("x", 10+i)))
+		a.Frames = append(a.Frames, &farmpb.FrameInfo{Number: int64(i + 1), Name: name})
 	}
+	sharedFrames(t, a, frames)
 	return a
 }
 
@@ -104,7 +98,8 @@ func TestSharedFrameChangedAfterLinking(t *testing.T) {
 }
 
 // sharedFrames writes the set's frames into a folder, as the coordinator's
-// own, and points the assignment at it.
+// own, points the assignment at it and records each frame's size and
+// modification time as the coordinator does.
 func sharedFrames(t *testing.T, a *farmpb.Assignment, frames [][]byte) {
 	t.Helper()
 	a.FramesDir = t.TempDir()
@@ -117,7 +112,7 @@ func sharedFrames(t *testing.T, a *farmpb.Assignment, frames [][]byte) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.MtimeNs = fi.ModTime().UnixNano()
+		f.Size, f.MtimeNs = fi.Size(), fi.ModTime().UnixNano()
 	}
 }
 

@@ -577,7 +577,7 @@ report
 # The capacity runs leave ~25,000 parts each. Kept from run to run they
 # piled up by the hundred thousand; deleted, they make every file created on
 # this file system (ext4 without a journal) for a minute or two cost
-# up to 0.8 ms of CPU instead of ~40 us, as ext4 steps over recently deleted
+# 0.5-1 ms of CPU instead of 40-70 us, as ext4 steps over recently deleted
 # inodes: so they go now, after the measurements, not at the next run's
 # start.
 rm -rf "$RUN"/c*/data

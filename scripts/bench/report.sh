@@ -84,11 +84,12 @@ table() {
 		n=$(getnote s.nodes)
 		n=${n##* }
 		if has "s.${n}s.wall"; then
-			local fw sp
+			local fw sp eff
 			fw=$(get "s.${n}s.wall")
 			sp=$(ratio "$ff1" "$fw")
+			eff=$(calc "$sp * 100 / $n" 0)
 			row 2 "… $n node(s), frames **streamed** (\`--frames-from stream\`: machines without the shared folder)" \
-				"$(fmt "$fw") s" "$(fmt "$ff1") s" "speedup ${sp}×, efficiency $(calc "$sp * 100 / $n" 0)%" "(≥ 95%)" "$(verdict "$(calc "$sp * 100 / $n" 0)" ">=" 95)"
+				"$(fmt "$fw") s" "$(fmt "$ff1") s" "speedup ${sp}×, efficiency ${eff}%" "(≥ 95%)" "$(verdict "$eff" ">=" 95)"
 		fi
 		if [ -n "$(getnote s.skip4)" ]; then row 2 "scaling, 4 nodes" "—" "—" "$(getnote s.skip4)" "≥ 95%" "n/a"; fi
 	else
