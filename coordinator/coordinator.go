@@ -392,17 +392,17 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.MaxRecvMsgSize(4 << 20),
-		// Frames stream out in 1 MiB messages: gRPC's 32 KiB write buffer
-		// costs a write syscall every two HTTP/2 frames. Shared, the buffer
-		// goes back to a pool between writes, so a thousand idle nodes do
-		// not each hold one; but a connection holds it from its first write
-		// to its flush, and a loaded coordinator yields in between. At 1000
-		// nodes and 1000 cycles/s, 256 KiB buffers peaked at 160-250 MB RSS
-		// (about 130 held at once, each counted in full by the GC's pacing)
-		// and 64 KiB ones at 115-126 MB, with grant p99 51-178 and 32-63
-		// ms. Streaming a set did not measurably slow down: 838-1143 MB/s
-		// with 64 KiB, 841-1139 with 256 KiB, in runs taken in turns.
-		grpc.WriteBufferSize(64 << 10),
+		// Write buffers are shared: one goes back to a pool at each flush,
+		// so a thousand idle nodes do not each hold one. But a connection
+		// holds it from its first write to its flush, and gRPC's writer
+		// yields before flushing less than 1000 bytes, so under a thousand
+		// nodes many small writes hold a buffer each at once: early in a
+		// 1000-node run a heap profile showed 22 MB of 64 KiB buffers. At
+		// 1000 nodes and 1000 cycles/s, 256 KiB buffers peaked at 160-250
+		// MB RSS, 64 KiB at 115-131 MiB, 32 KiB (gRPC's default) at 108-122.
+		// Frames stream out as fast with 32 KiB as with 64 (852-958 against
+		// 720-1062 MB/s, runs taken in turns); 16 KiB was slower (670-835).
+		grpc.WriteBufferSize(32 << 10),
 		grpc.SharedWriteBuffer(true),
 		grpc.ForceServerCodecV2(newChunkCodec()),
 		// Uploads: a fixed window instead of the dynamic one, which starts

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -61,6 +62,7 @@ parts, and joins them into the final video. Started again on the same
 	if err != nil {
 		return err
 	}
+	tuneServeGC()
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	select {
@@ -92,4 +94,20 @@ func limitStartMemory() (restore func()) {
 	}
 	debug.SetMemoryLimit(startMemoryLimit)
 	return func() { debug.SetMemoryLimit(prev) }
+}
+
+// serveGCPercent is the coordinator's GC target while it serves (GOGC).
+// Under a thousand nodes the coordinator keeps ~30 MB of heap (the job,
+// gRPC's per-connection state) and 14 MB of goroutine stacks, and the
+// default pacing lets the heap grow by all of that again before a
+// collection. At 1000 nodes and 1000 cycles/s the process peaked at 108-122
+// MiB RSS with the default and at 91-115 MiB (mostly 99-103) with 50, for
+// 0-5% more CPU per cycle. The process's GC is its owner's to set: GOGC in
+// the environment wins.
+const serveGCPercent = 50
+
+func tuneServeGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(serveGCPercent)
+	}
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -65,5 +67,19 @@ func TestRunCommandLine(t *testing.T) {
 				t.Errorf("stdout should be empty, got:\n%s", &stdout)
 			}
 		})
+	}
+}
+
+func TestServeGCYieldsToGOGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv("GOGC", "100")
+	tuneServeGC()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC=100 set, the coordinator's GC percent is %d, want the environment's 100", got)
+	}
+	os.Unsetenv("GOGC") // t.Setenv puts it back
+	tuneServeGC()
+	if got := debug.SetGCPercent(100); got != serveGCPercent {
+		t.Errorf("without GOGC, the coordinator's GC percent is %d, want %d", got, serveGCPercent)
 	}
 }
