@@ -401,7 +401,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		// 1000 nodes and 1000 cycles/s, 256 KiB buffers peaked at 160-250
 		// MB RSS, 64 KiB at 115-131 MiB, 32 KiB (gRPC's default) at 108-122.
 		// Frames stream out as fast with 32 KiB as with 64 (852-958 against
-		// 720-1062 MB/s, runs taken in turns); 16 KiB was slower (670-835).
+		// 720-1062 MB/s, runs taken in turns); 16 KiB was slower (661-836).
 		grpc.WriteBufferSize(32 << 10),
 		grpc.SharedWriteBuffer(true),
 		grpc.ForceServerCodecV2(newChunkCodec()),
