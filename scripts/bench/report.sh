@@ -17,7 +17,8 @@ verdict() { # VALUE OP LIMIT -> met / MISSED
 	fi
 }
 mb() { fmt "$(calc "${1:-0} / 1024" 1)" 1; } # kB -> MB (MiB)
-kids() { if [ "$CG_MODE" != none ]; then echo ", its child processes $(fmt "$(calc "$(get "c.$1.cg_s") - $(get "c.$1.own_s")")" 1) CPU-s"; fi; }
+# The cgroup's and the process's clocks differ by a few ms: no "-0.0".
+kids() { if [ "$CG_MODE" != none ]; then local d; d=$(calc "$(get "c.$1.cg_s") - $(get "c.$1.own_s")"); echo ", its child processes $(fmt "$(calc "($d < 0) ? 0 : $d")" 1) CPU-s"; fi; }
 row() { printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$@"; }
 
 machine() {
@@ -184,7 +185,7 @@ details() {
 		"at $(calc "$COORD_MEM/1073741824" 0) GiB of memory by the bench (cgroup) as a guard."
 	local n
 	for n in $C_NODES; do
-		echo "  $n nodes: $(get "c.$n.cycles") cycles, $(get "c.$n.errors") failed calls (median of $(runs "c.$n.cps") run(s))."
+		echo "  $n nodes: $(fmt "$(get "c.$n.cycles")" 0) cycles, $(fmt "$(get "c.$n.errors")" 0) failed calls (median of $(runs "c.$n.cps") run(s))."
 	done
 	echo "- 5: streaming is loadgen acquiring set 0, streaming it to nowhere, giving it back, $D_ROUNDS times; cat reads the same" \
 		"files (warm in the page cache) to /dev/null. The join's parts are FFV1 parts of $J_SRC frames; its baseline is" \
