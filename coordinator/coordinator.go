@@ -47,6 +47,8 @@ type Config struct {
 	Preset           string
 	PixFmt           string
 	KeepParts        bool
+	// NoFastStart: see jobSettings.NoFastStart.
+	NoFastStart bool
 	// Pattern picks one naming pattern when the folder holds several.
 	Pattern string
 	// Gaps is what to do with missing frame numbers: "" or "refuse", "hold"
@@ -85,6 +87,10 @@ type jobSettings struct {
 	FrameExt string `json:"frame_ext"`
 	PartExt  string `json:"part_ext"`
 	FinalExt string `json:"final_ext"`
+	// NoFastStart leaves an MP4/MOV final's index after its media data. It
+	// is a negative so that jobs recorded before it (whose fingerprints did
+	// not hold it) keep their fingerprints and resume.
+	NoFastStart bool `json:"no_faststart,omitempty"`
 	// FilterThreads is fixed when the job is created and kept on resume
 	// (it is not in the fingerprint): see EncodeSettings.filter_threads.
 	FilterThreads int `json:"filter_threads,omitempty"`
@@ -323,7 +329,7 @@ func checkSettings(cfg Config) (jobSettings, error) {
 		pix = codec.DefaultPixFmt
 	}
 	return jobSettings{Codec: codec.Name, FPSNum: rate.Num, FPSDen: rate.Den, CRF: cfg.CRF, Preset: cfg.Preset,
-		PixFmt: pix, PartExt: codec.PartExt, FinalExt: finalExt}, nil
+		PixFmt: pix, PartExt: codec.PartExt, FinalExt: finalExt, NoFastStart: cfg.NoFastStart}, nil
 }
 
 func isSubsampled(pix string) bool {

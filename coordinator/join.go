@@ -121,38 +121,58 @@ func (c *Coordinator) join(ctx context.Context) (name string, size int64, sum, h
 	return name, size, sum, how, syncDir(c.jobDir)
 }
 
-// concat joins the parts into out. Parts that go into a file of their own
-// container (MP4 into .mp4, MOV into .mov) are joined in Go by rewriting
-// their sample tables (mp4.Concat): no ffmpeg to start, no packet demuxed,
-// the bytes copied file to file. Anything else, and parts mp4.Concat
-// cannot join, go through ffmpeg's concat demuxer with stream copy. It
-// returns which of the two joined them.
+// concat joins the parts into out, exactly: in Go (mp4.Concat), by laying
+// the parts' samples end to end and rewriting their tables, in ffmpeg's own
+// time scale for the rate and with the index first unless NoFastStart. A
+// final in another container than the parts' (.mkv, .webm, x264 in .mov)
+// is then remuxed from that exact file by ffmpeg with stream copy, which
+// rounds every timestamp once, as one plain ffmpeg run does. The concat
+// demuxer is the last resort, for parts mp4.Concat cannot join: it adds up
+// part durations in whole microseconds, so at NTSC rates with many parts
+// its timing drifts, and the final check refuses it. It returns how the
+// parts were joined.
 func (c *Coordinator) concat(ctx context.Context, parts []ffmpeg.ConcatPart, out string) (string, error) {
 	st := c.rec.Settings
-	if st.FinalExt == st.PartExt {
-		paths := make([]string, len(parts))
-		for i, p := range parts {
-			paths[i] = p.Path
-		}
-		err := writeFile(out, func(f *os.File) error { return mp4.Concat(f, paths) })
-		if !errors.Is(err, mp4.ErrCannotJoin) {
-			return "by table rewriting", err
-		}
-		c.log.Info("joining with ffmpeg instead", "job", c.rec.ID, "reason", err)
+	paths := make([]string, len(parts))
+	for i, p := range parts {
+		paths[i] = p.Path
 	}
+	joined := out
+	if st.FinalExt != st.PartExt {
+		joined = out + ".joined." + st.PartExt
+		defer os.Remove(joined)
+	}
+	opts := mp4.JoinOptions{Timescale: uint32(st.rate().TrackTimescale()), FastStart: !st.NoFastStart && joined == out}
+	err := writeFile(joined, func(f *os.File) error { return mp4.Concat(f, paths, opts) })
+	if errors.Is(err, mp4.ErrCannotJoin) {
+		c.log.Warn("joining with ffmpeg's concat demuxer instead", "job", c.rec.ID, "reason", err)
+		return "with ffmpeg's concat demuxer", c.concatDemuxer(ctx, parts, out)
+	}
+	if err != nil || joined == out {
+		return "in Go", err
+	}
+	tr, err := mp4.ReadFile(joined)
+	if err != nil {
+		return "", fmt.Errorf("reading the joined parts: %w", err)
+	}
+	args := ffmpeg.RemuxArgs(joined, out, ffmpeg.Remux{ColorRange: ffmpeg.ColorRange(st.PixFmt), Encoder: tr.Compressor, FastStart: !st.NoFastStart})
+	return "in Go, remuxed by ffmpeg", c.cfg.FFmpeg.Run(ctx, args, nil)
+}
+
+func (c *Coordinator) concatDemuxer(ctx context.Context, parts []ffmpeg.ConcatPart, out string) error {
 	list, err := os.CreateTemp(c.jobDir, ".tmp-concat-*.txt")
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer os.Remove(list.Name())
-	err = ffmpeg.WriteConcatList(list, st.rate(), parts)
+	err = ffmpeg.WriteConcatList(list, c.rec.Settings.rate(), parts)
 	if cerr := list.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return "", err
+		return err
 	}
-	return "with ffmpeg", c.cfg.FFmpeg.Run(ctx, ffmpeg.ConcatArgs(list.Name(), out), nil)
+	return c.cfg.FFmpeg.Run(ctx, ffmpeg.ConcatArgs(list.Name(), out), nil)
 }
 
 // writeFile creates path and writes it with fn.
@@ -204,7 +224,7 @@ func verifyFinal(ctx context.Context, r ffmpeg.Runner, path string, rate ffmpeg.
 
 // verifyMP4 is verifyFinal for MP4 and MOV files, read in Go, in ticks of
 // the track's time scale: every frame presented within half a tick of n/fps
-// (exactly, for a join by table rewriting, whose time scale is the fps
+// (exactly, for a join in Go, whose time scale is a multiple of the fps
 // numerator), and the track as long as the frames.
 func verifyMP4(path string, rate ffmpeg.Rate, frames int64) error {
 	t, err := mp4.ReadTiming(path)

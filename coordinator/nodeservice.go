@@ -494,9 +494,12 @@ func (c *Coordinator) verifyPart(r io.ReaderAt, size int64, s Set) error {
 	// "" where the container does not say it (FFV1, AV1 4:4:4).
 	case p.PixFmt != "" && p.PixFmt != st.PixFmt:
 		return fmt.Errorf("%w: set %d: part pixel format is %s, the job uses %s", ErrBadPart, s.Index, p.PixFmt, st.PixFmt)
-	case int64(p.Timescale) != rate.Num || len(p.Deltas) != 1 || int64(p.Deltas[0]) != rate.Den:
+	// ffmpeg's own time scale for the rate, or the numerator that parts of
+	// earlier versions were given: the join rescales those exactly.
+	case int64(p.Timescale) != rate.TrackTimescale() && int64(p.Timescale) != rate.Num,
+		len(p.Deltas) != 1 || int64(p.Deltas[0])*rate.Num != int64(p.Timescale)*rate.Den:
 		return fmt.Errorf("%w: set %d: part frames are not timed at %s fps in a 1/%d time base (time scale %d, frame durations %v)",
-			ErrBadPart, s.Index, rate, rate.Num, p.Timescale, p.Deltas)
+			ErrBadPart, s.Index, rate, rate.TrackTimescale(), p.Timescale, p.Deltas)
 	}
 	return nil
 }

@@ -327,11 +327,8 @@ func psnr(t *testing.T, video, framesPattern string, startNumber int) float64 {
 	return v
 }
 
-// TestLosslessMatchesFFmpeg: 243 PNG frames numbered from 1001, 3 nodes,
-// FFV1 in MKV: the farm's decoded frames equal one ffmpeg run's, frame by
-// frame, timestamps included.
-// TestLosslessMatchesFFmpeg: FFV1 into Matroska (joined by ffmpeg's concat
-// demuxer) and into MOV (joined in Go by rewriting the parts' tables), each
+// TestLosslessMatchesFFmpeg: FFV1 into Matroska (joined in Go, remuxed by
+// ffmpeg) and into MOV (joined in Go by rewriting the parts' tables), each
 // frame by frame equal to one ffmpeg run over the folder.
 func TestLosslessMatchesFFmpeg(t *testing.T) {
 	needFFmpeg(t)

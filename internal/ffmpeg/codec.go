@@ -18,8 +18,9 @@ type Codec struct {
 	// Probed is the codec name ffprobe reports for its output.
 	Probed string
 	// PartExt is the container of the parts. It must keep exact timestamps
-	// (a time base of 1/fps), so that joining them does not round twice:
-	// MP4/MOV with -video_track_timescale. All are MP4 or MOV, so that
+	// (ffmpeg's MP4/MOV track time scale is a multiple of the fps
+	// numerator: Rate.TrackTimescale), so that joining them does not round
+	// twice. All are MP4 or MOV, so that
 	// parts can be checked by reading their moov (internal/mp4) rather than
 	// by starting ffprobe; FFV1 goes in MOV, which, unlike MP4, can hold it.
 	PartExt string
@@ -95,6 +96,20 @@ func (r Rate) String() string {
 		return strconv.FormatInt(r.Num, 10)
 	}
 	return fmt.Sprintf("%d/%d", r.Num, r.Den)
+}
+
+// TrackTimescale is the time scale ffmpeg's MP4/MOV muxer gives a video
+// track of this rate when it is not told one: the encoder's time base
+// denominator (the rate's numerator) doubled until it reaches 10000. Every
+// frame then lasts a whole number of ticks (24 fps: 12288, 512 a frame),
+// and the file is timed as one plain ffmpeg run's is; a browser, which
+// rounds a seek to whole ticks, seeks in it as in that file.
+func (r Rate) TrackTimescale() int64 {
+	ts := r.Num
+	for ts < 10000 {
+		ts *= 2
+	}
+	return ts
 }
 
 // Seconds returns the duration of n frames, exactly, as a decimal with

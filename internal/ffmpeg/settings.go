@@ -77,10 +77,6 @@ func EncodeArgs(pattern string, s Settings, out string) ([]string, error) {
 	if len(filters) > 0 {
 		outArgs["vf"] = strings.Join(filters, ",")
 	}
-	if c.PartExt == "mp4" || c.PartExt == "mov" {
-		// A track time base of 1/fps-numerator keeps every timestamp exact.
-		outArgs["video_track_timescale"] = strconv.FormatInt(s.Rate.Num, 10)
-	}
 	if s.Threads > 0 {
 		outArgs["threads"] = strconv.Itoa(s.Threads)
 	}
@@ -155,6 +151,57 @@ func ConcatArgs(list, out string) []string {
 		Output(out, kw).
 		OverWriteOutput()
 	return append(baseArgs(), st.GetArgs()...)
+}
+
+// Remux says what RemuxArgs writes besides the packets: what one plain
+// ffmpeg run's encoder would have told the muxer, which a file joined from
+// parts no longer says by itself.
+type Remux struct {
+	// ColorRange is the encoder's colour range ("tv" or "pc"), which MP4
+	// keeps only beside colour tags: Matroska writes it as Range.
+	ColorRange string
+	// Encoder is the encoder's name and version ("Lavc59.37.100 libx264"),
+	// the track's ENCODER tag in Matroska and its compressor name in MOV.
+	Encoder string
+	// FastStart puts an MP4/MOV file's index before its media data.
+	FastStart bool
+}
+
+// RemuxArgs is the command line that copies the video of in, a joined file
+// whose timestamps are exact integers in its track's time scale, into out,
+// a file of another container. ffmpeg then rounds each timestamp to out's
+// time base once, as one plain ffmpeg run does, so every packet has the
+// plain run's pts, dts and duration (unlike a join by the concat demuxer,
+// which adds up part durations in microseconds and drifts).
+func RemuxArgs(in, out string, m Remux) []string {
+	kw := ffmpeggo.KwArgs{
+		"c": "copy", "map": "0:v", "map_metadata": "-1",
+		// One plain run's encoder states no chroma siting (the MP4 reader
+		// would take the H.264/HEVC default) and no default disposition.
+		"chroma_sample_location": "unspecified",
+		"disposition:v:0":        "0",
+	}
+	setIf(kw, "color_range", m.ColorRange)
+	if m.Encoder != "" {
+		kw["metadata:s:v:0"] = "ENCODER=" + m.Encoder
+	}
+	if ext := strings.ToLower(filepath.Ext(out)); m.FastStart && (ext == ".mp4" || ext == ".mov") {
+		kw["movflags"] = "+faststart"
+	}
+	st := ffmpeggo.Input(in).Output(out, kw).OverWriteOutput()
+	return append(baseArgs(), st.GetArgs()...)
+}
+
+// ColorRange is the colour range ffmpeg's encoder is given for frames in
+// pixel format pixFmt: full ("pc") for RGB, grey and the JPEG (yuvj) formats,
+// limited ("tv") for every other YUV format.
+func ColorRange(pixFmt string) string {
+	for _, p := range []string{"yuvj", "gray", "ya", "gbr", "rgb", "bgr", "argb", "abgr", "0rgb", "0bgr", "x2rgb", "x2bgr"} {
+		if strings.HasPrefix(pixFmt, p) {
+			return "pc"
+		}
+	}
+	return "tv"
 }
 
 func baseArgs() []string {

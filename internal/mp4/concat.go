@@ -20,21 +20,35 @@ func cannotJoin(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrCannotJoin, fmt.Sprintf(format, args...))
 }
 
+// JoinOptions say how Concat lays out the joined file.
+type JoinOptions struct {
+	// Timescale is the joined track's time scale (ticks per second); 0
+	// keeps the first part's. A part timed in a scale that divides it is
+	// rescaled exactly (every duration, offset and edit multiplied by the
+	// ratio); any other is ErrCannotJoin.
+	Timescale uint32
+	// FastStart puts the moov before the media data, so that a player
+	// reading the file from the start (a browser over HTTP) can begin
+	// before it has the whole file, as ffmpeg's -movflags +faststart does.
+	FastStart bool
+}
+
 // Concat writes the parts, in order, to w as one file of the same
 // container: the first part's ftyp, one mdat with every part's samples, and
 // the first part's moov with its sample tables and durations rewritten to
-// hold all the samples. Each sample keeps its bytes, its duration, its
-// composition offset and its sync flag, so the joined track presents every
-// frame of every part, one after the other, at exactly the times one
-// encode of all the frames would: what ffmpeg's concat demuxer does with
-// stream copy, without starting ffmpeg, without demuxing every packet, and
-// without the demuxer's rounding of part boundaries to microseconds.
+// hold all the samples (before the mdat with FastStart, after it without).
+// Each sample keeps its bytes, its duration, its composition offset and its
+// sync flag, so the joined track presents every frame of every part, one
+// after the other, at exactly the times one encode of all the frames would:
+// what ffmpeg's concat demuxer does with stream copy, without starting
+// ffmpeg, without demuxing every packet, and without the demuxer's rounding
+// of part boundaries to microseconds.
 //
-// The parts must be single-track files with the same sample description,
-// time scale and initial delay (what one encoder with one set of settings
-// writes, e.g. ffmpeg's mp4 and mov muxers); anything else is
+// The parts must be single-track files with the same sample description
+// (what one encoder with one set of settings writes, e.g. ffmpeg's mp4 and
+// mov muxers) and time scales that divide o.Timescale; anything else is
 // ErrCannotJoin, reported before anything is written.
-func Concat(w io.Writer, paths []string) error {
+func Concat(w io.Writer, paths []string, o JoinOptions) error {
 	if len(paths) == 0 {
 		return errors.New("mp4: no parts to join")
 	}
@@ -44,6 +58,12 @@ func Concat(w io.Writer, paths []string) error {
 		if err != nil {
 			return err
 		}
+		if o.Timescale == 0 {
+			o.Timescale = jp.timescale
+		}
+		if err := jp.rescale(o.Timescale); err != nil {
+			return err
+		}
 		if i > 0 {
 			if err := parts[0].compatible(jp); err != nil {
 				return err
@@ -51,31 +71,42 @@ func Concat(w io.Writer, paths []string) error {
 		}
 		parts[i] = jp
 	}
-	moov, dataStart, err := joinedMoov(parts)
-	if err != nil {
-		return err
-	}
 	var data uint64
 	for _, p := range parts {
 		data += p.bytes
 	}
-	hdr := make([]byte, 0, len(parts[0].ftyp)+16)
-	hdr = append(hdr, parts[0].ftyp...)
-	hdr = binary.BigEndian.AppendUint32(hdr, 1) // the 64-bit size follows
-	hdr = append(hdr, "mdat"...)
-	hdr = binary.BigEndian.AppendUint64(hdr, 16+data)
-	if uint64(len(hdr)) != dataStart {
-		return fmt.Errorf("mp4: internal error: media data starts at %d, not %d", len(hdr), dataStart)
-	}
-	if _, err := w.Write(hdr); err != nil {
+	ftyp := parts[0].ftyp
+	mdat := binary.BigEndian.AppendUint32(nil, 1) // the 64-bit size follows
+	mdat = append(mdat, "mdat"...)
+	mdat = binary.BigEndian.AppendUint64(mdat, 16+data)
+	// The moov's size does not depend on where the data starts (chunk
+	// offsets are always 64-bit), so a first build gives the start of the
+	// data behind a leading moov.
+	dataStart := uint64(len(ftyp) + len(mdat))
+	moov, err := joinedMoov(parts, dataStart)
+	if err != nil {
 		return err
+	}
+	head := [][]byte{ftyp, mdat}
+	if o.FastStart {
+		if moov, err = joinedMoov(parts, dataStart+uint64(len(moov))); err != nil {
+			return err
+		}
+		head = [][]byte{ftyp, moov, mdat}
+	}
+	for _, b := range head {
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
 	}
 	for _, p := range parts {
 		if err := p.copyChunks(w); err != nil {
 			return err
 		}
 	}
-	_, err = w.Write(moov)
+	if !o.FastStart {
+		_, err = w.Write(moov)
+	}
 	return err
 }
 
@@ -297,6 +328,44 @@ func (p *joinPart) compatible(q *joinPart) error {
 	return nil
 }
 
+// rescale times the part in ticks of scale, which its own time scale must
+// divide: every duration, composition offset and the edit's media time are
+// multiplied by the ratio, so each sample keeps its exact time.
+func (p *joinPart) rescale(scale uint32) error {
+	if p.timescale == scale {
+		return nil
+	}
+	if p.timescale == 0 || scale%p.timescale != 0 {
+		return cannotJoin("%s has time scale %d, which does not divide the joined track's %d", p.path, p.timescale, scale)
+	}
+	k := uint64(scale / p.timescale)
+	mul := func(v uint32) (uint32, bool) { r := uint64(v) * k; return uint32(r), r <= 1<<32-1 }
+	for i := 1; i < len(p.stts); i += 2 {
+		d, ok := mul(p.stts[i])
+		if !ok {
+			return cannotJoin("%s: a sample duration of %d ticks does not fit at time scale %d", p.path, p.stts[i], scale)
+		}
+		p.stts[i] = d
+	}
+	for i := 1; i < len(p.ctts); i += 2 {
+		o := int64(p.ctts[i])
+		if p.cttsVer == 1 {
+			o = int64(int32(p.ctts[i]))
+		}
+		o *= int64(k)
+		if o < -1<<31 || o > 1<<31-1 || (p.cttsVer == 0 && o > 1<<32-1) {
+			return cannotJoin("%s: a composition offset does not fit at time scale %d", p.path, scale)
+		}
+		p.ctts[i] = uint32(o)
+	}
+	if p.mediaTime > 0 {
+		p.mediaTime *= int64(k)
+	}
+	p.duration *= k
+	p.timescale = scale
+	return nil
+}
+
 // readEdit returns the media time of the track's edit list, -1 without
 // one. Only the one kind ffmpeg writes is joined: a single edit at normal
 // rate (it skips the encoder's initial delay).
@@ -382,17 +451,15 @@ func (p *joinPart) copyChunks(w io.Writer) error {
 }
 
 // joinedMoov builds the joined file's moov box, for media data that starts
-// right after the first part's ftyp and a 16-byte mdat header, and returns
-// it with that start offset.
+// at dataStart in the file.
 //
 // Parts may differ in their encoder's initial delay: a one-frame x264 part
 // has no B-frames and no edit, the others skip two frames of delay. The
 // joined track's one edit skips the largest delay, and every sample of a
 // part with less gets that much more composition offset, so that each part
 // is presented exactly where it would be on its own, after the ones before.
-func joinedMoov(parts []*joinPart) ([]byte, uint64, error) {
+func joinedMoov(parts []*joinPart, dataStart uint64) ([]byte, error) {
 	first := parts[0]
-	dataStart := uint64(len(first.ftyp)) + 16
 	var delay int64
 	anyCtts, anyStss, allSdtp := false, false, true
 	for _, p := range parts {
@@ -405,7 +472,7 @@ func joinedMoov(parts []*joinPart) ([]byte, uint64, error) {
 		anyCtts = anyCtts || max(p.mediaTime, 0) != delay
 	}
 	if delay > 0 && first.mediaTime < 0 {
-		return nil, 0, cannotJoin("the first part has no edit list to skip the others' initial delay")
+		return nil, cannotJoin("the first part has no edit list to skip the others' initial delay")
 	}
 	var stts, ctts, stss, stsz, stsc, co64 []uint32
 	var sdtp []byte
@@ -425,7 +492,7 @@ func joinedMoov(parts []*joinPart) ([]byte, uint64, error) {
 			}
 			o += shift
 			if o < 0 || o > 1<<31-1 {
-				return nil, 0, cannotJoin("a composition offset of %d ticks", o)
+				return nil, cannotJoin("a composition offset of %d ticks", o)
 			}
 			ctts = appendRuns(ctts, []uint32{p.ctts[i], uint32(o)})
 		}
@@ -459,15 +526,15 @@ func joinedMoov(parts []*joinPart) ([]byte, uint64, error) {
 		duration += p.duration
 	}
 	if samples > 1<<32-1 || chunks > 1<<32-1 {
-		return nil, 0, cannotJoin("%d samples in %d chunks do not fit one track's tables", samples, chunks)
+		return nil, cannotJoin("%d samples in %d chunks do not fit one track's tables", samples, chunks)
 	}
 	mvhd, err := need(first.moov, "moov", "mvhd")
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	movieScale, err := headerTimescale(mvhd, "mvhd")
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	// The edit, the track header and the movie header hold the duration in
 	// the movie's time scale (milliseconds, from ffmpeg); rounding up keeps
@@ -533,23 +600,35 @@ func joinedMoov(parts []*joinPart) ([]byte, uint64, error) {
 		}
 		return out
 	}
+	// The media header also holds the time scale (v0 at 12, v1 at 20): the
+	// first part's own, unless the parts were rescaled.
+	mdhd := func(p []byte) []byte {
+		out := setDuration("mdhd", 16, 24, duration)(p)
+		if len(out) == 0 {
+			return out
+		}
+		if at := map[byte]int{0: 12, 1: 20}[out[0]]; at > 0 && len(out) >= at+4 {
+			binary.BigEndian.PutUint32(out[at:], first.timescale)
+		}
+		return out
+	}
 	// Durations: mvhd (v0 at 16, v1 at 24), tkhd (v0 at 20, v1 at 28),
 	// mdhd (v0 at 16, v1 at 24), counted from the start of the payload.
 	rewrite := map[string]func([]byte) []byte{
 		"moov/mvhd":                setDuration("mvhd", 16, 24, movieDur),
 		"moov/trak/tkhd":           setDuration("tkhd", 20, 28, movieDur),
 		"moov/trak/edts/elst":      edit,
-		"moov/trak/mdia/mdhd":      setDuration("mdhd", 16, 24, duration),
+		"moov/trak/mdia/mdhd":      mdhd,
 		"moov/trak/mdia/minf/stbl": func([]byte) []byte { return stbl },
 	}
 	body, err := rebuild(first.moov, "moov", rewrite)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	if bad != nil {
-		return nil, 0, bad
+		return nil, bad
 	}
-	return box("moov", body), dataStart, nil
+	return box("moov", body), nil
 }
 
 // appendRuns appends (count, value) pairs to runs, merging a pair into the

@@ -83,7 +83,7 @@ func concatFile(t *testing.T, out string, parts []string) error {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	return Concat(f, parts)
+	return Concat(f, parts, JoinOptions{})
 }
 
 // TestConcatMatchesFFmpeg joins parts of every codec framefarm writes in

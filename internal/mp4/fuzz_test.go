@@ -105,7 +105,7 @@ func FuzzJoinPart(f *testing.F) {
 		if held != uint64(len(p.sizes)) {
 			t.Fatalf("chunks hold %d samples, not %d", held, len(p.sizes))
 		}
-		if _, _, err := joinedMoov([]*joinPart{p, p}); err != nil && !errors.Is(err, ErrCannotJoin) && !errors.Is(err, ErrNotMP4) {
+		if _, err := joinedMoov([]*joinPart{p, p}, 0); err != nil && !errors.Is(err, ErrCannotJoin) && !errors.Is(err, ErrNotMP4) {
 			t.Fatalf("joining: %v", err)
 		}
 	})

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // Track is what a file says of its first video track.
@@ -44,6 +45,10 @@ type Track struct {
 	Samples int64
 	// Duration is the sum of the samples' durations (stts), in Timescale units.
 	Duration int64
+	// Compressor is the sample entry's compressor name, where ffmpeg's
+	// muxer writes the encoder ("Lavc59.37.100 libx264"): what one plain
+	// ffmpeg run keeps as the track's ENCODER tag in Matroska.
+	Compressor string
 	// Deltas are the distinct sample durations (stts), in the order they
 	// first appear, so that a caller can check that frames are evenly
 	// spaced (one delta). At most 16 are kept.
@@ -498,6 +503,10 @@ func readStsd(stsd []byte, t *Track) (sampleEntry, error) {
 	}
 	t.Width = int(binary.BigEndian.Uint16(e[32:]))
 	t.Height = int(binary.BigEndian.Uint16(e[34:]))
+	// A Pascal string of at most 31 bytes at 50.
+	if n := int(e[50]); n <= 31 {
+		t.Compressor = strings.ToValidUTF8(string(e[51:51+n]), "")
+	}
 	return sampleEntry{fourcc: string(fourcc), boxes: e[visualEntryLen:]}, nil
 }
 

@@ -98,7 +98,7 @@ func (c encodeCase) encode(t *testing.T, pattern, dir string) string {
 	if c.remux != nil {
 		in := out
 		out = filepath.Join(dir, c.name+"-remux.mp4")
-		args := append([]string{"-v", "error", "-y", "-i", in, "-c", "copy", "-map_metadata", "-1", "-video_track_timescale", strconv.FormatInt(s.Rate.Num, 10)}, c.remux...)
+		args := append([]string{"-v", "error", "-y", "-i", in, "-c", "copy", "-map_metadata", "-1"}, c.remux...)
 		if o, err := exec.Command("ffmpeg", append(args, out)...).CombinedOutput(); err != nil {
 			t.Fatalf("ffmpeg %q: %v\n%s", args, err, o)
 		}
@@ -148,7 +148,7 @@ func encodeCases() []encodeCase {
 		{name: "x264-24000-1001", s: ffmpeg.Settings{Codec: "libx264", Rate: ffmpeg.Rate{Num: 24000, Den: 1001}}},
 		{name: "x264-30000-1001-faststart", s: ffmpeg.Settings{Codec: "libx264", Rate: ffmpeg.Rate{Num: 30000, Den: 1001}}, extra: []string{"-movflags", "+faststart"}},
 		{name: "x264-odd-yuv444p", s: ffmpeg.Settings{Codec: "libx264", PixFmt: "yuv444p"}, odd: true},
-		{name: "x264rgb-gbrp", raw: []string{"-c:v", "libx264rgb", "-pix_fmt", "bgr24", "-video_track_timescale", "24"}, odd: true},
+		{name: "x264rgb-gbrp", raw: []string{"-c:v", "libx264rgb", "-pix_fmt", "bgr24"}, odd: true},
 		{name: "x264-padded", s: ffmpeg.Settings{Codec: "libx264", PadEven: true, Preset: "ultrafast"}, odd: true},
 
 		x265("x265-yuv420p", "yuv420p"),
@@ -175,9 +175,9 @@ func encodeCases() []encodeCase {
 
 		{name: "svtav1-yuv420p", s: ffmpeg.Settings{Codec: "libsvtav1", PixFmt: "yuv420p", Preset: "12"}},
 		{name: "svtav1-yuv420p10le", s: ffmpeg.Settings{Codec: "libsvtav1", PixFmt: "yuv420p10le", Preset: "12"}},
-		{name: "aom-gray", raw: []string{"-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "gray", "-video_track_timescale", "24"}},
-		{name: "aom-yuv444p", raw: []string{"-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "yuv444p", "-video_track_timescale", "24"}, noPix: true},
-		{name: "aom-gbrp", raw: []string{"-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "gbrp", "-video_track_timescale", "24"}, noPix: true},
+		{name: "aom-gray", raw: []string{"-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "gray"}},
+		{name: "aom-yuv444p", raw: []string{"-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "yuv444p"}, noPix: true},
+		{name: "aom-gbrp", raw: []string{"-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "gbrp"}, noPix: true},
 
 		prores("prores-proxy", "proxy", ""),
 		prores("prores-lt", "lt", ""),
@@ -240,13 +240,24 @@ func TestReadMatchesFFprobe(t *testing.T) {
 			if rate == (ffmpeg.Rate{}) {
 				rate = ffmpeg.Rate{Num: 24, Den: 1}
 			}
-			// The node's parts have a time scale of the rate's numerator,
-			// so every frame lasts the denominator, exactly.
-			if got.Timescale != uint32(rate.Num) || !slices.Equal(got.Deltas, []uint32{uint32(rate.Den)}) {
-				t.Errorf("time scale %d, deltas %v; want %d and [%d]", got.Timescale, got.Deltas, rate.Num, rate.Den)
+			// The node's parts have ffmpeg's own time scale for the rate,
+			// a multiple of its numerator, so every frame lasts a whole
+			// number of ticks, exactly.
+			scale := rate.TrackTimescale()
+			tick := rate.Den * scale / rate.Num
+			if int64(got.Timescale) != scale || !slices.Equal(got.Deltas, []uint32{uint32(tick)}) {
+				t.Errorf("time scale %d, deltas %v; want %d and [%d]", got.Timescale, got.Deltas, scale, tick)
 			}
-			if got.Samples != testFrames || got.Duration != testFrames*rate.Den {
-				t.Errorf("%d samples lasting %d; want %d lasting %d", got.Samples, got.Duration, testFrames, testFrames*rate.Den)
+			if got.Samples != testFrames || got.Duration != testFrames*tick {
+				t.Errorf("%d samples lasting %d; want %d lasting %d", got.Samples, got.Duration, testFrames, testFrames*tick)
+			}
+			encoder := c.s.Codec
+			if c.raw != nil {
+				encoder = c.raw[1]
+			}
+			// A remuxed file has lost its encoder's name.
+			if c.remux == nil && (!strings.HasPrefix(got.Compressor, "Lavc") || !strings.HasSuffix(got.Compressor, " "+encoder)) {
+				t.Errorf("compressor name %q, want ffmpeg's encoder (Lavc... %s)", got.Compressor, encoder)
 			}
 		})
 	}

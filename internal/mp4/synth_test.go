@@ -2,6 +2,7 @@ package mp4
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -36,20 +37,22 @@ func mkfull(typ string, version byte, parts ...[]byte) []byte {
 
 // synth describes a small file with one video track.
 type synth struct {
-	fourcc    string
-	w, h      uint16
-	sizes     []uint32 // one per sample
-	deltas    []uint32 // one per sample
-	perChunk  int      // samples per chunk; must divide len(sizes)
-	moovFirst bool
-	largeMdat bool // the mdat header uses a 64-bit size
-	mdatToEnd bool // the mdat header says size 0 (moovFirst only)
-	co64      bool
-	stz2      int // field size of an stz2 box instead of stsz; 0: stsz
-	mdhdV1    bool
-	handler   string   // "vide" unless set
-	extra     [][]byte // more boxes in stbl
-	entry     [][]byte // child boxes of the sample entry
+	fourcc     string
+	w, h       uint16
+	sizes      []uint32 // one per sample
+	deltas     []uint32 // one per sample
+	perChunk   int      // samples per chunk; must divide len(sizes)
+	moovFirst  bool
+	largeMdat  bool // the mdat header uses a 64-bit size
+	mdatToEnd  bool // the mdat header says size 0 (moovFirst only)
+	co64       bool
+	stz2       int // field size of an stz2 box instead of stsz; 0: stsz
+	mdhdV1     bool
+	timescale  uint32   // the media time scale; 24 unless set
+	compressor string   // the sample entry's compressor name
+	handler    string   // "vide" unless set
+	extra      [][]byte // more boxes in stbl
+	entry      [][]byte // child boxes of the sample entry
 }
 
 func (s synth) visualEntry() []byte {
@@ -57,6 +60,7 @@ func (s synth) visualEntry() []byte {
 	binary.BigEndian.PutUint16(fixed[6:], 1)
 	binary.BigEndian.PutUint16(fixed[24:], s.w)
 	binary.BigEndian.PutUint16(fixed[26:], s.h)
+	fixed[42] = byte(copy(fixed[43:74], s.compressor))
 	return mkbox(s.fourcc, fixed, slices.Concat[[]byte](s.entry...))
 }
 
@@ -114,9 +118,10 @@ func (s synth) moov(dataOff uint64) []byte {
 		}
 		co = mkfull("stco", 0, be32(uint32(len(offsets))), b)
 	}
-	mdhd := mkfull("mdhd", 0, be32(0, 0, 24, uint32(len(s.sizes))), be32(0))
+	scale := cmp.Or(s.timescale, 24)
+	mdhd := mkfull("mdhd", 0, be32(0, 0, scale, uint32(len(s.sizes))), be32(0))
 	if s.mdhdV1 {
-		mdhd = mkfull("mdhd", 1, be64(0), be64(0), be32(24), be64(uint64(len(s.sizes))), be32(0))
+		mdhd = mkfull("mdhd", 1, be64(0), be64(0), be32(scale), be64(uint64(len(s.sizes))), be32(0))
 	}
 	handler := s.handler
 	if handler == "" {
@@ -134,7 +139,9 @@ func (s synth) moov(dataOff uint64) []byte {
 		mkfull("tkhd", 0, make([]byte, 80)),
 		mkbox("mdia", mdhd, mkfull("hdlr", 0, be32(0), []byte(handler), make([]byte, 13)), mkbox("minf", stbl)),
 	)
-	return mkbox("moov", mkfull("mvhd", 0, make([]byte, 96)), trak)
+	mvhd := make([]byte, 96)
+	binary.BigEndian.PutUint32(mvhd[8:], 1000) // ffmpeg's movie time scale
+	return mkbox("moov", mkfull("mvhd", 0, mvhd), trak)
 }
 
 func (s synth) build() []byte {
