@@ -1,8 +1,6 @@
-//go:build faults
-
 package main
 
-// Helpers of the fault tests (faults_test.go): trials and their summary
+// Helpers of the end-to-end and fault tests (faults_test.go, built with -tags faults): trials and their summary
 // line, an event watcher and status client, nodes with a fake or slow
 // ffmpeg, signals, a proxy that counts the calls reaching the coordinator,
 // network namespaces, and the checks every trial ends with.
