@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"time"
 )
 
 // Group commit. A change is applied to the job in memory under c.mu and
@@ -21,12 +23,14 @@ import (
 
 // batch is a group of changes committed in one transaction.
 type batch struct {
+	// events are numbered in each job (Seq) and across the farm (FSeq) in
+	// the order their changes were applied.
 	events []Event
-	// sets holds each changed set's row as of its last change, in the order
-	// the sets were first changed.
-	sets  []setRow
-	where map[int]int
-	job   jobRow
+	// jobs holds each changed job's rows, in the order they first changed.
+	jobs    map[string]*jobBatch
+	order   []string
+	created []*jobRun
+	removed []string
 	// dirs are fsynced before the transaction: a part renamed into place
 	// must be there before the set that names it is C.
 	dirs []string
@@ -35,12 +39,34 @@ type batch struct {
 	err  error
 }
 
-func newBatch() *batch { return &batch{where: map[int]int{}, done: make(chan struct{})} }
+// jobBatch is what a batch changes of one job.
+type jobBatch struct {
+	// sets holds each changed set's row as of its last change, in the order
+	// the sets were first changed.
+	sets  []setRow
+	where map[int]int
+	job   jobRow
+	// frames are frame rows to rewrite (a reset after frames were fixed),
+	// with the fingerprint they make.
+	frames      []frameRow
+	fingerprint string
+}
+
+// frameRow is a frame's recorded size and time, at its position.
+type frameRow struct {
+	Pos int
+	frameRecord
+}
+
+func newBatch() *batch { return &batch{jobs: map[string]*jobBatch{}, done: make(chan struct{})} }
 
 // jobRow is what the jobs row holds of a job's changing state.
 type jobRow struct {
-	State, Reason      string
+	State              JobState
+	Reason             string
 	NextToken, LastSeq uint64
+	Priority           int
+	FinishedMS         int64
 }
 
 // setRow is what the sets row holds of a set's state, encoded.
@@ -68,51 +94,94 @@ func rowOf(s *Set) setRow {
 	return r
 }
 
-// add records a change of job: it numbers the events (so their order is the
-// order the changes were applied in) and snapshots the dirty sets. The
-// caller holds the job's lock.
-func (b *batch) add(job *Job, dirty []*Set, events []Event) {
+// changes is what a change's function records its changes with.
+type changes struct{ c *Coordinator }
+
+// add records a change of a job: it numbers the events (so their order is
+// the order the changes were applied in) and snapshots the dirty sets.
+func (x changes) add(jr *jobRun, dirty []*Set, events []Event) {
+	if len(dirty) == 0 && len(events) == 0 {
+		return
+	}
+	c, b, job := x.c, x.c.open, jr.job
+	at := c.cfg.Now()
 	for i := range events {
 		job.LastSeq++
-		events[i].Seq = job.LastSeq
+		c.lastFSeq++
+		events[i].Seq, events[i].FSeq, events[i].JobID = job.LastSeq, c.lastFSeq, job.ID
+		at = events[i].At
+	}
+	switch {
+	case !job.State.Finished():
+		jr.rec.Finished = time.Time{}
+	case jr.rec.Finished.IsZero():
+		jr.rec.Finished = at
 	}
 	b.events = append(b.events, events...)
+	jb := b.jobs[job.ID]
+	if jb == nil {
+		jb = &jobBatch{where: map[int]int{}}
+		b.jobs[job.ID] = jb
+		b.order = append(b.order, job.ID)
+	}
 	for _, s := range dirty {
-		if k, ok := b.where[s.Index]; ok {
-			b.sets[k] = rowOf(s)
+		if k, ok := jb.where[s.Index]; ok {
+			jb.sets[k] = rowOf(s)
 			continue
 		}
-		b.where[s.Index] = len(b.sets)
-		b.sets = append(b.sets, rowOf(s))
+		jb.where[s.Index] = len(jb.sets)
+		jb.sets = append(jb.sets, rowOf(s))
 	}
-	b.job = jobRow{State: job.State, Reason: job.Reason, NextToken: job.NextToken, LastSeq: job.LastSeq}
+	var finished int64
+	if !jr.rec.Finished.IsZero() {
+		finished = jr.rec.Finished.UnixMilli()
+	}
+	jb.job = jobRow{State: job.State, Reason: job.Reason, NextToken: job.NextToken, LastSeq: job.LastSeq, Priority: job.Priority, FinishedMS: finished}
+	c.last = b
+}
+
+// reframe records that frames at positions of jr were read again, and the
+// job's new fingerprint. Call it after add, which makes the job's batch.
+func (x changes) reframe(jr *jobRun, positions []int) {
+	jb := x.c.open.jobs[jr.rec.ID]
+	for _, p := range positions {
+		jb.frames = append(jb.frames, frameRow{Pos: p, frameRecord: jr.frames[p]})
+	}
+	jb.fingerprint = jr.rec.Fingerprint
+}
+
+// create records a new job; its rows are written before the batch's changes.
+func (x changes) create(jr *jobRun) {
+	x.c.open.created = append(x.c.open.created, jr)
+	x.c.addJob(jr)
+	x.c.last = x.c.open
+}
+
+// remove records the deletion of a job's rows.
+func (x changes) remove(id string) {
+	x.c.open.removed = append(x.c.open.removed, id)
+	x.c.last = x.c.open
 }
 
 // syncBeforeCommit has the batch of the change being made fsync dir before
-// it commits. Call it from a change's function (under c.mu).
-func (c *Coordinator) syncBeforeCommit(dir string) {
-	for _, d := range c.open.dirs {
-		if d == dir {
-			return
-		}
+// it commits.
+func (x changes) syncBeforeCommit(dir string) {
+	if !slices.Contains(x.c.open.dirs, dir) {
+		x.c.open.dirs = append(x.c.open.dirs, dir)
 	}
-	c.open.dirs = append(c.open.dirs, dir)
 }
 
-// change applies fn to the job under the lock, then waits until the change,
-// and every change before it, is durable. fn may refuse (an error): the
-// refusal too waits for the changes it saw, since it may depend on them.
-func (c *Coordinator) change(ctx context.Context, fn func(j *Job) ([]*Set, []Event, error)) error {
+// change applies fn under the lock, then waits until its changes, and every
+// change before them, are durable. fn may refuse (an error): the refusal
+// too waits for the changes it saw, since it may depend on them; a refusing
+// fn records nothing.
+func (c *Coordinator) change(ctx context.Context, fn func(x changes) error) error {
 	c.mu.Lock()
 	if c.broken != nil {
 		c.mu.Unlock()
 		return c.broken
 	}
-	dirty, events, err := fn(c.job)
-	if err == nil && (len(dirty) > 0 || len(events) > 0) {
-		c.open.add(c.job, dirty, events)
-		c.last = c.open
-	}
+	err := fn(changes{c})
 	b := c.last
 	c.mu.Unlock()
 	if werr := c.await(ctx, b); werr != nil {
@@ -149,7 +218,7 @@ func (c *Coordinator) await(ctx context.Context, b *batch) error {
 	w := c.open
 	c.open = newBatch()
 	c.mu.Unlock()
-	err := c.store.write(context.WithoutCancel(ctx), c.rec.ID, w)
+	err := c.store.write(context.WithoutCancel(ctx), w)
 
 	c.mu.Lock()
 	if c.last == w {
@@ -167,8 +236,12 @@ func (c *Coordinator) await(ctx context.Context, b *batch) error {
 		c.open, c.last = newBatch(), nil
 		failed.err = err
 		close(failed.done)
-	} else if w.job.State == JobJoining {
-		c.requestJoin()
+	} else {
+		for id, jb := range w.jobs {
+			if jb.job.State == JobJoining {
+				c.requestJoin(id)
+			}
+		}
 	}
 	close(c.changed)
 	c.changed = make(chan struct{})
@@ -176,11 +249,11 @@ func (c *Coordinator) await(ctx context.Context, b *batch) error {
 
 	if err != nil {
 		c.log.Error("saving state failed; the coordinator stops, and resumes from its data folder when started again",
-			"job", c.rec.ID, "changes_lost", len(w.events), "err", err)
+			"changes_lost", len(w.events), "err", err)
 	}
 	if err == nil {
 		for _, e := range w.events {
-			c.log.Info(e.Kind, "job", c.rec.ID, "set", e.Set, "node", e.Node, "seq", e.Seq, "detail", e.Detail)
+			c.log.Info(e.Kind, "job", e.JobID, "set", e.Set, "node", e.Node, "seq", e.Seq, "detail", e.Detail)
 		}
 	}
 	w.err = err

@@ -28,25 +28,36 @@ func newCommitCoordinator(t *testing.T) (*Coordinator, string) {
 		frames[i] = frameRecord{Number: int64(i + 1), Name: "f.png", Size: 10, ModTime: t0}
 	}
 	job := &Job{ID: "job1", State: JobRunning, Sets: Partition(len(frames), 4), NodeFailures: map[string]int{}}
-	if err := st.createJob(context.Background(), rec, frames, job, []Event{{At: t0, Kind: "job_created", Set: -1}}); err != nil {
+	c := newTestCoordinator(st)
+	jr := &jobRun{rec: rec, frames: frames, job: job}
+	if err := c.change(context.Background(), func(x changes) error {
+		x.create(jr)
+		x.add(jr, nil, []Event{{At: t0, Kind: "job_created", Set: -1}})
+		return nil
+	}); err != nil {
 		t.Fatal(err)
-	}
-	c := &Coordinator{
-		cfg: Config{Now: func() time.Time { return t0 }}, log: slog.New(slog.DiscardHandler), store: st, rec: rec,
-		frames: frames, job: job, changed: make(chan struct{}), nodes: map[string]*nodeInfo{},
-		open: newBatch(), fatal: make(chan error, 1), joinReq: make(chan struct{}, 1),
 	}
 	return c, dir
 }
 
-func grantChange(c *Coordinator, node string, got *Set) func(j *Job) ([]*Set, []Event, error) {
-	return func(j *Job) ([]*Set, []Event, error) {
-		s, ev, err := j.Grant(node, c.cfg.Now())
+func newTestCoordinator(st *store) *Coordinator {
+	return &Coordinator{
+		cfg: Config{Now: func() time.Time { return t0 }}, log: slog.New(slog.DiscardHandler), store: st, jobs: map[string]*jobRun{},
+		changed: make(chan struct{}), nodes: map[string]*nodeInfo{}, joinWant: map[string]bool{},
+		open: newBatch(), fatal: make(chan error, 1), joinReq: make(chan struct{}, 1),
+	}
+}
+
+func grantChange(c *Coordinator, node string, got *Set) func(x changes) error {
+	return func(x changes) error {
+		jr := c.jobs["job1"]
+		s, ev, err := jr.job.Grant(node, c.cfg.Now())
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
 		*got = *s
-		return []*Set{s}, ev, nil
+		x.add(jr, []*Set{s}, ev)
+		return nil
 	}
 }
 
@@ -76,7 +87,7 @@ func TestChangeWaitsForItsCommit(t *testing.T) {
 	// The grant is applied in memory, and waits.
 	for {
 		c.mu.Lock()
-		applied := c.job.Sets[0].State == Assigned
+		applied := c.jobs["job1"].job.Sets[0].State == Assigned
 		c.mu.Unlock()
 		if applied {
 			break
@@ -95,8 +106,8 @@ func TestChangeWaitsForItsCommit(t *testing.T) {
 	// waits as well.
 	refused := make(chan error, 1)
 	go func() {
-		refused <- c.change(context.Background(), func(j *Job) ([]*Set, []Event, error) {
-			return nil, nil, j.CheckLease(0, 99)
+		refused <- c.change(context.Background(), func(changes) error {
+			return c.jobs["job1"].job.CheckLease(0, 99)
 		})
 	}()
 	select {
@@ -246,20 +257,21 @@ func TestBatchAdd(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			j := &Job{ID: "j", State: JobRunning, LastSeq: 10, NextToken: 5}
-			b := newBatch()
+			c := newTestCoordinator(nil)
 			for _, dirty := range tc.changes {
-				b.add(j, dirty, []Event{{Kind: "x"}})
+				changes{c}.add(&jobRun{job: j}, dirty, []Event{{Kind: "x"}})
 			}
-			if !reflect.DeepEqual(b.sets, tc.wantSets) {
-				t.Errorf("rows %+v, want %+v", b.sets, tc.wantSets)
+			b := c.open
+			if !reflect.DeepEqual(b.jobs["j"].sets, tc.wantSets) {
+				t.Errorf("rows %+v, want %+v", b.jobs["j"].sets, tc.wantSets)
 			}
 			for i, e := range b.events {
 				if e.Seq != uint64(11+i) {
 					t.Errorf("event %d numbered %d, want %d", i, e.Seq, 11+i)
 				}
 			}
-			if want := (jobRow{State: JobRunning, NextToken: 5, LastSeq: uint64(10 + len(tc.changes))}); b.job != want {
-				t.Errorf("job row %+v, want %+v", b.job, want)
+			if want := (jobRow{State: JobRunning, NextToken: 5, LastSeq: uint64(10 + len(tc.changes))}); b.jobs["j"].job != want {
+				t.Errorf("job row %+v, want %+v", b.jobs["j"].job, want)
 			}
 		})
 	}

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/framefarm/framefarm/internal/creds"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
@@ -32,30 +33,14 @@ import (
 
 // Config is everything the coordinator is started with.
 type Config struct {
-	FramesDir string
-	// Out, when set, receives a copy of the final video; its extension picks
-	// the container.
-	Out              string
+	// JobSpec, with a FramesDir, is a job to submit at start (unless the farm
+	// has it already).
+	JobSpec
 	Data             string
 	Listen           string
-	Sets             int
 	Lease            time.Duration
 	HeartbeatTimeout time.Duration
-	Codec            string
-	FPS              string
-	CRF              int // -1: encoder default
-	Preset           string
-	PixFmt           string
 	KeepParts        bool
-	// NoFastStart: see jobSettings.NoFastStart.
-	NoFastStart bool
-	// Pattern picks one naming pattern when the folder holds several.
-	Pattern string
-	// Gaps is what to do with missing frame numbers: "" or "refuse", "hold"
-	// (repeat the previous frame, so timing stays true) or "skip".
-	Gaps string
-	// Scale ("WxH") scales every frame to one size, for folders of mixed sizes.
-	Scale string
 	// Token, when set, must come with every call (UNAUTHENTICATED otherwise).
 	Token string
 	TLS   creds.ServerTLS
@@ -109,19 +94,20 @@ func btoi(b bool) int {
 	return 0
 }
 
-// Coordinator serves one job.
+// Coordinator is the farm: it serves many jobs, in a queue ordered by
+// priority then submission, to every node.
 type Coordinator struct {
 	cfg   Config
 	log   *slog.Logger
 	store *store
-	rec   jobRecord
-	// frames are the job's frames in order; sets index into them.
-	frames  []frameRecord
-	jobDir  string
-	partDir string
 
-	mu  sync.Mutex
-	job *Job
+	mu sync.Mutex
+	// jobs holds every job the farm knows; queue the same jobs in the order
+	// sets are granted from them (see sortQueue).
+	jobs  map[string]*jobRun
+	queue []*jobRun
+	// lastFSeq numbers events across the farm, in commit order.
+	lastFSeq uint64
 	// changed is closed (and replaced) on every committed batch, waking
 	// long polls and event watchers.
 	changed chan struct{}
@@ -134,13 +120,28 @@ type Coordinator struct {
 	// commitMu is held by the one writer of batches.
 	commitMu sync.Mutex
 	// fatal receives the failed commit that stops Run.
-	fatal   chan error
-	nodes   map[string]*nodeInfo
-	joinReq chan struct{}
+	fatal chan error
+	nodes map[string]*nodeInfo
+	// joinWant holds the jobs waiting for the joiner; joinReq wakes it.
+	joinWant map[string]bool
+	joinReq  chan struct{}
 
 	ready   chan struct{}
 	addr    string
 	srvOpts []grpc.ServerOption
+	// startID is the job of --frames.
+	startID string
+}
+
+// jobRun is one job of the farm: its record, frames and state machine, and
+// its folder under the data folder.
+type jobRun struct {
+	rec jobRecord
+	// frames are the job's frames in order; sets index into them.
+	frames  []frameRecord
+	job     *Job
+	dir     string
+	partDir string
 }
 
 type nodeInfo struct {
@@ -151,9 +152,35 @@ type nodeInfo struct {
 	breaker   *farmpb.BreakerInfo
 }
 
-// New scans the frames folder, checks the settings, and creates the job or
-// resumes the one that the data folder holds for the same frames and
-// settings. Every error here is the user's to fix, and says how.
+// JobSpec is what a job is submitted with: its frames and settings.
+type JobSpec struct {
+	FramesDir string
+	// Out, when set, receives a copy of the final video; its extension picks
+	// the container.
+	Out      string
+	Name     string
+	Priority int
+	Sets     int
+	Codec    string
+	FPS      string
+	CRF      int // -1: encoder default
+	Preset   string
+	PixFmt   string
+	// NoFastStart: see jobSettings.NoFastStart.
+	NoFastStart bool
+	// Pattern picks one naming pattern when the folder holds several.
+	Pattern string
+	// Gaps is what to do with missing frame numbers: "" or "refuse", "hold"
+	// (repeat the previous frame, so timing stays true) or "skip".
+	Gaps string
+	// Scale ("WxH") scales every frame to one size, for folders of mixed sizes.
+	Scale string
+}
+
+// New opens the farm's data folder and resumes every job it holds. With
+// cfg.FramesDir it also submits that folder as a job, unless the farm has
+// it already (same frames and settings), which it then resumes. Every error
+// here is the user's to fix, and says how.
 func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -164,50 +191,131 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if cfg.PollWindow <= 0 {
 		cfg.PollWindow = 20 * time.Second
 	}
-	if cfg.Sets < 1 {
-		return nil, fmt.Errorf("--sets %d: a job needs at least 1 set", cfg.Sets)
-	}
 	if cfg.Lease <= 0 || cfg.HeartbeatTimeout <= 0 {
 		return nil, errors.New("--lease and --heartbeat-timeout must be positive durations (e.g. 10m, 30s)")
 	}
-	settings, err := checkSettings(cfg)
+	tlsOpts, err := creds.ServerOptions(cfg.TLS)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.FramesDir == "" {
-		return nil, errors.New("--frames is required: the folder of numbered images to encode")
-	}
-	dir, err := filepath.Abs(cfg.FramesDir)
-	if err != nil {
+	if cfg.Data, err = filepath.Abs(cfg.Data); err != nil {
 		return nil, err
 	}
-	if cfg.Gaps != "" && cfg.Gaps != "refuse" && cfg.Gaps != "hold" && cfg.Gaps != "skip" {
-		return nil, fmt.Errorf("--gaps %q: use refuse (the default), hold (repeat the previous frame) or skip (close the gaps up)", cfg.Gaps)
+	c := &Coordinator{
+		cfg: cfg, log: cfg.Logger, jobs: map[string]*jobRun{},
+		changed: make(chan struct{}), nodes: map[string]*nodeInfo{}, open: newBatch(), fatal: make(chan error, 1),
+		joinWant: map[string]bool{}, joinReq: make(chan struct{}, 1), ready: make(chan struct{}), srvOpts: tlsOpts,
 	}
-	if cfg.Scale != "" {
-		if _, err := fmt.Sscanf(cfg.Scale, "%dx%d", &settings.ScaleW, &settings.ScaleH); err != nil ||
-			settings.ScaleW < 2 || settings.ScaleH < 2 || settings.ScaleW > 16384 || settings.ScaleH > 16384 ||
-			fmt.Sprintf("%dx%d", settings.ScaleW, settings.ScaleH) != cfg.Scale {
-			return nil, fmt.Errorf("--scale %q: give the size as WIDTHxHEIGHT, e.g. 1920x1080", cfg.Scale)
+	var spec *JobSpec
+	var prepared *jobRun
+	var created []Event
+	if cfg.FramesDir != "" {
+		// Checked before the data folder is touched: a refused job keeps
+		// nothing.
+		spec = &cfg.JobSpec
+		if prepared, created, err = c.prepareJob(ctx, cfg.JobSpec); err != nil {
+			return nil, err
 		}
 	}
-	seq, err := frameseq.Scan(dir, frameseq.Options{Pattern: cfg.Pattern,
-		AllowGaps: cfg.Gaps == "hold" || cfg.Gaps == "skip", AllowMixedDimensions: cfg.Scale != ""})
-	if err != nil {
+	if c.store, err = openStore(c.cfg.Data); err != nil {
 		return nil, err
 	}
-	if cfg.Gaps == "hold" {
+	runs, lastFSeq, err := c.store.loadJobs(ctx)
+	if err != nil {
+		c.store.Close()
+		return nil, err
+	}
+	c.lastFSeq = lastFSeq
+	now := cfg.Now()
+	for _, jr := range runs {
+		jr.dir = filepath.Join(c.cfg.Data, "jobs", jr.rec.ID)
+		jr.partDir = filepath.Join(jr.dir, "parts")
+		if jr.job.State == JobFailed && jr.job.allCompleted() {
+			// Only the join failed (a full disk, say): every part is here, so join again.
+			jr.job.State, jr.job.Reason = JobJoining, ""
+		}
+		for _, s := range jr.job.Sets {
+			// A restarted coordinator gives every lease a fresh window: its
+			// node may still be working and will heartbeat again.
+			s.LastBeat, s.LastProgress = now, now
+		}
+		c.addJob(jr)
+		if err := os.MkdirAll(jr.partDir, 0o755); err != nil {
+			c.store.Close()
+			return nil, fmt.Errorf("creating %s: %w", jr.partDir, err)
+		}
+		// What an earlier run left half-written, or moved in without
+		// recording it.
+		removeTemps(jr.partDir)
+		removeTemps(jr.dir)
+		c.removeStaleParts(jr)
+		if !jr.job.State.Finished() {
+			c.log.Info("resuming job", "job", jr.rec.ID, "name", jr.rec.Name, "state", jr.job.State, "sets", len(jr.job.Sets))
+		}
+	}
+	if spec != nil {
+		if jr := c.findJob(prepared.rec.FramesDir, prepared.rec.Fingerprint); jr != nil {
+			// The same frames and settings: resume, with this start's --out.
+			jr.rec.OutPath = prepared.rec.OutPath
+			c.startID = jr.rec.ID
+		} else {
+			if err := c.create(ctx, prepared, created); err != nil {
+				c.store.Close()
+				return nil, err
+			}
+			c.startID = prepared.rec.ID
+		}
+	}
+	return c, nil
+}
+
+// prepareJob checks a job's settings and scans its frames, and returns the
+// job ready to be created, with its job_created event. It writes nothing.
+func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []Event, error) {
+	if spec.Sets < 1 {
+		return nil, nil, fmt.Errorf("--sets %d: a job needs at least 1 set", spec.Sets)
+	}
+	settings, err := checkSettings(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	if spec.FramesDir == "" {
+		return nil, nil, errors.New("--frames is required: the folder of numbered images to encode")
+	}
+	dir, err := filepath.Abs(spec.FramesDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if spec.Gaps != "" && spec.Gaps != "refuse" && spec.Gaps != "hold" && spec.Gaps != "skip" {
+		return nil, nil, fmt.Errorf("--gaps %q: use refuse (the default), hold (repeat the previous frame) or skip (close the gaps up)", spec.Gaps)
+	}
+	if spec.Scale != "" {
+		if _, err := fmt.Sscanf(spec.Scale, "%dx%d", &settings.ScaleW, &settings.ScaleH); err != nil ||
+			settings.ScaleW < 2 || settings.ScaleH < 2 || settings.ScaleW > 16384 || settings.ScaleH > 16384 ||
+			fmt.Sprintf("%dx%d", settings.ScaleW, settings.ScaleH) != spec.Scale {
+			return nil, nil, fmt.Errorf("--scale %q: give the size as WIDTHxHEIGHT, e.g. 1920x1080", spec.Scale)
+		}
+	}
+	seq, err := frameseq.Scan(dir, frameseq.Options{Pattern: spec.Pattern,
+		AllowGaps: spec.Gaps == "hold" || spec.Gaps == "skip", AllowMixedDimensions: spec.Scale != ""})
+	if err != nil {
+		return nil, nil, err
+	}
+	if spec.Gaps == "hold" {
 		if held := seq.Last() - seq.First() + 1; held > maxHeldFrames {
-			return nil, fmt.Errorf("--gaps hold: the numbering runs from %d to %d, %d frames once the gaps are held (at most %d): check the folder for a stray frame number, or use --gaps skip",
+			return nil, nil, fmt.Errorf("--gaps hold: the numbering runs from %d to %d, %d frames once the gaps are held (at most %d): check the folder for a stray frame number, or use --gaps skip",
 				seq.First(), seq.Last(), held, maxHeldFrames)
 		}
 	}
-	frames := sequenceFrames(seq, cfg.Gaps == "hold")
-	if err := checkUTF8(dir, cfg.Out, frames); err != nil {
-		return nil, err
+	frames := sequenceFrames(seq, spec.Gaps == "hold")
+	if err := checkUTF8(dir, spec.Out, frames); err != nil {
+		return nil, nil, err
+	}
+	if !utf8.ValidString(spec.Name) || len(spec.Name) > 200 {
+		return nil, nil, fmt.Errorf("--name: a job name is at most 200 characters of valid UTF-8")
 	}
 	if n := len(seq.Gaps()); n > 0 {
-		cfg.Logger.Warn("frame numbers are missing", "gaps", n, "policy", cfg.Gaps, "frames", len(frames))
+		c.log.Warn("frame numbers are missing", "gaps", n, "policy", spec.Gaps, "frames", len(frames))
 	}
 	settings.FrameExt = seq.Pattern.Ext
 	settings.Width, settings.Height = seq.Width, seq.Height
@@ -215,97 +323,48 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		settings.Width, settings.Height = settings.ScaleW, settings.ScaleH
 	}
 	if settings.Width == 0 || settings.Height == 0 {
-		p, err := cfg.FFmpeg.ProbeVideo(ctx, filepath.Join(dir, frames[0].Name), false)
+		p, err := c.cfg.FFmpeg.ProbeVideo(ctx, filepath.Join(dir, frames[0].Name), false)
 		if err != nil {
-			return nil, fmt.Errorf("reading frame %d (%s): %w", frames[0].Number, frames[0].Name, err)
+			return nil, nil, fmt.Errorf("reading frame %d (%s): %w", frames[0].Number, frames[0].Name, err)
 		}
 		settings.Width, settings.Height = p.Width, p.Height
 	}
 	if isSubsampled(settings.PixFmt) && (settings.Width%2 == 1 || settings.Height%2 == 1) {
 		settings.PadEven = true
-		cfg.Logger.Warn("frames have an odd dimension; padding to even, as 4:2:0 and 4:2:2 need",
+		c.log.Warn("frames have an odd dimension; padding to even, as 4:2:0 and 4:2:2 need",
 			"width", settings.Width, "height", settings.Height, "pix_fmt", settings.PixFmt)
 	}
-	if err := checkOutputs(cfg, settings, frames); err != nil {
-		return nil, err
-	}
-	tlsOpts, err := creds.ServerOptions(cfg.TLS)
-	if err != nil {
-		return nil, err
-	}
-	c := &Coordinator{
-		cfg: cfg, log: cfg.Logger, frames: frames,
-		changed: make(chan struct{}), nodes: map[string]*nodeInfo{}, open: newBatch(), fatal: make(chan error, 1),
-		joinReq: make(chan struct{}, 1), ready: make(chan struct{}), srvOpts: tlsOpts,
-	}
-	if c.cfg.Data, err = filepath.Abs(cfg.Data); err != nil {
-		return nil, err
-	}
-	c.store, err = openStore(c.cfg.Data)
-	if err != nil {
-		return nil, err
-	}
 	out := ""
-	if cfg.Out != "" {
-		if out, err = filepath.Abs(cfg.Out); err != nil {
-			return nil, err
+	if spec.Out != "" {
+		if out, err = filepath.Abs(spec.Out); err != nil {
+			return nil, nil, err
 		}
 	}
-	fp := fingerprint(settings, frames, cfg.Sets)
-	id, err := c.store.findJob(ctx, dir, fp)
-	if err != nil {
-		c.store.Close()
-		return nil, err
+	if err := checkOutputs(out, c.cfg.Data, settings, frames); err != nil {
+		return nil, nil, err
 	}
-	if id != "" {
-		rec, stored, job, err := c.store.loadJob(ctx, id)
-		if err != nil {
-			c.store.Close()
-			return nil, err
-		}
-		c.rec, c.frames, c.job = rec, stored, job
-		c.rec.OutPath = out
-		if job.State == JobFailed && job.allCompleted() {
-			// Only the join failed (a full disk, say): every part is here, so join again.
-			job.State, job.Reason = JobJoining, ""
-		}
-		now := cfg.Now()
-		for _, s := range job.Sets {
-			// A restarted coordinator gives every lease a fresh window: its
-			// node may still be working and will heartbeat again.
-			s.LastBeat, s.LastProgress = now, now
-		}
-		c.log.Info("resuming job", "job", id, "state", job.State, "sets", len(job.Sets))
-	} else {
-		settings.FilterThreads = ffmpeg.AutoFilterThreads(runtime.NumCPU())
-		c.rec = jobRecord{ID: newID(), Created: cfg.Now(), FramesDir: dir, OutPath: out, Settings: settings, Fingerprint: fp}
-		c.job = &Job{ID: c.rec.ID, State: JobRunning, Sets: Partition(len(frames), cfg.Sets), NodeFailures: map[string]int{}}
-		ev := []Event{{At: cfg.Now(), Kind: "job_created", Set: -1,
-			Detail: fmt.Sprintf("%d frames (%s, %d to %d) in %d sets, %s at %s fps, %dx%d%s", len(frames), seq.Pattern,
-				frames[0].Number, frames[len(frames)-1].Number, len(c.job.Sets), settings.Codec, settings.rate(),
-				settings.outWidth(), settings.outHeight(), notes(settings, seq, cfg.Gaps))}}
-		if err := c.store.createJob(ctx, c.rec, frames, c.job, ev); err != nil {
-			c.store.Close()
-			return nil, err
-		}
-		c.log.Info("job created", "job", c.rec.ID, "frames", len(frames), "sets", len(c.job.Sets), "pattern", seq.Pattern.String(),
-			"detail", ev[0].Detail)
+	fp := fingerprint(settings, frames, spec.Sets)
+	settings.FilterThreads = ffmpeg.AutoFilterThreads(runtime.NumCPU())
+	now := c.cfg.Now()
+	name := spec.Name
+	if name == "" {
+		name = filepath.Base(dir)
 	}
-	// Before any grant or heartbeat, so that a pause before the first sweep
-	// is noticed whichever call comes first after it.
-	c.job.WatchForPauses(c.cfg.HeartbeatTimeout)
-	c.jobDir = filepath.Join(c.cfg.Data, "jobs", c.rec.ID)
-	c.partDir = filepath.Join(c.jobDir, "parts")
-	if err := os.MkdirAll(c.partDir, 0o755); err != nil {
-		c.store.Close()
-		return nil, fmt.Errorf("creating %s: %w", c.partDir, err)
+	jr := &jobRun{
+		rec:    jobRecord{ID: newID(), Name: name, Created: now, FramesDir: dir, OutPath: out, Settings: settings, Fingerprint: fp},
+		frames: frames,
 	}
-	removeTemps(c.partDir)
-	removeTemps(c.jobDir)
-	return c, nil
+	jr.job = &Job{ID: jr.rec.ID, State: JobQueued, Priority: spec.Priority, Sets: Partition(len(frames), spec.Sets), NodeFailures: map[string]int{}}
+	jr.dir = filepath.Join(c.cfg.Data, "jobs", jr.rec.ID)
+	jr.partDir = filepath.Join(jr.dir, "parts")
+	ev := []Event{{At: now, Kind: "job_created", Set: -1,
+		Detail: fmt.Sprintf("%d frames (%s, %d to %d) in %d sets, %s at %s fps, %dx%d%s", len(frames), seq.Pattern,
+			frames[0].Number, frames[len(frames)-1].Number, len(jr.job.Sets), settings.Codec, settings.rate(),
+			settings.outWidth(), settings.outHeight(), notes(settings, seq, spec.Gaps))}}
+	return jr, ev, nil
 }
 
-func checkSettings(cfg Config) (jobSettings, error) {
+func checkSettings(cfg JobSpec) (jobSettings, error) {
 	codec, err := ffmpeg.LookupCodec(cfg.Codec)
 	if err != nil {
 		return jobSettings{}, fmt.Errorf("--codec: %w", err)
@@ -365,8 +424,9 @@ func removeTemps(dir string) {
 	}
 }
 
-// JobID is the id of the coordinator's job.
-func (c *Coordinator) JobID() string { return c.rec.ID }
+// JobID is the id of the job the coordinator was started with (--frames),
+// "" without one.
+func (c *Coordinator) JobID() string { return c.startID }
 
 // Addr is the address the gRPC server listens on, once Ready is closed.
 func (c *Coordinator) Addr() string { <-c.ready; return c.addr }
@@ -430,7 +490,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		reflection.Register(srv)
 	}
 	close(c.ready)
-	c.log.Info("coordinator listening", "addr", c.addr, "job", c.rec.ID, "data", c.cfg.Data)
+	c.log.Info("coordinator listening", "addr", c.addr, "jobs", c.jobCount(), "data", c.cfg.Data)
 
 	var wg sync.WaitGroup
 	bg, cancel := context.WithCancel(ctx)
@@ -439,8 +499,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); c.sweep(bg) }()
 	go func() { defer wg.Done(); c.joiner(bg) }()
 	c.mu.Lock()
-	if c.job.State == JobJoining {
-		c.requestJoin()
+	for _, jr := range c.queue {
+		if jr.job.State == JobJoining {
+			c.requestJoin(jr.rec.ID)
+		}
 	}
 	c.mu.Unlock()
 
@@ -464,7 +526,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	return err
 }
 
-func (c *Coordinator) requestJoin() {
+// requestJoin queues a job for the joiner. Call it under c.mu.
+func (c *Coordinator) requestJoin(id string) {
+	c.joinWant[id] = true
 	select {
 	case c.joinReq <- struct{}{}:
 	default:
@@ -483,13 +547,24 @@ func (c *Coordinator) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		_ = c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
-			ev := j.Expire(c.cfg.Now(), c.cfg.HeartbeatTimeout, c.cfg.Lease)
-			var dirty []*Set
-			for _, e := range ev {
-				dirty = append(dirty, j.Sets[e.Set])
-			}
-			return dirty, ev, nil
-		})
+		_ = c.change(ctx, c.expireLeases)
 	}
+}
+
+// expireLeases is the sweep's change: see Job.Expire.
+func (c *Coordinator) expireLeases(x changes) error {
+	now := c.cfg.Now()
+	for _, jr := range c.queue {
+		j := jr.job
+		if j.State.Finished() {
+			continue
+		}
+		ev := j.Expire(now, c.cfg.HeartbeatTimeout, c.cfg.Lease)
+		var dirty []*Set
+		for _, e := range ev {
+			dirty = append(dirty, j.Sets[e.Set])
+		}
+		x.add(jr, dirty, ev)
+	}
+	return nil
 }

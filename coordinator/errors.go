@@ -20,6 +20,11 @@ var (
 	ErrNotReady     = errors.New("final video not ready")
 	ErrBadPart      = errors.New("part refused")
 	ErrFrameChanged = errors.New("frame changed")
+	// errRefused: a job's frames or settings cannot be rendered; the
+	// message names the file or flag and what to do.
+	errRefused = errors.New("job refused")
+	// ErrConflict: the job is not in a state the request can apply to.
+	ErrConflict = errors.New("not possible now")
 	// ErrStopped: a commit failed, so the coordinator takes no more changes
 	// and stops; started again, it resumes from its data folder.
 	ErrStopped = errors.New("coordinator stopping: its state could not be saved")
@@ -38,9 +43,9 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, ErrNotFound):
 		code = codes.NotFound
-	case errors.Is(err, ErrInvalid), errors.Is(err, ErrBadPart):
+	case errors.Is(err, ErrInvalid), errors.Is(err, ErrBadPart), errors.Is(err, errRefused):
 		code = codes.InvalidArgument
-	case errors.Is(err, ErrNotReady), errors.Is(err, ErrJobFailed), errors.Is(err, ErrFrameChanged), errors.Is(err, ErrJobFinished), errors.Is(err, ErrNodeExcluded):
+	case errors.Is(err, ErrNotReady), errors.Is(err, ErrConflict), errors.Is(err, ErrJobFailed), errors.Is(err, ErrFrameChanged), errors.Is(err, ErrJobFinished), errors.Is(err, ErrNodeExcluded):
 		code = codes.FailedPrecondition
 	case errors.Is(err, ErrStopped):
 		code = codes.Unavailable

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"time"
 
 	farmpb "github.com/framefarm/framefarm/proto"
 )
@@ -17,35 +18,33 @@ type farmService struct {
 }
 
 func (f *farmService) GetJob(ctx context.Context, req *farmpb.GetJobRequest) (*farmpb.JobStatus, error) {
-	if err := f.c.checkJob(req.JobId); err != nil {
-		return nil, err
-	}
-	return f.c.status(), nil
-}
-
-func (c *Coordinator) status() *farmpb.JobStatus {
+	c := f.c
 	c.mu.Lock()
-	js := c.statusLocked()
+	jr, err := c.lookup(req.JobId)
+	var js *farmpb.JobStatus
+	if err == nil {
+		js = c.statusLocked(jr)
+	}
 	b := c.pending()
 	c.mu.Unlock()
 	// What is shown must be durable; after a failed commit it is not, but
 	// the coordinator is stopping and its last state is still the best
 	// answer.
-	_ = c.await(context.Background(), b)
-	return js
+	_ = c.await(ctx, b)
+	return js, err
 }
 
-func (c *Coordinator) statusLocked() *farmpb.JobStatus {
+func (c *Coordinator) statusLocked(jr *jobRun) *farmpb.JobStatus {
 	js := &farmpb.JobStatus{
-		JobId: c.rec.ID, State: c.job.State, Reason: c.job.Reason, FramesDir: c.rec.FramesDir,
-		TotalFrames: uint32(len(c.frames)), OutPath: c.rec.OutPath, LastEventSeq: c.job.LastSeq,
-		FinalSize: c.rec.FinalSize, FinalSha256: c.rec.FinalSHA,
-		Settings: c.encodeSettings(),
+		JobId: jr.rec.ID, Name: jr.rec.Name, State: string(jr.job.State), Reason: jr.job.Reason, Priority: int32(jr.job.Priority),
+		FramesDir: jr.rec.FramesDir, TotalFrames: uint32(len(jr.frames)), OutPath: jr.rec.OutPath, LastEventSeq: jr.job.LastSeq,
+		FinalSize: jr.rec.FinalSize, FinalSha256: jr.rec.FinalSHA, Settings: jr.encodeSettings(),
+		SubmittedUnixMs: jr.rec.Created.UnixMilli(), FinishedUnixMs: unixMilli(jr.rec.Finished),
 	}
-	for _, s := range c.job.Sets {
+	for _, s := range jr.job.Sets {
 		ss := &farmpb.SetStatus{
 			Index: uint32(s.Index), State: string(s.State), FrameCount: uint32(s.Count),
-			FirstFrame: c.frames[s.First].Number, LastFrame: c.frames[s.First+s.Count-1].Number,
+			FirstFrame: jr.frames[s.First].Number, LastFrame: jr.frames[s.First+s.Count-1].Number,
 			Node: s.Node, FramesDone: uint32(s.FramesDone), Failures: uint32(len(s.FailedOn)),
 			LastError: s.LastError, Token: s.Token,
 		}
@@ -59,11 +58,11 @@ func (c *Coordinator) statusLocked() *farmpb.JobStatus {
 	for name := range c.nodes {
 		names[name] = true
 	}
-	for name := range c.job.NodeFailures {
+	for name := range jr.job.NodeFailures {
 		names[name] = true
 	}
 	for _, name := range sortedKeys(names) {
-		ns := &farmpb.NodeStatus{Name: name, Failures: uint32(c.job.NodeFailures[name]), Excluded: c.job.Excluded(name)}
+		ns := &farmpb.NodeStatus{Name: name, Failures: uint32(jr.job.NodeFailures[name]), Excluded: jr.job.Excluded(name)}
 		if ni := c.nodes[name]; ni != nil {
 			ns.LastSeenUnixMs = ni.lastSeen.UnixMilli()
 			ns.CpuLoad, ns.FreeCores, ns.SetsDone, ns.Breaker = ni.cpuLoad, ni.freeCores, uint32(ni.setsDone), ni.breaker
@@ -73,10 +72,90 @@ func (c *Coordinator) statusLocked() *farmpb.JobStatus {
 	return js
 }
 
+func unixMilli(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// summaryLocked is a job's line in the farm's list.
+func summaryLocked(jr *jobRun) *farmpb.JobSummary {
+	js := &farmpb.JobSummary{
+		JobId: jr.rec.ID, Name: jr.rec.Name, State: string(jr.job.State), Reason: jr.job.Reason, Priority: int32(jr.job.Priority),
+		FramesTotal: uint32(len(jr.frames)), SetsTotal: uint32(len(jr.job.Sets)),
+		SubmittedUnixMs: jr.rec.Created.UnixMilli(), FinishedUnixMs: unixMilli(jr.rec.Finished), FinalSize: jr.rec.FinalSize,
+		FramesDir: jr.rec.FramesDir, OutPath: jr.rec.OutPath, Codec: jr.rec.Settings.Codec, Container: jr.rec.Settings.FinalExt,
+	}
+	for _, s := range jr.job.Sets {
+		js.FramesDone += uint32(s.FramesDone)
+		if s.State == Completed {
+			js.SetsDone++
+		}
+	}
+	return js
+}
+
+func (f *farmService) ListJobs(ctx context.Context, _ *farmpb.ListJobsRequest) (*farmpb.ListJobsResponse, error) {
+	c := f.c
+	c.mu.Lock()
+	resp := &farmpb.ListJobsResponse{}
+	for _, jr := range c.queue {
+		resp.Jobs = append(resp.Jobs, summaryLocked(jr))
+	}
+	b := c.pending()
+	c.mu.Unlock()
+	_ = c.await(ctx, b)
+	return resp, nil
+}
+
+// summary answers a change of a job with its line, as durable.
+func (c *Coordinator) summary(jr *jobRun, err error) (*farmpb.JobSummary, error) {
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return summaryLocked(jr), nil
+}
+
+func (f *farmService) SubmitJob(ctx context.Context, req *farmpb.SubmitJobRequest) (*farmpb.JobSummary, error) {
+	spec := JobSpec{FramesDir: req.FramesDir, Out: req.Out, Name: req.Name, Priority: int(req.Priority), Sets: int(req.Sets),
+		Codec: req.Codec, FPS: req.Fps, CRF: int(req.Crf), Preset: req.Preset, PixFmt: req.PixFmt, NoFastStart: req.NoFaststart,
+		Pattern: req.Pattern, Gaps: req.Gaps, Scale: req.Scale}
+	return f.c.summary(f.c.submit(ctx, spec))
+}
+
+func (f *farmService) CancelJob(ctx context.Context, req *farmpb.JobRequest) (*farmpb.JobSummary, error) {
+	return f.c.summary(f.c.cancel(ctx, req.JobId))
+}
+
+func (f *farmService) ResetJob(ctx context.Context, req *farmpb.ResetJobRequest) (*farmpb.JobSummary, error) {
+	return f.c.summary(f.c.reset(ctx, req.JobId, req.All))
+}
+
+func (f *farmService) SetPriority(ctx context.Context, req *farmpb.SetPriorityRequest) (*farmpb.JobSummary, error) {
+	return f.c.summary(f.c.setPriority(ctx, req.JobId, int(req.Priority)))
+}
+
+func (f *farmService) DeleteJob(ctx context.Context, req *farmpb.JobRequest) (*farmpb.DeleteJobResponse, error) {
+	if req.JobId == "" {
+		// Never "the only job": deleting is for good.
+		return nil, fmt.Errorf("%w: say which job to delete", ErrInvalid)
+	}
+	return &farmpb.DeleteJobResponse{}, f.c.deleteJob(ctx, req.JobId)
+}
+
 func (f *farmService) WatchEvents(req *farmpb.WatchEventsRequest, stream farmpb.FarmService_WatchEventsServer) error {
 	c := f.c
-	if err := c.checkJob(req.JobId); err != nil {
-		return err
+	id := req.JobId
+	if id != "" {
+		c.mu.Lock()
+		_, err := c.lookup(id)
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 	ctx := stream.Context()
 	// SQLite integers are signed, and no event is numbered that high.
@@ -85,16 +164,19 @@ func (f *farmService) WatchEvents(req *farmpb.WatchEventsRequest, stream farmpb.
 		c.mu.Lock()
 		wake := c.changed
 		c.mu.Unlock()
-		events, err := c.store.events(ctx, c.rec.ID, after, 500)
+		events, err := c.store.events(ctx, id, after, 500)
 		if err != nil {
 			return err
 		}
 		for _, e := range events {
-			if err := stream.Send(&farmpb.Event{JobId: c.rec.ID, Seq: e.Seq, UnixMs: e.At.UnixMilli(), Kind: e.Kind,
+			if err := stream.Send(&farmpb.Event{JobId: e.JobID, Seq: e.Seq, FarmSeq: e.FSeq, UnixMs: e.At.UnixMilli(), Kind: e.Kind,
 				SetIndex: int32(e.Set), Node: e.Node, Detail: e.Detail}); err != nil {
 				return err
 			}
 			after = e.Seq
+			if id == "" {
+				after = e.FSeq
+			}
 		}
 		if len(events) == 500 {
 			continue
@@ -109,24 +191,26 @@ func (f *farmService) WatchEvents(req *farmpb.WatchEventsRequest, stream farmpb.
 
 func (f *farmService) DownloadVideo(req *farmpb.DownloadVideoRequest, stream farmpb.FarmService_DownloadVideoServer) error {
 	c := f.c
-	if err := c.checkJob(req.JobId); err != nil {
+	c.mu.Lock()
+	jr, err := c.lookup(req.JobId)
+	if err != nil {
+		c.mu.Unlock()
 		return err
 	}
-	c.mu.Lock()
-	state, reason := c.job.State, c.job.Reason
-	name, size, sum := c.rec.FinalName, c.rec.FinalSize, c.rec.FinalSHA
+	state, reason := jr.job.State, jr.job.Reason
+	name, size, sum := jr.rec.FinalName, jr.rec.FinalSize, jr.rec.FinalSHA
 	b := c.pending()
 	c.mu.Unlock()
 	if err := c.await(stream.Context(), b); err != nil {
 		return err
 	}
 	if state == JobFailed {
-		return fmt.Errorf("%w: job %s: %s", ErrJobFailed, c.rec.ID, reason)
+		return fmt.Errorf("%w: job %s: %s", ErrJobFailed, jr.rec.ID, reason)
 	}
 	if state != JobDone || name == "" {
-		return fmt.Errorf("%w: job %s is %s", ErrNotReady, c.rec.ID, state)
+		return fmt.Errorf("%w: job %s is %s", ErrNotReady, jr.rec.ID, state)
 	}
-	fh, err := os.Open(filepath.Join(c.jobDir, name))
+	fh, err := os.Open(filepath.Join(jr.dir, name))
 	if err != nil {
 		return fmt.Errorf("opening the final video: %w", err)
 	}
@@ -152,8 +236,8 @@ func (f *farmService) DownloadVideo(req *farmpb.DownloadVideoRequest, stream far
 }
 
 // encodeSettings are the job's settings as nodes and clients see them.
-func (c *Coordinator) encodeSettings() *farmpb.EncodeSettings {
-	st := c.rec.Settings
+func (jr *jobRun) encodeSettings() *farmpb.EncodeSettings {
+	st := jr.rec.Settings
 	return &farmpb.EncodeSettings{Codec: st.Codec, FpsNum: st.FPSNum, FpsDen: st.FPSDen, Crf: int32(st.CRF),
 		Preset: st.Preset, PixFmt: st.PixFmt, PartExt: st.PartExt, FrameExt: st.FrameExt,
 		Width: uint32(st.Width), Height: uint32(st.Height), PadEven: st.PadEven,

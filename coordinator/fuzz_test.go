@@ -75,9 +75,9 @@ func newFzFixture(t testing.TB) *fzFixture {
 	}
 	fx.parts = fzParts(t, frames)
 	c, err := New(context.Background(), Config{
-		FramesDir: frames, Data: filepath.Join(dir, "data"), Listen: "127.0.0.1:0",
-		Sets: fzSets, Lease: time.Minute, HeartbeatTimeout: 10 * time.Second,
-		Codec: "ffv1", FPS: "24", CRF: -1, PollWindow: time.Millisecond,
+		JobSpec: JobSpec{FramesDir: frames, Sets: fzSets, Codec: "ffv1", FPS: "24", CRF: -1},
+		Data:    filepath.Join(dir, "data"), Listen: "127.0.0.1:0",
+		Lease: time.Minute, HeartbeatTimeout: 10 * time.Second, PollWindow: time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler),
 		Now:    func() time.Time { return fx.now },
 		FFmpeg: ffmpeg.Runner{FFmpeg: filepath.Join(dir, "no-ffmpeg"), FFprobe: filepath.Join(dir, "no-ffprobe")},
@@ -102,20 +102,23 @@ func (fx *fzFixture) reset(t testing.TB) {
 			t.Fatal(err)
 		}
 	}
-	entries, _ := os.ReadDir(c.partDir)
+	entries, _ := os.ReadDir(c.only().partDir)
 	for _, e := range entries {
-		os.Remove(filepath.Join(c.partDir, e.Name()))
+		os.Remove(filepath.Join(c.only().partDir, e.Name()))
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.job = &Job{ID: c.rec.ID, State: JobRunning, Sets: Partition(len(c.frames), fzSets), NodeFailures: map[string]int{}}
+	jr := c.only()
+	jr.job = &Job{ID: jr.rec.ID, State: JobRunning, Sets: Partition(len(jr.frames), fzSets), NodeFailures: map[string]int{}}
 	c.nodes = map[string]*nodeInfo{}
-	if _, err := c.store.db.ExecContext(ctx, `DELETE FROM events WHERE job_id=?`, c.rec.ID); err != nil {
+	if _, err := c.store.db.ExecContext(ctx, `DELETE FROM events WHERE job_id=?`, jr.rec.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.store.commit(ctx, c.job, c.job.Sets, []Event{{At: fx.now, Kind: "job_created", Set: -1}}); err != nil {
+	if err := c.store.commit(ctx, jr.job, jr.job.Sets, []Event{{At: fx.now, Kind: "job_created", Set: -1}}); err != nil {
 		t.Fatal(err)
 	}
+	// As numbered by commit: the farm's events are this job's.
+	c.lastFSeq = 1
 }
 
 // Fake gRPC server streams.
@@ -260,7 +263,7 @@ func FuzzNodeRequests(f *testing.F) {
 			if fl&0x01 != 0 {
 				n = node
 			}
-			jid := c.rec.ID
+			jid := c.only().rec.ID
 			switch {
 			case fl&0x08 != 0:
 				jid = job
@@ -299,13 +302,13 @@ func (fx *fzFixture) lease(node string) (uint32, uint64, uint32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var pick *Set
-	for _, s := range c.job.Sets {
+	for _, s := range c.only().job.Sets {
 		if s.State == Assigned && (s.Node == node || pick == nil) {
 			pick = s
 		}
 	}
 	if pick == nil {
-		pick = c.job.Sets[0]
+		pick = c.only().job.Sets[0]
 	}
 	return uint32(pick.Index), pick.Token, uint32(pick.Count)
 }
@@ -322,7 +325,7 @@ func (fx *fzFixture) call(t *testing.T, ctx context.Context, op, fl byte, node, 
 		resp, err := ns.AcquireSet(ctx, req)
 		if err == nil {
 			if a := resp.GetAssignment(); a != nil {
-				if a.JobId != c.rec.ID || int(a.SetIndex) >= fzSets || len(a.Frames) == 0 {
+				if a.JobId != c.only().rec.ID || int(a.SetIndex) >= fzSets || len(a.Frames) == 0 {
 					t.Fatalf("AcquireSet(%q) granted %v", node, a)
 				}
 				for _, fr := range a.Frames {
@@ -395,7 +398,7 @@ func (fx *fzFixture) call(t *testing.T, ctx context.Context, op, fl byte, node, 
 			err = nil // the watcher went away: what it is told does not matter
 		}
 		for i, e := range st.sent {
-			if e.JobId != c.rec.ID || e.Seq <= tok || (i > 0 && e.Seq <= st.sent[i-1].Seq) {
+			if e.JobId != c.only().rec.ID || e.Seq <= tok || (i > 0 && e.Seq <= st.sent[i-1].Seq) {
 				t.Fatalf("WatchEvents(after %d) sent event %d: %v", tok, i, e)
 			}
 		}
@@ -405,14 +408,7 @@ func (fx *fzFixture) call(t *testing.T, ctx context.Context, op, fl byte, node, 
 		// running every second as it does.
 		for range fl / 8 {
 			fx.now = fx.now.Add(time.Second)
-			err := c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
-				ev := j.Expire(c.cfg.Now(), c.cfg.HeartbeatTimeout, c.cfg.Lease)
-				var dirty []*Set
-				for _, e := range ev {
-					dirty = append(dirty, j.Sets[e.Set])
-				}
-				return dirty, ev, nil
-			})
+			err := c.change(ctx, c.expireLeases)
 			if err != nil {
 				return "sweep", err
 			}
@@ -420,7 +416,7 @@ func (fx *fzFixture) call(t *testing.T, ctx context.Context, op, fl byte, node, 
 		return fmt.Sprintf("sweeps up to +%s", fx.now.Sub(fzStart)), nil
 	default:
 		// A frame of the folder changes under the job.
-		p := filepath.Join(c.rec.FramesDir, c.frames[int(fl)%len(c.frames)].Name)
+		p := filepath.Join(c.only().rec.FramesDir, c.only().frames[int(fl)%len(c.only().frames)].Name)
 		mt := fzStart.Add(time.Duration(fl+1) * time.Hour)
 		if err := os.Chtimes(p, mt, mt); err != nil {
 			t.Fatal(err)
@@ -435,7 +431,7 @@ func (fx *fzFixture) upload(t *testing.T, ctx context.Context, ns *nodeService, 
 	// With 0x08 the part is a real one of the set's size (it passes the
 	// checks), else the fuzzer's bytes.
 	if fl&0x08 != 0 && int(idx) < fzSets {
-		data = fx.parts[fx.c.job.Sets[idx].Count]
+		data = fx.parts[fx.c.only().job.Sets[idx].Count]
 	}
 	sum := sha256.Sum256(data)
 	size := int64(len(data))
@@ -489,7 +485,7 @@ func (fx *fzFixture) upload(t *testing.T, ctx context.Context, ns *nodeService, 
 // order, whole, each ending with one Last chunk.
 func (fx *fzFixture) checkFrames(t *testing.T, what string, idx int, sent []*farmpb.FrameChunk) {
 	c := fx.c
-	s := c.job.Sets[idx]
+	s := c.only().job.Sets[idx]
 	got := make([][]byte, s.Count)
 	lasts := make([]int, s.Count)
 	prev := uint32(0)
@@ -504,7 +500,7 @@ func (fx *fzFixture) checkFrames(t *testing.T, what string, idx int, sent []*far
 		}
 	}
 	for i := range got {
-		want, err := os.ReadFile(filepath.Join(c.rec.FramesDir, c.frames[s.First+i].Name))
+		want, err := os.ReadFile(filepath.Join(c.only().rec.FramesDir, c.only().frames[s.First+i].Name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -519,18 +515,18 @@ func (fx *fzFixture) check(t *testing.T, after string) {
 	t.Helper()
 	c := fx.c
 	c.mu.Lock()
-	j := c.job
+	j := c.only().job
 	fail := func(format string, a ...any) {
 		c.mu.Unlock()
 		t.Fatalf("after %s: "+format, append([]any{after}, a...)...)
 	}
-	if !slices.Contains([]string{JobRunning, JobJoining, JobDone, JobFailed}, j.State) {
+	if !slices.Contains([]JobState{JobRunning, JobJoining, JobDone, JobFailed}, j.State) {
 		fail("job state %q", j.State)
 	}
 	if (j.State == JobFailed) != (j.Reason != "") {
 		fail("job %s with reason %q", j.State, j.Reason)
 	}
-	want := Partition(len(c.frames), fzSets)
+	want := Partition(len(c.only().frames), fzSets)
 	tokens := map[uint64]bool{}
 	failures := map[string]int{}
 	parts := map[string]bool{}
@@ -594,7 +590,10 @@ func (fx *fzFixture) check(t *testing.T, after string) {
 	}
 	c.mu.Unlock()
 
-	st := c.status()
+	st, err := (&farmService{c: c}).GetJob(context.Background(), &farmpb.GetJobRequest{})
+	if err != nil {
+		t.Fatalf("after %s: status: %v", after, err)
+	}
 	if _, err := proto.Marshal(st); err != nil {
 		t.Fatalf("after %s: the job's status cannot be sent: %v", after, err)
 	}
@@ -606,7 +605,7 @@ func (fx *fzFixture) check(t *testing.T, after string) {
 			t.Fatalf("after %s: set %d error is not UTF-8", after, s.Index)
 		}
 	}
-	entries, err := os.ReadDir(c.partDir)
+	entries, err := os.ReadDir(c.only().partDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -621,13 +620,13 @@ func (fx *fzFixture) check(t *testing.T, after string) {
 func (fx *fzFixture) checkStored(t *testing.T) {
 	t.Helper()
 	c := fx.c
-	_, _, stored, err := c.store.loadJob(context.Background(), c.rec.ID)
+	_, _, stored, err := c.store.loadJob(context.Background(), c.only().rec.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	j := c.job
+	j := c.only().job
 	if stored.State != j.State || stored.Reason != j.Reason || stored.NextToken != j.NextToken || stored.LastSeq != j.LastSeq {
 		t.Fatalf("stored job %s %q token %d seq %d, in memory %s %q token %d seq %d",
 			stored.State, stored.Reason, stored.NextToken, stored.LastSeq, j.State, j.Reason, j.NextToken, j.LastSeq)
@@ -678,3 +677,6 @@ func fzParts(t testing.TB, dir string) map[int][]byte {
 	}
 	return parts
 }
+
+// only is the fixture's one job.
+func (c *Coordinator) only() *jobRun { return c.queue[0] }

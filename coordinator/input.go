@@ -63,26 +63,26 @@ func notes(s jobSettings, seq *frameseq.Sequence, gaps string) string {
 // checkOutputs refuses, before any work starts, a job whose video could not
 // be written: --out in a folder we cannot write, or too little free disk
 // for the parts and the final video.
-func checkOutputs(cfg Config, s jobSettings, frames []frameRecord) error {
-	if cfg.Out != "" {
-		dir := filepath.Dir(cfg.Out)
-		if fi, err := os.Stat(cfg.Out); err == nil && fi.IsDir() {
-			return fmt.Errorf("--out %s is a folder: give a file name such as %s", cfg.Out, filepath.Join(cfg.Out, "final."+s.FinalExt))
+func checkOutputs(out, data string, s jobSettings, frames []frameRecord) error {
+	if out != "" {
+		dir := filepath.Dir(out)
+		if fi, err := os.Stat(out); err == nil && fi.IsDir() {
+			return fmt.Errorf("--out %s is a folder: give a file name such as %s", out, filepath.Join(out, "final."+s.FinalExt))
 		}
 		if err := canWrite(dir); err != nil {
-			return fmt.Errorf("--out %s: cannot write in %s (%w): choose another path or fix its permissions", cfg.Out, dir, err)
+			return fmt.Errorf("--out %s: cannot write in %s (%w): choose another path or fix its permissions", out, dir, err)
 		}
 	}
-	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
-		return fmt.Errorf("--data %s cannot be created (%w): choose another folder", cfg.Data, err)
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return fmt.Errorf("--data %s cannot be created (%w): choose another folder", data, err)
 	}
-	if err := canWrite(cfg.Data); err != nil {
-		return fmt.Errorf("--data %s: cannot write there (%w): choose another folder or fix its permissions", cfg.Data, err)
+	if err := canWrite(data); err != nil {
+		return fmt.Errorf("--data %s: cannot write there (%w): choose another folder or fix its permissions", data, err)
 	}
 	need := estimateBytes(s, frames)
-	if free, err := freeBytes(cfg.Data); err == nil && free < need {
+	if free, err := freeBytes(data); err == nil && free < need {
 		return fmt.Errorf("--data %s has %s free, and this job needs about %s for its parts and final video: free some space or put --data on a larger disk",
-			cfg.Data, humanBytes(free), humanBytes(need))
+			data, humanBytes(free), humanBytes(need))
 	}
 	return nil
 }

@@ -19,7 +19,8 @@ import (
 	"github.com/framefarm/framefarm/internal/mp4"
 )
 
-// joiner joins the parts whenever the job reaches the joining state.
+// joiner joins the parts of every job that reaches the joining state, one
+// job at a time, outside the lock: grants of other jobs go on meanwhile.
 func (c *Coordinator) joiner(ctx context.Context) {
 	for {
 		select {
@@ -27,53 +28,74 @@ func (c *Coordinator) joiner(ctx context.Context) {
 			return
 		case <-c.joinReq:
 		}
-		c.mu.Lock()
-		joining := c.job.State == JobJoining
-		c.mu.Unlock()
-		if !joining {
-			continue
-		}
-		start := time.Now()
-		name, size, sum, how, err := c.join(ctx)
-		if ctx.Err() != nil {
-			// Stopped mid-join: the next start joins again from the parts.
-			return
-		}
-		detail := ""
-		if err == nil {
-			if err = c.store.setFinal(ctx, c.rec.ID, name, size, sum); err == nil {
-				c.mu.Lock()
-				c.rec.FinalName, c.rec.FinalSize, c.rec.FinalSHA = name, size, sum
-				c.mu.Unlock()
-				detail = fmt.Sprintf("%s, %d bytes, sha256 %s, joined in %s %s", name, size, sum, time.Since(start).Round(time.Millisecond), how)
-				if c.rec.OutPath != "" {
-					if cerr := copyAtomic(filepath.Join(c.jobDir, name), c.rec.OutPath); cerr != nil {
-						c.log.Error("copying the final video to --out failed; it stays in the data folder", "job", c.rec.ID, "err", cerr)
-					} else {
-						detail += ", copied to " + c.rec.OutPath
+		for {
+			c.mu.Lock()
+			var jr *jobRun
+			for _, q := range c.queue {
+				if c.joinWant[q.rec.ID] {
+					delete(c.joinWant, q.rec.ID)
+					if q.job.State == JobJoining {
+						jr = q
+						break
 					}
 				}
 			}
-		}
-		if cerr := c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
-			return nil, j.Finish(err, detail, c.cfg.Now()), nil
-		}); cerr != nil {
-			c.log.Error("recording the join failed", "job", c.rec.ID, "err", cerr)
-			continue
-		}
-		if err == nil && !c.cfg.KeepParts {
-			for _, s := range c.snapshotSets() {
-				_ = os.Remove(filepath.Join(c.partDir, s.Part.Name))
+			c.mu.Unlock()
+			if jr == nil {
+				break
+			}
+			c.joinJob(ctx, jr)
+			if ctx.Err() != nil {
+				// Stopped mid-join: the next start joins again from the parts.
+				return
 			}
 		}
 	}
 }
 
-func (c *Coordinator) snapshotSets() []Set {
+func (c *Coordinator) joinJob(ctx context.Context, jr *jobRun) {
+	start := time.Now()
+	log := c.log.With("job", jr.rec.ID)
+	name, size, sum, how, err := c.join(ctx, jr)
+	if ctx.Err() != nil {
+		return
+	}
+	detail := ""
+	if err == nil {
+		if err = c.store.setFinal(ctx, jr.rec.ID, name, size, sum); err == nil {
+			c.mu.Lock()
+			jr.rec.FinalName, jr.rec.FinalSize, jr.rec.FinalSHA = name, size, sum
+			out := jr.rec.OutPath
+			c.mu.Unlock()
+			detail = fmt.Sprintf("%s, %d bytes, sha256 %s, joined in %s %s", name, size, sum, time.Since(start).Round(time.Millisecond), how)
+			if out != "" {
+				if cerr := copyAtomic(filepath.Join(jr.dir, name), out); cerr != nil {
+					log.Error("copying the final video to --out failed; it stays in the data folder", "err", cerr)
+				} else {
+					detail += ", copied to " + out
+				}
+			}
+		}
+	}
+	if cerr := c.change(ctx, func(x changes) error {
+		x.add(jr, nil, jr.job.Finish(err, detail, c.cfg.Now()))
+		return nil
+	}); cerr != nil {
+		log.Error("recording the join failed", "err", cerr)
+		return
+	}
+	if err == nil && !c.cfg.KeepParts {
+		for _, s := range c.snapshotSets(jr) {
+			_ = os.Remove(filepath.Join(jr.partDir, s.Part.Name))
+		}
+	}
+}
+
+func (c *Coordinator) snapshotSets(jr *jobRun) []Set {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]Set, len(c.job.Sets))
-	for i, s := range c.job.Sets {
+	out := make([]Set, len(jr.job.Sets))
+	for i, s := range jr.job.Sets {
 		out[i] = *s
 	}
 	return out
@@ -81,19 +103,19 @@ func (c *Coordinator) snapshotSets() []Set {
 
 // join concatenates the parts in set order with stream copy, verifies the
 // result and moves it into place.
-func (c *Coordinator) join(ctx context.Context) (name string, size int64, sum, how string, err error) {
-	st := c.rec.Settings
+func (c *Coordinator) join(ctx context.Context, jr *jobRun) (name string, size int64, sum, how string, err error) {
+	st := jr.rec.Settings
 	rate := st.rate()
 	var parts []ffmpeg.ConcatPart
 	var total int64
-	for _, s := range c.snapshotSets() {
-		parts = append(parts, ffmpeg.ConcatPart{Path: filepath.Join(c.partDir, s.Part.Name), Frames: int64(s.Count)})
+	for _, s := range c.snapshotSets(jr) {
+		parts = append(parts, ffmpeg.ConcatPart{Path: filepath.Join(jr.partDir, s.Part.Name), Frames: int64(s.Count)})
 		total += int64(s.Count)
 	}
 	name = "final." + st.FinalExt
-	tmp := filepath.Join(c.jobDir, ".tmp-"+name)
+	tmp := filepath.Join(jr.dir, ".tmp-"+name)
 	defer os.Remove(tmp)
-	how, err = c.concat(ctx, parts, tmp)
+	how, err = c.concat(ctx, jr, parts, tmp)
 	if err != nil {
 		return "", 0, "", "", fmt.Errorf("joining the parts: %w", err)
 	}
@@ -115,10 +137,10 @@ func (c *Coordinator) join(ctx context.Context) (name string, size int64, sum, h
 	if err := errors.Join(verr, serr, herr); err != nil {
 		return "", 0, "", "", err
 	}
-	if err := os.Rename(tmp, filepath.Join(c.jobDir, name)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(jr.dir, name)); err != nil {
 		return "", 0, "", "", err
 	}
-	return name, size, sum, how, syncDir(c.jobDir)
+	return name, size, sum, how, syncDir(jr.dir)
 }
 
 // concat joins the parts into out, exactly: in Go (mp4.Concat), by laying
@@ -131,8 +153,8 @@ func (c *Coordinator) join(ctx context.Context) (name string, size int64, sum, h
 // part durations in whole microseconds, so at NTSC rates with many parts
 // its timing drifts, and the final check refuses it. It returns how the
 // parts were joined.
-func (c *Coordinator) concat(ctx context.Context, parts []ffmpeg.ConcatPart, out string) (string, error) {
-	st := c.rec.Settings
+func (c *Coordinator) concat(ctx context.Context, jr *jobRun, parts []ffmpeg.ConcatPart, out string) (string, error) {
+	st := jr.rec.Settings
 	paths := make([]string, len(parts))
 	for i, p := range parts {
 		paths[i] = p.Path
@@ -145,8 +167,8 @@ func (c *Coordinator) concat(ctx context.Context, parts []ffmpeg.ConcatPart, out
 	opts := mp4.JoinOptions{Timescale: uint32(st.rate().TrackTimescale()), FastStart: !st.NoFastStart && joined == out}
 	err := writeFile(joined, func(f *os.File) error { return mp4.Concat(f, paths, opts) })
 	if errors.Is(err, mp4.ErrCannotJoin) {
-		c.log.Warn("joining with ffmpeg's concat demuxer instead", "job", c.rec.ID, "reason", err)
-		return "with ffmpeg's concat demuxer", c.concatDemuxer(ctx, parts, out)
+		c.log.Warn("joining with ffmpeg's concat demuxer instead", "job", jr.rec.ID, "reason", err)
+		return "with ffmpeg's concat demuxer", c.concatDemuxer(ctx, jr, parts, out)
 	}
 	if err != nil || joined == out {
 		return "in Go", err
@@ -159,13 +181,13 @@ func (c *Coordinator) concat(ctx context.Context, parts []ffmpeg.ConcatPart, out
 	return "in Go, remuxed by ffmpeg", c.cfg.FFmpeg.Run(ctx, args, nil)
 }
 
-func (c *Coordinator) concatDemuxer(ctx context.Context, parts []ffmpeg.ConcatPart, out string) error {
-	list, err := os.CreateTemp(c.jobDir, ".tmp-concat-*.txt")
+func (c *Coordinator) concatDemuxer(ctx context.Context, jr *jobRun, parts []ffmpeg.ConcatPart, out string) error {
+	list, err := os.CreateTemp(jr.dir, ".tmp-concat-*.txt")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(list.Name())
-	err = ffmpeg.WriteConcatList(list, c.rec.Settings.rate(), parts)
+	err = ffmpeg.WriteConcatList(list, jr.rec.Settings.rate(), parts)
 	if cerr := list.Close(); err == nil {
 		err = cerr
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,18 +39,42 @@ func newNodeService(c *Coordinator) *nodeService {
 	return &nodeService{c: c, chunks: framebuf.Pool{Size: chunkSize}}
 }
 
-func (c *Coordinator) checkJob(id string) error {
-	if id != "" && id != c.rec.ID {
-		return fmt.Errorf("%w: job %q (this coordinator runs job %s)", ErrNotFound, id, c.rec.ID)
-	}
-	return nil
-}
-
 func checkNode(node string) error {
 	if node == "" || len(node) > 200 {
 		return fmt.Errorf("%w: a node name of 1 to 200 characters is required", ErrInvalid)
 	}
 	return nil
+}
+
+// errIdle: the farm has no work left for a node that asked with once.
+var errIdle = errors.New("the farm has no work left for this node")
+
+// grant gives node a set of the first job in the queue that has one for it.
+// When none has, it says why: ErrNoWork while some job may still have work
+// for the node, errIdle (with every job's reason) when none will.
+func (c *Coordinator) grant(x changes, node string) (*jobRun, *Set, error) {
+	now := c.cfg.Now()
+	var why []string
+	for _, jr := range c.queue {
+		s, ev, err := jr.job.Grant(node, now)
+		if err == nil {
+			x.add(jr, []*Set{s}, ev)
+			return jr, s, nil
+		}
+		if len(why) < 5 {
+			why = append(why, fmt.Sprintf("job %s: %v", jr.rec.ID, err))
+		}
+	}
+	for _, jr := range c.queue {
+		// A set of a running job may still come back to the queue.
+		if jr.job.State == JobRunning && !jr.job.Excluded(node) {
+			return nil, nil, ErrNoWork
+		}
+	}
+	if len(why) == 0 {
+		why = append(why, fmt.Sprintf("%d jobs, none with work", len(c.queue)))
+	}
+	return nil, nil, fmt.Errorf("%w (%s)", errIdle, strings.Join(why, "; "))
 }
 
 func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequest) (*farmpb.AcquireSetResponse, error) {
@@ -62,30 +87,32 @@ func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequ
 	defer timer.Stop()
 	for {
 		var granted Set
+		var jr *jobRun
 		var wake chan struct{}
-		err := c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
+		err := c.change(ctx, func(x changes) error {
 			// Taken with the attempt, so that a grant made possible by any
 			// later change wakes this poll.
 			wake = c.changed
-			s, ev, err := j.Grant(req.Node, c.cfg.Now())
-			if err != nil {
-				return nil, nil, err
+			var s *Set
+			var err error
+			if jr, s, err = c.grant(x, req.Node); err != nil {
+				return err
 			}
 			granted = *s
-			return []*Set{s}, ev, nil
+			return nil
 		})
 		switch {
 		case err == nil && ctx.Err() != nil:
 			// The node stopped asking (it is shutting down, or its call
 			// timed out) as the set was granted: the grant would never reach
 			// it, so give the set back now rather than after a lease timeout.
-			c.ungrant(granted.Index, granted.Token, req.Node)
+			c.ungrant(jr, granted.Index, granted.Token, req.Node)
 			return nil, ctx.Err()
 		case err == nil:
-			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Assignment{Assignment: c.assignment(&granted)}}, nil
-		case errors.Is(err, ErrNoWork):
-		case errors.Is(err, ErrJobFinished), errors.Is(err, ErrJobFailed), errors.Is(err, ErrNodeExcluded):
+			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Assignment{Assignment: c.assignment(jr, &granted)}}, nil
+		case errors.Is(err, errIdle) && req.Once:
 			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Done{Done: err.Error()}}, nil
+		case errors.Is(err, ErrNoWork), errors.Is(err, errIdle):
 		default:
 			return nil, err
 		}
@@ -99,17 +126,17 @@ func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequ
 	}
 }
 
-func (c *Coordinator) assignment(s *Set) *farmpb.Assignment {
+func (c *Coordinator) assignment(jr *jobRun, s *Set) *farmpb.Assignment {
 	a := &farmpb.Assignment{
-		JobId: c.rec.ID, SetIndex: uint32(s.Index), Token: s.Token,
+		JobId: jr.rec.ID, SetIndex: uint32(s.Index), Token: s.Token,
 		// Often enough for both rules: a lease is kept by heartbeats within
 		// the heartbeat timeout and by progress within --lease, and a node
 		// learns it lost its set at its next beat.
 		HeartbeatIntervalMs: uint32(max(min(c.cfg.HeartbeatTimeout, c.cfg.Lease)/4, 50*time.Millisecond).Milliseconds()),
-		Settings:            c.encodeSettings(),
-		FramesDir:           c.rec.FramesDir,
+		Settings:            jr.encodeSettings(),
+		FramesDir:           jr.rec.FramesDir,
 	}
-	for _, f := range c.frames[s.First : s.First+s.Count] {
+	for _, f := range jr.frames[s.First : s.First+s.Count] {
 		a.Frames = append(a.Frames, &farmpb.FrameInfo{Number: f.Number, Name: f.Name, Size: f.Size, MtimeNs: f.ModTime.UnixNano()})
 	}
 	return a
@@ -122,7 +149,7 @@ func (c *Coordinator) touchNode(name string, hb *farmpb.HeartbeatRequest) {
 	if ni == nil {
 		ni = &nodeInfo{}
 		c.nodes[name] = ni
-		c.log.Info("node joined", "job", c.rec.ID, "node", name)
+		c.log.Info("node joined", "node", name)
 	}
 	ni.lastSeen = c.cfg.Now()
 	if hb != nil {
@@ -131,7 +158,7 @@ func (c *Coordinator) touchNode(name string, hb *farmpb.HeartbeatRequest) {
 		}
 		if hb.Breaker != nil {
 			if ni.breaker.GetState() != hb.Breaker.State {
-				c.log.Info("node's circuit breaker", "job", c.rec.ID, "node", name, "state", hb.Breaker.State,
+				c.log.Info("node's circuit breaker", "node", name, "state", hb.Breaker.State,
 					"consecutive_failures", hb.Breaker.ConsecutiveFailures)
 			}
 			ni.breaker = hb.Breaker
@@ -145,14 +172,30 @@ func (c *Coordinator) touchNode(name string, hb *farmpb.HeartbeatRequest) {
 func isReport(hb *farmpb.HeartbeatRequest) bool { return hb.JobId == "" && hb.Token == 0 }
 
 // ungrant gives back a set whose grant could not be delivered.
-func (c *Coordinator) ungrant(index int, token uint64, node string) {
-	_ = c.change(context.Background(), func(j *Job) ([]*Set, []Event, error) {
-		ev, err := j.Release(index, token, "", c.cfg.Now())
+func (c *Coordinator) ungrant(jr *jobRun, index int, token uint64, node string) {
+	_ = c.change(context.Background(), func(x changes) error {
+		ev, err := jr.job.Release(index, token, "", c.cfg.Now())
 		for i := range ev {
 			ev[i].Detail = "the grant did not reach " + node + " (its request ended first)"
 		}
-		return []*Set{j.Sets[index]}, ev, err
+		x.add(jr, []*Set{jr.job.Sets[index]}, ev)
+		return err
 	})
+}
+
+// leaseJob returns the job a lease names. Call it under c.mu. A node takes
+// NotFound (a job deleted under it) as a lost lease, as it takes a stale
+// token.
+func (c *Coordinator) leaseJob(id string) (*jobRun, error) {
+	if id == "" {
+		// As clients may say it: the farm's only job.
+		return c.lookup(id)
+	}
+	jr := c.jobs[id]
+	if jr == nil {
+		return nil, fmt.Errorf("%w: the farm has no job %q", ErrNotFound, truncate(id, 100))
+	}
+	return jr, nil
 }
 
 func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatRequest) (*farmpb.HeartbeatResponse, error) {
@@ -160,15 +203,15 @@ func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatReques
 	if err := checkNode(req.Node); err != nil {
 		return nil, err
 	}
-	if err := c.checkJob(req.JobId); err != nil {
-		return nil, err
-	}
 	c.touchNode(req.Node, req)
 	if isReport(req) {
 		return &farmpb.HeartbeatResponse{}, nil
 	}
 	c.mu.Lock()
-	err := c.job.Beat(int(req.SetIndex), req.Token, int(req.FramesDone), c.cfg.Now())
+	jr, err := c.leaseJob(req.JobId)
+	if err == nil {
+		err = jr.job.Beat(int(req.SetIndex), req.Token, int(req.FramesDone), c.cfg.Now())
+	}
 	var b *batch
 	if err != nil {
 		// A refusal may come from a change not yet durable (the lease
@@ -190,18 +233,21 @@ func (n *nodeService) ReleaseSet(ctx context.Context, req *farmpb.ReleaseSetRequ
 	if err := checkNode(req.Node); err != nil {
 		return nil, err
 	}
-	if err := c.checkJob(req.JobId); err != nil {
-		return nil, err
-	}
-	err := c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
+	err := c.change(ctx, func(x changes) error {
+		jr, err := c.leaseJob(req.JobId)
+		if err != nil {
+			return err
+		}
+		j := jr.job
 		if err := j.CheckLease(int(req.SetIndex), req.Token); err != nil {
-			return nil, nil, err
+			return err
 		}
 		if holder := j.Sets[req.SetIndex].Node; holder != req.Node {
-			return nil, nil, fmt.Errorf("%w: set %d is held by %s, not %s", ErrStaleToken, req.SetIndex, holder, req.Node)
+			return fmt.Errorf("%w: set %d is held by %s, not %s", ErrStaleToken, req.SetIndex, holder, req.Node)
 		}
 		ev, err := j.Release(int(req.SetIndex), req.Token, truncate(req.Error, 4000), c.cfg.Now())
-		return []*Set{j.Sets[req.SetIndex]}, ev, err
+		x.add(jr, []*Set{j.Sets[req.SetIndex]}, ev)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -209,39 +255,42 @@ func (n *nodeService) ReleaseSet(ctx context.Context, req *farmpb.ReleaseSetRequ
 	return &farmpb.ReleaseSetResponse{}, nil
 }
 
-// leasedSet returns a copy of the set after checking the caller's lease.
-func (c *Coordinator) leasedSet(jobID string, index uint32, token uint64) (Set, error) {
-	if err := c.checkJob(jobID); err != nil {
-		return Set{}, err
-	}
+// leasedSet returns the job and a copy of the set after checking the
+// caller's lease.
+func (c *Coordinator) leasedSet(jobID string, index uint32, token uint64) (*jobRun, Set, error) {
 	c.mu.Lock()
-	if err := c.job.CheckLease(int(index), token); err != nil {
+	jr, err := c.leaseJob(jobID)
+	if err == nil {
+		err = jr.job.CheckLease(int(index), token)
+	}
+	if err != nil {
 		// As in Heartbeat: the refusal may depend on a change in flight.
 		b := c.pending()
 		c.mu.Unlock()
 		if werr := c.await(context.Background(), b); werr != nil {
-			return Set{}, werr
+			return nil, Set{}, werr
 		}
-		return Set{}, err
+		return nil, Set{}, err
 	}
 	defer c.mu.Unlock()
-	return *c.job.Sets[index], nil
+	return jr, *jr.job.Sets[index], nil
 }
 
 func (n *nodeService) StreamFrames(req *farmpb.StreamFramesRequest, stream farmpb.NodeService_StreamFramesServer) error {
 	c := n.c
-	s, err := c.leasedSet(req.JobId, req.SetIndex, req.Token)
+	jr, s, err := c.leasedSet(req.JobId, req.SetIndex, req.Token)
 	if err != nil {
 		return err
 	}
-	for i, f := range c.frames[s.First : s.First+s.Count] {
-		err := c.streamFrame(stream, uint32(i), f, &n.chunks)
+	for i, f := range jr.frames[s.First : s.First+s.Count] {
+		err := c.streamFrame(stream, jr.rec.FramesDir, uint32(i), f, &n.chunks)
 		if errors.Is(err, ErrFrameChanged) {
 			// No node can render this set any more: stop the job now rather
 			// than mix two versions of the frames or fail it on three nodes.
-			c.log.Error("frame changed; failing the job", "job", c.rec.ID, "set", s.Index, "err", err)
-			_ = c.change(stream.Context(), func(j *Job) ([]*Set, []Event, error) {
-				return nil, j.Finish(err, "", c.cfg.Now()), nil
+			c.log.Error("frame changed; failing the job", "job", jr.rec.ID, "set", s.Index, "err", err)
+			_ = c.change(stream.Context(), func(x changes) error {
+				x.add(jr, nil, jr.job.Finish(err, "", c.cfg.Now()))
+				return nil
 			})
 		}
 		if err != nil {
@@ -254,9 +303,9 @@ func (n *nodeService) StreamFrames(req *farmpb.StreamFramesRequest, stream farmp
 // streamFrame reads the frame into pooled buffers and sends each as it was
 // read: the chunk goes out through chunkCodec without a copy, and its
 // buffer comes back to the pool once gRPC has written it.
-func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, pos uint32, f frameRecord, pool *framebuf.Pool) error {
+func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, dir string, pos uint32, f frameRecord, pool *framebuf.Pool) error {
 	// Names come from our own scan, never from the request.
-	fh, err := os.Open(filepath.Join(c.rec.FramesDir, f.Name))
+	fh, err := os.Open(filepath.Join(dir, f.Name))
 	if err != nil {
 		return fmt.Errorf("%w: frame %d (%s) can no longer be read (%v): restore it, or start a new job on the folder as it is now",
 			ErrFrameChanged, f.Number, f.Name, err)
@@ -347,24 +396,21 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 	if h == nil {
 		return fmt.Errorf("%w: an upload starts with its header", ErrInvalid)
 	}
-	s, err := c.leasedSet(h.JobId, h.SetIndex, h.Token)
+	jr, s, err := c.leasedSet(h.JobId, h.SetIndex, h.Token)
 	if err != nil {
 		return err
 	}
-	log := c.log.With("job", c.rec.ID, "set", s.Index, "node", h.Node, "token", h.Token)
-	f, sum, size, err := c.receivePart(stream, h, s)
-	stored := false
+	log := c.log.With("job", jr.rec.ID, "set", s.Index, "node", h.Node, "token", h.Token)
+	f, sum, size, err := receivePart(stream, jr, h, s)
 	if f != nil {
 		defer func() {
 			f.Close()
-			if !stored {
-				os.Remove(f.Name())
-			}
+			os.Remove(f.Name())
 		}()
 	}
 	if err == nil {
 		// From the file still open: no second open of what was just written.
-		err = c.verifyPart(f, size, s)
+		err = verifyPart(jr.rec.Settings, f, size, s)
 	}
 	if errors.Is(err, ErrBadPart) {
 		// The node sent a bad part (wrong checksum or size, truncated, not
@@ -373,30 +419,36 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		// transfer cut short by the link is not the node's fault and
 		// changes nothing: the node uploads again under the same lease.
 		log.Warn("part refused", "err", err)
-		_ = c.change(context.WithoutCancel(ctx), func(j *Job) ([]*Set, []Event, error) {
-			ev, rerr := j.Release(s.Index, h.Token, truncate("upload refused: "+err.Error(), 4000), c.cfg.Now())
-			return []*Set{j.Sets[s.Index]}, ev, rerr
+		_ = c.change(context.WithoutCancel(ctx), func(x changes) error {
+			ev, rerr := jr.job.Release(s.Index, h.Token, truncate("upload refused: "+err.Error(), 4000), c.cfg.Now())
+			x.add(jr, []*Set{jr.job.Sets[s.Index]}, ev)
+			return rerr
 		})
 	}
 	if err != nil {
 		return err
 	}
-	name := fmt.Sprintf("set-%05d.%s", s.Index, c.rec.Settings.PartExt)
-	err = c.change(ctx, func(j *Job) ([]*Set, []Event, error) {
-		// The lease may have moved while we received and checked the part.
-		if err := j.CheckLease(s.Index, h.Token); err != nil {
-			return nil, nil, err
-		}
-		if err := os.Rename(f.Name(), filepath.Join(c.partDir, name)); err != nil {
-			return nil, nil, fmt.Errorf("storing part of set %d: %w", s.Index, err)
-		}
-		stored = true
+	// Named by set and token, and put in place before the change: no file
+	// system call under the lock. A link, not a rename, so that of two
+	// uploads under one lease (a retry racing the first try) only one holds
+	// the name, and only its owner removes it if the change refuses.
+	name := fmt.Sprintf("set-%05d-t%d.%s", s.Index, h.Token, jr.rec.Settings.PartExt)
+	path := filepath.Join(jr.partDir, name)
+	if err := os.Link(f.Name(), path); errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%w: set %d: another upload under token %d came first", ErrStaleToken, s.Index, h.Token)
+	} else if err != nil {
+		return fmt.Errorf("storing part of set %d: %w", s.Index, err)
+	}
+	err = c.change(ctx, func(x changes) error {
 		// One fsync of the folder for every part of the batch.
-		c.syncBeforeCommit(c.partDir)
-		ev, err := j.Complete(s.Index, h.Token, PartInfo{Name: name, Size: size, SHA256: sum, EncodeMS: h.EncodeMs, Node: h.Node}, c.cfg.Now())
-		return []*Set{j.Sets[s.Index]}, ev, err
+		x.syncBeforeCommit(jr.partDir)
+		ev, err := jr.job.Complete(s.Index, h.Token, PartInfo{Name: name, Size: size, SHA256: sum, EncodeMS: h.EncodeMs, Node: h.Node}, c.cfg.Now())
+		x.add(jr, []*Set{jr.job.Sets[s.Index]}, ev)
+		return err
 	})
 	if err != nil {
+		// The lease moved while the part came in: it is not this set's.
+		os.Remove(path)
 		return err
 	}
 	c.mu.Lock()
@@ -409,22 +461,21 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 
 // maxPartBytes bounds an upload: a lossy part is far smaller than its raw
 // frames, and a lossless one is not much larger than them.
-func (c *Coordinator) maxPartBytes(s Set) int64 {
-	st := c.rec.Settings
+func maxPartBytes(st jobSettings, s Set) int64 {
 	raw := int64(st.outWidth()) * int64(st.outHeight()) * 8 * int64(s.Count)
 	return raw + 16<<20
 }
 
 // receivePart writes the upload to a temp file, hashing it on the way, and
 // returns that file open (nil when none was made); the caller closes it.
-func (c *Coordinator) receivePart(stream farmpb.NodeService_UploadPartServer, h *farmpb.PartHeader, s Set) (*os.File, string, int64, error) {
-	limit := c.maxPartBytes(s)
+func receivePart(stream farmpb.NodeService_UploadPartServer, jr *jobRun, h *farmpb.PartHeader, s Set) (*os.File, string, int64, error) {
+	limit := maxPartBytes(jr.rec.Settings, s)
 	if h.Size <= 0 || h.Size > limit {
 		return nil, "", 0, fmt.Errorf("%w: set %d: a part of %d bytes is out of bounds (1 to %d)", ErrBadPart, s.Index, h.Size, limit)
 	}
 	// Not in the parts folder, which the renames of accepted parts and its
 	// fsync once per batch keep busy.
-	f, err := os.CreateTemp(c.jobDir, fmt.Sprintf(".tmp-set-%05d-t%d-*", s.Index, h.Token))
+	f, err := os.CreateTemp(jr.dir, fmt.Sprintf(".tmp-set-%05d-t%d-*", s.Index, h.Token))
 	if err != nil {
 		return nil, "", 0, fmt.Errorf("storing part of set %d: %w", s.Index, err)
 	}
@@ -476,8 +527,7 @@ func (c *Coordinator) receivePart(stream farmpb.NodeService_UploadPartServer, h 
 // ~150-300 ms of CPU, most of the coordinator's work per set. Every frame
 // must last exactly one frame period in the fps time base, which is what
 // lets the join lay the parts end to end without rounding.
-func (c *Coordinator) verifyPart(r io.ReaderAt, size int64, s Set) error {
-	st := c.rec.Settings
+func verifyPart(st jobSettings, r io.ReaderAt, size int64, s Set) error {
 	codec, _ := ffmpeg.LookupCodec(st.Codec)
 	p, err := mp4.Read(r, size)
 	if err != nil {

@@ -36,9 +36,9 @@ func TestResumedJobKeepsItsFilterThreads(t *testing.T) {
 		}
 	}
 	cfg := Config{
-		FramesDir: frames, Data: filepath.Join(dir, "data"), Listen: "127.0.0.1:0",
-		Sets: 2, Lease: time.Minute, HeartbeatTimeout: 10 * time.Second,
-		Codec: "ffv1", FPS: "24", CRF: -1, PollWindow: time.Millisecond,
+		JobSpec: JobSpec{FramesDir: frames, Sets: 2, Codec: "ffv1", FPS: "24", CRF: -1},
+		Data:    filepath.Join(dir, "data"), Listen: "127.0.0.1:0",
+		Lease: time.Minute, HeartbeatTimeout: 10 * time.Second, PollWindow: time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler),
 		FFmpeg: ffmpeg.Runner{FFmpeg: filepath.Join(dir, "no-ffmpeg"), FFprobe: filepath.Join(dir, "no-ffprobe")},
 	}
@@ -47,14 +47,14 @@ func TestResumedJobKeepsItsFilterThreads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := c.encodeSettings().FilterThreads, uint32(ffmpeg.AutoFilterThreads(runtime.NumCPU())); got != want {
+	if got, want := c.only().encodeSettings().FilterThreads, uint32(ffmpeg.AutoFilterThreads(runtime.NumCPU())); got != want {
 		t.Errorf("new job: filter threads %d, want %d (ffmpeg's own count here)", got, want)
 	}
 	// As if the job had been created on a machine with 6 cores.
-	s := c.rec.Settings
+	s := c.only().rec.Settings
 	s.FilterThreads = 7
 	b, _ := json.Marshal(s)
-	if _, err := c.store.db.Exec(`UPDATE jobs SET settings=? WHERE id=?`, string(b), c.rec.ID); err != nil {
+	if _, err := c.store.db.Exec(`UPDATE jobs SET settings=? WHERE id=?`, string(b), c.only().rec.ID); err != nil {
 		t.Fatal(err)
 	}
 	id := c.JobID()
@@ -68,7 +68,7 @@ func TestResumedJobKeepsItsFilterThreads(t *testing.T) {
 	if c.JobID() != id {
 		t.Fatalf("started again: job %s, want %s resumed", c.JobID(), id)
 	}
-	if got := c.encodeSettings().FilterThreads; got != 7 {
+	if got := c.only().encodeSettings().FilterThreads; got != 7 {
 		t.Errorf("resumed job: filter threads %d, want the job's 7", got)
 	}
 }

@@ -3,6 +3,8 @@ package coordinator
 import (
 	"fmt"
 	"math/bits"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -17,13 +19,22 @@ const (
 	Failed    State = 'F'
 )
 
-// Job states.
+// JobState is where a job is in the farm's queue.
+type JobState string
+
+// Job states. A job is queued until its first set is granted; done, failed
+// and cancelled are the ends a reset can take it back from (not done).
 const (
-	JobRunning = "running"
-	JobJoining = "joining"
-	JobDone    = "done"
-	JobFailed  = "failed"
+	JobQueued    JobState = "queued"
+	JobRunning   JobState = "running"
+	JobJoining   JobState = "joining"
+	JobDone      JobState = "done"
+	JobFailed    JobState = "failed"
+	JobCancelled JobState = "cancelled"
 )
+
+// Finished reports whether the job will change no more by itself.
+func (s JobState) Finished() bool { return s == JobDone || s == JobFailed || s == JobCancelled }
 
 // MaxFailures is how many different nodes may fail a set, and how many sets
 // one node may fail, before the job (or the node) is stopped.
@@ -59,7 +70,10 @@ type PartInfo struct {
 
 // Event is one entry of a job's ordered event stream.
 type Event struct {
+	JobID string
+	// Seq numbers the job's events, FSeq the farm's.
 	Seq    uint64
+	FSeq   uint64
 	At     time.Time
 	Kind   string
 	Set    int // -1 when the event is about the job
@@ -71,9 +85,12 @@ type Event struct {
 // they validate first and only then mutate, so a refused transition changes
 // nothing; they return the events to record with the change.
 type Job struct {
-	ID        string
-	State     string
-	Reason    string
+	ID     string
+	State  JobState
+	Reason string
+	// Priority orders the farm's queue: higher first, then the earlier
+	// submitted.
+	Priority  int
 	NextToken uint64
 	Sets      []*Set
 	// NodeFailures counts the distinct sets each node failed in this job
@@ -176,7 +193,7 @@ func (j *Job) Grant(node string, now time.Time) (*Set, []Event, error) {
 	switch {
 	case j.State == JobFailed:
 		return nil, nil, fmt.Errorf("%w: %s", ErrJobFailed, j.Reason)
-	case j.State != JobRunning:
+	case j.State != JobRunning && j.State != JobQueued:
 		return nil, nil, ErrJobFinished
 	case j.Excluded(node):
 		return nil, nil, fmt.Errorf("%w: node %s failed %d sets of job %s", ErrNodeExcluded, node, j.NodeFailures[node], j.ID)
@@ -196,6 +213,7 @@ func (j *Job) Grant(node string, now time.Time) (*Set, []Event, error) {
 		return nil, nil, ErrNoWork
 	}
 	j.ran(now)
+	j.State = JobRunning
 	j.NextToken++
 	j.setState(pick, Assigned)
 	pick.Node, pick.Token = node, j.NextToken
@@ -378,8 +396,79 @@ func (j *Job) Expire(now time.Time, heartbeatTimeout, lease time.Duration) []Eve
 	return ev
 }
 
+// Cancel stops a job that is not finished: its B sets go back to A (their
+// nodes learn it at their next heartbeat, whose lease is gone) and no set is
+// granted until it is reset. Its parts stay.
+func (j *Job) Cancel(now time.Time) ([]*Set, []Event, error) {
+	if j.State.Finished() {
+		return nil, nil, fmt.Errorf("%w: job %s is %s already", ErrConflict, j.ID, j.State)
+	}
+	var dirty []*Set
+	for _, s := range j.Sets {
+		if s.State == Assigned {
+			j.setState(s, Available)
+			s.Node, s.FramesDone = "", 0
+			dirty = append(dirty, s)
+		}
+	}
+	j.State, j.Reason = JobCancelled, "cancelled"
+	return dirty, []Event{{At: now, Kind: "job_cancelled", Set: -1, Detail: fmt.Sprintf("%d sets were being rendered", len(dirty))}}, nil
+}
+
+// Reset puts a failed or cancelled job back in the queue: every set that is
+// not C goes back to A with its failures forgotten, and so do the nodes'
+// exclusions. With all, every set is rendered again (the caller removes the
+// parts once the change is durable). A done job can be reset only with all.
+//
+// redo names C sets to render again even without all: sets whose frames were
+// changed (fixed) since they were rendered.
+func (j *Job) Reset(all bool, redo map[int]bool, now time.Time) ([]*Set, []Event, error) {
+	switch {
+	case j.State == JobDone && !all:
+		return nil, nil, fmt.Errorf("%w: job %s is done; reset --all renders it again", ErrConflict, j.ID)
+	case !j.State.Finished():
+		return nil, nil, fmt.Errorf("%w: job %s is %s: cancel it first", ErrConflict, j.ID, j.State)
+	}
+	var dirty []*Set
+	again := 0
+	for _, s := range j.Sets {
+		if s.State == Completed && !all && !redo[s.Index] {
+			continue
+		}
+		if s.State != Available || len(s.FailedOn) > 0 || s.LastError != "" {
+			dirty = append(dirty, s)
+		}
+		if s.State == Completed {
+			again++
+		}
+		j.setState(s, Available)
+		s.Node, s.FramesDone, s.FailedOn, s.LastError, s.Part = "", 0, nil, "", PartInfo{}
+	}
+	j.NodeFailures = map[string]int{}
+	j.State, j.Reason = JobQueued, ""
+	detail := "every set not rendered goes back to the queue"
+	switch {
+	case all:
+		detail = fmt.Sprintf("every set is rendered again (%d were done)", again)
+	case again > 0:
+		detail += fmt.Sprintf(", and %d rendered sets whose frames changed", again)
+	}
+	return dirty, []Event{{At: now, Kind: "job_reset", Set: -1, Detail: detail}}, nil
+}
+
+// SetPriority moves the job in the queue.
+func (j *Job) SetPriority(p int, now time.Time) []Event {
+	old := j.Priority
+	j.Priority = p
+	return []Event{{At: now, Kind: "job_priority", Set: -1, Detail: fmt.Sprintf("priority %d, was %d", p, old)}}
+}
+
 // Finish records the outcome of the join.
 func (j *Job) Finish(err error, detail string, now time.Time) []Event {
+	if j.State.Finished() {
+		// Cancelled (or failed by a changed frame) while it joined.
+		return nil
+	}
 	if err != nil {
 		j.State, j.Reason = JobFailed, err.Error()
 		return []Event{{At: now, Kind: "job_failed", Set: -1, Detail: j.Reason}}
@@ -388,22 +477,6 @@ func (j *Job) Finish(err error, detail string, now time.Time) []Event {
 	return []Event{{At: now, Kind: "job_done", Set: -1, Detail: detail}}
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
+func contains(list []string, s string) bool { return slices.Contains(list, s) }
 
-func joinNames(names []string) string {
-	out := ""
-	for i, n := range names {
-		if i > 0 {
-			out += ", "
-		}
-		out += n
-	}
-	return out
-}
+func joinNames(names []string) string { return strings.Join(names, ", ") }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,8 +21,12 @@ type store struct {
 	insEvent, updSet, updJob *sql.Stmt
 }
 
-const schema = `
-CREATE TABLE IF NOT EXISTS jobs (
+// migrations take a data folder from one schema version to the next
+// (PRAGMA user_version); migrations[i] makes version i+1. Version 1 is the
+// single-job coordinator's schema, whose folders have user_version 0 and
+// all of its tables: its statements keep them as they are.
+var migrations = []string{
+	`CREATE TABLE IF NOT EXISTS jobs (
 	id TEXT PRIMARY KEY,
 	created_ms INTEGER NOT NULL,
 	frames_dir TEXT NOT NULL,
@@ -69,7 +72,18 @@ CREATE TABLE IF NOT EXISTS events (
 	node TEXT NOT NULL,
 	detail TEXT NOT NULL,
 	PRIMARY KEY (job_id, seq)
-);`
+);`,
+	// 2: the standing farm. Jobs have a name, a priority and an end; events
+	// a farm-wide number, given to the old ones in the order they were
+	// written.
+	`ALTER TABLE jobs ADD COLUMN name TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN finished_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN fseq INTEGER NOT NULL DEFAULT 0;
+UPDATE events SET fseq = rowid;
+UPDATE jobs SET finished_ms = (SELECT MAX(unix_ms) FROM events WHERE events.job_id = jobs.id) WHERE state IN ('done', 'failed');
+CREATE INDEX events_by_fseq ON events (fseq);`,
+}
 
 func openStore(dir string) (*store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -81,18 +95,18 @@ func openStore(dir string) (*store, error) {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(4)
-	if _, err := db.Exec(schema); err != nil {
+	if err := migrate(db, path); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("preparing %s (is another coordinator using this --data folder?): %w", path, err)
+		return nil, err
 	}
 	st := &store{db: db}
 	for _, p := range []struct {
 		stmt **sql.Stmt
 		sql  string
 	}{
-		{&st.insEvent, `INSERT INTO events (job_id, seq, unix_ms, kind, set_idx, node, detail) VALUES (?,?,?,?,?,?,?)`},
+		{&st.insEvent, `INSERT INTO events (job_id, seq, fseq, unix_ms, kind, set_idx, node, detail) VALUES (?,?,?,?,?,?,?,?)`},
 		{&st.updSet, `UPDATE sets SET state=?, node=?, token=?, failed_on=?, last_error=?, part=? WHERE job_id=? AND idx=?`},
-		{&st.updJob, `UPDATE jobs SET state=?, reason=?, next_token=?, last_seq=? WHERE id=?`},
+		{&st.updJob, `UPDATE jobs SET state=?, reason=?, next_token=?, last_seq=?, priority=?, finished_ms=? WHERE id=?`},
 	} {
 		if *p.stmt, err = db.Prepare(p.sql); err != nil {
 			db.Close()
@@ -102,12 +116,44 @@ func openStore(dir string) (*store, error) {
 	return st, nil
 }
 
+// migrate brings the database to the newest schema, each step in its own
+// transaction with the version it makes.
+func migrate(db *sql.DB, path string) error {
+	var v int
+	if err := db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
+		return fmt.Errorf("reading %s (is another coordinator using this --data folder?): %w", path, err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("%s was written by a newer framefarm (schema %d; this one knows up to %d): run that version, or use another --data folder", path, v, len(migrations))
+	}
+	for ; v < len(migrations); v++ {
+		tx, err := db.Begin()
+		if err != nil {
+			return fmt.Errorf("preparing %s (is another coordinator using this --data folder?): %w", path, err)
+		}
+		if _, err := tx.Exec(migrations[v]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("updating %s to schema %d: %w", path, v+1, err)
+		}
+		if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, v+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("updating %s to schema %d: %w", path, v+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("updating %s to schema %d: %w", path, v+1, err)
+		}
+	}
+	return nil
+}
+
 func (s *store) Close() error { return s.db.Close() }
 
 // jobRecord is a job's row: what does not change as the sets move.
 type jobRecord struct {
 	ID          string
+	Name        string
 	Created     time.Time
+	Finished    time.Time // zero until done, failed or cancelled
 	FramesDir   string
 	OutPath     string
 	Settings    jobSettings
@@ -124,67 +170,94 @@ type frameRecord struct {
 	ModTime time.Time
 }
 
-func (s *store) createJob(ctx context.Context, rec jobRecord, frames []frameRecord, job *Job, events []Event) error {
+// insertJob writes a new job's rows.
+func insertJob(ctx context.Context, tx *sql.Tx, jr *jobRun) error {
+	rec, job := jr.rec, jr.job
 	settings, err := json.Marshal(rec.Settings)
 	if err != nil {
 		return err
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.Exec(`INSERT INTO jobs (id, created_ms, frames_dir, out_path, settings, fingerprint, state) VALUES (?,?,?,?,?,?,?)`,
-			rec.ID, rec.Created.UnixMilli(), rec.FramesDir, rec.OutPath, string(settings), rec.Fingerprint, job.State); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO jobs (id, name, created_ms, frames_dir, out_path, settings, fingerprint, state, priority) VALUES (?,?,?,?,?,?,?,?,?)`,
+		rec.ID, rec.Name, rec.Created.UnixMilli(), rec.FramesDir, rec.OutPath, string(settings), rec.Fingerprint, job.State, job.Priority); err != nil {
+		return err
+	}
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO frames (job_id, pos, number, name, size, mtime_ns) VALUES (?,?,?,?,?,?)`)
+	if err != nil {
+		return err
+	}
+	defer ins.Close()
+	for i, f := range jr.frames {
+		if _, err := ins.ExecContext(ctx, rec.ID, i, f.Number, f.Name, f.Size, f.ModTime.UnixNano()); err != nil {
 			return err
 		}
-		ins, err := tx.Prepare(`INSERT INTO frames (job_id, pos, number, name, size, mtime_ns) VALUES (?,?,?,?,?,?)`)
-		if err != nil {
+	}
+	for _, st := range job.Sets {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO sets (job_id, idx, first, count, state) VALUES (?,?,?,?,?)`,
+			rec.ID, st.Index, st.First, st.Count, string(st.State)); err != nil {
 			return err
 		}
-		defer ins.Close()
-		for i, f := range frames {
-			if _, err := ins.Exec(rec.ID, i, f.Number, f.Name, f.Size, f.ModTime.UnixNano()); err != nil {
-				return err
-			}
-		}
-		for _, st := range job.Sets {
-			if _, err := tx.Exec(`INSERT INTO sets (job_id, idx, first, count, state) VALUES (?,?,?,?,?)`,
-				rec.ID, st.Index, st.First, st.Count, string(st.State)); err != nil {
-				return err
-			}
-		}
-		b := newBatch()
-		b.add(job, nil, events)
-		return writeBatch(ctx, tx, s, rec.ID, b)
-	})
+	}
+	return nil
 }
 
 // write commits a batch of changes in one transaction.
-func (s *store) write(ctx context.Context, jobID string, b *batch) error {
+func (s *store) write(ctx context.Context, b *batch) error {
 	for _, d := range b.dirs {
 		if err := syncDir(d); err != nil {
 			return fmt.Errorf("saving state: %w", err)
 		}
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error { return writeBatch(ctx, tx, s, jobID, b) })
+	return s.tx(ctx, func(tx *sql.Tx) error { return writeBatch(ctx, tx, s, b) })
 }
 
-func writeBatch(ctx context.Context, tx *sql.Tx, s *store, jobID string, b *batch) error {
+func writeBatch(ctx context.Context, tx *sql.Tx, s *store, b *batch) error {
+	for _, jr := range b.created {
+		if err := insertJob(ctx, tx, jr); err != nil {
+			return err
+		}
+	}
 	if len(b.events) > 0 {
 		ins := tx.StmtContext(ctx, s.insEvent)
 		for _, e := range b.events {
-			if _, err := ins.ExecContext(ctx, jobID, e.Seq, e.At.UnixMilli(), e.Kind, e.Set, e.Node, e.Detail); err != nil {
+			if _, err := ins.ExecContext(ctx, e.JobID, e.Seq, e.FSeq, e.At.UnixMilli(), e.Kind, e.Set, e.Node, e.Detail); err != nil {
 				return err
 			}
 		}
 	}
-	if len(b.sets) > 0 {
-		upd := tx.StmtContext(ctx, s.updSet)
-		for _, r := range b.sets {
-			if _, err := upd.ExecContext(ctx, string(r.State), r.Node, r.Token, r.FailedOn, r.LastError, r.Part, jobID, r.Index); err != nil {
+	upd, updJob := tx.StmtContext(ctx, s.updSet), tx.StmtContext(ctx, s.updJob)
+	for _, id := range b.order {
+		jb := b.jobs[id]
+		for _, r := range jb.sets {
+			if _, err := upd.ExecContext(ctx, string(r.State), r.Node, r.Token, r.FailedOn, r.LastError, r.Part, id, r.Index); err != nil {
+				return err
+			}
+		}
+		j := jb.job
+		if _, err := updJob.ExecContext(ctx, j.State, j.Reason, j.NextToken, j.LastSeq, j.Priority, j.FinishedMS, id); err != nil {
+			return err
+		}
+		for _, f := range jb.frames {
+			if _, err := tx.ExecContext(ctx, `UPDATE frames SET size=?, mtime_ns=? WHERE job_id=? AND pos=?`, f.Size, f.ModTime.UnixNano(), id, f.Pos); err != nil {
+				return err
+			}
+		}
+		if jb.fingerprint != "" {
+			if _, err := tx.ExecContext(ctx, `UPDATE jobs SET fingerprint=? WHERE id=?`, jb.fingerprint, id); err != nil {
 				return err
 			}
 		}
 	}
-	_, err := tx.StmtContext(ctx, s.updJob).ExecContext(ctx, b.job.State, b.job.Reason, b.job.NextToken, b.job.LastSeq, jobID)
-	return err
+	for _, id := range b.removed {
+		for _, table := range []string{"events", "sets", "frames"} {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE job_id=?`, id); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM jobs WHERE id=?`, id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *store) setFinal(ctx context.Context, id, name string, size int64, sha string) error {
@@ -207,29 +280,54 @@ func (s *store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	return nil
 }
 
-// findJob returns the newest job of framesDir with the given fingerprint
-// (same frames, same settings), or "" when there is none.
-func (s *store) findJob(ctx context.Context, framesDir, fingerprint string) (string, error) {
-	var id string
-	err := s.db.QueryRowContext(ctx, `SELECT id FROM jobs WHERE frames_dir=? AND fingerprint=? ORDER BY created_ms DESC LIMIT 1`,
-		framesDir, fingerprint).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
+// loadJobs reads every job of the farm, and the farm's last event number.
+func (s *store) loadJobs(ctx context.Context) ([]*jobRun, uint64, error) {
+	var last sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT MAX(fseq) FROM events`).Scan(&last); err != nil {
+		return nil, 0, fmt.Errorf("loading the farm's events: %w", err)
 	}
-	return id, err
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM jobs ORDER BY created_ms, id`)
+	if err != nil {
+		return nil, 0, fmt.Errorf("loading the farm's jobs: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, 0, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	var runs []*jobRun
+	for _, id := range ids {
+		rec, frames, job, err := s.loadJob(ctx, id)
+		if err != nil {
+			return nil, 0, err
+		}
+		runs = append(runs, &jobRun{rec: rec, frames: frames, job: job})
+	}
+	return runs, uint64(last.Int64), nil
 }
 
 func (s *store) loadJob(ctx context.Context, id string) (jobRecord, []frameRecord, *Job, error) {
 	var rec jobRecord
 	var settings string
-	var created int64
+	var created, finished int64
 	job := &Job{ID: id, NodeFailures: map[string]int{}}
-	err := s.db.QueryRowContext(ctx, `SELECT created_ms, frames_dir, out_path, settings, fingerprint, state, reason, next_token, last_seq, final_name, final_size, final_sha FROM jobs WHERE id=?`, id).
-		Scan(&created, &rec.FramesDir, &rec.OutPath, &settings, &rec.Fingerprint, &job.State, &job.Reason, &job.NextToken, &job.LastSeq, &rec.FinalName, &rec.FinalSize, &rec.FinalSHA)
+	err := s.db.QueryRowContext(ctx, `SELECT name, created_ms, finished_ms, frames_dir, out_path, settings, fingerprint, state, reason, priority, next_token, last_seq, final_name, final_size, final_sha FROM jobs WHERE id=?`, id).
+		Scan(&rec.Name, &created, &finished, &rec.FramesDir, &rec.OutPath, &settings, &rec.Fingerprint, &job.State, &job.Reason, &job.Priority, &job.NextToken, &job.LastSeq, &rec.FinalName, &rec.FinalSize, &rec.FinalSHA)
 	if err != nil {
 		return rec, nil, nil, fmt.Errorf("loading job %s: %w", id, err)
 	}
 	rec.ID, rec.Created = id, time.UnixMilli(created)
+	if finished > 0 {
+		rec.Finished = time.UnixMilli(finished)
+	}
+	if rec.Name == "" {
+		rec.Name = filepath.Base(rec.FramesDir)
+	}
 	if err := json.Unmarshal([]byte(settings), &rec.Settings); err != nil {
 		return rec, nil, nil, fmt.Errorf("loading job %s settings: %w", id, err)
 	}
@@ -271,8 +369,14 @@ func (s *store) loadJob(ctx context.Context, id string) (jobRecord, []frameRecor
 	return rec, frames, job, rows.Err()
 }
 
+// events returns a job's events after seq, or with jobID "" the farm's
+// after the farm-wide fseq.
 func (s *store) events(ctx context.Context, jobID string, after uint64, limit int) ([]Event, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, unix_ms, kind, set_idx, node, detail FROM events WHERE job_id=? AND seq>? ORDER BY seq LIMIT ?`, jobID, after, limit)
+	q, args := `SELECT job_id, seq, fseq, unix_ms, kind, set_idx, node, detail FROM events WHERE job_id=? AND seq>? ORDER BY seq LIMIT ?`, []any{jobID, after, limit}
+	if jobID == "" {
+		q, args = `SELECT job_id, seq, fseq, unix_ms, kind, set_idx, node, detail FROM events WHERE fseq>? ORDER BY fseq LIMIT ?`, []any{after, limit}
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +385,7 @@ func (s *store) events(ctx context.Context, jobID string, after uint64, limit in
 	for rows.Next() {
 		var e Event
 		var ms int64
-		if err := rows.Scan(&e.Seq, &ms, &e.Kind, &e.Set, &e.Node, &e.Detail); err != nil {
+		if err := rows.Scan(&e.JobID, &e.Seq, &e.FSeq, &ms, &e.Kind, &e.Set, &e.Node, &e.Detail); err != nil {
 			return nil, err
 		}
 		e.At = time.UnixMilli(ms)

@@ -143,7 +143,17 @@ func TestStoreSurvivesRestart(t *testing.T) {
 // write the store without a Coordinator): its scalar fields, the dirty sets and
 // the new events (numbered here, in order).
 func (s *store) commit(ctx context.Context, job *Job, dirty []*Set, events []Event) error {
-	b := newBatch()
-	b.add(job, dirty, events)
-	return s.write(ctx, job.ID, b)
+	c := newTestCoordinator(s)
+	changes{c}.add(&jobRun{job: job}, dirty, events)
+	return s.write(ctx, c.open)
+}
+
+// createJob writes a new job's rows and events, as a change creating it
+// would.
+func (s *store) createJob(ctx context.Context, rec jobRecord, frames []frameRecord, job *Job, events []Event) error {
+	c := newTestCoordinator(s)
+	jr := &jobRun{rec: rec, frames: frames, job: job}
+	c.open.created = append(c.open.created, jr)
+	changes{c}.add(jr, nil, events)
+	return s.write(ctx, c.open)
 }

@@ -176,7 +176,7 @@ func (n *Node) work(ctx context.Context, work string, log *slog.Logger) {
 	// ffmpeg cannot work does not spin through the job's sets.
 	failed := backoff{min: n.cfg.MinBackoff, max: n.cfg.MaxBackoff}
 	for ctx.Err() == nil {
-		resp, err := n.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: n.cfg.Name})
+		resp, err := n.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: n.cfg.Name, Once: n.cfg.Once})
 		if err != nil {
 			if ctx.Err() != nil {
 				break

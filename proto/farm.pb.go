@@ -29,8 +29,11 @@ const (
 )
 
 type AcquireSetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// The node exits when the farm has no work left for it: only then is it
+	// answered "done"; otherwise it waits for new jobs.
+	Once          bool `protobuf:"varint,2,opt,name=once,proto3" json:"once,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -70,6 +73,13 @@ func (x *AcquireSetRequest) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *AcquireSetRequest) GetOnce() bool {
+	if x != nil {
+		return x.Once
+	}
+	return false
 }
 
 type AcquireSetResponse struct {
@@ -162,8 +172,9 @@ type AcquireSetResponse_RetryAfterMs struct {
 }
 
 type AcquireSetResponse_Done struct {
-	// The job has no more work for this node: it is finished, failed, or
-	// the node is excluded from it. The reason says which.
+	// The farm has no more work for this node (asked with once): every job
+	// is finished, or the node is excluded from the rest. The reason says
+	// which.
 	Done string `protobuf:"bytes,3,opt,name=done,proto3,oneof"`
 }
 
@@ -1286,21 +1297,25 @@ func (x *GetJobRequest) GetJobId() string {
 type JobStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	// running, joining, done, failed.
-	State         string          `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	Reason        string          `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	FramesDir     string          `protobuf:"bytes,4,opt,name=frames_dir,json=framesDir,proto3" json:"frames_dir,omitempty"`
-	TotalFrames   uint32          `protobuf:"varint,5,opt,name=total_frames,json=totalFrames,proto3" json:"total_frames,omitempty"`
-	FramesDone    uint32          `protobuf:"varint,6,opt,name=frames_done,json=framesDone,proto3" json:"frames_done,omitempty"`
-	Settings      *EncodeSettings `protobuf:"bytes,7,opt,name=settings,proto3" json:"settings,omitempty"`
-	Sets          []*SetStatus    `protobuf:"bytes,8,rep,name=sets,proto3" json:"sets,omitempty"`
-	Nodes         []*NodeStatus   `protobuf:"bytes,9,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	FinalSize     int64           `protobuf:"varint,10,opt,name=final_size,json=finalSize,proto3" json:"final_size,omitempty"`
-	FinalSha256   string          `protobuf:"bytes,11,opt,name=final_sha256,json=finalSha256,proto3" json:"final_sha256,omitempty"`
-	OutPath       string          `protobuf:"bytes,12,opt,name=out_path,json=outPath,proto3" json:"out_path,omitempty"`
-	LastEventSeq  uint64          `protobuf:"varint,13,opt,name=last_event_seq,json=lastEventSeq,proto3" json:"last_event_seq,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// queued, running, joining, done, failed, cancelled.
+	State           string          `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Reason          string          `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	FramesDir       string          `protobuf:"bytes,4,opt,name=frames_dir,json=framesDir,proto3" json:"frames_dir,omitempty"`
+	TotalFrames     uint32          `protobuf:"varint,5,opt,name=total_frames,json=totalFrames,proto3" json:"total_frames,omitempty"`
+	FramesDone      uint32          `protobuf:"varint,6,opt,name=frames_done,json=framesDone,proto3" json:"frames_done,omitempty"`
+	Settings        *EncodeSettings `protobuf:"bytes,7,opt,name=settings,proto3" json:"settings,omitempty"`
+	Sets            []*SetStatus    `protobuf:"bytes,8,rep,name=sets,proto3" json:"sets,omitempty"`
+	Nodes           []*NodeStatus   `protobuf:"bytes,9,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	FinalSize       int64           `protobuf:"varint,10,opt,name=final_size,json=finalSize,proto3" json:"final_size,omitempty"`
+	FinalSha256     string          `protobuf:"bytes,11,opt,name=final_sha256,json=finalSha256,proto3" json:"final_sha256,omitempty"`
+	OutPath         string          `protobuf:"bytes,12,opt,name=out_path,json=outPath,proto3" json:"out_path,omitempty"`
+	LastEventSeq    uint64          `protobuf:"varint,13,opt,name=last_event_seq,json=lastEventSeq,proto3" json:"last_event_seq,omitempty"`
+	Name            string          `protobuf:"bytes,14,opt,name=name,proto3" json:"name,omitempty"`
+	Priority        int32           `protobuf:"varint,15,opt,name=priority,proto3" json:"priority,omitempty"`
+	SubmittedUnixMs int64           `protobuf:"varint,16,opt,name=submitted_unix_ms,json=submittedUnixMs,proto3" json:"submitted_unix_ms,omitempty"`
+	FinishedUnixMs  int64           `protobuf:"varint,17,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *JobStatus) Reset() {
@@ -1420,6 +1435,34 @@ func (x *JobStatus) GetOutPath() string {
 func (x *JobStatus) GetLastEventSeq() uint64 {
 	if x != nil {
 		return x.LastEventSeq
+	}
+	return 0
+}
+
+func (x *JobStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JobStatus) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *JobStatus) GetSubmittedUnixMs() int64 {
+	if x != nil {
+		return x.SubmittedUnixMs
+	}
+	return 0
+}
+
+func (x *JobStatus) GetFinishedUnixMs() int64 {
+	if x != nil {
+		return x.FinishedUnixMs
 	}
 	return 0
 }
@@ -1710,14 +1753,16 @@ func (x *WatchEventsRequest) GetAfterSeq() uint64 {
 }
 
 type Event struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	UnixMs        int64                  `protobuf:"varint,3,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
-	Kind          string                 `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
-	SetIndex      int32                  `protobuf:"varint,5,opt,name=set_index,json=setIndex,proto3" json:"set_index,omitempty"`
-	Node          string                 `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
-	Detail        string                 `protobuf:"bytes,7,opt,name=detail,proto3" json:"detail,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	JobId    string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Seq      uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	UnixMs   int64                  `protobuf:"varint,3,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	Kind     string                 `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	SetIndex int32                  `protobuf:"varint,5,opt,name=set_index,json=setIndex,proto3" json:"set_index,omitempty"`
+	Node     string                 `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
+	Detail   string                 `protobuf:"bytes,7,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The event's place in the farm-wide order of every job's events.
+	FarmSeq       uint64 `protobuf:"varint,8,opt,name=farm_seq,json=farmSeq,proto3" json:"farm_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1799,6 +1844,13 @@ func (x *Event) GetDetail() string {
 		return x.Detail
 	}
 	return ""
+}
+
+func (x *Event) GetFarmSeq() uint64 {
+	if x != nil {
+		return x.FarmSeq
+	}
+	return 0
 }
 
 type DownloadVideoRequest struct {
@@ -1914,14 +1966,597 @@ func (x *VideoChunk) GetData() []byte {
 	return nil
 }
 
+type SubmitJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A folder on the coordinator's machine (or a mount it shares).
+	FramesDir string `protobuf:"bytes,1,opt,name=frames_dir,json=framesDir,proto3" json:"frames_dir,omitempty"`
+	// Where the final video is also copied, on the coordinator's machine;
+	// its extension picks the container.
+	Out      string `protobuf:"bytes,2,opt,name=out,proto3" json:"out,omitempty"`
+	Name     string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Priority int32  `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
+	Sets     uint32 `protobuf:"varint,5,opt,name=sets,proto3" json:"sets,omitempty"`
+	Codec    string `protobuf:"bytes,6,opt,name=codec,proto3" json:"codec,omitempty"`
+	Fps      string `protobuf:"bytes,7,opt,name=fps,proto3" json:"fps,omitempty"`
+	// -1: the encoder's default.
+	Crf           int32  `protobuf:"varint,8,opt,name=crf,proto3" json:"crf,omitempty"`
+	Preset        string `protobuf:"bytes,9,opt,name=preset,proto3" json:"preset,omitempty"`
+	PixFmt        string `protobuf:"bytes,10,opt,name=pix_fmt,json=pixFmt,proto3" json:"pix_fmt,omitempty"`
+	NoFaststart   bool   `protobuf:"varint,11,opt,name=no_faststart,json=noFaststart,proto3" json:"no_faststart,omitempty"`
+	Pattern       string `protobuf:"bytes,12,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	Gaps          string `protobuf:"bytes,13,opt,name=gaps,proto3" json:"gaps,omitempty"`
+	Scale         string `protobuf:"bytes,14,opt,name=scale,proto3" json:"scale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitJobRequest) Reset() {
+	*x = SubmitJobRequest{}
+	mi := &file_farm_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitJobRequest) ProtoMessage() {}
+
+func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
+func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SubmitJobRequest) GetFramesDir() string {
+	if x != nil {
+		return x.FramesDir
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetOut() string {
+	if x != nil {
+		return x.Out
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *SubmitJobRequest) GetSets() uint32 {
+	if x != nil {
+		return x.Sets
+	}
+	return 0
+}
+
+func (x *SubmitJobRequest) GetCodec() string {
+	if x != nil {
+		return x.Codec
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetFps() string {
+	if x != nil {
+		return x.Fps
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetCrf() int32 {
+	if x != nil {
+		return x.Crf
+	}
+	return 0
+}
+
+func (x *SubmitJobRequest) GetPreset() string {
+	if x != nil {
+		return x.Preset
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetPixFmt() string {
+	if x != nil {
+		return x.PixFmt
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetNoFaststart() bool {
+	if x != nil {
+		return x.NoFaststart
+	}
+	return false
+}
+
+func (x *SubmitJobRequest) GetPattern() string {
+	if x != nil {
+		return x.Pattern
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetGaps() string {
+	if x != nil {
+		return x.Gaps
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetScale() string {
+	if x != nil {
+		return x.Scale
+	}
+	return ""
+}
+
+// JobSummary is a job's line in the farm's list.
+type JobSummary struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	JobId           string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Name            string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	State           string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Reason          string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Priority        int32                  `protobuf:"varint,5,opt,name=priority,proto3" json:"priority,omitempty"`
+	FramesTotal     uint32                 `protobuf:"varint,6,opt,name=frames_total,json=framesTotal,proto3" json:"frames_total,omitempty"`
+	FramesDone      uint32                 `protobuf:"varint,7,opt,name=frames_done,json=framesDone,proto3" json:"frames_done,omitempty"`
+	SetsTotal       uint32                 `protobuf:"varint,8,opt,name=sets_total,json=setsTotal,proto3" json:"sets_total,omitempty"`
+	SetsDone        uint32                 `protobuf:"varint,9,opt,name=sets_done,json=setsDone,proto3" json:"sets_done,omitempty"`
+	SubmittedUnixMs int64                  `protobuf:"varint,10,opt,name=submitted_unix_ms,json=submittedUnixMs,proto3" json:"submitted_unix_ms,omitempty"`
+	FinishedUnixMs  int64                  `protobuf:"varint,11,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
+	FinalSize       int64                  `protobuf:"varint,12,opt,name=final_size,json=finalSize,proto3" json:"final_size,omitempty"`
+	FramesDir       string                 `protobuf:"bytes,13,opt,name=frames_dir,json=framesDir,proto3" json:"frames_dir,omitempty"`
+	OutPath         string                 `protobuf:"bytes,14,opt,name=out_path,json=outPath,proto3" json:"out_path,omitempty"`
+	Codec           string                 `protobuf:"bytes,15,opt,name=codec,proto3" json:"codec,omitempty"`
+	Container       string                 `protobuf:"bytes,16,opt,name=container,proto3" json:"container,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *JobSummary) Reset() {
+	*x = JobSummary{}
+	mi := &file_farm_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobSummary) ProtoMessage() {}
+
+func (x *JobSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobSummary.ProtoReflect.Descriptor instead.
+func (*JobSummary) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *JobSummary) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobSummary) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JobSummary) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *JobSummary) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *JobSummary) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *JobSummary) GetFramesTotal() uint32 {
+	if x != nil {
+		return x.FramesTotal
+	}
+	return 0
+}
+
+func (x *JobSummary) GetFramesDone() uint32 {
+	if x != nil {
+		return x.FramesDone
+	}
+	return 0
+}
+
+func (x *JobSummary) GetSetsTotal() uint32 {
+	if x != nil {
+		return x.SetsTotal
+	}
+	return 0
+}
+
+func (x *JobSummary) GetSetsDone() uint32 {
+	if x != nil {
+		return x.SetsDone
+	}
+	return 0
+}
+
+func (x *JobSummary) GetSubmittedUnixMs() int64 {
+	if x != nil {
+		return x.SubmittedUnixMs
+	}
+	return 0
+}
+
+func (x *JobSummary) GetFinishedUnixMs() int64 {
+	if x != nil {
+		return x.FinishedUnixMs
+	}
+	return 0
+}
+
+func (x *JobSummary) GetFinalSize() int64 {
+	if x != nil {
+		return x.FinalSize
+	}
+	return 0
+}
+
+func (x *JobSummary) GetFramesDir() string {
+	if x != nil {
+		return x.FramesDir
+	}
+	return ""
+}
+
+func (x *JobSummary) GetOutPath() string {
+	if x != nil {
+		return x.OutPath
+	}
+	return ""
+}
+
+func (x *JobSummary) GetCodec() string {
+	if x != nil {
+		return x.Codec
+	}
+	return ""
+}
+
+func (x *JobSummary) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+type ListJobsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobsRequest) Reset() {
+	*x = ListJobsRequest{}
+	mi := &file_farm_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobsRequest) ProtoMessage() {}
+
+func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
+func (*ListJobsRequest) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{26}
+}
+
+type ListJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In queue order: higher priority first, then the earlier submitted.
+	Jobs          []*JobSummary `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobsResponse) Reset() {
+	*x = ListJobsResponse{}
+	mi := &file_farm_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobsResponse) ProtoMessage() {}
+
+func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
+func (*ListJobsResponse) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListJobsResponse) GetJobs() []*JobSummary {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+type JobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobRequest) Reset() {
+	*x = JobRequest{}
+	mi := &file_farm_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobRequest) ProtoMessage() {}
+
+func (x *JobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobRequest.ProtoReflect.Descriptor instead.
+func (*JobRequest) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *JobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ResetJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	All           bool                   `protobuf:"varint,2,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetJobRequest) Reset() {
+	*x = ResetJobRequest{}
+	mi := &file_farm_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetJobRequest) ProtoMessage() {}
+
+func (x *ResetJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetJobRequest.ProtoReflect.Descriptor instead.
+func (*ResetJobRequest) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ResetJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ResetJobRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type SetPriorityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Priority      int32                  `protobuf:"varint,2,opt,name=priority,proto3" json:"priority,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPriorityRequest) Reset() {
+	*x = SetPriorityRequest{}
+	mi := &file_farm_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPriorityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPriorityRequest) ProtoMessage() {}
+
+func (x *SetPriorityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPriorityRequest.ProtoReflect.Descriptor instead.
+func (*SetPriorityRequest) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SetPriorityRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *SetPriorityRequest) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+type DeleteJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteJobResponse) Reset() {
+	*x = DeleteJobResponse{}
+	mi := &file_farm_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteJobResponse) ProtoMessage() {}
+
+func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteJobResponse.ProtoReflect.Descriptor instead.
+func (*DeleteJobResponse) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{31}
+}
+
 var File_farm_proto protoreflect.FileDescriptor
 
 const file_farm_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"farm.proto\x12\fframefarm.v1\"'\n" +
+	"farm.proto\x12\fframefarm.v1\";\n" +
 	"\x11AcquireSetRequest\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\"\x98\x01\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04once\x18\x02 \x01(\bR\x04once\"\x98\x01\n" +
 	"\x12AcquireSetResponse\x12:\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x18.framefarm.v1.AssignmentH\x00R\n" +
@@ -2015,7 +2650,7 @@ const file_farm_proto_rawDesc = "" +
 	"\x05error\x18\x05 \x01(\tR\x05error\"\x14\n" +
 	"\x12ReleaseSetResponse\"&\n" +
 	"\rGetJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xcd\x03\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xd3\x04\n" +
 	"\tJobStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -2033,7 +2668,11 @@ const file_farm_proto_rawDesc = "" +
 	" \x01(\x03R\tfinalSize\x12!\n" +
 	"\ffinal_sha256\x18\v \x01(\tR\vfinalSha256\x12\x19\n" +
 	"\bout_path\x18\f \x01(\tR\aoutPath\x12$\n" +
-	"\x0elast_event_seq\x18\r \x01(\x04R\flastEventSeq\"\xd8\x02\n" +
+	"\x0elast_event_seq\x18\r \x01(\x04R\flastEventSeq\x12\x12\n" +
+	"\x04name\x18\x0e \x01(\tR\x04name\x12\x1a\n" +
+	"\bpriority\x18\x0f \x01(\x05R\bpriority\x12*\n" +
+	"\x11submitted_unix_ms\x18\x10 \x01(\x03R\x0fsubmittedUnixMs\x12(\n" +
+	"\x10finished_unix_ms\x18\x11 \x01(\x03R\x0efinishedUnixMs\"\xd8\x02\n" +
 	"\tSetStatus\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1f\n" +
@@ -2066,7 +2705,7 @@ const file_farm_proto_rawDesc = "" +
 	"\abreaker\x18\b \x01(\v2\x19.framefarm.v1.BreakerInfoR\abreaker\"H\n" +
 	"\x12WatchEventsRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
-	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"\xa6\x01\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"\xc1\x01\n" +
 	"\x05Event\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x17\n" +
@@ -2074,7 +2713,8 @@ const file_farm_proto_rawDesc = "" +
 	"\x04kind\x18\x04 \x01(\tR\x04kind\x12\x1b\n" +
 	"\tset_index\x18\x05 \x01(\x05R\bsetIndex\x12\x12\n" +
 	"\x04node\x18\x06 \x01(\tR\x04node\x12\x16\n" +
-	"\x06detail\x18\a \x01(\tR\x06detail\"-\n" +
+	"\x06detail\x18\a \x01(\tR\x06detail\x12\x19\n" +
+	"\bfarm_seq\x18\b \x01(\x04R\afarmSeq\"-\n" +
 	"\x14DownloadVideoRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"`\n" +
 	"\n" +
@@ -2082,7 +2722,60 @@ const file_farm_proto_rawDesc = "" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data2\x9f\x03\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\xd9\x02\n" +
+	"\x10SubmitJobRequest\x12\x1d\n" +
+	"\n" +
+	"frames_dir\x18\x01 \x01(\tR\tframesDir\x12\x10\n" +
+	"\x03out\x18\x02 \x01(\tR\x03out\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1a\n" +
+	"\bpriority\x18\x04 \x01(\x05R\bpriority\x12\x12\n" +
+	"\x04sets\x18\x05 \x01(\rR\x04sets\x12\x14\n" +
+	"\x05codec\x18\x06 \x01(\tR\x05codec\x12\x10\n" +
+	"\x03fps\x18\a \x01(\tR\x03fps\x12\x10\n" +
+	"\x03crf\x18\b \x01(\x05R\x03crf\x12\x16\n" +
+	"\x06preset\x18\t \x01(\tR\x06preset\x12\x17\n" +
+	"\apix_fmt\x18\n" +
+	" \x01(\tR\x06pixFmt\x12!\n" +
+	"\fno_faststart\x18\v \x01(\bR\vnoFaststart\x12\x18\n" +
+	"\apattern\x18\f \x01(\tR\apattern\x12\x12\n" +
+	"\x04gaps\x18\r \x01(\tR\x04gaps\x12\x14\n" +
+	"\x05scale\x18\x0e \x01(\tR\x05scale\"\xe4\x03\n" +
+	"\n" +
+	"JobSummary\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1a\n" +
+	"\bpriority\x18\x05 \x01(\x05R\bpriority\x12!\n" +
+	"\fframes_total\x18\x06 \x01(\rR\vframesTotal\x12\x1f\n" +
+	"\vframes_done\x18\a \x01(\rR\n" +
+	"framesDone\x12\x1d\n" +
+	"\n" +
+	"sets_total\x18\b \x01(\rR\tsetsTotal\x12\x1b\n" +
+	"\tsets_done\x18\t \x01(\rR\bsetsDone\x12*\n" +
+	"\x11submitted_unix_ms\x18\n" +
+	" \x01(\x03R\x0fsubmittedUnixMs\x12(\n" +
+	"\x10finished_unix_ms\x18\v \x01(\x03R\x0efinishedUnixMs\x12\x1d\n" +
+	"\n" +
+	"final_size\x18\f \x01(\x03R\tfinalSize\x12\x1d\n" +
+	"\n" +
+	"frames_dir\x18\r \x01(\tR\tframesDir\x12\x19\n" +
+	"\bout_path\x18\x0e \x01(\tR\aoutPath\x12\x14\n" +
+	"\x05codec\x18\x0f \x01(\tR\x05codec\x12\x1c\n" +
+	"\tcontainer\x18\x10 \x01(\tR\tcontainer\"\x11\n" +
+	"\x0fListJobsRequest\"@\n" +
+	"\x10ListJobsResponse\x12,\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x18.framefarm.v1.JobSummaryR\x04jobs\"#\n" +
+	"\n" +
+	"JobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\":\n" +
+	"\x0fResetJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
+	"\x03all\x18\x02 \x01(\bR\x03all\"G\n" +
+	"\x12SetPriorityRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1a\n" +
+	"\bpriority\x18\x02 \x01(\x05R\bpriority\"\x13\n" +
+	"\x11DeleteJobResponse2\x9f\x03\n" +
 	"\vNodeService\x12O\n" +
 	"\n" +
 	"AcquireSet\x12\x1f.framefarm.v1.AcquireSetRequest\x1a .framefarm.v1.AcquireSetResponse\x12L\n" +
@@ -2091,11 +2784,17 @@ const file_farm_proto_rawDesc = "" +
 	"\n" +
 	"UploadPart\x12\x1f.framefarm.v1.UploadPartRequest\x1a .framefarm.v1.UploadPartResponse(\x01\x12O\n" +
 	"\n" +
-	"ReleaseSet\x12\x1f.framefarm.v1.ReleaseSetRequest\x1a .framefarm.v1.ReleaseSetResponse2\xe6\x01\n" +
+	"ReleaseSet\x12\x1f.framefarm.v1.ReleaseSetRequest\x1a .framefarm.v1.ReleaseSetResponse2\x91\x05\n" +
 	"\vFarmService\x12>\n" +
 	"\x06GetJob\x12\x1b.framefarm.v1.GetJobRequest\x1a\x17.framefarm.v1.JobStatus\x12F\n" +
 	"\vWatchEvents\x12 .framefarm.v1.WatchEventsRequest\x1a\x13.framefarm.v1.Event0\x01\x12O\n" +
-	"\rDownloadVideo\x12\".framefarm.v1.DownloadVideoRequest\x1a\x18.framefarm.v1.VideoChunk0\x01B-Z+github.com/framefarm/framefarm/proto;farmpbb\x06proto3"
+	"\rDownloadVideo\x12\".framefarm.v1.DownloadVideoRequest\x1a\x18.framefarm.v1.VideoChunk0\x01\x12E\n" +
+	"\tSubmitJob\x12\x1e.framefarm.v1.SubmitJobRequest\x1a\x18.framefarm.v1.JobSummary\x12I\n" +
+	"\bListJobs\x12\x1d.framefarm.v1.ListJobsRequest\x1a\x1e.framefarm.v1.ListJobsResponse\x12?\n" +
+	"\tCancelJob\x12\x18.framefarm.v1.JobRequest\x1a\x18.framefarm.v1.JobSummary\x12C\n" +
+	"\bResetJob\x12\x1d.framefarm.v1.ResetJobRequest\x1a\x18.framefarm.v1.JobSummary\x12I\n" +
+	"\vSetPriority\x12 .framefarm.v1.SetPriorityRequest\x1a\x18.framefarm.v1.JobSummary\x12F\n" +
+	"\tDeleteJob\x12\x18.framefarm.v1.JobRequest\x1a\x1f.framefarm.v1.DeleteJobResponseB-Z+github.com/framefarm/framefarm/proto;farmpbb\x06proto3"
 
 var (
 	file_farm_proto_rawDescOnce sync.Once
@@ -2109,7 +2808,7 @@ func file_farm_proto_rawDescGZIP() []byte {
 	return file_farm_proto_rawDescData
 }
 
-var file_farm_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_farm_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_farm_proto_goTypes = []any{
 	(*AcquireSetRequest)(nil),    // 0: framefarm.v1.AcquireSetRequest
 	(*AcquireSetResponse)(nil),   // 1: framefarm.v1.AcquireSetResponse
@@ -2135,6 +2834,14 @@ var file_farm_proto_goTypes = []any{
 	(*Event)(nil),                // 21: framefarm.v1.Event
 	(*DownloadVideoRequest)(nil), // 22: framefarm.v1.DownloadVideoRequest
 	(*VideoChunk)(nil),           // 23: framefarm.v1.VideoChunk
+	(*SubmitJobRequest)(nil),     // 24: framefarm.v1.SubmitJobRequest
+	(*JobSummary)(nil),           // 25: framefarm.v1.JobSummary
+	(*ListJobsRequest)(nil),      // 26: framefarm.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),     // 27: framefarm.v1.ListJobsResponse
+	(*JobRequest)(nil),           // 28: framefarm.v1.JobRequest
+	(*ResetJobRequest)(nil),      // 29: framefarm.v1.ResetJobRequest
+	(*SetPriorityRequest)(nil),   // 30: framefarm.v1.SetPriorityRequest
+	(*DeleteJobResponse)(nil),    // 31: framefarm.v1.DeleteJobResponse
 }
 var file_farm_proto_depIdxs = []int32{
 	2,  // 0: framefarm.v1.AcquireSetResponse.assignment:type_name -> framefarm.v1.Assignment
@@ -2147,27 +2854,40 @@ var file_farm_proto_depIdxs = []int32{
 	18, // 7: framefarm.v1.JobStatus.sets:type_name -> framefarm.v1.SetStatus
 	19, // 8: framefarm.v1.JobStatus.nodes:type_name -> framefarm.v1.NodeStatus
 	6,  // 9: framefarm.v1.NodeStatus.breaker:type_name -> framefarm.v1.BreakerInfo
-	0,  // 10: framefarm.v1.NodeService.AcquireSet:input_type -> framefarm.v1.AcquireSetRequest
-	5,  // 11: framefarm.v1.NodeService.Heartbeat:input_type -> framefarm.v1.HeartbeatRequest
-	8,  // 12: framefarm.v1.NodeService.StreamFrames:input_type -> framefarm.v1.StreamFramesRequest
-	10, // 13: framefarm.v1.NodeService.UploadPart:input_type -> framefarm.v1.UploadPartRequest
-	14, // 14: framefarm.v1.NodeService.ReleaseSet:input_type -> framefarm.v1.ReleaseSetRequest
-	16, // 15: framefarm.v1.FarmService.GetJob:input_type -> framefarm.v1.GetJobRequest
-	20, // 16: framefarm.v1.FarmService.WatchEvents:input_type -> framefarm.v1.WatchEventsRequest
-	22, // 17: framefarm.v1.FarmService.DownloadVideo:input_type -> framefarm.v1.DownloadVideoRequest
-	1,  // 18: framefarm.v1.NodeService.AcquireSet:output_type -> framefarm.v1.AcquireSetResponse
-	7,  // 19: framefarm.v1.NodeService.Heartbeat:output_type -> framefarm.v1.HeartbeatResponse
-	9,  // 20: framefarm.v1.NodeService.StreamFrames:output_type -> framefarm.v1.FrameChunk
-	13, // 21: framefarm.v1.NodeService.UploadPart:output_type -> framefarm.v1.UploadPartResponse
-	15, // 22: framefarm.v1.NodeService.ReleaseSet:output_type -> framefarm.v1.ReleaseSetResponse
-	17, // 23: framefarm.v1.FarmService.GetJob:output_type -> framefarm.v1.JobStatus
-	21, // 24: framefarm.v1.FarmService.WatchEvents:output_type -> framefarm.v1.Event
-	23, // 25: framefarm.v1.FarmService.DownloadVideo:output_type -> framefarm.v1.VideoChunk
-	18, // [18:26] is the sub-list for method output_type
-	10, // [10:18] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	25, // 10: framefarm.v1.ListJobsResponse.jobs:type_name -> framefarm.v1.JobSummary
+	0,  // 11: framefarm.v1.NodeService.AcquireSet:input_type -> framefarm.v1.AcquireSetRequest
+	5,  // 12: framefarm.v1.NodeService.Heartbeat:input_type -> framefarm.v1.HeartbeatRequest
+	8,  // 13: framefarm.v1.NodeService.StreamFrames:input_type -> framefarm.v1.StreamFramesRequest
+	10, // 14: framefarm.v1.NodeService.UploadPart:input_type -> framefarm.v1.UploadPartRequest
+	14, // 15: framefarm.v1.NodeService.ReleaseSet:input_type -> framefarm.v1.ReleaseSetRequest
+	16, // 16: framefarm.v1.FarmService.GetJob:input_type -> framefarm.v1.GetJobRequest
+	20, // 17: framefarm.v1.FarmService.WatchEvents:input_type -> framefarm.v1.WatchEventsRequest
+	22, // 18: framefarm.v1.FarmService.DownloadVideo:input_type -> framefarm.v1.DownloadVideoRequest
+	24, // 19: framefarm.v1.FarmService.SubmitJob:input_type -> framefarm.v1.SubmitJobRequest
+	26, // 20: framefarm.v1.FarmService.ListJobs:input_type -> framefarm.v1.ListJobsRequest
+	28, // 21: framefarm.v1.FarmService.CancelJob:input_type -> framefarm.v1.JobRequest
+	29, // 22: framefarm.v1.FarmService.ResetJob:input_type -> framefarm.v1.ResetJobRequest
+	30, // 23: framefarm.v1.FarmService.SetPriority:input_type -> framefarm.v1.SetPriorityRequest
+	28, // 24: framefarm.v1.FarmService.DeleteJob:input_type -> framefarm.v1.JobRequest
+	1,  // 25: framefarm.v1.NodeService.AcquireSet:output_type -> framefarm.v1.AcquireSetResponse
+	7,  // 26: framefarm.v1.NodeService.Heartbeat:output_type -> framefarm.v1.HeartbeatResponse
+	9,  // 27: framefarm.v1.NodeService.StreamFrames:output_type -> framefarm.v1.FrameChunk
+	13, // 28: framefarm.v1.NodeService.UploadPart:output_type -> framefarm.v1.UploadPartResponse
+	15, // 29: framefarm.v1.NodeService.ReleaseSet:output_type -> framefarm.v1.ReleaseSetResponse
+	17, // 30: framefarm.v1.FarmService.GetJob:output_type -> framefarm.v1.JobStatus
+	21, // 31: framefarm.v1.FarmService.WatchEvents:output_type -> framefarm.v1.Event
+	23, // 32: framefarm.v1.FarmService.DownloadVideo:output_type -> framefarm.v1.VideoChunk
+	25, // 33: framefarm.v1.FarmService.SubmitJob:output_type -> framefarm.v1.JobSummary
+	27, // 34: framefarm.v1.FarmService.ListJobs:output_type -> framefarm.v1.ListJobsResponse
+	25, // 35: framefarm.v1.FarmService.CancelJob:output_type -> framefarm.v1.JobSummary
+	25, // 36: framefarm.v1.FarmService.ResetJob:output_type -> framefarm.v1.JobSummary
+	25, // 37: framefarm.v1.FarmService.SetPriority:output_type -> framefarm.v1.JobSummary
+	31, // 38: framefarm.v1.FarmService.DeleteJob:output_type -> framefarm.v1.DeleteJobResponse
+	25, // [25:39] is the sub-list for method output_type
+	11, // [11:25] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_farm_proto_init() }
@@ -2191,7 +2911,7 @@ func file_farm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_farm_proto_rawDesc), len(file_farm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -296,17 +296,41 @@ const (
 	FarmService_GetJob_FullMethodName        = "/framefarm.v1.FarmService/GetJob"
 	FarmService_WatchEvents_FullMethodName   = "/framefarm.v1.FarmService/WatchEvents"
 	FarmService_DownloadVideo_FullMethodName = "/framefarm.v1.FarmService/DownloadVideo"
+	FarmService_SubmitJob_FullMethodName     = "/framefarm.v1.FarmService/SubmitJob"
+	FarmService_ListJobs_FullMethodName      = "/framefarm.v1.FarmService/ListJobs"
+	FarmService_CancelJob_FullMethodName     = "/framefarm.v1.FarmService/CancelJob"
+	FarmService_ResetJob_FullMethodName      = "/framefarm.v1.FarmService/ResetJob"
+	FarmService_SetPriority_FullMethodName   = "/framefarm.v1.FarmService/SetPriority"
+	FarmService_DeleteJob_FullMethodName     = "/framefarm.v1.FarmService/DeleteJob"
 )
 
 // FarmServiceClient is the client API for FarmService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type FarmServiceClient interface {
+	// One job's status; job_id "" means the farm's only job (NOT_FOUND when
+	// it has none, INVALID_ARGUMENT naming them when it has several).
 	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*JobStatus, error)
-	// Replays the job's events from after_seq, then follows new ones.
+	// Replays the job's events from after_seq, then follows new ones. With
+	// job_id "", every job's events in the farm's commit order, after_seq
+	// then being a farm_seq.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
 	// Streams the final video; the first message carries its size and SHA-256.
 	DownloadVideo(ctx context.Context, in *DownloadVideoRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VideoChunk], error)
+	// Adds a job to the farm's queue. Frames and settings are checked as the
+	// coordinator checks them at start; a refusal is INVALID_ARGUMENT with
+	// the file and what to do, and keeps nothing.
+	SubmitJob(ctx context.Context, in *SubmitJobRequest, opts ...grpc.CallOption) (*JobSummary, error)
+	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
+	// Stops a job that is not finished; its nodes drop its sets at their next
+	// heartbeat. Its parts stay until it is reset or deleted.
+	CancelJob(ctx context.Context, in *JobRequest, opts ...grpc.CallOption) (*JobSummary, error)
+	// Puts a failed or cancelled job back in the queue (all: every set is
+	// rendered again, also of a done job).
+	ResetJob(ctx context.Context, in *ResetJobRequest, opts ...grpc.CallOption) (*JobSummary, error)
+	SetPriority(ctx context.Context, in *SetPriorityRequest, opts ...grpc.CallOption) (*JobSummary, error)
+	// Removes a done, failed or cancelled job: its parts, final and state.
+	DeleteJob(ctx context.Context, in *JobRequest, opts ...grpc.CallOption) (*DeleteJobResponse, error)
 }
 
 type farmServiceClient struct {
@@ -365,15 +389,93 @@ func (c *farmServiceClient) DownloadVideo(ctx context.Context, in *DownloadVideo
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FarmService_DownloadVideoClient = grpc.ServerStreamingClient[VideoChunk]
 
+func (c *farmServiceClient) SubmitJob(ctx context.Context, in *SubmitJobRequest, opts ...grpc.CallOption) (*JobSummary, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JobSummary)
+	err := c.cc.Invoke(ctx, FarmService_SubmitJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *farmServiceClient) ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJobsResponse)
+	err := c.cc.Invoke(ctx, FarmService_ListJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *farmServiceClient) CancelJob(ctx context.Context, in *JobRequest, opts ...grpc.CallOption) (*JobSummary, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JobSummary)
+	err := c.cc.Invoke(ctx, FarmService_CancelJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *farmServiceClient) ResetJob(ctx context.Context, in *ResetJobRequest, opts ...grpc.CallOption) (*JobSummary, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JobSummary)
+	err := c.cc.Invoke(ctx, FarmService_ResetJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *farmServiceClient) SetPriority(ctx context.Context, in *SetPriorityRequest, opts ...grpc.CallOption) (*JobSummary, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JobSummary)
+	err := c.cc.Invoke(ctx, FarmService_SetPriority_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *farmServiceClient) DeleteJob(ctx context.Context, in *JobRequest, opts ...grpc.CallOption) (*DeleteJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteJobResponse)
+	err := c.cc.Invoke(ctx, FarmService_DeleteJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FarmServiceServer is the server API for FarmService service.
 // All implementations must embed UnimplementedFarmServiceServer
 // for forward compatibility.
 type FarmServiceServer interface {
+	// One job's status; job_id "" means the farm's only job (NOT_FOUND when
+	// it has none, INVALID_ARGUMENT naming them when it has several).
 	GetJob(context.Context, *GetJobRequest) (*JobStatus, error)
-	// Replays the job's events from after_seq, then follows new ones.
+	// Replays the job's events from after_seq, then follows new ones. With
+	// job_id "", every job's events in the farm's commit order, after_seq
+	// then being a farm_seq.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[Event]) error
 	// Streams the final video; the first message carries its size and SHA-256.
 	DownloadVideo(*DownloadVideoRequest, grpc.ServerStreamingServer[VideoChunk]) error
+	// Adds a job to the farm's queue. Frames and settings are checked as the
+	// coordinator checks them at start; a refusal is INVALID_ARGUMENT with
+	// the file and what to do, and keeps nothing.
+	SubmitJob(context.Context, *SubmitJobRequest) (*JobSummary, error)
+	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
+	// Stops a job that is not finished; its nodes drop its sets at their next
+	// heartbeat. Its parts stay until it is reset or deleted.
+	CancelJob(context.Context, *JobRequest) (*JobSummary, error)
+	// Puts a failed or cancelled job back in the queue (all: every set is
+	// rendered again, also of a done job).
+	ResetJob(context.Context, *ResetJobRequest) (*JobSummary, error)
+	SetPriority(context.Context, *SetPriorityRequest) (*JobSummary, error)
+	// Removes a done, failed or cancelled job: its parts, final and state.
+	DeleteJob(context.Context, *JobRequest) (*DeleteJobResponse, error)
 	mustEmbedUnimplementedFarmServiceServer()
 }
 
@@ -392,6 +494,24 @@ func (UnimplementedFarmServiceServer) WatchEvents(*WatchEventsRequest, grpc.Serv
 }
 func (UnimplementedFarmServiceServer) DownloadVideo(*DownloadVideoRequest, grpc.ServerStreamingServer[VideoChunk]) error {
 	return status.Error(codes.Unimplemented, "method DownloadVideo not implemented")
+}
+func (UnimplementedFarmServiceServer) SubmitJob(context.Context, *SubmitJobRequest) (*JobSummary, error) {
+	return nil, status.Error(codes.Unimplemented, "method SubmitJob not implemented")
+}
+func (UnimplementedFarmServiceServer) ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJobs not implemented")
+}
+func (UnimplementedFarmServiceServer) CancelJob(context.Context, *JobRequest) (*JobSummary, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelJob not implemented")
+}
+func (UnimplementedFarmServiceServer) ResetJob(context.Context, *ResetJobRequest) (*JobSummary, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResetJob not implemented")
+}
+func (UnimplementedFarmServiceServer) SetPriority(context.Context, *SetPriorityRequest) (*JobSummary, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetPriority not implemented")
+}
+func (UnimplementedFarmServiceServer) DeleteJob(context.Context, *JobRequest) (*DeleteJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteJob not implemented")
 }
 func (UnimplementedFarmServiceServer) mustEmbedUnimplementedFarmServiceServer() {}
 func (UnimplementedFarmServiceServer) testEmbeddedByValue()                     {}
@@ -454,6 +574,114 @@ func _FarmService_DownloadVideo_Handler(srv interface{}, stream grpc.ServerStrea
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FarmService_DownloadVideoServer = grpc.ServerStreamingServer[VideoChunk]
 
+func _FarmService_SubmitJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubmitJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FarmServiceServer).SubmitJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FarmService_SubmitJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FarmServiceServer).SubmitJob(ctx, req.(*SubmitJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FarmService_ListJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FarmServiceServer).ListJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FarmService_ListJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FarmServiceServer).ListJobs(ctx, req.(*ListJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FarmService_CancelJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FarmServiceServer).CancelJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FarmService_CancelJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FarmServiceServer).CancelJob(ctx, req.(*JobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FarmService_ResetJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FarmServiceServer).ResetJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FarmService_ResetJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FarmServiceServer).ResetJob(ctx, req.(*ResetJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FarmService_SetPriority_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetPriorityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FarmServiceServer).SetPriority(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FarmService_SetPriority_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FarmServiceServer).SetPriority(ctx, req.(*SetPriorityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FarmService_DeleteJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FarmServiceServer).DeleteJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FarmService_DeleteJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FarmServiceServer).DeleteJob(ctx, req.(*JobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FarmService_ServiceDesc is the grpc.ServiceDesc for FarmService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -464,6 +692,30 @@ var FarmService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetJob",
 			Handler:    _FarmService_GetJob_Handler,
+		},
+		{
+			MethodName: "SubmitJob",
+			Handler:    _FarmService_SubmitJob_Handler,
+		},
+		{
+			MethodName: "ListJobs",
+			Handler:    _FarmService_ListJobs_Handler,
+		},
+		{
+			MethodName: "CancelJob",
+			Handler:    _FarmService_CancelJob_Handler,
+		},
+		{
+			MethodName: "ResetJob",
+			Handler:    _FarmService_ResetJob_Handler,
+		},
+		{
+			MethodName: "SetPriority",
+			Handler:    _FarmService_SetPriority_Handler,
+		},
+		{
+			MethodName: "DeleteJob",
+			Handler:    _FarmService_DeleteJob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

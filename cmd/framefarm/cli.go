@@ -28,9 +28,15 @@ type command struct {
 // level can be changed.
 func commands() []command {
 	return []command{
-		{"coordinator", "serve one job: split the frames into sets, hand them out, join the parts", runCoordinator},
+		{"coordinator", "run the farm: take jobs, hand their sets out, join the parts", runCoordinator},
 		{"ambassador", "sidecar on a render machine: the node's way to the coordinator", runAmbassador},
 		{"node", "render sets with ffmpeg, through the ambassador beside it", runNode},
+		{"submit", "add a job to the farm's queue", runSubmit},
+		{"jobs", "list the farm's jobs", runJobs},
+		{"cancel", "stop a job", runCancel},
+		{"reset", "put a failed or cancelled job back in the queue", runReset},
+		{"priority", "move a job in the queue", runPriority},
+		{"delete", "remove a finished job and its files", runDelete},
 		{"status", "show a job's progress per set and node", runStatus},
 		{"fetch", "download the finished video", runFetch},
 		{"version", "print the version", runVersion},

@@ -5,39 +5,29 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/framefarm/framefarm/coordinator"
 	"github.com/framefarm/framefarm/internal/creds"
-	"github.com/framefarm/framefarm/internal/ffmpeg"
 )
 
 func runCoordinator(ctx context.Context, e *env, args []string) error {
-	f := newFlags("coordinator", "--frames DIR [flags]",
-		`Serves one job: scans the frames folder, splits it into sets, hands the sets
-to nodes (through their ambassadors) under leases, stores and checks the
-parts, and joins them into the final video. Started again on the same
---data, it resumes the job where it stopped.`)
+	f := newFlags("coordinator", "[--frames DIR] [flags]",
+		`Runs the farm: takes jobs (framefarm submit), splits each job's frames into
+sets, hands the sets to nodes (through their ambassadors) under leases,
+highest priority first, stores and checks the parts, and joins them into
+each job's final video. With --frames it also submits that folder as a job
+at start. Started again on the same --data, it resumes every job where it
+stopped, and submits nothing twice.`)
 	var cfg coordinator.Config
-	f.StringVar(&cfg.FramesDir, "frames", "", "folder of numbered frames to encode (`DIR`, required)")
-	f.StringVar(&cfg.Out, "out", "", "also copy the final video to `FILE`; its extension picks the container (.mp4 .mkv .mov .webm)")
+	f.StringVar(&cfg.FramesDir, "frames", "", "also submit this folder of numbered frames (`DIR`) as a job, with the encode flags")
+	jobFlags := registerJobFlags(f, &cfg.JobSpec)
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:5555", "`ADDR` to serve nodes, status and fetch on (gRPC)")
-	f.StringVar(&cfg.Data, "data", "./framefarm-data", "`DIR` for the job's state, parts and final video")
-	f.IntVar(&cfg.Sets, "sets", 8, "split the frames into `N` sets of near-equal size")
+	f.StringVar(&cfg.Data, "data", "./framefarm-data", "`DIR` for the farm's state and each job's parts and final video")
 	f.DurationVar(&cfg.Lease, "lease", 10*time.Minute, "take a set back from a node that made no progress for `DURATION`")
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 30*time.Second, "take a set back from a node silent for `DURATION`")
-	f.StringVar(&cfg.FPS, "fps", "24", "frame `RATE`: an integer, a decimal or a ratio such as 24000/1001")
-	f.StringVar(&cfg.Codec, "codec", "libx264", "encoder `NAME`: "+strings.Join(ffmpeg.Codecs(), ", "))
-	f.IntVar(&cfg.CRF, "crf", -1, "constant rate factor `N` (quality; lower is better); -1 leaves the encoder's default")
-	f.StringVar(&cfg.Preset, "preset", "", "encoder preset `NAME` (e.g. medium for libx264); empty leaves the encoder's default")
-	f.StringVar(&cfg.PixFmt, "pix-fmt", "", "pixel format `NAME`; empty means the codec's default: yuv420p, yuv422p10le for prores_ks")
 	f.BoolVar(&cfg.KeepParts, "keep-parts", false, "keep the encoded parts after the join")
-	fastStart := f.Bool("faststart", true, "put an .mp4 or .mov video's index before its media data, so that a browser can play it while it downloads")
 	f.DurationVar(&cfg.PollWindow, "poll-window", 20*time.Second, "how long a node's request for work waits (`DURATION`) before it is told to ask again")
-	f.StringVar(&cfg.Pattern, "pattern", "", "use only the frames of this naming `PATTERN` (e.g. shot_####.png) when the folder holds several")
-	f.StringVar(&cfg.Gaps, "gaps", "refuse", "missing frame numbers: refuse, hold (repeat the previous frame, keeping the timing) or skip (close them up)")
-	f.StringVar(&cfg.Scale, "scale", "", "scale every frame to `WxH` (for folders of mixed sizes)")
 	f.StringVar(&cfg.Token, "token", "", "require this `TOKEN` on every call (default $"+creds.EnvToken+")")
 	f.StringVar(&cfg.TLS.Cert, "tls-cert", "", "serve TLS with the certificate in `FILE` (PEM)")
 	f.StringVar(&cfg.TLS.Key, "tls-key", "", "the TLS key `FILE` (PEM)")
@@ -48,10 +38,7 @@ parts, and joins them into the final video. Started again on the same
 	if err := f.parse(e, args); err != nil {
 		return err
 	}
-	if err := f.require("frames"); err != nil {
-		return err
-	}
-	cfg.NoFastStart = !*fastStart
+	jobFlags.apply()
 	cfg.Logger = newLogger(e.stderr, level)
 	if err := startPprof(ctx, *pprofAddr, cfg.Logger); err != nil {
 		return err
@@ -71,7 +58,11 @@ parts, and joins them into the final video. Started again on the same
 	case <-c.Ready():
 		// Scripts and tests wait for this line: with --listen :0 it is the
 		// only way to learn the port.
-		fmt.Fprintf(e.stdout, "framefarm coordinator: job %s listening on %s\n", c.JobID(), c.Addr())
+		if id := c.JobID(); id != "" {
+			fmt.Fprintf(e.stdout, "framefarm coordinator: job %s listening on %s\n", id, c.Addr())
+		} else {
+			fmt.Fprintf(e.stdout, "framefarm coordinator: farm listening on %s\n", c.Addr())
+		}
 	case err := <-done:
 		return err
 	}

@@ -468,7 +468,7 @@ func TestFaultZombie(t *testing.T) {
 		if acc.Node == "zombie" {
 			t.Fatalf("the stopped node's part was accepted")
 		}
-		part, _ := filepath.Glob(filepath.Join(f.data, "jobs", f.job, "parts", fmt.Sprintf("set-%05d.*", g.SetIndex)))
+		part, _ := filepath.Glob(filepath.Join(f.data, "jobs", f.job, "parts", fmt.Sprintf("set-%05d-t*", g.SetIndex)))
 		if len(part) != 1 {
 			t.Fatalf("parts %v", part)
 		}
@@ -802,7 +802,7 @@ func TestFaultZombieUpload(t *testing.T) {
 		if err := fresh.upload(ctx, part(fresh, fa, fa.Token, fpart)); err != nil {
 			t.Fatalf("the holder's upload: %v", err)
 		}
-		stored := filepath.Join(f.data, "jobs", f.job, "parts", fmt.Sprintf("set-%05d.%s", fa.SetIndex, fa.Settings.PartExt))
+		stored := filepath.Join(f.data, "jobs", f.job, "parts", fmt.Sprintf("set-%05d-t%d.%s", fa.SetIndex, fa.Token, fa.Settings.PartExt))
 		sum := sha(t, stored)
 		refusedAll("after the set was completed")
 		if err := fresh.upload(ctx, part(fresh, fa, fa.Token, fpart)); status.Code(err) != codes.FailedPrecondition {

@@ -31,7 +31,7 @@ whole video or untouched.`)
 	var cc clientCreds
 	cc.register(f)
 	addr := f.String("coordinator", "127.0.0.1:5555", "the coordinator's `ADDR`")
-	job := f.String("job", "", "job `ID` (default: the coordinator's job)")
+	job := f.String("job", "", "job `ID` (default: the farm's only job; framefarm jobs lists them)")
 	out := f.String("o", "", "write the video to `FILE` (required; an existing folder keeps the coordinator's file name)")
 	wait := f.Bool("wait", false, "block until the video is ready; fail with the reason if the job fails")
 	if err := f.parse(e, args); err != nil {
@@ -86,6 +86,8 @@ func waitForVideo(ctx context.Context, e *env, c *farmClient, job string, wait b
 			return st, nil
 		case st.State == jobFailed:
 			return nil, fmt.Errorf("job %s failed: %s", st.JobId, st.Reason)
+		case st.State == jobCancelled:
+			return nil, fmt.Errorf("job %s was cancelled: framefarm reset %s puts it back in the queue", st.JobId, st.JobId)
 		case !wait:
 			return nil, fmt.Errorf("job %s is %s (%d/%d frames): no video yet; use --wait to block until it is ready",
 				st.JobId, st.State, st.FramesDone, st.TotalFrames)

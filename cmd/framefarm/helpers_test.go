@@ -74,7 +74,8 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 	return conn
 }
 
-// watcher follows a job's event stream, across coordinator restarts.
+// watcher follows the farm's event stream (every job's), across
+// coordinator restarts.
 type watcher struct {
 	mu    sync.Mutex
 	evs   []*farmpb.Event
@@ -98,7 +99,7 @@ func watch(t *testing.T, addr string) *watcher {
 			w.mu.Lock()
 			after := uint64(0)
 			if n := len(w.evs); n > 0 {
-				after = w.evs[n-1].Seq
+				after = w.evs[n-1].FarmSeq
 			}
 			w.mu.Unlock()
 			stream, err := client.WatchEvents(ctx, &farmpb.WatchEventsRequest{AfterSeq: after})
@@ -313,7 +314,7 @@ func partsMatchEvents(t *testing.T, data, job string, evs []*farmpb.Event) {
 		if m == nil {
 			t.Fatalf("part_accepted without sha256: %q", e.Detail)
 		}
-		matches, _ := filepath.Glob(filepath.Join(data, "jobs", job, "parts", fmt.Sprintf("set-%05d.*", e.SetIndex)))
+		matches, _ := filepath.Glob(filepath.Join(data, "jobs", job, "parts", fmt.Sprintf("set-%05d-t*", e.SetIndex)))
 		if len(matches) != 1 {
 			t.Errorf("set %d: stored parts %v, want one", e.SetIndex, matches)
 			continue

@@ -128,7 +128,7 @@ func TestFarmInProcess(t *testing.T) {
 	}
 	job, caddr := m[1], m[2]
 
-	// Before any node: the job runs, and fetch without --wait says so.
+	// Before any node: the job is queued, and fetch without --wait says so.
 	code, out, errOut := runInProc("status", "--coordinator", caddr, "--json")
 	if code != exitOK {
 		t.Fatalf("status --json exited %d: %s", code, errOut)
@@ -137,11 +137,11 @@ func TestFarmInProcess(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json is not a JobStatus: %v\n%s", err, out)
 	}
-	if st.JobId != job || st.State != "running" || st.TotalFrames != 12 || len(st.Sets) != 5 {
+	if st.JobId != job || st.State != "queued" || st.TotalFrames != 12 || len(st.Sets) != 5 {
 		t.Fatalf("status before nodes: %v", &st)
 	}
 	code, _, errOut = runInProc("fetch", "--coordinator", caddr, "-o", filepath.Join(tmp, "early.mkv"))
-	if code != exitError || !strings.Contains(errOut, "is running") || !strings.Contains(errOut, "--wait") {
+	if code != exitError || !strings.Contains(errOut, "is queued") || !strings.Contains(errOut, "--wait") {
 		t.Errorf("fetch before done: exit %d, stderr %q", code, errOut)
 	}
 	code, _, errOut = runInProc("status", "--coordinator", caddr, "--job", "nosuchjob")

@@ -17,8 +17,9 @@ import (
 
 // Job states as the coordinator reports them.
 const (
-	jobDone   = "done"
-	jobFailed = "failed"
+	jobDone      = "done"
+	jobFailed    = "failed"
+	jobCancelled = "cancelled"
 )
 
 func runStatus(ctx context.Context, e *env, args []string) error {
@@ -29,7 +30,7 @@ and encode time, and each node's load and circuit breaker.`)
 	var cc clientCreds
 	cc.register(f)
 	addr := f.String("coordinator", "127.0.0.1:5555", "the coordinator's `ADDR`")
-	job := f.String("job", "", "job `ID` (default: the coordinator's job)")
+	job := f.String("job", "", "job `ID` (default: the farm's only job; framefarm jobs lists them)")
 	watch := f.Bool("watch", false, "redraw every second until the job is done or failed (Ctrl-C stops)")
 	asJSON := f.Bool("json", false, "print the status as JSON for scripts (one document per line with --watch)")
 	if err := f.parse(e, args); err != nil {
@@ -64,7 +65,7 @@ and encode time, and each node's load and circuit breaker.`)
 				return err
 			}
 			first = false
-			if !*watch || st.State == jobDone || st.State == jobFailed {
+			if !*watch || st.State == jobDone || st.State == jobFailed || st.State == jobCancelled {
 				return nil
 			}
 		}

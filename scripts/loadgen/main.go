@@ -390,7 +390,7 @@ func runCycles(ctx context.Context, args []string) error {
 					}
 				}
 				c0 := time.Now()
-				resp, err := cl.AcquireSet(runCtx, &farmpb.AcquireSetRequest{Node: name})
+				resp, err := cl.AcquireSet(runCtx, &farmpb.AcquireSetRequest{Node: name, Once: true})
 				grant := time.Since(c0)
 				if err != nil {
 					if runCtx.Err() == nil {
