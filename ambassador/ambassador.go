@@ -54,6 +54,12 @@ const (
 	DefaultCallTimeout    = 10 * time.Second
 	DefaultAcquireTimeout = 60 * time.Second
 
+	// DefaultLinkWait is how long a call waits for the connection to the
+	// coordinator to come up before it fails and counts against the
+	// breaker: long enough to ride out a coordinator that starts a moment
+	// after its nodes, short next to a real outage.
+	DefaultLinkWait = 2 * time.Second
+
 	DefaultBreakerMaxRequests = 1
 	DefaultBreakerOpenTimeout = 5 * time.Second
 	DefaultBreakerTripAfter   = 5
@@ -139,6 +145,14 @@ type Config struct {
 	// the breaker is half-open. Default DefaultReportInterval; negative
 	// disables reports and proactive probes.
 	ReportInterval time.Duration
+	// LinkWait is how long a call waits for the connection to the
+	// coordinator to be up (it may not be listening yet, or be restarting)
+	// before it fails with Unavailable and counts against the breaker.
+	// Default DefaultLinkWait; negative fails at once.
+	LinkWait time.Duration
+	// Now is the clock of the breaker's open time and of the retry hints
+	// given to the node. Nil is time.Now.
+	Now func() time.Time
 }
 
 // BreakerSnapshot is the breaker's state and counts at one moment.
@@ -188,9 +202,15 @@ type Ambassador struct {
 	log    *slog.Logger
 	conn   *grpc.ClientConn
 	client farmpb.NodeServiceClient
-	cb     *gobreaker.CircuitBreaker[struct{}]
 	codec  rawCodec
 	pool   *framebuf.Pool
+
+	// cb is the current breaker: the link watch replaces it with a fresh
+	// one when the connection comes up while it is not closed (see
+	// freshBreaker).
+	cb atomic.Pointer[gobreaker.CircuitBreaker[struct{}]]
+	// linkUp wakes the report loop when the connection comes up.
+	linkUp chan struct{}
 
 	// openUntil is when the breaker, opened last, lets a probe through
 	// (unix nanoseconds); written by the breaker's OnStateChange.
@@ -241,6 +261,12 @@ func New(cfg Config) (*Ambassador, error) {
 	if cfg.ReportInterval == 0 {
 		cfg.ReportInterval = DefaultReportInterval
 	}
+	if cfg.LinkWait == 0 {
+		cfg.LinkWait = DefaultLinkWait
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -250,6 +276,7 @@ func New(cfg Config) (*Ambassador, error) {
 		log:          log,
 		ready:        make(chan struct{}),
 		stateChanged: make(chan struct{}, 1),
+		linkUp:       make(chan struct{}, 1),
 		codec:        newRawCodec(),
 		pool:         &framebuf.Pool{},
 	}
@@ -265,12 +292,7 @@ func New(cfg Config) (*Ambassador, error) {
 			Timeout:             5 * time.Second,
 			PermitWithoutStream: true,
 		}),
-		// Reconnect within seconds once the coordinator is back, however
-		// long it was away (gRPC's default backoff grows to 2 minutes).
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
-			MinConnectTimeout: 5 * time.Second,
-		}),
+		grpc.WithConnectParams(linkConnectParams()),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(maxMsgSize),
 			grpc.MaxCallSendMsgSize(maxMsgSize),
@@ -285,8 +307,31 @@ func New(cfg Config) (*Ambassador, error) {
 	a.conn = conn
 	a.client = farmpb.NewNodeServiceClient(conn)
 
+	a.cb.Store(a.newBreaker())
+	return a, nil
+}
+
+// linkConnectParams make the connection to the coordinator come up within
+// about half a second of the coordinator listening, however long it was
+// away: gRPC's default backoff starts at 1s and grows to 2 minutes, which
+// left a node idle for seconds after a cold start. A connection refused
+// costs the coordinator's host next to nothing, so trying every 400ms
+// during an outage is cheap.
+func linkConnectParams() grpc.ConnectParams {
+	return grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 400 * time.Millisecond},
+		MinConnectTimeout: 5 * time.Second,
+	}
+}
+
+// newBreaker makes a closed breaker. Its state changes are acted on only
+// while it is the current one: calls in flight on a breaker that was
+// replaced must not report or log for it.
+func (a *Ambassador) newBreaker() *gobreaker.CircuitBreaker[struct{}] {
+	cfg := a.cfg
 	trip := cfg.Breaker.TripAfter
-	a.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+	var cb *gobreaker.CircuitBreaker[struct{}]
+	cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "coordinator",
 		MaxRequests: cfg.Breaker.MaxRequests,
 		Interval:    cfg.Breaker.Interval,
@@ -298,8 +343,11 @@ func New(cfg Config) (*Ambassador, error) {
 		IsExcluded:   isExcluded,
 		// Called with the breaker's lock held: it must not call the breaker.
 		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if a.cb.Load() != cb {
+				return
+			}
 			if to == gobreaker.StateOpen {
-				a.openUntil.Store(time.Now().Add(cfg.Breaker.OpenTimeout).UnixNano())
+				a.openUntil.Store(cfg.Now().Add(cfg.Breaker.OpenTimeout).UnixNano())
 				a.opens.Add(1)
 			}
 			select {
@@ -312,7 +360,7 @@ func New(cfg Config) (*Ambassador, error) {
 				slog.String("to", to.String()))
 		},
 	})
-	return a, nil
+	return cb
 }
 
 // TransportOptions tune the ambassador's connection to the coordinator
@@ -371,9 +419,10 @@ func (a *Ambassador) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	reportCtx, stopReports := context.WithCancel(ctx)
-	reportsDone := make(chan struct{})
-	go func() { defer close(reportsDone); a.reportLoop(reportCtx) }()
-	defer func() { stopReports(); <-reportsDone }()
+	var loops sync.WaitGroup
+	loops.Go(func() { a.reportLoop(reportCtx) })
+	loops.Go(func() { a.watchLink(reportCtx) })
+	defer func() { stopReports(); loops.Wait() }()
 
 	select {
 	case err := <-errc:
@@ -416,8 +465,9 @@ func (a *Ambassador) Ready() <-chan struct{} {
 
 // BreakerState returns the circuit breaker's current state and counts.
 func (a *Ambassador) BreakerState() BreakerSnapshot {
-	state := a.cb.State() // moves open to half-open when due, so counts match
-	c := a.cb.Counts()
+	cb := a.cb.Load()
+	state := cb.State() // moves open to half-open when due, so counts match
+	c := cb.Counts()
 	snap := BreakerSnapshot{
 		State:                state.String(),
 		Requests:             c.Requests,
@@ -469,6 +519,9 @@ func (a *Ambassador) Heartbeat(ctx context.Context, req *farmpb.HeartbeatRequest
 		req.Breaker = a.BreakerState().Info()
 		var err error
 		resp, err = a.client.Heartbeat(cctx, req)
+		if status.Code(err) == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) {
+			return &heartbeatTimeout{err: err}
+		}
 		return err
 	})
 	a.logCall(ctx, "Heartbeat", start, err, attempts,
@@ -649,8 +702,11 @@ func (a *Ambassador) UploadPart(node grpc.ClientStreamingServer[farmpb.UploadPar
 // The returned error is raw (breaker errors and nodeSideError included); pass
 // it through nodeError before returning it to the node.
 func (a *Ambassador) execute(ctx context.Context, fn func() error) error {
-	_, err := a.cb.Execute(func() (struct{}, error) {
-		err := fn()
+	_, err := a.cb.Load().Execute(func() (struct{}, error) {
+		err := a.awaitLink(ctx)
+		if err == nil {
+			err = fn()
+		}
 		if err != nil && errors.Is(ctx.Err(), context.Canceled) {
 			var ns *nodeSideError
 			if !errors.As(err, &ns) {
@@ -665,14 +721,15 @@ func (a *Ambassador) execute(ctx context.Context, fn func() error) error {
 // retryIdempotent runs call through the breaker under one CallTimeout
 // deadline, trying again up to idempotentRetries times when the coordinator
 // answers Unavailable, after a jittered pause, while the deadline allows.
-// It does not retry when the breaker refuses the call.
+// It does not retry when the breaker refuses the call, nor when the
+// connection stayed down for LinkWait: that wait was the retry.
 func (a *Ambassador) retryIdempotent(ctx context.Context, call func(context.Context) error) (attempts int, err error) {
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
 	defer cancel()
 	for {
 		attempts++
 		err = a.execute(ctx, func() error { return call(cctx) })
-		if err == nil || attempts > idempotentRetries || isBreakerRejection(err) ||
+		if err == nil || attempts > idempotentRetries || isBreakerRejection(err) || isLinkDown(err) ||
 			status.Code(err) != codes.Unavailable {
 			return attempts, err
 		}
@@ -698,9 +755,18 @@ func (a *Ambassador) nodeError(err error) error {
 	if errors.As(err, &ns) {
 		err = ns.err
 	}
+	var ht *heartbeatTimeout
+	if errors.As(err, &ht) {
+		err = ht.err
+	}
+	var down *linkDownError
 	switch {
+	case errors.As(err, &down):
+		// The ambassador has just waited for the coordinator: the node may
+		// ask again at once, and its call will wait here again.
+		return retryStatus(down.Error(), retryBackoffMin)
 	case errors.Is(err, gobreaker.ErrOpenState):
-		wait := time.Until(time.Unix(0, a.openUntil.Load()))
+		wait := time.Unix(0, a.openUntil.Load()).Sub(a.cfg.Now())
 		if wait < 0 {
 			wait = 0
 		}
@@ -772,6 +838,35 @@ type nodeSideError struct{ err error }
 func (e *nodeSideError) Error() string { return "node side: " + e.err.Error() }
 func (e *nodeSideError) Unwrap() error { return e.err }
 
+// heartbeatTimeout marks a heartbeat that got no answer within its deadline
+// (the node's, a couple of heartbeat intervals): the coordinator may be
+// slow to commit, and a dead link is found by the keepalive and by the
+// node's other calls. Counting it would let a busy coordinator open the
+// breaker and stop every node's work with it.
+type heartbeatTimeout struct{ err error }
+
+func (e *heartbeatTimeout) Error() string { return "heartbeat timed out: " + e.err.Error() }
+func (e *heartbeatTimeout) Unwrap() error { return e.err }
+
+// linkDownError is a call that waited LinkWait for the connection to the
+// coordinator and never saw it up: a failure of the link, counted by the
+// breaker, without a gRPC status of its own (see nodeError).
+type linkDownError struct {
+	coordinator string
+	waited      time.Duration
+	state       connectivity.State
+}
+
+func (e *linkDownError) Error() string {
+	return fmt.Sprintf("ambassador: coordinator %s is not reachable: no connection after waiting %s (%s); is it running and listening there?",
+		e.coordinator, e.waited, e.state)
+}
+
+func isLinkDown(err error) bool {
+	var down *linkDownError
+	return errors.As(err, &down)
+}
+
 func isBreakerRejection(err error) bool {
 	return errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
 }
@@ -799,6 +894,10 @@ func isSuccessful(err error) bool {
 func isExcluded(err error) bool {
 	var ns *nodeSideError
 	if errors.As(err, &ns) {
+		return true
+	}
+	var ht *heartbeatTimeout
+	if errors.As(err, &ht) {
 		return true
 	}
 	return errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled
@@ -863,7 +962,7 @@ func (a *Ambassador) report(ctx context.Context, names []string, throughBreaker 
 // be the probe and hold the breaker half-open, refusing every other call,
 // for as long as it lasts.
 func (a *Ambassador) probeFirst(ctx context.Context, node string) error {
-	if node == "" || a.cb.State() != gobreaker.StateHalfOpen {
+	if node == "" || a.cb.Load().State() != gobreaker.StateHalfOpen {
 		return nil
 	}
 	err := a.report(ctx, []string{node}, true)
@@ -888,10 +987,6 @@ func (a *Ambassador) reportLoop(ctx context.Context) {
 	if a.cfg.ReportInterval < 0 {
 		return
 	}
-	linkUp := make(chan struct{}, 1)
-	watching := make(chan struct{})
-	go func() { defer close(watching); a.watchLink(ctx, linkUp) }()
-	defer func() { <-watching }() // ctx is done: it returns at once
 	t := time.NewTicker(a.cfg.ReportInterval)
 	defer t.Stop()
 	reported := "closed" // what the coordinator last heard from us
@@ -903,7 +998,7 @@ func (a *Ambassador) reportLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-a.stateChanged:
-		case <-linkUp:
+		case <-a.linkUp:
 			tried = "" // a new connection: report again at once
 		}
 		names := a.nodeNames()
@@ -916,7 +1011,7 @@ func (a *Ambassador) reportLoop(ctx context.Context) {
 			}
 			continue // a report or probe now could only fail; linkUp wakes us
 		}
-		state := a.cb.State()
+		state := a.cb.Load().State()
 		switch {
 		case state == gobreaker.StateHalfOpen:
 			if err := a.report(ctx, names, true); err == nil {
@@ -925,7 +1020,7 @@ func (a *Ambassador) reportLoop(ctx context.Context) {
 			continue
 		case state.String() == reported:
 			continue
-		case state.String() == tried && time.Since(triedAt) < reportRetryTicks*a.cfg.ReportInterval:
+		case state.String() == tried && a.cfg.Now().Sub(triedAt) < reportRetryTicks*a.cfg.ReportInterval:
 			continue
 		}
 		err := a.report(ctx, names, state == gobreaker.StateClosed)
@@ -933,23 +1028,78 @@ func (a *Ambassador) reportLoop(ctx context.Context) {
 			reported, tried = state.String(), ""
 			continue
 		}
-		tried, triedAt = state.String(), time.Now()
+		tried, triedAt = state.String(), a.cfg.Now()
 		a.log.Debug("breaker report failed", slog.String("state", state.String()), slog.String("err", err.Error()))
 	}
 }
 
-// watchLink signals up each time the connection to the coordinator becomes
-// ready.
-func (a *Ambassador) watchLink(ctx context.Context, up chan<- struct{}) {
+// watchLink follows the connection to the coordinator. Each time it comes
+// up, the report loop is woken, and a breaker that is not closed is
+// replaced with a fresh one: it opened while the coordinator could not be
+// reached (not started yet, restarting), and the coordinator is back, so
+// making the node wait out OpenTimeout or a probe would only delay its
+// first set. A coordinator that is up and answers badly keeps the
+// connection up, so the breaker still opens and stays open on it.
+func (a *Ambassador) watchLink(ctx context.Context) {
 	for st := a.conn.GetState(); ; {
 		if !a.conn.WaitForStateChange(ctx, st) {
 			return
 		}
-		if st = a.conn.GetState(); st == connectivity.Ready {
-			select {
-			case up <- struct{}{}:
-			default:
-			}
+		if st = a.conn.GetState(); st != connectivity.Ready {
+			continue
+		}
+		a.freshBreaker()
+		select {
+		case a.linkUp <- struct{}{}:
+		default:
 		}
 	}
+}
+
+// freshBreaker replaces the breaker with a closed one unless it is closed.
+func (a *Ambassador) freshBreaker() {
+	old := a.cb.Load()
+	from := old.State()
+	if from == gobreaker.StateClosed || !a.cb.CompareAndSwap(old, a.newBreaker()) {
+		return
+	}
+	select {
+	case a.stateChanged <- struct{}{}:
+	default:
+	}
+	a.log.Info("circuit breaker state changed",
+		slog.String("coordinator", a.cfg.Coordinator),
+		slog.String("from", from.String()),
+		slog.String("to", gobreaker.StateClosed.String()),
+		slog.String("why", "the connection to the coordinator is up again"))
+}
+
+// awaitLink waits up to LinkWait for the connection to the coordinator to
+// be up, so that a call made while the coordinator is starting or
+// restarting goes through once it listens instead of failing at once and
+// counting against the breaker. It returns a *linkDownError if the
+// connection did not come up, and ctx's error if the node cancelled.
+func (a *Ambassador) awaitLink(ctx context.Context) error {
+	st := a.conn.GetState()
+	if st == connectivity.Ready || a.cfg.LinkWait < 0 {
+		return nil
+	}
+	start := a.cfg.Now()
+	wctx, cancel := context.WithTimeout(ctx, a.cfg.LinkWait)
+	defer cancel()
+	for ; st != connectivity.Ready; st = a.conn.GetState() {
+		if st == connectivity.Idle {
+			a.conn.Connect()
+		}
+		if !a.conn.WaitForStateChange(wctx, st) {
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return ctx.Err()
+			}
+			// LinkWait or the node's own deadline ran out: either way the
+			// coordinator could not be reached meanwhile.
+			return &linkDownError{coordinator: a.cfg.Coordinator,
+				waited: a.cfg.Now().Sub(start).Round(time.Millisecond), state: a.conn.GetState()}
+		}
+	}
+	return nil
 }
