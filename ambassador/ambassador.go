@@ -13,8 +13,15 @@
 // breaker; answers about the request (InvalidArgument, NotFound,
 // FailedPrecondition, AlreadyExists, Unauthenticated, ...) are successes of the
 // link and are passed through to the node unchanged; a call the node itself
-// cancelled is excluded. While the breaker is open, calls fail fast with
-// Unavailable and a message that says when to try again.
+// cancelled is excluded, and so is a heartbeat that timed out. While the
+// breaker is open, calls fail fast with Unavailable and a message that says
+// when to try again.
+//
+// Start order: a call made while the connection to the coordinator is down
+// (not started yet, restarting) waits for it up to LinkWait before it fails
+// and counts; the connection is tried again every 100-400ms; and a breaker
+// found open when the connection comes up is replaced with a closed one, so
+// that nodes started before the coordinator get work as soon as it listens.
 package ambassador
 
 import (
