@@ -14,14 +14,15 @@
 // FailedPrecondition, AlreadyExists, Unauthenticated, ...) are successes of the
 // link and are passed through to the node unchanged; a call the node itself
 // cancelled is excluded, and so is a heartbeat that timed out. While the
-// breaker is open, calls fail fast with Unavailable and a message that says
-// when to try again.
+// breaker is open and the coordinator can be reached, calls fail fast with
+// Unavailable and a message that says when to try again.
 //
 // Start order: a call made while the connection to the coordinator is down
 // (not started yet, restarting) waits for it up to LinkWait before it fails
-// and counts; the connection is tried again every 100-400ms; and a breaker
-// found open when the connection comes up is replaced with a closed one, so
-// that nodes started before the coordinator get work as soon as it listens.
+// and counts (when the breaker is open already, it waits without counting);
+// the connection is tried again every 100-400ms; and a breaker found open
+// when the connection comes up is replaced with a closed one, so that nodes
+// started before the coordinator get work as soon as it listens.
 package ambassador
 
 import (

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
@@ -247,8 +248,23 @@ func (a *Ambassador) UploadPart(node grpc.ClientStreamingServer[farmpb.UploadPar
 // cancelled its call, the failure is excluded from the breaker's counts.
 // The returned error is raw (breaker errors and nodeSideError included); pass
 // it through nodeError before returning it to the node.
+//
+// While the breaker is open and the coordinator cannot be reached, the call
+// waits for the connection (up to LinkWait) instead of failing fast: no
+// call reaches the coordinator either way, and the node's call goes
+// through as soon as the coordinator is back, rather than after a retry
+// hint of up to OpenTimeout. Open with the connection up (a coordinator
+// that answers badly), calls still fail fast.
 func (a *Ambassador) execute(ctx context.Context, fn func() error) error {
-	_, err := a.cb.Load().Execute(func() (struct{}, error) {
+	cb := a.cb.Load()
+	if cb.State() == gobreaker.StateOpen && a.conn.GetState() != connectivity.Ready {
+		if err := a.awaitLink(ctx); err != nil {
+			return err
+		}
+		a.freshBreaker() // the link watch would, a moment later
+		cb = a.cb.Load()
+	}
+	_, err := cb.Execute(func() (struct{}, error) {
 		err := a.awaitLink(ctx)
 		if err == nil {
 			err = fn()

@@ -132,3 +132,32 @@ func TestOpenHintFromTheClock(t *testing.T) {
 		t.Error("a heartbeat timeout counts against the breaker")
 	}
 }
+
+// A call made while the breaker is open because the coordinator is away
+// waits for it, and goes through as soon as it listens.
+func TestOpenBreakerCallWaitsForTheCoordinator(t *testing.T) {
+	addr := freeAddr(t)
+	h := startAmb(t, addr, func(c *Config) {
+		c.LinkWait = 2 * time.Second
+		c.Breaker = BreakerConfig{TripAfter: 1, OpenTimeout: time.Hour}
+	})
+	ctx := testCtx(t)
+	if _, err := h.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: "n1"}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("without a coordinator: %v, want Unavailable", err)
+	}
+	if got := h.amb.BreakerState().State; got != "open" {
+		t.Fatalf("breaker %s, want open", got)
+	}
+	f := &fakeCoord{}
+	upc := make(chan time.Time, 1)
+	time.AfterFunc(500*time.Millisecond, func() { serveFakeOn(t, addr, f); upc <- time.Now() })
+	if _, err := h.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: "n1"}); err != nil {
+		t.Fatalf("AcquireSet while open, across the coordinator's start: %v", err)
+	}
+	if took := time.Since(<-upc); took > time.Second {
+		t.Errorf("the call went through %v after the coordinator listened, want within 1s", took)
+	}
+	if got := h.amb.BreakerState(); got.State != "closed" || got.Opens != 1 {
+		t.Errorf("breaker = %+v, want closed (fresh), opened once", got)
+	}
+}

@@ -184,7 +184,8 @@ func (n *Node) work(ctx context.Context, work string, log *slog.Logger) {
 	// failed backs off after sets that failed here, so that a node whose
 	// ffmpeg cannot work does not spin through the job's sets.
 	failed := backoff{min: n.cfg.MinBackoff, max: n.cfg.MaxBackoff}
-	absent := 0 // waits in a row for the ambassador
+	absent := 0  // waits in a row for the ambassador
+	refused := 0 // failed calls in a row
 	for ctx.Err() == nil {
 		// Waiting for the connection, rather than backing off after calls
 		// refused, asks at once when the ambassador comes up: a node
@@ -205,9 +206,20 @@ func (n *Node) work(ctx context.Context, work string, log *slog.Logger) {
 				break
 			}
 			d := waitAfter(err, &bo)
-			log.Warn("asking for work failed; backing off", "err", err, "wait", d.Round(time.Millisecond))
+			// The ambassador paces the calls while the coordinator is away
+			// (a call waits for it up to 2s): say so once, then now and
+			// then, not on every call of a long outage.
+			if refused++; refused == 1 || refused%20 == 0 {
+				log.Warn("asking for work failed; backing off", "err", err, "wait", d.Round(time.Millisecond), "failed", refused)
+			} else {
+				log.Debug("asking for work failed; backing off", "err", err, "wait", d.Round(time.Millisecond), "failed", refused)
+			}
 			sleep(ctx, d)
 			continue
+		}
+		if refused > 0 {
+			log.Info("asking for work goes through again", "failed", refused)
+			refused = 0
 		}
 		bo.reset()
 		switch r := resp.Result.(type) {
