@@ -107,10 +107,11 @@ func New(cfg Config) (*Node, error) {
 	conn, err := grpc.NewClient(cfg.Ambassador, append(TransportOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// The ambassador is on this machine and may start after the node:
-		// reconnect within half a second of it listening (gRPC's default
-		// backoff starts at 1s and grows to 2 minutes).
+		// reconnect within a quarter of a second of it listening (gRPC's
+		// default backoff starts at 1s and grows to 2 minutes). A refused
+		// connection on loopback costs nothing.
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 400 * time.Millisecond},
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 200 * time.Millisecond},
 			MinConnectTimeout: 2 * time.Second,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))...)

@@ -484,9 +484,9 @@ func TestNodeStartedBeforeItsAmbassador(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	// gRPC's reconnect backoff is at most 400ms (+20% jitter) here.
-	if took := time.Since(up); took > 700*time.Millisecond {
-		t.Errorf("first AcquireSet %v after the ambassador listened, want within 700ms", took)
+	// gRPC's reconnect backoff is at most 200ms (+20% jitter) here.
+	if took := time.Since(up); took > 500*time.Millisecond {
+		t.Errorf("first AcquireSet %v after the ambassador listened, want within 500ms", took)
 	}
 	if !strings.Contains(logs.String(), "waiting for the ambassador") {
 		t.Errorf("the node did not say it waits for its ambassador:\n%s", logs)
