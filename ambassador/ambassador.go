@@ -13,36 +13,33 @@
 // breaker; answers about the request (InvalidArgument, NotFound,
 // FailedPrecondition, AlreadyExists, Unauthenticated, ...) are successes of the
 // link and are passed through to the node unchanged; a call the node itself
-// cancelled is excluded. While the breaker is open, calls fail fast with
+// cancelled is excluded, and so is a heartbeat that timed out. While the
+// breaker is open and the coordinator can be reached, calls fail fast with
 // Unavailable and a message that says when to try again.
+//
+// Start order: a call made while the connection to the coordinator is down
+// (not started yet, restarting) waits for it up to LinkWait before it fails
+// and counts (when the breaker is open already, it waits without counting);
+// the connection is tried again every 100-400ms; and a breaker found open
+// when the connection comes up is replaced with a closed one, so that nodes
+// started before the coordinator get work as soon as it listens.
 package ambassador
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/encoding"
-	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/mem"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/framefarm/framefarm/internal/framebuf"
 	farmpb "github.com/framefarm/framefarm/proto"
@@ -53,6 +50,12 @@ const (
 	DefaultListen         = "127.0.0.1:5556"
 	DefaultCallTimeout    = 10 * time.Second
 	DefaultAcquireTimeout = 60 * time.Second
+
+	// DefaultLinkWait is how long a call waits for the connection to the
+	// coordinator to come up before it fails and counts against the
+	// breaker: long enough to ride out a coordinator that starts a moment
+	// after its nodes, short next to a real outage.
+	DefaultLinkWait = 2 * time.Second
 
 	DefaultBreakerMaxRequests = 1
 	DefaultBreakerOpenTimeout = 5 * time.Second
@@ -75,19 +78,6 @@ const (
 	// shutdownGrace is how long Run waits for in-flight calls on shutdown
 	// before it stops the server hard.
 	shutdownGrace = 5 * time.Second
-	// idempotentRetries is how many more times Heartbeat and ReleaseSet are
-	// tried after an Unavailable answer.
-	idempotentRetries = 2
-	retryBackoffMin   = 100 * time.Millisecond
-	retryBackoffSpan  = 300 * time.Millisecond
-	// reportTimeout bounds one breaker report or probe: both are answered by
-	// the coordinator from memory.
-	reportTimeout = 2 * time.Second
-	// reportRetryTicks is how many ReportIntervals a failed report waits
-	// before it is tried again (a state change sends one at once).
-	reportRetryTicks = 5
-	// maxReportedNodes bounds the node names a report is sent for.
-	maxReportedNodes = 8
 )
 
 // DefaultReportInterval is how often the ambassador looks at its breaker to
@@ -139,43 +129,14 @@ type Config struct {
 	// the breaker is half-open. Default DefaultReportInterval; negative
 	// disables reports and proactive probes.
 	ReportInterval time.Duration
-}
-
-// BreakerSnapshot is the breaker's state and counts at one moment.
-type BreakerSnapshot struct {
-	// State is "closed", "open" or "half-open".
-	State string
-	// Counts of the breaker's current generation (they are reset when the
-	// state changes, and every Interval while closed if Interval > 0).
-	Requests             uint32
-	TotalSuccesses       uint32
-	TotalFailures        uint32
-	TotalExclusions      uint32
-	ConsecutiveSuccesses uint32
-	ConsecutiveFailures  uint32
-	// Opens is how many times the breaker opened since New (a failed probe
-	// opens it again), LastOpened when it last did.
-	Opens      uint32
-	LastOpened time.Time
-}
-
-// Info returns the snapshot as the wire message sent with heartbeats.
-func (s BreakerSnapshot) Info() *farmpb.BreakerInfo {
-	return &farmpb.BreakerInfo{
-		State:               s.State,
-		Requests:            s.Requests,
-		TotalFailures:       s.TotalFailures,
-		ConsecutiveFailures: s.ConsecutiveFailures,
-		Opens:               s.Opens,
-		LastOpenedUnixMs:    unixMs(s.LastOpened),
-	}
-}
-
-func unixMs(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMilli()
+	// LinkWait is how long a call waits for the connection to the
+	// coordinator to be up (it may not be listening yet, or be restarting)
+	// before it fails with Unavailable and counts against the breaker.
+	// Default DefaultLinkWait; negative fails at once.
+	LinkWait time.Duration
+	// Now is the clock of the breaker's open time and of the retry hints
+	// given to the node. Nil is time.Now.
+	Now func() time.Time
 }
 
 // Ambassador serves farmpb.NodeService to the node and forwards each call to
@@ -188,9 +149,15 @@ type Ambassador struct {
 	log    *slog.Logger
 	conn   *grpc.ClientConn
 	client farmpb.NodeServiceClient
-	cb     *gobreaker.CircuitBreaker[struct{}]
 	codec  rawCodec
 	pool   *framebuf.Pool
+
+	// cb is the current breaker: the link watch replaces it with a fresh
+	// one when the connection comes up while it is not closed (see
+	// freshBreaker).
+	cb atomic.Pointer[gobreaker.CircuitBreaker[struct{}]]
+	// linkUp wakes the report loop when the connection comes up.
+	linkUp chan struct{}
 
 	// openUntil is when the breaker, opened last, lets a probe through
 	// (unix nanoseconds); written by the breaker's OnStateChange.
@@ -241,6 +208,12 @@ func New(cfg Config) (*Ambassador, error) {
 	if cfg.ReportInterval == 0 {
 		cfg.ReportInterval = DefaultReportInterval
 	}
+	if cfg.LinkWait == 0 {
+		cfg.LinkWait = DefaultLinkWait
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -250,6 +223,7 @@ func New(cfg Config) (*Ambassador, error) {
 		log:          log,
 		ready:        make(chan struct{}),
 		stateChanged: make(chan struct{}, 1),
+		linkUp:       make(chan struct{}, 1),
 		codec:        newRawCodec(),
 		pool:         &framebuf.Pool{},
 	}
@@ -265,12 +239,7 @@ func New(cfg Config) (*Ambassador, error) {
 			Timeout:             5 * time.Second,
 			PermitWithoutStream: true,
 		}),
-		// Reconnect within seconds once the coordinator is back, however
-		// long it was away (gRPC's default backoff grows to 2 minutes).
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
-			MinConnectTimeout: 5 * time.Second,
-		}),
+		grpc.WithConnectParams(linkConnectParams()),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(maxMsgSize),
 			grpc.MaxCallSendMsgSize(maxMsgSize),
@@ -285,33 +254,7 @@ func New(cfg Config) (*Ambassador, error) {
 	a.conn = conn
 	a.client = farmpb.NewNodeServiceClient(conn)
 
-	trip := cfg.Breaker.TripAfter
-	a.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        "coordinator",
-		MaxRequests: cfg.Breaker.MaxRequests,
-		Interval:    cfg.Breaker.Interval,
-		Timeout:     cfg.Breaker.OpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.ConsecutiveFailures >= trip
-		},
-		IsSuccessful: isSuccessful,
-		IsExcluded:   isExcluded,
-		// Called with the breaker's lock held: it must not call the breaker.
-		OnStateChange: func(_ string, from, to gobreaker.State) {
-			if to == gobreaker.StateOpen {
-				a.openUntil.Store(time.Now().Add(cfg.Breaker.OpenTimeout).UnixNano())
-				a.opens.Add(1)
-			}
-			select {
-			case a.stateChanged <- struct{}{}:
-			default:
-			}
-			a.log.Info("circuit breaker state changed",
-				slog.String("coordinator", cfg.Coordinator),
-				slog.String("from", from.String()),
-				slog.String("to", to.String()))
-		},
-	})
+	a.cb.Store(a.newBreaker())
 	return a, nil
 }
 
@@ -371,9 +314,10 @@ func (a *Ambassador) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	reportCtx, stopReports := context.WithCancel(ctx)
-	reportsDone := make(chan struct{})
-	go func() { defer close(reportsDone); a.reportLoop(reportCtx) }()
-	defer func() { stopReports(); <-reportsDone }()
+	var loops sync.WaitGroup
+	loops.Go(func() { a.reportLoop(reportCtx) })
+	loops.Go(func() { a.watchLink(reportCtx) })
+	defer func() { stopReports(); loops.Wait() }()
 
 	select {
 	case err := <-errc:
@@ -412,544 +356,4 @@ func (a *Ambassador) Addr() string {
 // it returns an error and Ready stays open.
 func (a *Ambassador) Ready() <-chan struct{} {
 	return a.ready
-}
-
-// BreakerState returns the circuit breaker's current state and counts.
-func (a *Ambassador) BreakerState() BreakerSnapshot {
-	state := a.cb.State() // moves open to half-open when due, so counts match
-	c := a.cb.Counts()
-	snap := BreakerSnapshot{
-		State:                state.String(),
-		Requests:             c.Requests,
-		TotalSuccesses:       c.TotalSuccesses,
-		TotalFailures:        c.TotalFailures,
-		TotalExclusions:      c.TotalExclusions,
-		ConsecutiveSuccesses: c.ConsecutiveSuccesses,
-		ConsecutiveFailures:  c.ConsecutiveFailures,
-		Opens:                a.opens.Load(),
-	}
-	if until := a.openUntil.Load(); until != 0 {
-		snap.LastOpened = time.Unix(0, until).Add(-a.cfg.Breaker.OpenTimeout)
-	}
-	return snap
-}
-
-// AcquireSet forwards the node's long poll for work, with AcquireTimeout as
-// its deadline. It is not retried.
-func (a *Ambassador) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequest) (*farmpb.AcquireSetResponse, error) {
-	start := time.Now()
-	a.noteNode(req.GetNode())
-	var resp *farmpb.AcquireSetResponse
-	err := a.probeFirst(ctx, req.GetNode())
-	if err == nil {
-		err = a.execute(ctx, func() error {
-			cctx, cancel := context.WithTimeout(ctx, a.cfg.AcquireTimeout)
-			defer cancel()
-			var err error
-			resp, err = a.client.AcquireSet(cctx, req)
-			return err
-		})
-	}
-	as := resp.GetAssignment()
-	a.logCall(ctx, "AcquireSet", start, err, 1,
-		req.GetNode(), as.GetJobId(), int64(as.GetSetIndex()), as.GetToken(), as != nil)
-	if err != nil {
-		return nil, a.nodeError(err)
-	}
-	return resp, nil
-}
-
-// Heartbeat adds the breaker's state and counts to the node's heartbeat and
-// forwards it. It is idempotent, so it is retried on Unavailable.
-func (a *Ambassador) Heartbeat(ctx context.Context, req *farmpb.HeartbeatRequest) (*farmpb.HeartbeatResponse, error) {
-	start := time.Now()
-	a.noteNode(req.GetNode())
-	var resp *farmpb.HeartbeatResponse
-	attempts, err := a.retryIdempotent(ctx, func(cctx context.Context) error {
-		req.Breaker = a.BreakerState().Info()
-		var err error
-		resp, err = a.client.Heartbeat(cctx, req)
-		return err
-	})
-	a.logCall(ctx, "Heartbeat", start, err, attempts,
-		req.GetNode(), req.GetJobId(), int64(req.GetSetIndex()), req.GetToken(), true)
-	if err != nil {
-		return nil, a.nodeError(err)
-	}
-	return resp, nil
-}
-
-// ReleaseSet forwards the node giving a set back. It is idempotent, so it is
-// retried on Unavailable.
-func (a *Ambassador) ReleaseSet(ctx context.Context, req *farmpb.ReleaseSetRequest) (*farmpb.ReleaseSetResponse, error) {
-	start := time.Now()
-	a.noteNode(req.GetNode())
-	var resp *farmpb.ReleaseSetResponse
-	attempts, err := a.retryIdempotent(ctx, func(cctx context.Context) error {
-		var err error
-		resp, err = a.client.ReleaseSet(cctx, req)
-		return err
-	})
-	a.logCall(ctx, "ReleaseSet", start, err, attempts,
-		req.GetNode(), req.GetJobId(), int64(req.GetSetIndex()), req.GetToken(), true)
-	if err != nil {
-		return nil, a.nodeError(err)
-	}
-	return resp, nil
-}
-
-// StreamFrames opens the coordinator's frame stream and copies it to the node
-// one message at a time. The breaker covers the whole forwarding. The call has
-// the node's deadline, if any, and is not retried.
-func (a *Ambassador) StreamFrames(req *farmpb.StreamFramesRequest, node grpc.ServerStreamingServer[farmpb.FrameChunk]) error {
-	ctx := node.Context()
-	start := time.Now()
-	a.noteNode(req.GetNode())
-	err := a.probeFirst(ctx, req.GetNode())
-	if err == nil {
-		err = a.forwardFrames(ctx, req, node)
-	}
-	a.logCall(ctx, "StreamFrames", start, err, 1,
-		req.GetNode(), req.GetJobId(), int64(req.GetSetIndex()), req.GetToken(), true)
-	if err != nil {
-		return a.nodeError(err)
-	}
-	return nil
-}
-
-func (a *Ambassador) forwardFrames(ctx context.Context, req *farmpb.StreamFramesRequest, node grpc.ServerStreamingServer[farmpb.FrameChunk]) error {
-	return a.execute(ctx, func() error {
-		cctx, cancel := context.WithCancel(ctx)
-		defer cancel() // ends the coordinator stream if we stop early
-		up, err := a.client.StreamFrames(cctx, req, grpc.ForceCodecV2(a.codec))
-		if err != nil {
-			return err
-		}
-		for {
-			var chunk rawMsg
-			err := up.RecvMsg(&chunk)
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if err := sendRaw(node, &chunk); err != nil {
-				return &nodeSideError{err: err}
-			}
-		}
-	})
-}
-
-// rawMsg is a message the ambassador forwards as it arrived, in wire form:
-// decoding every frame chunk and encoding it again cost two copies of each
-// byte and a fresh 1 MiB allocation per chunk, which made this hop slower
-// than the coordinator's own stream.
-type rawMsg struct{ data mem.BufferSlice }
-
-// sendRaw sends m on s, and releases m's buffers if gRPC did not take them.
-func sendRaw(s interface{ SendMsg(any) error }, m *rawMsg) error {
-	err := s.SendMsg(m)
-	m.data.Free()
-	return err
-}
-
-// rawCodec is the protobuf codec, except that a rawMsg is kept as received
-// and sent as it is.
-type rawCodec struct{ encoding.CodecV2 }
-
-func newRawCodec() rawCodec { return rawCodec{encoding.GetCodecV2(protocodec.Name)} }
-
-func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	m, ok := v.(*rawMsg)
-	if !ok {
-		return c.CodecV2.Marshal(v)
-	}
-	// gRPC frees what Marshal returns once it is written: the reference
-	// passes to it.
-	data := m.data
-	m.data = nil
-	return data, nil
-}
-
-func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	m, ok := v.(*rawMsg)
-	if !ok {
-		return c.CodecV2.Unmarshal(data, v)
-	}
-	// gRPC frees data when Unmarshal returns: keep a reference.
-	data.Ref()
-	m.data = data
-	return nil
-}
-
-// UploadPart opens the coordinator's upload stream, copies every message of
-// the node's upload to it one at a time, and returns the coordinator's
-// answer. The breaker covers the whole forwarding. The call has the node's
-// deadline, if any, and is not retried.
-func (a *Ambassador) UploadPart(node grpc.ClientStreamingServer[farmpb.UploadPartRequest, farmpb.UploadPartResponse]) error {
-	ctx := node.Context()
-	start := time.Now()
-	var header *farmpb.PartHeader
-	var resp *farmpb.UploadPartResponse
-	// The first message (the header) names the node; it is read before the
-	// coordinator is called, so that a half-open breaker can probe first.
-	first, err := node.Recv()
-	if err != nil {
-		if err == io.EOF {
-			return status.Error(codes.InvalidArgument, "ambassador: an upload starts with its header")
-		}
-		return err
-	}
-	header = first.GetHeader()
-	a.noteNode(header.GetNode())
-	err = a.probeFirst(ctx, header.GetNode())
-	if err == nil {
-		err = a.execute(ctx, func() error {
-			cctx, cancel := context.WithCancel(ctx)
-			defer cancel() // ends the coordinator stream if we stop early
-			up, err := a.client.UploadPart(cctx, grpc.ForceCodecV2(a.codec))
-			if err != nil {
-				return err
-			}
-			// The header was decoded; the chunks after it go through as
-			// they came (see rawMsg).
-			err = up.Send(first)
-			for err == nil {
-				var msg rawMsg
-				if rerr := node.RecvMsg(&msg); rerr == io.EOF {
-					break
-				} else if rerr != nil {
-					return &nodeSideError{err: rerr}
-				}
-				err = sendRaw(up, &msg)
-			}
-			if err != nil && err != io.EOF {
-				return err
-			}
-			// The stream ended, or the coordinator ended it (io.EOF on
-			// send): either way its status says how.
-			resp, err = up.CloseAndRecv()
-			return err
-		})
-	}
-	a.logCall(ctx, "UploadPart", start, err, 1,
-		header.GetNode(), header.GetJobId(), int64(header.GetSetIndex()), header.GetToken(), header != nil)
-	if err != nil {
-		return a.nodeError(err)
-	}
-	if err := node.SendAndClose(resp); err != nil {
-		return err
-	}
-	return nil
-}
-
-// execute runs fn through the breaker. ctx is the node's context: if the node
-// cancelled its call, the failure is excluded from the breaker's counts.
-// The returned error is raw (breaker errors and nodeSideError included); pass
-// it through nodeError before returning it to the node.
-func (a *Ambassador) execute(ctx context.Context, fn func() error) error {
-	_, err := a.cb.Execute(func() (struct{}, error) {
-		err := fn()
-		if err != nil && errors.Is(ctx.Err(), context.Canceled) {
-			var ns *nodeSideError
-			if !errors.As(err, &ns) {
-				err = &nodeSideError{err: err}
-			}
-		}
-		return struct{}{}, err
-	})
-	return err
-}
-
-// retryIdempotent runs call through the breaker under one CallTimeout
-// deadline, trying again up to idempotentRetries times when the coordinator
-// answers Unavailable, after a jittered pause, while the deadline allows.
-// It does not retry when the breaker refuses the call.
-func (a *Ambassador) retryIdempotent(ctx context.Context, call func(context.Context) error) (attempts int, err error) {
-	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
-	defer cancel()
-	for {
-		attempts++
-		err = a.execute(ctx, func() error { return call(cctx) })
-		if err == nil || attempts > idempotentRetries || isBreakerRejection(err) ||
-			status.Code(err) != codes.Unavailable {
-			return attempts, err
-		}
-		wait := retryBackoffMin + rand.N(retryBackoffSpan)
-		if dl, ok := cctx.Deadline(); ok && time.Until(dl) <= wait {
-			return attempts, err
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-cctx.Done():
-			t.Stop()
-			return attempts, err
-		case <-t.C:
-		}
-	}
-}
-
-// nodeError turns a raw forwarding error into what the node gets: status
-// errors from the coordinator unchanged, Unavailable with a retry hint while
-// the breaker refuses calls.
-func (a *Ambassador) nodeError(err error) error {
-	var ns *nodeSideError
-	if errors.As(err, &ns) {
-		err = ns.err
-	}
-	switch {
-	case errors.Is(err, gobreaker.ErrOpenState):
-		wait := time.Until(time.Unix(0, a.openUntil.Load()))
-		if wait < 0 {
-			wait = 0
-		}
-		wait = wait.Round(100 * time.Millisecond)
-		return retryStatus(fmt.Sprintf(
-			"ambassador: circuit breaker to coordinator %s is open after repeated failures; failing fast, retry in about %s",
-			a.cfg.Coordinator, wait), wait)
-	case errors.Is(err, gobreaker.ErrTooManyRequests):
-		return retryStatus(fmt.Sprintf(
-			"ambassador: circuit breaker to coordinator %s is half-open and its probe calls are in flight; retry shortly",
-			a.cfg.Coordinator), retryBackoffMin)
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	if errors.Is(err, context.Canceled) {
-		return status.FromContextError(err).Err()
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return status.FromContextError(err).Err()
-	}
-	return status.Errorf(codes.Unavailable, "ambassador: forwarding to coordinator %s: %v", a.cfg.Coordinator, err)
-}
-
-// retryStatus is an Unavailable status with a RetryInfo detail.
-func retryStatus(msg string, wait time.Duration) error {
-	st := status.New(codes.Unavailable, msg)
-	if withInfo, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)}); err == nil {
-		st = withInfo
-	}
-	return st.Err()
-}
-
-func (a *Ambassador) logCall(ctx context.Context, method string, start time.Time, err error, attempts int,
-	node, job string, set int64, token uint64, haveSet bool) {
-	if !a.log.Enabled(ctx, slog.LevelDebug) {
-		return
-	}
-	code := codes.OK
-	if err != nil {
-		code = status.Code(a.nodeError(err))
-	}
-	if !haveSet {
-		set = -1
-	}
-	attrs := []slog.Attr{
-		slog.String("method", method),
-		slog.String("node", node),
-		slog.String("job", job),
-		slog.Int64("set", set),
-		slog.Uint64("token", token),
-		slog.String("code", code.String()),
-		slog.Duration("duration", time.Since(start)),
-	}
-	if attempts > 1 {
-		attrs = append(attrs, slog.Int("attempts", attempts))
-	}
-	if isBreakerRejection(err) {
-		attrs = append(attrs, slog.Bool("breaker_rejected", true))
-	}
-	a.log.LogAttrs(ctx, slog.LevelDebug, "forwarded call", attrs...)
-}
-
-// nodeSideError marks a failure that comes from the node's side of the
-// forwarding (the node went away or cancelled): it says nothing about the
-// coordinator, so the breaker excludes it.
-type nodeSideError struct{ err error }
-
-func (e *nodeSideError) Error() string { return "node side: " + e.err.Error() }
-func (e *nodeSideError) Unwrap() error { return e.err }
-
-func isBreakerRejection(err error) bool {
-	return errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
-}
-
-// isSuccessful reports whether err means the coordinator was reached and
-// answered: only transport-level failures count against the breaker.
-func isSuccessful(err error) bool {
-	if err == nil {
-		return true
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return false // not a gRPC answer: a transport or local failure
-	}
-	switch st.Code() {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
-		return false
-	default:
-		return true
-	}
-}
-
-// isExcluded reports whether err is the node's own cancellation, which says
-// nothing about the link to the coordinator.
-func isExcluded(err error) bool {
-	var ns *nodeSideError
-	if errors.As(err, &ns) {
-		return true
-	}
-	return errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled
-}
-
-// noteNode remembers a node name seen in a call, for breaker reports.
-func (a *Ambassador) noteNode(name string) {
-	if name == "" {
-		return
-	}
-	a.namesMu.Lock()
-	defer a.namesMu.Unlock()
-	for i, n := range a.names {
-		if n == name {
-			a.names = append(append(a.names[:i:i], a.names[i+1:]...), name)
-			return
-		}
-	}
-	a.names = append(a.names, name)
-	if len(a.names) > maxReportedNodes {
-		a.names = append([]string(nil), a.names[len(a.names)-maxReportedNodes:]...)
-	}
-}
-
-func (a *Ambassador) nodeNames() []string {
-	a.namesMu.Lock()
-	defer a.namesMu.Unlock()
-	return append([]string(nil), a.names...)
-}
-
-// report tells the coordinator the breaker's state in the name of each
-// node seen: a Heartbeat that holds no lease (no job, token 0), which the
-// coordinator records for status and answers at once. Through the breaker
-// it is a probe; direct, it goes out while the breaker is open and must be
-// rare (the report loop sees to that).
-func (a *Ambassador) report(ctx context.Context, names []string, throughBreaker bool) error {
-	for _, name := range names {
-		call := func() error {
-			cctx, cancel := context.WithTimeout(ctx, reportTimeout)
-			defer cancel()
-			_, err := a.client.Heartbeat(cctx, &farmpb.HeartbeatRequest{Node: name, Breaker: a.BreakerState().Info()})
-			return err
-		}
-		var err error
-		if throughBreaker {
-			err = a.execute(ctx, call)
-		} else {
-			err = call()
-		}
-		if err != nil && !isSuccessful(err) {
-			return err
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
-	return nil
-}
-
-// probeFirst makes a cheap probe when the breaker is half-open, before a
-// call that may take long (a long poll, a stream): otherwise that call would
-// be the probe and hold the breaker half-open, refusing every other call,
-// for as long as it lasts.
-func (a *Ambassador) probeFirst(ctx context.Context, node string) error {
-	if node == "" || a.cb.State() != gobreaker.StateHalfOpen {
-		return nil
-	}
-	err := a.report(ctx, []string{node}, true)
-	if err != nil && !isBreakerRejection(err) {
-		a.log.Debug("probe before a long call failed", slog.String("node", node), slog.String("err", err.Error()))
-	}
-	return err
-}
-
-// reportLoop keeps the coordinator informed of the breaker's state, and
-// lets the breaker close as soon as the coordinator is back:
-//   - it reports every change of state (so that status shows a node's
-//     breaker open while it is), as soon as the connection to the
-//     coordinator is up: a report waits for the connection rather than fail
-//     on it, and a connection that comes back wakes the loop at once;
-//   - a report that reached the coordinator and failed is tried again only
-//     every few intervals: a coordinator that answers badly is not hammered;
-//   - once the breaker is half-open, it probes the coordinator with a
-//     report through the breaker (when the connection is up), rather than
-//     wait for a node's call to do it.
-func (a *Ambassador) reportLoop(ctx context.Context) {
-	if a.cfg.ReportInterval < 0 {
-		return
-	}
-	linkUp := make(chan struct{}, 1)
-	watching := make(chan struct{})
-	go func() { defer close(watching); a.watchLink(ctx, linkUp) }()
-	defer func() { <-watching }() // ctx is done: it returns at once
-	t := time.NewTicker(a.cfg.ReportInterval)
-	defer t.Stop()
-	reported := "closed" // what the coordinator last heard from us
-	var tried string     // the state of the last failed report
-	var triedAt time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-a.stateChanged:
-		case <-linkUp:
-			tried = "" // a new connection: report again at once
-		}
-		names := a.nodeNames()
-		if len(names) == 0 {
-			continue
-		}
-		if st := a.conn.GetState(); st != connectivity.Ready {
-			if st == connectivity.Idle {
-				a.conn.Connect()
-			}
-			continue // a report or probe now could only fail; linkUp wakes us
-		}
-		state := a.cb.State()
-		switch {
-		case state == gobreaker.StateHalfOpen:
-			if err := a.report(ctx, names, true); err == nil {
-				reported = state.String()
-			}
-			continue
-		case state.String() == reported:
-			continue
-		case state.String() == tried && time.Since(triedAt) < reportRetryTicks*a.cfg.ReportInterval:
-			continue
-		}
-		err := a.report(ctx, names, state == gobreaker.StateClosed)
-		if err == nil {
-			reported, tried = state.String(), ""
-			continue
-		}
-		tried, triedAt = state.String(), time.Now()
-		a.log.Debug("breaker report failed", slog.String("state", state.String()), slog.String("err", err.Error()))
-	}
-}
-
-// watchLink signals up each time the connection to the coordinator becomes
-// ready.
-func (a *Ambassador) watchLink(ctx context.Context, up chan<- struct{}) {
-	for st := a.conn.GetState(); ; {
-		if !a.conn.WaitForStateChange(ctx, st) {
-			return
-		}
-		if st = a.conn.GetState(); st == connectivity.Ready {
-			select {
-			case up <- struct{}{}:
-			default:
-			}
-		}
-	}
 }

@@ -28,7 +28,9 @@ import (
 	farmpb "github.com/framefarm/framefarm/proto"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
@@ -104,6 +106,14 @@ func New(cfg Config) (*Node, error) {
 	}
 	conn, err := grpc.NewClient(cfg.Ambassador, append(TransportOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// The ambassador is on this machine and may start after the node:
+		// reconnect within a quarter of a second of it listening (gRPC's
+		// default backoff starts at 1s and grows to 2 minutes). A refused
+		// connection on loopback costs nothing.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 200 * time.Millisecond},
+			MinConnectTimeout: 2 * time.Second,
+		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))...)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador address %q: %w", cfg.Ambassador, err)
@@ -175,16 +185,42 @@ func (n *Node) work(ctx context.Context, work string, log *slog.Logger) {
 	// failed backs off after sets that failed here, so that a node whose
 	// ffmpeg cannot work does not spin through the job's sets.
 	failed := backoff{min: n.cfg.MinBackoff, max: n.cfg.MaxBackoff}
+	absent := 0  // waits in a row for the ambassador
+	refused := 0 // failed calls in a row
 	for ctx.Err() == nil {
+		// Waiting for the connection, rather than backing off after calls
+		// refused, asks at once when the ambassador comes up: a node
+		// started a few seconds before it would otherwise sleep seconds.
+		if err := n.awaitAmbassador(ctx); err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if absent++; absent == 1 || absent%15 == 0 {
+				log.Warn("waiting for the ambassador", "err", err, "waits", absent)
+			}
+			continue
+		}
+		absent = 0
 		resp, err := n.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: n.cfg.Name, Once: n.cfg.Once})
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
 			d := waitAfter(err, &bo)
-			log.Warn("asking for work failed; backing off", "err", err, "wait", d.Round(time.Millisecond))
+			// The ambassador paces the calls while the coordinator is away
+			// (a call waits for it up to 2s): say so once, then now and
+			// then, not on every call of a long outage.
+			if refused++; refused == 1 || refused%20 == 0 {
+				log.Warn("asking for work failed; backing off", "err", err, "wait", d.Round(time.Millisecond), "failed", refused)
+			} else {
+				log.Debug("asking for work failed; backing off", "err", err, "wait", d.Round(time.Millisecond), "failed", refused)
+			}
 			sleep(ctx, d)
 			continue
+		}
+		if refused > 0 {
+			log.Info("asking for work goes through again", "failed", refused)
+			refused = 0
 		}
 		bo.reset()
 		switch r := resp.Result.(type) {
@@ -268,9 +304,10 @@ func (n *Node) heartbeat(ctx context.Context, stop <-chan struct{}, a *farmpb.As
 	if every <= 0 {
 		every = 5 * time.Second
 	}
-	// A heartbeat that gets no answer within two intervals is a failure:
-	// waiting longer would only delay the next one (and the ambassador's
-	// breaker learning that the coordinator stopped answering).
+	// A heartbeat that gets no answer within two intervals is given up:
+	// waiting longer would only delay the next one. (The ambassador does
+	// not count it against its breaker: a coordinator slow to answer is
+	// not a dead one.)
 	timeout := min(max(2*every, time.Second), 10*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -414,6 +451,9 @@ func (n *Node) encode(ctx context.Context, dir string, a *farmpb.Assignment, don
 func (n *Node) retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
 	bo := backoff{min: n.cfg.MinBackoff, max: n.cfg.MaxBackoff}
 	for attempt := 1; ; attempt++ {
+		// An ambassador that restarts is asked again as soon as it is back;
+		// one that stays away fails the call below, as before.
+		_ = n.awaitAmbassador(ctx)
 		err := fn()
 		if !isTransient(err) || ctx.Err() != nil {
 			return err
@@ -434,29 +474,63 @@ func isTransient(err error) bool {
 	return false
 }
 
-// waitAfter is how long to wait after a failed call: the next exponential,
-// jittered backoff step, or longer when the ambassador says when to retry
-// (its circuit breaker is open): calls before that would fail fast anyway.
+// waitAfter is how long to wait after a failed call: when the ambassador
+// says when to retry, that (plus up to a fifth, so that slots and nodes do
+// not ask together), else the next exponential, jittered backoff step. The
+// ambassador knows best: its breaker is open until then (calls before would
+// fail fast), or it has just waited for the coordinator and asks for the
+// call again at once. The node's own backoff, grown over a cold start,
+// would keep it idle seconds after the coordinator is back. The hint is
+// floored at half the minimum backoff, so that no answer makes a busy loop.
 func waitAfter(err error, bo *backoff) time.Duration {
-	d := bo.next()
-	if hint := retryHint(err); hint > d {
-		d = hint + jitter(min(hint/5, time.Second))
+	hint, ok := retryHint(err)
+	if !ok {
+		return bo.next()
 	}
-	return d
+	hint = max(hint, bo.min/2)
+	return hint + jitter(min(hint/5, time.Second))
 }
 
-// retryHint is the RetryInfo delay an error carries, or 0.
-func retryHint(err error) time.Duration {
+// retryHint is the RetryInfo delay an error carries, if any.
+func retryHint(err error) (time.Duration, bool) {
 	st, ok := status.FromError(err)
 	if !ok {
-		return 0
+		return 0, false
 	}
 	for _, d := range st.Details() {
 		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
-			return ri.GetRetryDelay().AsDuration()
+			return ri.GetRetryDelay().AsDuration(), true
 		}
 	}
-	return 0
+	return 0, false
+}
+
+// ambassadorWait bounds one wait for the connection to the ambassador.
+const ambassadorWait = 2 * time.Second
+
+// awaitAmbassador waits up to ambassadorWait for the connection to the
+// ambassador to be up. It returns ctx's error if ctx ends first, and an
+// error that says what to check if the ambassador is not there.
+func (n *Node) awaitAmbassador(ctx context.Context) error {
+	st := n.conn.GetState()
+	if st == connectivity.Ready {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, ambassadorWait)
+	defer cancel()
+	for ; st != connectivity.Ready; st = n.conn.GetState() {
+		if st == connectivity.Idle {
+			n.conn.Connect()
+		}
+		if !n.conn.WaitForStateChange(wctx, st) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			return fmt.Errorf("no connection to the ambassador at %s after %s (%s): start `framefarm ambassador --listen %s` on this machine, or give the node its address with --ambassador",
+				n.cfg.Ambassador, ambassadorWait, n.conn.GetState(), n.cfg.Ambassador)
+		}
+	}
+	return nil
 }
 
 // receiveFrames writes the set's frames as a contiguous sequence

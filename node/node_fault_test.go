@@ -226,6 +226,19 @@ func TestBackoffBounds(t *testing.T) {
 	if d := waitAfter(status.Error(codes.Unavailable, "no hint"), &backoff{min: time.Millisecond, max: time.Millisecond}); d > time.Millisecond {
 		t.Fatalf("wait without hint = %v", d)
 	}
+	// A hint shorter than the backoff grown meanwhile is obeyed too: after
+	// a cold start the ambassador knows better than the node's history.
+	short, _ := status.New(codes.Unavailable, "waited for the coordinator").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(100 * time.Millisecond)})
+	for range 10 {
+		b.next()
+	}
+	if d := waitAfter(short.Err(), &b); d < 100*time.Millisecond || d > 120*time.Millisecond {
+		t.Fatalf("wait with a 100ms hint after a long backoff = %v, want 100-120ms", d)
+	}
+	zero, _ := status.New(codes.Unavailable, "now").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(0)})
+	if d := waitAfter(zero.Err(), &b); d < b.min/2 {
+		t.Fatalf("wait with a zero hint = %v, want at least %v: no busy loop", d, b.min/2)
+	}
 }
 
 // An ambassador that keeps answering Unavailable (its breaker open, the
@@ -441,5 +454,41 @@ func TestSlots(t *testing.T) {
 	}
 	if got := strings.Count(logs.String(), "part uploaded"); got != 2 {
 		t.Errorf("%d sets logged as uploaded, want 2\n%s", got, logs)
+	}
+}
+
+// A node started before its ambassador asks for work as soon as the
+// ambassador listens, not after a backoff grown meanwhile.
+func TestNodeStartedBeforeItsAmbassador(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	f := &fakeAmb{}
+	logs, _, _ := runNode(t, addr, func(c *Config) { c.MaxBackoff = 10 * time.Second })
+	time.Sleep(2500 * time.Millisecond)
+	lis, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	farmpb.RegisterNodeServiceServer(srv, f)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	up := time.Now()
+	for f.acquires.Load() == 0 {
+		if time.Since(up) > 5*time.Second {
+			t.Fatalf("no AcquireSet 5s after the ambassador listened; node log:\n%s", logs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// gRPC's reconnect backoff is at most 200ms (+20% jitter) here.
+	if took := time.Since(up); took > 500*time.Millisecond {
+		t.Errorf("first AcquireSet %v after the ambassador listened, want within 500ms", took)
+	}
+	if !strings.Contains(logs.String(), "waiting for the ambassador") {
+		t.Errorf("the node did not say it waits for its ambassador:\n%s", logs)
 	}
 }

@@ -41,7 +41,17 @@ echo "demo: farm started (coordinator $COORD, 2 nodes); logs in $DEMO/logs"
 echo "demo: watch progress from another terminal with:"
 echo "        $BIN status --coordinator $COORD --watch"
 "$BIN" fetch --coordinator "$COORD" -o "$DEMO/fetched.mp4" --wait
-"$BIN" status --coordinator "$COORD"
+"$BIN" status --coordinator "$COORD" | tee "$DEMO/status.txt"
 echo
+# Both machines must have rendered: a node left idle by a slow start (issue
+# 13) would still give a good video, only slower.
+for i in 1 2; do
+  sets=$(grep -cE "^[0-9]+ .* demo-node-$i " "$DEMO/status.txt" || true)
+  if [ "$sets" -eq 0 ]; then
+    echo "demo: demo-node-$i rendered no set; see $DEMO/logs/node-$i.log and $DEMO/logs/ambassador-$i.log" >&2
+    exit 1
+  fi
+  echo "demo: demo-node-$i rendered $sets of the sets"
+done
 echo "demo: the video is $OUT ($(ffprobe -v error -count_packets -select_streams v:0 -show_entries stream=nb_read_packets -of csv=p=0 "$OUT") frames, $(ffprobe -v error -show_entries format=duration -of csv=p=0 "$OUT") s)"
 echo "demo: play it with: ffplay $OUT   (or any video player)"

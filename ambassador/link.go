@@ -1,0 +1,117 @@
+package ambassador
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
+)
+
+// linkConnectParams make the connection to the coordinator come up within
+// about half a second of the coordinator listening, however long it was
+// away: gRPC's default backoff starts at 1s and grows to 2 minutes, which
+// left a node idle for seconds after a cold start. A connection refused
+// costs the coordinator's host next to nothing, so trying every 400ms
+// during an outage is cheap.
+func linkConnectParams() grpc.ConnectParams {
+	return grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 400 * time.Millisecond},
+		MinConnectTimeout: 5 * time.Second,
+	}
+}
+
+// linkDownError is a call that waited LinkWait for the connection to the
+// coordinator and never saw it up: a failure of the link, counted by the
+// breaker, without a gRPC status of its own (see nodeError).
+type linkDownError struct {
+	coordinator string
+	waited      time.Duration
+	state       connectivity.State
+}
+
+func (e *linkDownError) Error() string {
+	return fmt.Sprintf("ambassador: coordinator %s is not reachable: no connection after waiting %s (%s); is it running and listening there?",
+		e.coordinator, e.waited, e.state)
+}
+
+func isLinkDown(err error) bool {
+	var down *linkDownError
+	return errors.As(err, &down)
+}
+
+// watchLink follows the connection to the coordinator. Each time it comes
+// up, the report loop is woken, and a breaker that is not closed is
+// replaced with a fresh one: it opened while the coordinator could not be
+// reached (not started yet, restarting), and the coordinator is back, so
+// making the node wait out OpenTimeout or a probe would only delay its
+// first set. A coordinator that is up and answers badly keeps the
+// connection up, so the breaker still opens and stays open on it.
+func (a *Ambassador) watchLink(ctx context.Context) {
+	for st := a.conn.GetState(); ; {
+		if !a.conn.WaitForStateChange(ctx, st) {
+			return
+		}
+		if st = a.conn.GetState(); st != connectivity.Ready {
+			continue
+		}
+		a.freshBreaker()
+		select {
+		case a.linkUp <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// freshBreaker replaces the breaker with a closed one unless it is closed.
+func (a *Ambassador) freshBreaker() {
+	old := a.cb.Load()
+	from := old.State()
+	if from == gobreaker.StateClosed || !a.cb.CompareAndSwap(old, a.newBreaker()) {
+		return
+	}
+	select {
+	case a.stateChanged <- struct{}{}:
+	default:
+	}
+	a.log.Info("circuit breaker state changed",
+		slog.String("coordinator", a.cfg.Coordinator),
+		slog.String("from", from.String()),
+		slog.String("to", gobreaker.StateClosed.String()),
+		slog.String("why", "the connection to the coordinator is up again"))
+}
+
+// awaitLink waits up to LinkWait for the connection to the coordinator to
+// be up, so that a call made while the coordinator is starting or
+// restarting goes through once it listens instead of failing at once and
+// counting against the breaker. It returns a *linkDownError if the
+// connection did not come up, and ctx's error if the node cancelled.
+func (a *Ambassador) awaitLink(ctx context.Context) error {
+	st := a.conn.GetState()
+	if st == connectivity.Ready || a.cfg.LinkWait < 0 {
+		return nil
+	}
+	start := a.cfg.Now()
+	wctx, cancel := context.WithTimeout(ctx, a.cfg.LinkWait)
+	defer cancel()
+	for ; st != connectivity.Ready; st = a.conn.GetState() {
+		if st == connectivity.Idle {
+			a.conn.Connect()
+		}
+		if !a.conn.WaitForStateChange(wctx, st) {
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return ctx.Err()
+			}
+			// LinkWait or the node's own deadline ran out: either way the
+			// coordinator could not be reached meanwhile.
+			return &linkDownError{coordinator: a.cfg.Coordinator,
+				waited: a.cfg.Now().Sub(start).Round(time.Millisecond), state: a.conn.GetState()}
+		}
+	}
+	return nil
+}
