@@ -49,6 +49,8 @@ type Config struct {
 	KeepParts        bool
 	// NoFastStart: see jobSettings.NoFastStart.
 	NoFastStart bool
+	// Audio, when set, is an audio file muxed into the final video.
+	Audio string
 	// Pattern picks one naming pattern when the folder holds several.
 	Pattern string
 	// Gaps is what to do with missing frame numbers: "" or "refuse", "hold"
@@ -94,6 +96,10 @@ type jobSettings struct {
 	// FilterThreads is fixed when the job is created and kept on resume
 	// (it is not in the fingerprint): see EncodeSettings.filter_threads.
 	FilterThreads int `json:"filter_threads,omitempty"`
+	// Audio is the absolute path of the audio file muxed into the final
+	// (see addAudio); empty, and so absent from old jobs' fingerprints,
+	// without --audio.
+	Audio string `json:"audio,omitempty"`
 }
 
 func (s jobSettings) rate() ffmpeg.Rate { return ffmpeg.Rate{Num: s.FPSNum, Den: s.FPSDen} }
@@ -172,6 +178,9 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	}
 	settings, err := checkSettings(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if settings.Audio, err = checkAudio(ctx, cfg.FFmpeg, cfg.Audio, settings.FinalExt); err != nil {
 		return nil, err
 	}
 	if cfg.FramesDir == "" {

@@ -115,6 +115,13 @@ func (c *Coordinator) join(ctx context.Context) (name string, size int64, sum, h
 	if err := errors.Join(verr, serr, herr); err != nil {
 		return "", 0, "", "", err
 	}
+	if st.Audio != "" {
+		var with string
+		if size, sum, with, err = c.addAudio(ctx, tmp, total); err != nil {
+			return "", 0, "", "", err
+		}
+		how += ", " + with
+	}
 	if err := os.Rename(tmp, filepath.Join(c.jobDir, name)); err != nil {
 		return "", 0, "", "", err
 	}

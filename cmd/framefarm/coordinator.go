@@ -33,6 +33,7 @@ parts, and joins them into the final video. Started again on the same
 	f.StringVar(&cfg.Preset, "preset", "", "encoder preset `NAME` (e.g. medium for libx264); empty leaves the encoder's default")
 	f.StringVar(&cfg.PixFmt, "pix-fmt", "", "pixel format `NAME`; empty means the codec's default: yuv420p, yuv422p10le for prores_ks")
 	f.BoolVar(&cfg.KeepParts, "keep-parts", false, "keep the encoded parts after the join")
+	f.StringVar(&cfg.Audio, "audio", "", "mux the audio `FILE` into the final video, cut to the video's length: copied when the container takes its codec, else encoded (AAC in .mp4/.mov, Opus in .mkv/.webm)")
 	fastStart := f.Bool("faststart", true, "put an .mp4 or .mov video's index before its media data, so that a browser can play it while it downloads")
 	f.DurationVar(&cfg.PollWindow, "poll-window", 20*time.Second, "how long a node's request for work waits (`DURATION`) before it is told to ask again")
 	f.StringVar(&cfg.Pattern, "pattern", "", "use only the frames of this naming `PATTERN` (e.g. shot_####.png) when the folder holds several")
