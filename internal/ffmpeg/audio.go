@@ -130,7 +130,11 @@ type MuxAudio struct {
 // MuxAudioArgs is the command line that writes out with the video of
 // video, copied packet for packet (its timestamps, time base and tags as
 // they are), and m's audio. The cut is an input option on the audio
-// alone, so that it can never drop a video packet.
+// alone, so that it can never drop a video packet. In Matroska an audio
+// stream with an encoder delay then starts a few milliseconds before 0
+// (the file's start time is negative; ffmpeg's command line, unless given
+// -copyts, shifts what it reads by that much), where one plain ffmpeg run
+// would have moved the video that much later instead.
 func MuxAudioArgs(video, out string, m MuxAudio) []string {
 	v := ffmpeggo.Input(video)
 	in := ffmpeggo.KwArgs{}
@@ -139,8 +143,17 @@ func MuxAudioArgs(video, out string, m MuxAudio) []string {
 	kw := ffmpeggo.KwArgs{"c:v": "copy", "c:a": m.Codec.Encoder,
 		// An audio file's chapters (an audiobook's) are not the video's.
 		"map_chapters": "-1"}
-	if ext := strings.ToLower(filepath.Ext(out)); m.FastStart && (ext == ".mp4" || ext == ".mov") {
-		kw["movflags"] = "+faststart"
+	switch ext := strings.ToLower(filepath.Ext(out)); ext {
+	case ".mp4", ".mov":
+		if m.FastStart {
+			kw["movflags"] = "+faststart"
+		}
+	case ".mkv", ".webm":
+		// Encoded audio starts before 0 by its encoder's delay (AAC's
+		// priming, Opus's pre-skip). MP4 hides that in an edit list;
+		// Matroska keeps it as negative times, and by default ffmpeg
+		// would rather shift every stream, the video too, by that much.
+		kw["avoid_negative_ts"] = "disabled"
 	}
 	st := ffmpeggo.Output([]*ffmpeggo.Stream{v.Get("v"), a.Get("a:0")}, out, kw).OverWriteOutput()
 	return append(baseArgs(), st.GetArgs()...)

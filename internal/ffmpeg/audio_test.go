@@ -69,8 +69,13 @@ func TestMuxAudioArgs(t *testing.T) {
 		t.Errorf("args: %s", line)
 	}
 	args = MuxAudioArgs("/j/v.mkv", "/j/o.mkv", MuxAudio{Audio: "/a/s.wav", Codec: AudioCodec{Copy: true, Encoder: "copy", Codec: "pcm_s16le"}, FastStart: true})
-	if slices.Contains(args, "-movflags") || slices.Contains(args, "-t") || !slices.Contains(args, "copy") {
+	if slices.Contains(args, "-movflags") || slices.Contains(args, "-t") || !slices.Contains(args, "copy") ||
+		!strings.Contains(strings.Join(args, " "), "-avoid_negative_ts disabled") {
 		t.Errorf("mkv args: %v", args)
+	}
+	args = MuxAudioArgs("/j/v.mp4", "/j/o.mp4", MuxAudio{Audio: "/a/s.m4a", Codec: AudioCodec{Copy: true, Encoder: "copy", Codec: "aac"}})
+	if slices.Contains(args, "-movflags") || slices.Contains(args, "-avoid_negative_ts") {
+		t.Errorf("mp4 args without faststart: %v", args)
 	}
 }
 
