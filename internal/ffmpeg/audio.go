@@ -80,9 +80,11 @@ var audioCodecs = map[string][]string{
 
 // AudioCodec is how an audio stream goes into a final container.
 type AudioCodec struct {
-	// Copy: the stream is copied as it is; otherwise it is encoded.
+	// Copy: the stream is copied as it is (PCM: sample for sample);
+	// otherwise it is encoded.
 	Copy bool
-	// Encoder is ffmpeg's -c:a: "copy", "aac" or "libopus".
+	// Encoder is ffmpeg's -c:a: "copy", the source's PCM codec, "aac" or
+	// "libopus".
 	Encoder string
 	// Codec is the codec in the final, as ffprobe names it.
 	Codec string
@@ -106,6 +108,12 @@ func ChooseAudio(finalExt, source string) (AudioCodec, error) {
 		return AudioCodec{}, fmt.Errorf("no audio can be added to a .%s file: use .mp4, .mov, .mkv or .webm", finalExt)
 	}
 	if slices.Contains(takes, source) {
+		if strings.HasPrefix(source, "pcm_") {
+			// PCM samples are rewritten as they are, by the encoder of
+			// the same name, so that the cut falls on the video's end
+			// exactly rather than at the end of a packet.
+			return AudioCodec{Copy: true, Encoder: source, Codec: source}, nil
+		}
 		return AudioCodec{Copy: true, Encoder: "copy", Codec: source}, nil
 	}
 	if ext == "mp4" || ext == "mov" {

@@ -21,9 +21,9 @@ func TestChooseAudio(t *testing.T) {
 		{"mp4", "opus", AudioCodec{Copy: true, Encoder: "copy", Codec: "opus"}},
 		{"MP4", "alac", AudioCodec{Copy: true, Encoder: "copy", Codec: "alac"}},
 		{"mov", "aac", AudioCodec{Copy: true, Encoder: "copy", Codec: "aac"}},
-		{"mov", "pcm_s16le", AudioCodec{Copy: true, Encoder: "copy", Codec: "pcm_s16le"}},
-		{"mov", "pcm_s24le", AudioCodec{Copy: true, Encoder: "copy", Codec: "pcm_s24le"}},
-		{"mkv", "pcm_s16le", AudioCodec{Copy: true, Encoder: "copy", Codec: "pcm_s16le"}},
+		{"mov", "pcm_s16le", AudioCodec{Copy: true, Encoder: "pcm_s16le", Codec: "pcm_s16le"}},
+		{"mov", "pcm_s24le", AudioCodec{Copy: true, Encoder: "pcm_s24le", Codec: "pcm_s24le"}},
+		{"mkv", "pcm_s16le", AudioCodec{Copy: true, Encoder: "pcm_s16le", Codec: "pcm_s16le"}},
 		{"mkv", "flac", AudioCodec{Copy: true, Encoder: "copy", Codec: "flac"}},
 		{"mkv", "aac", AudioCodec{Copy: true, Encoder: "copy", Codec: "aac"}},
 		{"mkv", "opus", AudioCodec{Copy: true, Encoder: "copy", Codec: "opus"}},
@@ -68,7 +68,7 @@ func TestMuxAudioArgs(t *testing.T) {
 	if !strings.HasSuffix(line, " /j/.tmp-audio.mp4 -y ") || strings.Count(line, " -t ") != 1 || strings.Contains(line, "shortest") {
 		t.Errorf("args: %s", line)
 	}
-	args = MuxAudioArgs("/j/v.mkv", "/j/o.mkv", MuxAudio{Audio: "/a/s.wav", Codec: AudioCodec{Copy: true, Encoder: "copy", Codec: "pcm_s16le"}, FastStart: true})
+	args = MuxAudioArgs("/j/v.mkv", "/j/o.mkv", MuxAudio{Audio: "/a/s.wav", Codec: AudioCodec{Copy: true, Encoder: "pcm_s16le", Codec: "pcm_s16le"}, FastStart: true})
 	if slices.Contains(args, "-movflags") || slices.Contains(args, "-t") || !slices.Contains(args, "copy") ||
 		!strings.Contains(strings.Join(args, " "), "-avoid_negative_ts disabled") {
 		t.Errorf("mkv args: %v", args)
