@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 )
@@ -92,13 +93,20 @@ func (c *Coordinator) addAudio(ctx context.Context, video string, frames int64) 
 // join: the same frames at the same timestamps in the same time base; and
 // muxed must have an audio stream of the codec chosen.
 func (c *Coordinator) checkMuxed(ctx context.Context, video, muxed string, codec ffmpeg.AudioCodec) error {
-	want, err := probeFinal(ctx, c.cfg.FFmpeg, video)
-	if err != nil {
-		return fmt.Errorf("reading the video without audio: %w", err)
+	// Both read the same way, so that their timestamps compare exactly:
+	// Matroska in Go where it can, else both with ffprobe.
+	var want, got ffmpeg.Probe
+	err := ffmpeg.ErrMatroskaLayout
+	if ext := strings.ToLower(filepath.Ext(video)); ext == ".mkv" || ext == ".webm" {
+		want, got, err = readBoth(video, muxed, ffmpeg.ReadMatroskaTiming)
 	}
-	got, err := probeFinal(ctx, c.cfg.FFmpeg, muxed)
+	if errors.Is(err, ffmpeg.ErrMatroskaLayout) {
+		want, got, err = readBoth(video, muxed, func(path string) (ffmpeg.Probe, error) {
+			return c.cfg.FFmpeg.ProbeVideo(ctx, path, true)
+		})
+	}
 	if err != nil {
-		return fmt.Errorf("reading the video with audio: %w", err)
+		return err
 	}
 	if got.Packets != want.Packets || got.TimeBase != want.TimeBase || !slices.Equal(got.PTS, want.PTS) ||
 		(got.StreamDuration != 0 && want.StreamDuration != 0 && got.StreamDuration != want.StreamDuration) {
@@ -113,4 +121,15 @@ func (c *Coordinator) checkMuxed(ctx context.Context, video, muxed string, codec
 		return fmt.Errorf("the audio added is %s, expected %s", a.Codec, codec.Codec)
 	}
 	return nil
+}
+
+// readBoth reads the video timing of the file without audio and that with.
+func readBoth(video, muxed string, read func(string) (ffmpeg.Probe, error)) (want, got ffmpeg.Probe, err error) {
+	if want, err = read(video); err != nil {
+		return want, got, fmt.Errorf("reading the video without audio: %w", err)
+	}
+	if got, err = read(muxed); err != nil {
+		return want, got, fmt.Errorf("reading the video with audio: %w", err)
+	}
+	return want, got, nil
 }

@@ -81,3 +81,46 @@ func TestCheckAudio(t *testing.T) {
 		}
 	}
 }
+
+// checkMuxed passes a video copied beside its audio, and catches one whose
+// frames moved: ffmpeg's default for Matroska shifts every stream by an
+// Opus encoder's delay, which MuxAudioArgs turns off.
+func TestCheckMuxed(t *testing.T) {
+	if _, err := exec.LookPath("ffmpeg"); err != nil {
+		t.Skip("ffmpeg not installed (run scripts/install-deps.sh)")
+	}
+	dir := t.TempDir()
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ffmpeg", append([]string{"-v", "error", "-y"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ffmpeg %v: %v\n%s", args, err, out)
+		}
+	}
+	wav := filepath.Join(dir, "tone.wav")
+	run("-f", "lavfi", "-i", "sine=d=3", wav)
+	c := &Coordinator{}
+	ctx := context.Background()
+	opus := ffmpeg.AudioCodec{Encoder: "libopus", Codec: "opus"}
+	for _, ext := range []string{"mkv", "mp4"} {
+		video := filepath.Join(dir, "video."+ext)
+		codec := map[string]string{"mkv": "ffv1", "mp4": "libx264"}[ext]
+		run("-f", "lavfi", "-i", "testsrc2=s=64x48:r=24", "-frames:v", "24", "-c:v", codec, "-pix_fmt", "yuv420p", video)
+		good := filepath.Join(dir, "good."+ext)
+		ac, _ := ffmpeg.ChooseAudio(ext, "pcm_s16le")
+		args := ffmpeg.MuxAudioArgs(video, good, ffmpeg.MuxAudio{Audio: wav, Codec: ac, Duration: "1.000000", FastStart: true})
+		if err := c.cfg.FFmpeg.Run(ctx, args, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.checkMuxed(ctx, video, good, ac); err != nil {
+			t.Errorf("%s: %v", ext, err)
+		}
+		if err := c.checkMuxed(ctx, video, good, opus); ac != opus && (err == nil || !strings.Contains(err.Error(), "expected opus")) {
+			t.Errorf("%s: audio of another codec: %v", ext, err)
+		}
+	}
+	shifted := filepath.Join(dir, "shifted.mkv")
+	run("-i", filepath.Join(dir, "video.mkv"), "-t", "1", "-i", wav, "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "libopus", shifted)
+	if err := c.checkMuxed(ctx, filepath.Join(dir, "video.mkv"), shifted, opus); err == nil || !strings.Contains(err.Error(), "the video changed") {
+		t.Errorf("video shifted by the Opus delay: %v, want it refused", err)
+	}
+}

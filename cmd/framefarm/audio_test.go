@@ -97,7 +97,8 @@ func TestAudio(t *testing.T) {
 	frames := filepath.Join(tmp, "frames")
 	const n = 60
 	genFrames(t, frames, n, 1, "160x120")
-	wav, m4a := filepath.Join(tmp, "tone.wav"), filepath.Join(tmp, "tone.m4a")
+	// Names with a space, quotes and non-ASCII, as users' files have.
+	wav, m4a := filepath.Join(tmp, "tone 'ü' #1.wav"), filepath.Join(tmp, "tone, \"2\".m4a")
 	runCmd(t, "ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=440:d=5", wav)
 	runCmd(t, "ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=440:d=5", "-c:a", "aac", m4a)
 
