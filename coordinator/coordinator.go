@@ -79,6 +79,10 @@ type jobSettings struct {
 	// FilterThreads is fixed when the job is created and kept on resume
 	// (it is not in the fingerprint): see EncodeSettings.filter_threads.
 	FilterThreads int `json:"filter_threads,omitempty"`
+	// Audio is the absolute path of the audio file muxed into the final
+	// (see addAudio); empty, and so absent from old jobs' fingerprints,
+	// without --audio.
+	Audio string `json:"audio,omitempty"`
 }
 
 func (s jobSettings) rate() ffmpeg.Rate { return ffmpeg.Rate{Num: s.FPSNum, Den: s.FPSDen} }
@@ -175,6 +179,8 @@ type JobSpec struct {
 	Gaps string
 	// Scale ("WxH") scales every frame to one size, for folders of mixed sizes.
 	Scale string
+	// Audio, when set, is an audio file muxed into the final video.
+	Audio string
 }
 
 // New opens the farm's data folder and resumes every job it holds. With
@@ -277,6 +283,9 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 	}
 	settings, err := checkSettings(spec)
 	if err != nil {
+		return nil, nil, err
+	}
+	if settings.Audio, err = checkAudio(ctx, c.cfg.FFmpeg, spec.Audio, settings.FinalExt); err != nil {
 		return nil, nil, err
 	}
 	if spec.FramesDir == "" {

@@ -122,7 +122,7 @@ func (c *Coordinator) summary(jr *jobRun, err error) (*farmpb.JobSummary, error)
 func (f *farmService) SubmitJob(ctx context.Context, req *farmpb.SubmitJobRequest) (*farmpb.JobSummary, error) {
 	spec := JobSpec{FramesDir: req.FramesDir, Out: req.Out, Name: req.Name, Priority: int(req.Priority), Sets: int(req.Sets),
 		Codec: req.Codec, FPS: req.Fps, CRF: int(req.Crf), Preset: req.Preset, PixFmt: req.PixFmt, NoFastStart: req.NoFaststart,
-		Pattern: req.Pattern, Gaps: req.Gaps, Scale: req.Scale}
+		Pattern: req.Pattern, Gaps: req.Gaps, Scale: req.Scale, Audio: req.Audio}
 	return f.c.summary(f.c.submit(ctx, spec))
 }
 

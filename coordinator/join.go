@@ -137,6 +137,13 @@ func (c *Coordinator) join(ctx context.Context, jr *jobRun) (name string, size i
 	if err := errors.Join(verr, serr, herr); err != nil {
 		return "", 0, "", "", err
 	}
+	if st.Audio != "" {
+		var with string
+		if size, sum, with, err = c.addAudio(ctx, jr, tmp, total); err != nil {
+			return "", 0, "", "", err
+		}
+		how += ", " + with
+	}
 	if err := os.Rename(tmp, filepath.Join(jr.dir, name)); err != nil {
 		return "", 0, "", "", err
 	}

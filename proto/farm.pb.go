@@ -1979,13 +1979,15 @@ type SubmitJobRequest struct {
 	Codec    string `protobuf:"bytes,6,opt,name=codec,proto3" json:"codec,omitempty"`
 	Fps      string `protobuf:"bytes,7,opt,name=fps,proto3" json:"fps,omitempty"`
 	// -1: the encoder's default.
-	Crf           int32  `protobuf:"varint,8,opt,name=crf,proto3" json:"crf,omitempty"`
-	Preset        string `protobuf:"bytes,9,opt,name=preset,proto3" json:"preset,omitempty"`
-	PixFmt        string `protobuf:"bytes,10,opt,name=pix_fmt,json=pixFmt,proto3" json:"pix_fmt,omitempty"`
-	NoFaststart   bool   `protobuf:"varint,11,opt,name=no_faststart,json=noFaststart,proto3" json:"no_faststart,omitempty"`
-	Pattern       string `protobuf:"bytes,12,opt,name=pattern,proto3" json:"pattern,omitempty"`
-	Gaps          string `protobuf:"bytes,13,opt,name=gaps,proto3" json:"gaps,omitempty"`
-	Scale         string `protobuf:"bytes,14,opt,name=scale,proto3" json:"scale,omitempty"`
+	Crf         int32  `protobuf:"varint,8,opt,name=crf,proto3" json:"crf,omitempty"`
+	Preset      string `protobuf:"bytes,9,opt,name=preset,proto3" json:"preset,omitempty"`
+	PixFmt      string `protobuf:"bytes,10,opt,name=pix_fmt,json=pixFmt,proto3" json:"pix_fmt,omitempty"`
+	NoFaststart bool   `protobuf:"varint,11,opt,name=no_faststart,json=noFaststart,proto3" json:"no_faststart,omitempty"`
+	Pattern     string `protobuf:"bytes,12,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	Gaps        string `protobuf:"bytes,13,opt,name=gaps,proto3" json:"gaps,omitempty"`
+	Scale       string `protobuf:"bytes,14,opt,name=scale,proto3" json:"scale,omitempty"`
+	// An audio file on the coordinator's machine, muxed into the final video.
+	Audio         string `protobuf:"bytes,15,opt,name=audio,proto3" json:"audio,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2114,6 +2116,13 @@ func (x *SubmitJobRequest) GetGaps() string {
 func (x *SubmitJobRequest) GetScale() string {
 	if x != nil {
 		return x.Scale
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetAudio() string {
+	if x != nil {
+		return x.Audio
 	}
 	return ""
 }
@@ -2722,7 +2731,7 @@ const file_farm_proto_rawDesc = "" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"\xd9\x02\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\xef\x02\n" +
 	"\x10SubmitJobRequest\x12\x1d\n" +
 	"\n" +
 	"frames_dir\x18\x01 \x01(\tR\tframesDir\x12\x10\n" +
@@ -2739,7 +2748,8 @@ const file_farm_proto_rawDesc = "" +
 	"\fno_faststart\x18\v \x01(\bR\vnoFaststart\x12\x18\n" +
 	"\apattern\x18\f \x01(\tR\apattern\x12\x12\n" +
 	"\x04gaps\x18\r \x01(\tR\x04gaps\x12\x14\n" +
-	"\x05scale\x18\x0e \x01(\tR\x05scale\"\xe4\x03\n" +
+	"\x05scale\x18\x0e \x01(\tR\x05scale\x12\x14\n" +
+	"\x05audio\x18\x0f \x01(\tR\x05audio\"\xe4\x03\n" +
 	"\n" +
 	"JobSummary\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +

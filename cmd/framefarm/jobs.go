@@ -34,6 +34,7 @@ func registerJobFlags(f *cmdFlags, spec *coordinator.JobSpec) jobFlags {
 	f.StringVar(&spec.Gaps, "gaps", "refuse", "missing frame numbers: refuse, hold (repeat the previous frame, keeping the timing) or skip (close them up)")
 	f.StringVar(&spec.Scale, "scale", "", "scale every frame to `WxH` (for folders of mixed sizes)")
 	f.StringVar(&spec.Name, "name", "", "the job's `NAME` in lists (default: the frames folder's name)")
+	f.StringVar(&spec.Audio, "audio", "", "mux the audio `FILE` into the final video, cut to the video's length: copied when the container takes its codec, else encoded (AAC in .mp4/.mov, Opus in .mkv/.webm)")
 	f.IntVar(&spec.Priority, "priority", 0, "the job's `N` in the queue: sets of higher priorities are rendered first")
 	return jobFlags{spec: spec, fastStart: f.Bool("faststart", true, "put an .mp4 or .mov video's index before its media data, so that a browser can play it while it downloads")}
 }
@@ -109,7 +110,7 @@ and what to do, and nothing of it is kept.`)
 	defer cancel()
 	js, err := c.SubmitJob(cctx, &farmpb.SubmitJobRequest{FramesDir: spec.FramesDir, Out: spec.Out, Name: spec.Name,
 		Priority: int32(spec.Priority), Sets: uint32(max(spec.Sets, 0)), Codec: spec.Codec, Fps: spec.FPS, Crf: int32(spec.CRF),
-		Preset: spec.Preset, PixFmt: spec.PixFmt, NoFaststart: spec.NoFastStart, Pattern: spec.Pattern, Gaps: spec.Gaps, Scale: spec.Scale})
+		Preset: spec.Preset, PixFmt: spec.PixFmt, NoFaststart: spec.NoFastStart, Pattern: spec.Pattern, Gaps: spec.Gaps, Scale: spec.Scale, Audio: spec.Audio})
 	if err != nil {
 		return c.explain(ctx, err)
 	}
