@@ -182,6 +182,7 @@ func (c *Coordinator) change(ctx context.Context, fn func(x changes) error) erro
 		return c.broken
 	}
 	err := fn(changes{c})
+	c.dispatch(changes{c})
 	b := c.last
 	c.mu.Unlock()
 	if werr := c.await(ctx, b); werr != nil {

@@ -126,6 +126,9 @@ type Coordinator struct {
 	// fatal receives the failed commit that stops Run.
 	fatal chan error
 	nodes map[string]*nodeInfo
+	// waiters are the nodes' requests for work waiting for a set (see
+	// dispatch).
+	waiters []*waiter
 	// joinWant holds the jobs waiting for the joiner; joinReq wakes it.
 	joinWant map[string]bool
 	joinReq  chan struct{}

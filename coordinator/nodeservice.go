@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -54,76 +56,182 @@ var errIdle = errors.New("the farm has no work left for this node")
 // for the node, errIdle (with every job's reason) when none will.
 func (c *Coordinator) grant(x changes, node string) (*jobRun, *Set, error) {
 	now := c.cfg.Now()
-	var why []string
 	for _, jr := range c.queue {
-		s, ev, err := jr.job.Grant(node, now)
-		if err == nil {
+		if s, ev, err := jr.job.Grant(node, now); err == nil {
 			x.add(jr, []*Set{s}, ev)
 			return jr, s, nil
 		}
-		if len(why) < 5 {
-			why = append(why, fmt.Sprintf("job %s: %v", jr.rec.ID, err))
-		}
 	}
+	if err := c.idle(node); err != nil {
+		return nil, nil, err
+	}
+	return nil, nil, ErrNoWork
+}
+
+// idle returns errIdle, with the reasons, when no job has or may have work
+// for node: every job is finished or joining, or excludes it.
+func (c *Coordinator) idle(node string) error {
+	var why []string
 	for _, jr := range c.queue {
-		// A set of a running job may still come back to the queue.
-		if jr.job.State == JobRunning && !jr.job.Excluded(node) {
-			return nil, nil, ErrNoWork
+		j := jr.job
+		switch {
+		case (j.State == JobRunning || j.State == JobQueued) && !j.Excluded(node):
+			// A set of a running job may still come back to the queue.
+			return nil
+		case len(why) < 5 && j.Excluded(node):
+			why = append(why, fmt.Sprintf("job %s: %v: node %s failed %d of its sets", jr.rec.ID, ErrNodeExcluded, node, j.NodeFailures[node]))
+		case len(why) < 5 && j.State == JobFailed:
+			why = append(why, fmt.Sprintf("job %s: %v: %s", jr.rec.ID, ErrJobFailed, j.Reason))
+		case len(why) < 5:
+			why = append(why, fmt.Sprintf("job %s: %s", jr.rec.ID, j.State))
 		}
 	}
 	if len(why) == 0 {
-		why = append(why, fmt.Sprintf("%d jobs, none with work", len(c.queue)))
+		why = append(why, "no jobs")
 	}
-	return nil, nil, fmt.Errorf("%w (%s)", errIdle, strings.Join(why, "; "))
+	return fmt.Errorf("%w (%s)", errIdle, strings.Join(why, "; "))
 }
 
+// AcquireSet is a node's long poll for work: it waits among the waiting
+// nodes until dispatch offers it a set (or, asked with once, says the farm
+// has no work left for it), or the poll window ends.
 func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequest) (*farmpb.AcquireSetResponse, error) {
 	c := n.c
 	if err := checkNode(req.Node); err != nil {
 		return nil, err
 	}
-	c.touchNode(req.Node, nil)
+	c.touchNode(req.Node, nodeReport{load: req.CpuLoad, free: req.FreeCores, hasLoad: true})
+	w := &waiter{node: req.Node, once: req.Once, free: req.FreeCores, load: req.CpuLoad, got: make(chan offer, 1)}
+	err := c.change(ctx, func(x changes) error {
+		w.since = c.cfg.Now()
+		c.waiters = append(c.waiters, w)
+		return nil // the change's dispatch serves it if it can
+	})
 	timer := time.NewTimer(c.cfg.PollWindow)
 	defer timer.Stop()
-	for {
-		var granted Set
-		var jr *jobRun
-		var wake chan struct{}
-		err := c.change(ctx, func(x changes) error {
-			// Taken with the attempt, so that a grant made possible by any
-			// later change wakes this poll.
-			wake = c.changed
-			var s *Set
-			var err error
-			if jr, s, err = c.grant(x, req.Node); err != nil {
-				return err
-			}
-			granted = *s
-			return nil
-		})
-		switch {
-		case err == nil && ctx.Err() != nil:
-			// The node stopped asking (it is shutting down, or its call
-			// timed out) as the set was granted: the grant would never reach
-			// it, so give the set back now rather than after a lease timeout.
-			c.ungrant(jr, granted.Index, granted.Token, req.Node)
-			return nil, ctx.Err()
-		case err == nil:
-			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Assignment{Assignment: c.assignment(jr, &granted)}}, nil
-		case errors.Is(err, errIdle) && req.Once:
-			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Done{Done: err.Error()}}, nil
-		case errors.Is(err, ErrNoWork), errors.Is(err, errIdle):
-		default:
-			return nil, err
-		}
+	var o offer
+	offered := false
+	if err == nil {
 		select {
-		case <-wake:
+		case o = <-w.got:
+			offered = true
 		case <-timer.C:
-			return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_RetryAfterMs{RetryAfterMs: 500}}, nil
 		case <-ctx.Done():
-			return nil, ctx.Err()
 		}
 	}
+	if !offered {
+		// Out of the queue of waiting nodes; an offer made meanwhile, under
+		// the lock, is in got.
+		c.mu.Lock()
+		c.waiters = slices.DeleteFunc(c.waiters, func(q *waiter) bool { return q == w })
+		select {
+		case o = <-w.got:
+			offered = true
+		default:
+		}
+		c.mu.Unlock()
+	}
+	switch {
+	case !offered && err != nil:
+		return nil, err
+	case !offered && ctx.Err() != nil:
+		return nil, ctx.Err()
+	case !offered:
+		return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_RetryAfterMs{RetryAfterMs: 500}}, nil
+	}
+	// A grant is answered once durable.
+	if err := c.await(ctx, o.batch); err != nil {
+		return nil, err
+	}
+	switch {
+	case o.done != nil:
+		return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Done{Done: o.done.Error()}}, nil
+	case ctx.Err() != nil:
+		// The node stopped asking (it is shutting down, or its call
+		// timed out) as the set was granted: the grant would never reach
+		// it, so give the set back now rather than after a lease timeout.
+		c.ungrant(o.job, o.set.Index, o.set.Token, req.Node)
+		return nil, ctx.Err()
+	}
+	return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Assignment{Assignment: c.assignment(o.job, &o.set)}}, nil
+}
+
+// waiter is a node's request for work waiting for a set.
+type waiter struct {
+	node       string
+	once       bool
+	free, load float64
+	since      time.Time
+	// got receives the one offer the waiter gets.
+	got chan offer
+}
+
+// offer answers a waiter: a set of a job (granted in batch), or done.
+type offer struct {
+	job   *jobRun
+	set   Set
+	done  error
+	batch *batch
+}
+
+// dispatch serves the waiting nodes after a change, under the lock: while
+// sets are available, the waiter with the most free cores (then the least
+// loaded, then the longest waiting) gets the first set the queue has for
+// it, as the seeds' load-aware proxy did. A node that asked with once and
+// for which the farm has no work left is told so.
+func (c *Coordinator) dispatch(x changes) {
+	if len(c.waiters) == 0 {
+		return
+	}
+	avail := c.anyAvailable()
+	if avail {
+		slices.SortStableFunc(c.waiters, func(a, b *waiter) int {
+			if d := cmp.Compare(b.free, a.free); d != 0 {
+				return d
+			}
+			if d := cmp.Compare(a.load, b.load); d != 0 {
+				return d
+			}
+			return a.since.Compare(b.since)
+		})
+	}
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		var o offer
+		switch {
+		case avail:
+			jr, s, err := c.grant(x, w.node)
+			switch {
+			case err == nil:
+				o = offer{job: jr, set: *s}
+				avail = c.anyAvailable()
+			case errors.Is(err, errIdle) && w.once:
+				o.done = err
+			}
+		case w.once:
+			if err := c.idle(w.node); err != nil {
+				o.done = err
+			}
+		}
+		if o.job == nil && o.done == nil {
+			kept = append(kept, w)
+			continue
+		}
+		o.batch = c.last
+		w.got <- o
+	}
+	clear(c.waiters[len(kept):])
+	c.waiters = kept
+}
+
+// anyAvailable reports whether some job that grants sets has an A set.
+func (c *Coordinator) anyAvailable() bool {
+	for _, jr := range c.queue {
+		if (jr.job.State == JobQueued || jr.job.State == JobRunning) && jr.job.hasAvailable() {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Coordinator) assignment(jr *jobRun, s *Set) *farmpb.Assignment {
@@ -142,7 +250,17 @@ func (c *Coordinator) assignment(jr *jobRun, s *Set) *farmpb.Assignment {
 	return a
 }
 
-func (c *Coordinator) touchNode(name string, hb *farmpb.HeartbeatRequest) {
+// nodeReport is what a call says of its node: its load (requests for work
+// and heartbeats of a set) and its ambassador's breaker.
+type nodeReport struct {
+	load, free float64
+	hasLoad    bool
+	breaker    *farmpb.BreakerInfo
+}
+
+// touchNode notes that node is alive, with what its call says of it: idle
+// nodes stay visible through their requests for work.
+func (c *Coordinator) touchNode(name string, r nodeReport) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ni := c.nodes[name]
@@ -152,17 +270,15 @@ func (c *Coordinator) touchNode(name string, hb *farmpb.HeartbeatRequest) {
 		c.log.Info("node joined", "node", name)
 	}
 	ni.lastSeen = c.cfg.Now()
-	if hb != nil {
-		if !isReport(hb) {
-			ni.cpuLoad, ni.freeCores = hb.CpuLoad, hb.FreeCores
+	if r.hasLoad {
+		ni.cpuLoad, ni.freeCores = r.load, r.free
+	}
+	if r.breaker != nil {
+		if ni.breaker.GetState() != r.breaker.State {
+			c.log.Info("node's circuit breaker", "node", name, "state", r.breaker.State,
+				"consecutive_failures", r.breaker.ConsecutiveFailures)
 		}
-		if hb.Breaker != nil {
-			if ni.breaker.GetState() != hb.Breaker.State {
-				c.log.Info("node's circuit breaker", "node", name, "state", hb.Breaker.State,
-					"consecutive_failures", hb.Breaker.ConsecutiveFailures)
-			}
-			ni.breaker = hb.Breaker
-		}
+		ni.breaker = r.breaker
 	}
 }
 
@@ -203,7 +319,7 @@ func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatReques
 	if err := checkNode(req.Node); err != nil {
 		return nil, err
 	}
-	c.touchNode(req.Node, req)
+	c.touchNode(req.Node, nodeReport{load: req.CpuLoad, free: req.FreeCores, hasLoad: !isReport(req), breaker: req.Breaker})
 	if isReport(req) {
 		return &farmpb.HeartbeatResponse{}, nil
 	}

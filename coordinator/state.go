@@ -151,6 +151,16 @@ func (j *Job) setState(s *Set, st State) {
 	s.State = st
 }
 
+// hasAvailable reports whether the job has an A set.
+func (j *Job) hasAvailable() bool {
+	for _, w := range j.index().avail {
+		if w != 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // available calls fn on every A set in index order until fn returns false.
 func (j *Job) available(fn func(s *Set) bool) {
 	for w, word := range j.index().avail {

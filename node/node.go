@@ -201,7 +201,8 @@ func (n *Node) work(ctx context.Context, work string, log *slog.Logger) {
 			continue
 		}
 		absent = 0
-		resp, err := n.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: n.cfg.Name, Once: n.cfg.Once})
+		load, free := n.load.sample()
+		resp, err := n.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: n.cfg.Name, Once: n.cfg.Once, CpuLoad: load, FreeCores: free})
 		if err != nil {
 			if ctx.Err() != nil {
 				break

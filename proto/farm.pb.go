@@ -33,7 +33,12 @@ type AcquireSetRequest struct {
 	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	// The node exits when the farm has no work left for it: only then is it
 	// answered "done"; otherwise it waits for new jobs.
-	Once          bool `protobuf:"varint,2,opt,name=once,proto3" json:"once,omitempty"`
+	Once bool `protobuf:"varint,2,opt,name=once,proto3" json:"once,omitempty"`
+	// The node's load, as in its heartbeats: when several nodes wait for
+	// work, a set that becomes available goes to the one with the most free
+	// cores, then the least loaded.
+	CpuLoad       float64 `protobuf:"fixed64,3,opt,name=cpu_load,json=cpuLoad,proto3" json:"cpu_load,omitempty"`
+	FreeCores     float64 `protobuf:"fixed64,4,opt,name=free_cores,json=freeCores,proto3" json:"free_cores,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -80,6 +85,20 @@ func (x *AcquireSetRequest) GetOnce() bool {
 		return x.Once
 	}
 	return false
+}
+
+func (x *AcquireSetRequest) GetCpuLoad() float64 {
+	if x != nil {
+		return x.CpuLoad
+	}
+	return 0
+}
+
+func (x *AcquireSetRequest) GetFreeCores() float64 {
+	if x != nil {
+		return x.FreeCores
+	}
+	return 0
 }
 
 type AcquireSetResponse struct {
@@ -2562,10 +2581,13 @@ var File_farm_proto protoreflect.FileDescriptor
 const file_farm_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"farm.proto\x12\fframefarm.v1\";\n" +
+	"farm.proto\x12\fframefarm.v1\"u\n" +
 	"\x11AcquireSetRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
-	"\x04once\x18\x02 \x01(\bR\x04once\"\x98\x01\n" +
+	"\x04once\x18\x02 \x01(\bR\x04once\x12\x19\n" +
+	"\bcpu_load\x18\x03 \x01(\x01R\acpuLoad\x12\x1d\n" +
+	"\n" +
+	"free_cores\x18\x04 \x01(\x01R\tfreeCores\"\x98\x01\n" +
 	"\x12AcquireSetResponse\x12:\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x18.framefarm.v1.AssignmentH\x00R\n" +
