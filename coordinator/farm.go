@@ -250,7 +250,8 @@ func (c *Coordinator) setPriority(ctx context.Context, id string, p int) (*jobRu
 
 // deleteJob removes a finished job: its state, then its folder.
 func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
-	var dir string
+	var dir, frames string
+	shared := false
 	err := c.change(ctx, func(x changes) error {
 		jr, err := c.lookup(id)
 		if err != nil {
@@ -262,12 +263,21 @@ func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 		delete(c.jobs, jr.rec.ID)
 		c.queue = slices.DeleteFunc(c.queue, func(q *jobRun) bool { return q == jr })
 		x.remove(jr.rec.ID)
-		dir = jr.dir
+		dir, frames = jr.dir, jr.rec.FramesDir
+		shared = slices.ContainsFunc(c.queue, func(q *jobRun) bool { return q.rec.FramesDir == frames })
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	c.log.Info("job deleted", "job", id)
-	return os.RemoveAll(dir)
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	// Frames uploaded for the job go with it, unless another job renders
+	// them too.
+	if filepath.Dir(frames) == filepath.Join(c.cfg.Data, "uploads") && !shared {
+		return os.RemoveAll(frames)
+	}
+	return nil
 }

@@ -123,6 +123,19 @@ func (f *farmService) SubmitJob(ctx context.Context, req *farmpb.SubmitJobReques
 	spec := JobSpec{FramesDir: req.FramesDir, Out: req.Out, Name: req.Name, Priority: int(req.Priority), Sets: int(req.Sets),
 		Codec: req.Codec, FPS: req.Fps, CRF: int(req.Crf), Preset: req.Preset, PixFmt: req.PixFmt, NoFastStart: req.NoFaststart,
 		Pattern: req.Pattern, Gaps: req.Gaps, Scale: req.Scale, Audio: req.Audio}
+	if req.Upload != "" {
+		if req.FramesDir != "" {
+			return nil, fmt.Errorf("%w: give the frames folder or the upload, not both", ErrInvalid)
+		}
+		dir, err := f.c.uploadDir(req.Upload)
+		if err != nil {
+			return nil, err
+		}
+		spec.FramesDir = dir
+		if spec.Name == "" {
+			spec.Name = req.Upload
+		}
+	}
 	return f.c.summary(f.c.submit(ctx, spec))
 }
 

@@ -2006,7 +2006,9 @@ type SubmitJobRequest struct {
 	Gaps        string `protobuf:"bytes,13,opt,name=gaps,proto3" json:"gaps,omitempty"`
 	Scale       string `protobuf:"bytes,14,opt,name=scale,proto3" json:"scale,omitempty"`
 	// An audio file on the coordinator's machine, muxed into the final video.
-	Audio         string `protobuf:"bytes,15,opt,name=audio,proto3" json:"audio,omitempty"`
+	Audio string `protobuf:"bytes,15,opt,name=audio,proto3" json:"audio,omitempty"`
+	// Instead of frames_dir: the frames of this upload (UploadFrames).
+	Upload        string `protobuf:"bytes,16,opt,name=upload,proto3" json:"upload,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2142,6 +2144,13 @@ func (x *SubmitJobRequest) GetScale() string {
 func (x *SubmitJobRequest) GetAudio() string {
 	if x != nil {
 		return x.Audio
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetUpload() string {
+	if x != nil {
+		return x.Upload
 	}
 	return ""
 }
@@ -2576,6 +2585,306 @@ func (*DeleteJobResponse) Descriptor() ([]byte, []int) {
 	return file_farm_proto_rawDescGZIP(), []int{31}
 }
 
+type UploadedFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	MtimeNs       int64                  `protobuf:"varint,3,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadedFile) Reset() {
+	*x = UploadedFile{}
+	mi := &file_farm_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadedFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadedFile) ProtoMessage() {}
+
+func (x *UploadedFile) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadedFile.ProtoReflect.Descriptor instead.
+func (*UploadedFile) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UploadedFile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UploadedFile) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *UploadedFile) GetMtimeNs() int64 {
+	if x != nil {
+		return x.MtimeNs
+	}
+	return 0
+}
+
+type ListUploadedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Upload        string                 `protobuf:"bytes,1,opt,name=upload,proto3" json:"upload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUploadedRequest) Reset() {
+	*x = ListUploadedRequest{}
+	mi := &file_farm_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUploadedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUploadedRequest) ProtoMessage() {}
+
+func (x *ListUploadedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUploadedRequest.ProtoReflect.Descriptor instead.
+func (*ListUploadedRequest) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListUploadedRequest) GetUpload() string {
+	if x != nil {
+		return x.Upload
+	}
+	return ""
+}
+
+type ListUploadedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         []*UploadedFile        `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUploadedResponse) Reset() {
+	*x = ListUploadedResponse{}
+	mi := &file_farm_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUploadedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUploadedResponse) ProtoMessage() {}
+
+func (x *ListUploadedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUploadedResponse.ProtoReflect.Descriptor instead.
+func (*ListUploadedResponse) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListUploadedResponse) GetFiles() []*UploadedFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+type UploadFramesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*UploadFramesRequest_Upload
+	//	*UploadFramesRequest_File
+	//	*UploadFramesRequest_Chunk
+	Msg           isUploadFramesRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadFramesRequest) Reset() {
+	*x = UploadFramesRequest{}
+	mi := &file_farm_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadFramesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadFramesRequest) ProtoMessage() {}
+
+func (x *UploadFramesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadFramesRequest.ProtoReflect.Descriptor instead.
+func (*UploadFramesRequest) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *UploadFramesRequest) GetMsg() isUploadFramesRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *UploadFramesRequest) GetUpload() string {
+	if x != nil {
+		if x, ok := x.Msg.(*UploadFramesRequest_Upload); ok {
+			return x.Upload
+		}
+	}
+	return ""
+}
+
+func (x *UploadFramesRequest) GetFile() *UploadedFile {
+	if x != nil {
+		if x, ok := x.Msg.(*UploadFramesRequest_File); ok {
+			return x.File
+		}
+	}
+	return nil
+}
+
+func (x *UploadFramesRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*UploadFramesRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isUploadFramesRequest_Msg interface {
+	isUploadFramesRequest_Msg()
+}
+
+type UploadFramesRequest_Upload struct {
+	// The upload (first message only, alone).
+	Upload string `protobuf:"bytes,1,opt,name=upload,proto3,oneof"`
+}
+
+type UploadFramesRequest_File struct {
+	// A file: its bytes follow, exactly size of them.
+	File *UploadedFile `protobuf:"bytes,2,opt,name=file,proto3,oneof"`
+}
+
+type UploadFramesRequest_Chunk struct {
+	Chunk []byte `protobuf:"bytes,3,opt,name=chunk,proto3,oneof"`
+}
+
+func (*UploadFramesRequest_Upload) isUploadFramesRequest_Msg() {}
+
+func (*UploadFramesRequest_File) isUploadFramesRequest_Msg() {}
+
+func (*UploadFramesRequest_Chunk) isUploadFramesRequest_Msg() {}
+
+type UploadFramesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         uint32                 `protobuf:"varint,1,opt,name=files,proto3" json:"files,omitempty"`
+	Bytes         int64                  `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadFramesResponse) Reset() {
+	*x = UploadFramesResponse{}
+	mi := &file_farm_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadFramesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadFramesResponse) ProtoMessage() {}
+
+func (x *UploadFramesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadFramesResponse.ProtoReflect.Descriptor instead.
+func (*UploadFramesResponse) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *UploadFramesResponse) GetFiles() uint32 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *UploadFramesResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 var File_farm_proto protoreflect.FileDescriptor
 
 const file_farm_proto_rawDesc = "" +
@@ -2753,7 +3062,7 @@ const file_farm_proto_rawDesc = "" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"\xef\x02\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\x87\x03\n" +
 	"\x10SubmitJobRequest\x12\x1d\n" +
 	"\n" +
 	"frames_dir\x18\x01 \x01(\tR\tframesDir\x12\x10\n" +
@@ -2771,7 +3080,8 @@ const file_farm_proto_rawDesc = "" +
 	"\apattern\x18\f \x01(\tR\apattern\x12\x12\n" +
 	"\x04gaps\x18\r \x01(\tR\x04gaps\x12\x14\n" +
 	"\x05scale\x18\x0e \x01(\tR\x05scale\x12\x14\n" +
-	"\x05audio\x18\x0f \x01(\tR\x05audio\"\xe4\x03\n" +
+	"\x05audio\x18\x0f \x01(\tR\x05audio\x12\x16\n" +
+	"\x06upload\x18\x10 \x01(\tR\x06upload\"\xe4\x03\n" +
 	"\n" +
 	"JobSummary\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
@@ -2807,7 +3117,23 @@ const file_farm_proto_rawDesc = "" +
 	"\x12SetPriorityRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1a\n" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\"\x13\n" +
-	"\x11DeleteJobResponse2\x9f\x03\n" +
+	"\x11DeleteJobResponse\"Q\n" +
+	"\fUploadedFile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x19\n" +
+	"\bmtime_ns\x18\x03 \x01(\x03R\amtimeNs\"-\n" +
+	"\x13ListUploadedRequest\x12\x16\n" +
+	"\x06upload\x18\x01 \x01(\tR\x06upload\"H\n" +
+	"\x14ListUploadedResponse\x120\n" +
+	"\x05files\x18\x01 \x03(\v2\x1a.framefarm.v1.UploadedFileR\x05files\"\x80\x01\n" +
+	"\x13UploadFramesRequest\x12\x18\n" +
+	"\x06upload\x18\x01 \x01(\tH\x00R\x06upload\x120\n" +
+	"\x04file\x18\x02 \x01(\v2\x1a.framefarm.v1.UploadedFileH\x00R\x04file\x12\x16\n" +
+	"\x05chunk\x18\x03 \x01(\fH\x00R\x05chunkB\x05\n" +
+	"\x03msg\"B\n" +
+	"\x14UploadFramesResponse\x12\x14\n" +
+	"\x05files\x18\x01 \x01(\rR\x05files\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes2\x9f\x03\n" +
 	"\vNodeService\x12O\n" +
 	"\n" +
 	"AcquireSet\x12\x1f.framefarm.v1.AcquireSetRequest\x1a .framefarm.v1.AcquireSetResponse\x12L\n" +
@@ -2816,7 +3142,7 @@ const file_farm_proto_rawDesc = "" +
 	"\n" +
 	"UploadPart\x12\x1f.framefarm.v1.UploadPartRequest\x1a .framefarm.v1.UploadPartResponse(\x01\x12O\n" +
 	"\n" +
-	"ReleaseSet\x12\x1f.framefarm.v1.ReleaseSetRequest\x1a .framefarm.v1.ReleaseSetResponse2\x91\x05\n" +
+	"ReleaseSet\x12\x1f.framefarm.v1.ReleaseSetRequest\x1a .framefarm.v1.ReleaseSetResponse2\xc1\x06\n" +
 	"\vFarmService\x12>\n" +
 	"\x06GetJob\x12\x1b.framefarm.v1.GetJobRequest\x1a\x17.framefarm.v1.JobStatus\x12F\n" +
 	"\vWatchEvents\x12 .framefarm.v1.WatchEventsRequest\x1a\x13.framefarm.v1.Event0\x01\x12O\n" +
@@ -2826,7 +3152,9 @@ const file_farm_proto_rawDesc = "" +
 	"\tCancelJob\x12\x18.framefarm.v1.JobRequest\x1a\x18.framefarm.v1.JobSummary\x12C\n" +
 	"\bResetJob\x12\x1d.framefarm.v1.ResetJobRequest\x1a\x18.framefarm.v1.JobSummary\x12I\n" +
 	"\vSetPriority\x12 .framefarm.v1.SetPriorityRequest\x1a\x18.framefarm.v1.JobSummary\x12F\n" +
-	"\tDeleteJob\x12\x18.framefarm.v1.JobRequest\x1a\x1f.framefarm.v1.DeleteJobResponseB-Z+github.com/framefarm/framefarm/proto;farmpbb\x06proto3"
+	"\tDeleteJob\x12\x18.framefarm.v1.JobRequest\x1a\x1f.framefarm.v1.DeleteJobResponse\x12U\n" +
+	"\fListUploaded\x12!.framefarm.v1.ListUploadedRequest\x1a\".framefarm.v1.ListUploadedResponse\x12W\n" +
+	"\fUploadFrames\x12!.framefarm.v1.UploadFramesRequest\x1a\".framefarm.v1.UploadFramesResponse(\x01B-Z+github.com/framefarm/framefarm/proto;farmpbb\x06proto3"
 
 var (
 	file_farm_proto_rawDescOnce sync.Once
@@ -2840,7 +3168,7 @@ func file_farm_proto_rawDescGZIP() []byte {
 	return file_farm_proto_rawDescData
 }
 
-var file_farm_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_farm_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_farm_proto_goTypes = []any{
 	(*AcquireSetRequest)(nil),    // 0: framefarm.v1.AcquireSetRequest
 	(*AcquireSetResponse)(nil),   // 1: framefarm.v1.AcquireSetResponse
@@ -2874,6 +3202,11 @@ var file_farm_proto_goTypes = []any{
 	(*ResetJobRequest)(nil),      // 29: framefarm.v1.ResetJobRequest
 	(*SetPriorityRequest)(nil),   // 30: framefarm.v1.SetPriorityRequest
 	(*DeleteJobResponse)(nil),    // 31: framefarm.v1.DeleteJobResponse
+	(*UploadedFile)(nil),         // 32: framefarm.v1.UploadedFile
+	(*ListUploadedRequest)(nil),  // 33: framefarm.v1.ListUploadedRequest
+	(*ListUploadedResponse)(nil), // 34: framefarm.v1.ListUploadedResponse
+	(*UploadFramesRequest)(nil),  // 35: framefarm.v1.UploadFramesRequest
+	(*UploadFramesResponse)(nil), // 36: framefarm.v1.UploadFramesResponse
 }
 var file_farm_proto_depIdxs = []int32{
 	2,  // 0: framefarm.v1.AcquireSetResponse.assignment:type_name -> framefarm.v1.Assignment
@@ -2887,39 +3220,45 @@ var file_farm_proto_depIdxs = []int32{
 	19, // 8: framefarm.v1.JobStatus.nodes:type_name -> framefarm.v1.NodeStatus
 	6,  // 9: framefarm.v1.NodeStatus.breaker:type_name -> framefarm.v1.BreakerInfo
 	25, // 10: framefarm.v1.ListJobsResponse.jobs:type_name -> framefarm.v1.JobSummary
-	0,  // 11: framefarm.v1.NodeService.AcquireSet:input_type -> framefarm.v1.AcquireSetRequest
-	5,  // 12: framefarm.v1.NodeService.Heartbeat:input_type -> framefarm.v1.HeartbeatRequest
-	8,  // 13: framefarm.v1.NodeService.StreamFrames:input_type -> framefarm.v1.StreamFramesRequest
-	10, // 14: framefarm.v1.NodeService.UploadPart:input_type -> framefarm.v1.UploadPartRequest
-	14, // 15: framefarm.v1.NodeService.ReleaseSet:input_type -> framefarm.v1.ReleaseSetRequest
-	16, // 16: framefarm.v1.FarmService.GetJob:input_type -> framefarm.v1.GetJobRequest
-	20, // 17: framefarm.v1.FarmService.WatchEvents:input_type -> framefarm.v1.WatchEventsRequest
-	22, // 18: framefarm.v1.FarmService.DownloadVideo:input_type -> framefarm.v1.DownloadVideoRequest
-	24, // 19: framefarm.v1.FarmService.SubmitJob:input_type -> framefarm.v1.SubmitJobRequest
-	26, // 20: framefarm.v1.FarmService.ListJobs:input_type -> framefarm.v1.ListJobsRequest
-	28, // 21: framefarm.v1.FarmService.CancelJob:input_type -> framefarm.v1.JobRequest
-	29, // 22: framefarm.v1.FarmService.ResetJob:input_type -> framefarm.v1.ResetJobRequest
-	30, // 23: framefarm.v1.FarmService.SetPriority:input_type -> framefarm.v1.SetPriorityRequest
-	28, // 24: framefarm.v1.FarmService.DeleteJob:input_type -> framefarm.v1.JobRequest
-	1,  // 25: framefarm.v1.NodeService.AcquireSet:output_type -> framefarm.v1.AcquireSetResponse
-	7,  // 26: framefarm.v1.NodeService.Heartbeat:output_type -> framefarm.v1.HeartbeatResponse
-	9,  // 27: framefarm.v1.NodeService.StreamFrames:output_type -> framefarm.v1.FrameChunk
-	13, // 28: framefarm.v1.NodeService.UploadPart:output_type -> framefarm.v1.UploadPartResponse
-	15, // 29: framefarm.v1.NodeService.ReleaseSet:output_type -> framefarm.v1.ReleaseSetResponse
-	17, // 30: framefarm.v1.FarmService.GetJob:output_type -> framefarm.v1.JobStatus
-	21, // 31: framefarm.v1.FarmService.WatchEvents:output_type -> framefarm.v1.Event
-	23, // 32: framefarm.v1.FarmService.DownloadVideo:output_type -> framefarm.v1.VideoChunk
-	25, // 33: framefarm.v1.FarmService.SubmitJob:output_type -> framefarm.v1.JobSummary
-	27, // 34: framefarm.v1.FarmService.ListJobs:output_type -> framefarm.v1.ListJobsResponse
-	25, // 35: framefarm.v1.FarmService.CancelJob:output_type -> framefarm.v1.JobSummary
-	25, // 36: framefarm.v1.FarmService.ResetJob:output_type -> framefarm.v1.JobSummary
-	25, // 37: framefarm.v1.FarmService.SetPriority:output_type -> framefarm.v1.JobSummary
-	31, // 38: framefarm.v1.FarmService.DeleteJob:output_type -> framefarm.v1.DeleteJobResponse
-	25, // [25:39] is the sub-list for method output_type
-	11, // [11:25] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	32, // 11: framefarm.v1.ListUploadedResponse.files:type_name -> framefarm.v1.UploadedFile
+	32, // 12: framefarm.v1.UploadFramesRequest.file:type_name -> framefarm.v1.UploadedFile
+	0,  // 13: framefarm.v1.NodeService.AcquireSet:input_type -> framefarm.v1.AcquireSetRequest
+	5,  // 14: framefarm.v1.NodeService.Heartbeat:input_type -> framefarm.v1.HeartbeatRequest
+	8,  // 15: framefarm.v1.NodeService.StreamFrames:input_type -> framefarm.v1.StreamFramesRequest
+	10, // 16: framefarm.v1.NodeService.UploadPart:input_type -> framefarm.v1.UploadPartRequest
+	14, // 17: framefarm.v1.NodeService.ReleaseSet:input_type -> framefarm.v1.ReleaseSetRequest
+	16, // 18: framefarm.v1.FarmService.GetJob:input_type -> framefarm.v1.GetJobRequest
+	20, // 19: framefarm.v1.FarmService.WatchEvents:input_type -> framefarm.v1.WatchEventsRequest
+	22, // 20: framefarm.v1.FarmService.DownloadVideo:input_type -> framefarm.v1.DownloadVideoRequest
+	24, // 21: framefarm.v1.FarmService.SubmitJob:input_type -> framefarm.v1.SubmitJobRequest
+	26, // 22: framefarm.v1.FarmService.ListJobs:input_type -> framefarm.v1.ListJobsRequest
+	28, // 23: framefarm.v1.FarmService.CancelJob:input_type -> framefarm.v1.JobRequest
+	29, // 24: framefarm.v1.FarmService.ResetJob:input_type -> framefarm.v1.ResetJobRequest
+	30, // 25: framefarm.v1.FarmService.SetPriority:input_type -> framefarm.v1.SetPriorityRequest
+	28, // 26: framefarm.v1.FarmService.DeleteJob:input_type -> framefarm.v1.JobRequest
+	33, // 27: framefarm.v1.FarmService.ListUploaded:input_type -> framefarm.v1.ListUploadedRequest
+	35, // 28: framefarm.v1.FarmService.UploadFrames:input_type -> framefarm.v1.UploadFramesRequest
+	1,  // 29: framefarm.v1.NodeService.AcquireSet:output_type -> framefarm.v1.AcquireSetResponse
+	7,  // 30: framefarm.v1.NodeService.Heartbeat:output_type -> framefarm.v1.HeartbeatResponse
+	9,  // 31: framefarm.v1.NodeService.StreamFrames:output_type -> framefarm.v1.FrameChunk
+	13, // 32: framefarm.v1.NodeService.UploadPart:output_type -> framefarm.v1.UploadPartResponse
+	15, // 33: framefarm.v1.NodeService.ReleaseSet:output_type -> framefarm.v1.ReleaseSetResponse
+	17, // 34: framefarm.v1.FarmService.GetJob:output_type -> framefarm.v1.JobStatus
+	21, // 35: framefarm.v1.FarmService.WatchEvents:output_type -> framefarm.v1.Event
+	23, // 36: framefarm.v1.FarmService.DownloadVideo:output_type -> framefarm.v1.VideoChunk
+	25, // 37: framefarm.v1.FarmService.SubmitJob:output_type -> framefarm.v1.JobSummary
+	27, // 38: framefarm.v1.FarmService.ListJobs:output_type -> framefarm.v1.ListJobsResponse
+	25, // 39: framefarm.v1.FarmService.CancelJob:output_type -> framefarm.v1.JobSummary
+	25, // 40: framefarm.v1.FarmService.ResetJob:output_type -> framefarm.v1.JobSummary
+	25, // 41: framefarm.v1.FarmService.SetPriority:output_type -> framefarm.v1.JobSummary
+	31, // 42: framefarm.v1.FarmService.DeleteJob:output_type -> framefarm.v1.DeleteJobResponse
+	34, // 43: framefarm.v1.FarmService.ListUploaded:output_type -> framefarm.v1.ListUploadedResponse
+	36, // 44: framefarm.v1.FarmService.UploadFrames:output_type -> framefarm.v1.UploadFramesResponse
+	29, // [29:45] is the sub-list for method output_type
+	13, // [13:29] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_farm_proto_init() }
@@ -2937,13 +3276,18 @@ func file_farm_proto_init() {
 		(*UploadPartRequest_Chunk)(nil),
 		(*UploadPartRequest_Trailer)(nil),
 	}
+	file_farm_proto_msgTypes[35].OneofWrappers = []any{
+		(*UploadFramesRequest_Upload)(nil),
+		(*UploadFramesRequest_File)(nil),
+		(*UploadFramesRequest_Chunk)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_farm_proto_rawDesc), len(file_farm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -302,6 +302,8 @@ const (
 	FarmService_ResetJob_FullMethodName      = "/framefarm.v1.FarmService/ResetJob"
 	FarmService_SetPriority_FullMethodName   = "/framefarm.v1.FarmService/SetPriority"
 	FarmService_DeleteJob_FullMethodName     = "/framefarm.v1.FarmService/DeleteJob"
+	FarmService_ListUploaded_FullMethodName  = "/framefarm.v1.FarmService/ListUploaded"
+	FarmService_UploadFrames_FullMethodName  = "/framefarm.v1.FarmService/UploadFrames"
 )
 
 // FarmServiceClient is the client API for FarmService service.
@@ -331,6 +333,13 @@ type FarmServiceClient interface {
 	SetPriority(ctx context.Context, in *SetPriorityRequest, opts ...grpc.CallOption) (*JobSummary, error)
 	// Removes a done, failed or cancelled job: its parts, final and state.
 	DeleteJob(ctx context.Context, in *JobRequest, opts ...grpc.CallOption) (*DeleteJobResponse, error)
+	// The frames an upload already holds, so that an interrupted upload sends
+	// only what is missing.
+	ListUploaded(ctx context.Context, in *ListUploadedRequest, opts ...grpc.CallOption) (*ListUploadedResponse, error)
+	// Streams frames into an upload under the coordinator's data folder:
+	// for each file a header, then its bytes in chunks. A file is kept only
+	// once all of it has arrived.
+	UploadFrames(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadFramesRequest, UploadFramesResponse], error)
 }
 
 type farmServiceClient struct {
@@ -449,6 +458,29 @@ func (c *farmServiceClient) DeleteJob(ctx context.Context, in *JobRequest, opts 
 	return out, nil
 }
 
+func (c *farmServiceClient) ListUploaded(ctx context.Context, in *ListUploadedRequest, opts ...grpc.CallOption) (*ListUploadedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListUploadedResponse)
+	err := c.cc.Invoke(ctx, FarmService_ListUploaded_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *farmServiceClient) UploadFrames(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadFramesRequest, UploadFramesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FarmService_ServiceDesc.Streams[2], FarmService_UploadFrames_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadFramesRequest, UploadFramesResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FarmService_UploadFramesClient = grpc.ClientStreamingClient[UploadFramesRequest, UploadFramesResponse]
+
 // FarmServiceServer is the server API for FarmService service.
 // All implementations must embed UnimplementedFarmServiceServer
 // for forward compatibility.
@@ -476,6 +508,13 @@ type FarmServiceServer interface {
 	SetPriority(context.Context, *SetPriorityRequest) (*JobSummary, error)
 	// Removes a done, failed or cancelled job: its parts, final and state.
 	DeleteJob(context.Context, *JobRequest) (*DeleteJobResponse, error)
+	// The frames an upload already holds, so that an interrupted upload sends
+	// only what is missing.
+	ListUploaded(context.Context, *ListUploadedRequest) (*ListUploadedResponse, error)
+	// Streams frames into an upload under the coordinator's data folder:
+	// for each file a header, then its bytes in chunks. A file is kept only
+	// once all of it has arrived.
+	UploadFrames(grpc.ClientStreamingServer[UploadFramesRequest, UploadFramesResponse]) error
 	mustEmbedUnimplementedFarmServiceServer()
 }
 
@@ -512,6 +551,12 @@ func (UnimplementedFarmServiceServer) SetPriority(context.Context, *SetPriorityR
 }
 func (UnimplementedFarmServiceServer) DeleteJob(context.Context, *JobRequest) (*DeleteJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteJob not implemented")
+}
+func (UnimplementedFarmServiceServer) ListUploaded(context.Context, *ListUploadedRequest) (*ListUploadedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListUploaded not implemented")
+}
+func (UnimplementedFarmServiceServer) UploadFrames(grpc.ClientStreamingServer[UploadFramesRequest, UploadFramesResponse]) error {
+	return status.Error(codes.Unimplemented, "method UploadFrames not implemented")
 }
 func (UnimplementedFarmServiceServer) mustEmbedUnimplementedFarmServiceServer() {}
 func (UnimplementedFarmServiceServer) testEmbeddedByValue()                     {}
@@ -682,6 +727,31 @@ func _FarmService_DeleteJob_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FarmService_ListUploaded_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListUploadedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FarmServiceServer).ListUploaded(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FarmService_ListUploaded_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FarmServiceServer).ListUploaded(ctx, req.(*ListUploadedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FarmService_UploadFrames_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FarmServiceServer).UploadFrames(&grpc.GenericServerStream[UploadFramesRequest, UploadFramesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FarmService_UploadFramesServer = grpc.ClientStreamingServer[UploadFramesRequest, UploadFramesResponse]
+
 // FarmService_ServiceDesc is the grpc.ServiceDesc for FarmService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -717,6 +787,10 @@ var FarmService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "DeleteJob",
 			Handler:    _FarmService_DeleteJob_Handler,
 		},
+		{
+			MethodName: "ListUploaded",
+			Handler:    _FarmService_ListUploaded_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -728,6 +802,11 @@ var FarmService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "DownloadVideo",
 			Handler:       _FarmService_DownloadVideo_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "UploadFrames",
+			Handler:       _FarmService_UploadFrames_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "farm.proto",

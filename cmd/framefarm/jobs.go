@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -80,6 +84,102 @@ func farmCommand(ctx context.Context, e *env, args []string, name, synopsis, abo
 	return nil
 }
 
+// uploadFrames sends the files of dir that the coordinator does not have yet
+// into an upload named after this machine and the folder, so that running
+// it again resumes, and returns the upload's name.
+func uploadFrames(ctx context.Context, e *env, c *farmClient, dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	entries, err := os.ReadDir(abs)
+	if err != nil {
+		return "", fmt.Errorf("--frames %s: %w", dir, err)
+	}
+	host, _ := os.Hostname()
+	sum := sha256.Sum256([]byte(host + "\x00" + abs))
+	name := "up-" + hex.EncodeToString(sum[:8])
+	have, err := c.ListUploaded(ctx, &farmpb.ListUploadedRequest{Upload: name})
+	if err != nil {
+		return "", err
+	}
+	there := map[string]*farmpb.UploadedFile{}
+	for _, f := range have.Files {
+		there[f.Name] = f
+	}
+	var send []os.FileInfo
+	kept := 0
+	for _, de := range entries {
+		fi, err := os.Stat(filepath.Join(abs, de.Name()))
+		if err != nil || !fi.Mode().IsRegular() || strings.HasPrefix(de.Name(), ".") {
+			continue
+		}
+		if h := there[de.Name()]; h != nil && h.Size == fi.Size() && h.MtimeNs == fi.ModTime().UnixNano() {
+			kept++
+			continue
+		}
+		send = append(send, fi)
+	}
+	stream, err := c.UploadFrames(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err := stream.Send(&farmpb.UploadFramesRequest{Msg: &farmpb.UploadFramesRequest_Upload{Upload: name}}); err != nil {
+		return "", uploadErr(stream, err)
+	}
+	buf := make([]byte, 1<<20)
+	var total int64
+	for _, fi := range send {
+		if err := sendFile(stream, filepath.Join(abs, fi.Name()), fi, buf); err != nil {
+			return "", err
+		}
+		total += fi.Size()
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(e.stderr, "framefarm submit: uploaded %d files (%s); %d were there already\n", len(send), humanSize(total), kept)
+	return name, nil
+}
+
+func sendFile(stream farmpb.FarmService_UploadFramesClient, path string, fi os.FileInfo, buf []byte) error {
+	fh, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	hdr := &farmpb.UploadedFile{Name: fi.Name(), Size: fi.Size(), MtimeNs: fi.ModTime().UnixNano()}
+	if err := stream.Send(&farmpb.UploadFramesRequest{Msg: &farmpb.UploadFramesRequest_File{File: hdr}}); err != nil {
+		return uploadErr(stream, err)
+	}
+	var sent int64
+	for sent < fi.Size() {
+		k, err := fh.Read(buf[:min(int64(len(buf)), fi.Size()-sent)])
+		if k > 0 {
+			sent += int64(k)
+			if err := stream.Send(&farmpb.UploadFramesRequest{Msg: &farmpb.UploadFramesRequest_Chunk{Chunk: buf[:k]}}); err != nil {
+				return uploadErr(stream, err)
+			}
+		}
+		if err == io.EOF {
+			return fmt.Errorf("%s changed while it was sent (%d of %d bytes): run the submit again", path, sent, fi.Size())
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// uploadErr is the coordinator's reason when a send fails because it ended
+// the stream.
+func uploadErr(stream farmpb.FarmService_UploadFramesClient, err error) error {
+	if err == io.EOF {
+		_, err = stream.CloseAndRecv()
+	}
+	return err
+}
+
 func isNumber(s string) bool { _, err := strconv.Atoi(s); return err == nil }
 
 func runSubmit(ctx context.Context, e *env, args []string) error {
@@ -92,7 +192,8 @@ and what to do, and nothing of it is kept.`)
 	cc.register(f)
 	addr := f.String("coordinator", "127.0.0.1:5555", "the coordinator's `ADDR`")
 	var spec coordinator.JobSpec
-	f.StringVar(&spec.FramesDir, "frames", "", "the folder of numbered frames (`DIR`, on the coordinator's machine; required)")
+	f.StringVar(&spec.FramesDir, "frames", "", "the folder of numbered frames (`DIR`, on the coordinator's machine, or here with --upload; required)")
+	upload := f.Bool("upload", false, "send the frames from this machine to the coordinator, which keeps them under its --data; run again, it sends only what is missing")
 	jf := registerJobFlags(f, &spec)
 	if err := f.parse(e, args); err != nil {
 		return err
@@ -106,9 +207,20 @@ and what to do, and nothing of it is kept.`)
 		return err
 	}
 	defer c.Close()
+	req := &farmpb.SubmitJobRequest{FramesDir: spec.FramesDir}
+	if *upload {
+		if req.Upload, err = uploadFrames(ctx, e, c, spec.FramesDir); err != nil {
+			return interrupted(ctx, c.explain(ctx, err))
+		}
+		req.FramesDir = ""
+		if spec.Name == "" {
+			abs, _ := filepath.Abs(spec.FramesDir)
+			spec.Name = filepath.Base(abs)
+		}
+	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	js, err := c.SubmitJob(cctx, &farmpb.SubmitJobRequest{FramesDir: spec.FramesDir, Out: spec.Out, Name: spec.Name,
+	js, err := c.SubmitJob(cctx, &farmpb.SubmitJobRequest{FramesDir: req.FramesDir, Upload: req.Upload, Out: spec.Out, Name: spec.Name,
 		Priority: int32(spec.Priority), Sets: uint32(max(spec.Sets, 0)), Codec: spec.Codec, Fps: spec.FPS, Crf: int32(spec.CRF),
 		Preset: spec.Preset, PixFmt: spec.PixFmt, NoFaststart: spec.NoFastStart, Pattern: spec.Pattern, Gaps: spec.Gaps, Scale: spec.Scale, Audio: spec.Audio})
 	if err != nil {

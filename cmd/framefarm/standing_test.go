@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -55,7 +56,8 @@ func TestStandingFarm(t *testing.T) {
 	// Submitted lowest priority first: the queue, not the order, decides.
 	lowID := submit("--frames", low, "--codec", "ffv1", "--out", filepath.Join(root, "low.mkv"), "--sets", "12", "--name", "low")
 	badID := submit("--frames", bad, "--codec", "ffv1", "--out", filepath.Join(root, "bad.mkv"), "--sets", "3", "--priority", "5")
-	highID := submit("--frames", high, "--codec", "libx264", "--out", filepath.Join(root, "high.mp4"), "--sets", "4", "--priority", "10", "--name", "high")
+	// Sent from this machine: the coordinator renders its own copy.
+	highID := submit("--frames", high, "--upload", "--codec", "libx264", "--out", filepath.Join(root, "high.mp4"), "--sets", "4", "--priority", "10", "--name", "high")
 	for _, id := range []string{lowID, badID, highID} {
 		if !regexp.MustCompile(`^[0-9a-f]{12}$`).MatchString(id) {
 			t.Fatalf("submit printed %q, want a job id", id)
@@ -179,4 +181,76 @@ func TestStandingFarm(t *testing.T) {
 	if err := json.Unmarshal([]byte(runCmd(t, binary, "jobs", "--json", "--coordinator", f.addr)), &list); err != nil || len(list) != 2 {
 		t.Errorf("jobs after a delete: %+v %v", list, err)
 	}
+}
+
+// An upload run again sends only the files the coordinator does not hold
+// whole, and the job renders the coordinator's copy.
+func TestUploadSendsOnlyWhatIsMissing(t *testing.T) {
+	needFFmpeg(t)
+	root := t.TempDir()
+	frames := filepath.Join(root, "shot")
+	genFrames(t, frames, 12, 1, "32x24")
+	data := filepath.Join(root, "data")
+	coord, m := start(t, "coordinator", farmReady, "coordinator", "--data", data, "--listen", "127.0.0.1:0")
+	addr := m[1]
+	submit := func() (string, string) {
+		t.Helper()
+		cmd := exec.Command(binary, "submit", "--coordinator", addr, "--frames", frames, "--upload", "--codec", "ffv1", "--sets", "2")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("submit --upload: %v\n%s", err, stderr.String())
+		}
+		return strings.TrimSpace(string(out)), stderr.String()
+	}
+	first, said := submit()
+	if !strings.Contains(said, "uploaded 12 files") || !strings.Contains(said, "0 were there already") {
+		t.Errorf("first upload said %q", said)
+	}
+	ups, _ := filepath.Glob(filepath.Join(data, "uploads", "*"))
+	if len(ups) != 1 {
+		t.Fatalf("uploads: %v", ups)
+	}
+	// As an interrupted upload leaves it: one frame missing, one changed
+	// here since, and a half-sent file under its temp name.
+	if err := os.Remove(filepath.Join(ups[0], "f_0003.png")); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(filepath.Join(frames, "f_0007.png"), later, later); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ups[0], ".tmp-upload-123"), []byte("half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	second, said := submit()
+	if !strings.Contains(said, "uploaded 2 files") || !strings.Contains(said, "10 were there already") {
+		t.Errorf("second upload said %q", said)
+	}
+	if first == second {
+		t.Errorf("the second submit returned the first job %s", first)
+	}
+	if _, err := os.Stat(filepath.Join(ups[0], ".tmp-upload-123")); err == nil {
+		t.Error("the half-sent file is still there")
+	}
+	// The coordinator's copy is the folder, byte for byte and time for time.
+	for i := 1; i <= 12; i++ {
+		name := fmt.Sprintf("f_%04d.png", i)
+		a, err := os.Stat(filepath.Join(frames, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.Stat(filepath.Join(ups[0], name))
+		if err != nil || sha(t, filepath.Join(frames, name)) != sha(t, filepath.Join(ups[0], name)) || !a.ModTime().Equal(b.ModTime()) {
+			t.Errorf("%s: uploaded copy differs (%v)", name, err)
+		}
+	}
+	// A bad upload name is refused, naming what is allowed.
+	conn := dial(t, addr)
+	_, err := farmpb.NewFarmServiceClient(conn).ListUploaded(t.Context(), &farmpb.ListUploadedRequest{Upload: "../etc"})
+	if err == nil || !strings.Contains(err.Error(), "upload name") {
+		t.Errorf("upload name ../etc: %v", err)
+	}
+	_ = coord
 }
