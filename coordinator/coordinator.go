@@ -258,9 +258,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		removeTemps(jr.partDir)
 		removeTemps(jr.dir)
 		c.removeStaleParts(jr)
-		if !jr.job.State.Finished() {
-			c.log.Info("resuming job", "job", jr.rec.ID, "name", jr.rec.Name, "state", jr.job.State, "sets", len(jr.job.Sets))
-		}
+		c.log.Info("resuming job", "job", jr.rec.ID, "name", jr.rec.Name, "state", jr.job.State, "sets", len(jr.job.Sets))
 	}
 	if spec != nil {
 		if jr := c.findJob(prepared.rec.FramesDir, prepared.rec.Fingerprint); jr != nil {
