@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/framefarm/framefarm/internal/text"
 )
 
 // The farm's jobs: the queue sets are granted from, and what people do to
@@ -60,7 +62,7 @@ func (c *Coordinator) lookup(id string) (*jobRun, error) {
 	if id != "" {
 		jr := c.jobs[id]
 		if jr == nil {
-			return nil, fmt.Errorf("%w: the farm has no job %q (framefarm jobs lists them)", ErrNotFound, truncate(id, 100))
+			return nil, fmt.Errorf("%w: the farm has no job %q (framefarm jobs lists them)", ErrNotFound, text.Truncate(id, 100))
 		}
 		return jr, nil
 	}

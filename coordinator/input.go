@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/framefarm/framefarm/internal/frameseq"
+	"github.com/framefarm/framefarm/internal/text"
 )
 
 // maxHeldFrames bounds a job's length with --gaps hold: one stray number
@@ -82,7 +83,7 @@ func checkOutputs(out, data string, s jobSettings, frames []frameRecord) error {
 	need := estimateBytes(s, frames)
 	if free, err := freeBytes(data); err == nil && free < need {
 		return fmt.Errorf("--data %s has %s free, and this job needs about %s for its parts and final video: free some space or put --data on a larger disk",
-			data, humanBytes(free), humanBytes(need))
+			data, text.Size(int64(free)), text.Size(int64(need)))
 	}
 	return nil
 }
@@ -121,19 +122,6 @@ func freeBytes(dir string) (uint64, error) {
 		return 0, err
 	}
 	return st.Bavail * uint64(st.Bsize), nil
-}
-
-func humanBytes(b uint64) string {
-	const unit = 1024
-	if b < unit {
-		return fmt.Sprintf("%d B", b)
-	}
-	div, exp := uint64(unit), 0
-	for n := b / unit; n >= unit; n /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
 }
 
 // checkUTF8 refuses paths and frame names that are not valid UTF-8 (names

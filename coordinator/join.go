@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/framefarm/framefarm/internal/atomicfile"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/mp4"
 )
@@ -147,7 +148,7 @@ func (c *Coordinator) join(ctx context.Context, jr *jobRun) (name string, size i
 	if err := os.Rename(tmp, filepath.Join(jr.dir, name)); err != nil {
 		return "", 0, "", "", err
 	}
-	return name, size, sum, how, syncDir(jr.dir)
+	return name, size, sum, how, atomicfile.SyncDir(jr.dir)
 }
 
 // concat joins the parts into out, exactly: in Go (mp4.Concat), by laying
@@ -340,29 +341,10 @@ func copyAtomic(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.CreateTemp(filepath.Dir(dst), ".tmp-"+filepath.Base(dst)+"-*")
-	if err != nil {
+	return atomicfile.Write(dst, 0o644, func(out *os.File) error {
+		_, err := io.Copy(out, in)
 		return err
-	}
-	defer os.Remove(out.Name())
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(out.Name(), 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(out.Name(), dst); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(dst))
+	})
 }
 
 func sortedKeys(m map[string]bool) []string {

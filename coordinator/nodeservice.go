@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
@@ -24,6 +23,7 @@ import (
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/framebuf"
 	"github.com/framefarm/framefarm/internal/mp4"
+	"github.com/framefarm/framefarm/internal/text"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -309,7 +309,7 @@ func (c *Coordinator) leaseJob(id string) (*jobRun, error) {
 	}
 	jr := c.jobs[id]
 	if jr == nil {
-		return nil, fmt.Errorf("%w: the farm has no job %q", ErrNotFound, truncate(id, 100))
+		return nil, fmt.Errorf("%w: the farm has no job %q", ErrNotFound, text.Truncate(id, 100))
 	}
 	return jr, nil
 }
@@ -361,7 +361,7 @@ func (n *nodeService) ReleaseSet(ctx context.Context, req *farmpb.ReleaseSetRequ
 		if holder := j.Sets[req.SetIndex].Node; holder != req.Node {
 			return fmt.Errorf("%w: set %d is held by %s, not %s", ErrStaleToken, req.SetIndex, holder, req.Node)
 		}
-		ev, err := j.Release(int(req.SetIndex), req.Token, truncate(req.Error, 4000), c.cfg.Now())
+		ev, err := j.Release(int(req.SetIndex), req.Token, text.Truncate(req.Error, 4000), c.cfg.Now())
 		x.add(jr, []*Set{j.Sets[req.SetIndex]}, ev)
 		return err
 	})
@@ -536,7 +536,7 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		// changes nothing: the node uploads again under the same lease.
 		log.Warn("part refused", "err", err)
 		_ = c.change(context.WithoutCancel(ctx), func(x changes) error {
-			ev, rerr := jr.job.Release(s.Index, h.Token, truncate("upload refused: "+err.Error(), 4000), c.cfg.Now())
+			ev, rerr := jr.job.Release(s.Index, h.Token, text.Truncate("upload refused: "+err.Error(), 4000), c.cfg.Now())
 			x.add(jr, []*Set{jr.job.Sets[s.Index]}, ev)
 			return rerr
 		})
@@ -668,27 +668,4 @@ func verifyPart(st jobSettings, r io.ReaderAt, size int64, s Set) error {
 			ErrBadPart, s.Index, rate, rate.TrackTimescale(), p.Timescale, p.Deltas)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// truncate bounds a text from a node or from ffprobe that is kept as a set's
-// error. It goes into protobuf strings (status, events), which must be valid
-// UTF-8: invalid bytes are replaced and the cut falls between runes.
-func truncate(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) > n {
-		for n > 0 && !utf8.RuneStart(s[n]) {
-			n--
-		}
-		return s[:n] + "…"
-	}
-	return s
 }

@@ -239,6 +239,10 @@ func (j *Job) lease(index int, token uint64) (*Set, error) {
 	}
 	s := j.Sets[index]
 	if s.State != Assigned || s.Token != token {
+		if j.State == JobCancelled {
+			// What the node holding it is told at its next heartbeat.
+			return nil, fmt.Errorf("%w: job %s was cancelled: drop set %d and ask for other work", ErrStaleToken, j.ID, index)
+		}
 		return nil, fmt.Errorf("%w: set %d is %c under token %d, not assigned under token %d", ErrStaleToken, index, s.State, s.Token, token)
 	}
 	return s, nil

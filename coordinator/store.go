@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/framefarm/framefarm/internal/atomicfile"
+
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 )
 
@@ -203,7 +205,7 @@ func insertJob(ctx context.Context, tx *sql.Tx, jr *jobRun) error {
 // write commits a batch of changes in one transaction.
 func (s *store) write(ctx context.Context, b *batch) error {
 	for _, d := range b.dirs {
-		if err := syncDir(d); err != nil {
+		if err := atomicfile.SyncDir(d); err != nil {
 			return fmt.Errorf("saving state: %w", err)
 		}
 	}

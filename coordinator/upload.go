@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/framefarm/framefarm/internal/atomicfile"
+	"github.com/framefarm/framefarm/internal/text"
 	"time"
 	"unicode/utf8"
 
@@ -31,7 +34,7 @@ var uploadName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
 // uploadDir is the folder of an upload, after checking its name.
 func (c *Coordinator) uploadDir(name string) (string, error) {
 	if !uploadName.MatchString(name) {
-		return "", fmt.Errorf("%w: upload name %q: 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit", ErrInvalid, truncate(name, 100))
+		return "", fmt.Errorf("%w: upload name %q: 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit", ErrInvalid, text.Truncate(name, 100))
 	}
 	return filepath.Join(c.cfg.Data, "uploads", name), nil
 }
@@ -39,7 +42,7 @@ func (c *Coordinator) uploadDir(name string) (string, error) {
 func checkFileName(name string) error {
 	if name == "" || len(name) > 255 || !utf8.ValidString(name) || strings.ContainsAny(name, "/\\\x00") ||
 		name == "." || name == ".." || strings.HasPrefix(name, ".tmp-") {
-		return fmt.Errorf("%w: file name %q: a plain file name of at most 255 bytes of UTF-8", ErrInvalid, truncate(name, 100))
+		return fmt.Errorf("%w: file name %q: a plain file name of at most 255 bytes of UTF-8", ErrInvalid, text.Truncate(name, 100))
 	}
 	return nil
 }
@@ -84,87 +87,55 @@ func (f *farmService) UploadFrames(stream farmpb.FarmService_UploadFramesServer)
 	}
 	removeTemps(dir)
 	resp := &farmpb.UploadFramesResponse{}
-	var cur *os.File
-	var hdr *farmpb.UploadedFile
-	var got int64
-	defer func() {
-		if cur != nil {
-			cur.Close()
-			os.Remove(cur.Name())
+	m, err := stream.Recv()
+	for err == nil {
+		hdr := m.GetFile()
+		if hdr == nil {
+			return fmt.Errorf("%w: an upload sends its name, then for each file a header and its bytes", ErrInvalid)
 		}
-	}()
-	finish := func() error {
+		if err := checkFileName(hdr.Name); err != nil {
+			return err
+		}
+		if hdr.Size < 0 || hdr.Size > maxUploadFile {
+			return fmt.Errorf("%w: %s: %d bytes; a frame is at most %d", ErrInvalid, hdr.Name, hdr.Size, int64(maxUploadFile))
+		}
 		// Whole on disk before its name says it is there: a later upload
 		// skips it by name, size and time.
-		if err := cur.Sync(); err != nil {
-			return fmt.Errorf("storing %s: %w", hdr.Name, err)
-		}
-		if err := cur.Close(); err != nil {
-			return fmt.Errorf("storing %s: %w", hdr.Name, err)
-		}
 		path := filepath.Join(dir, hdr.Name)
-		if err := os.Rename(cur.Name(), path); err != nil {
-			return fmt.Errorf("storing %s: %w", hdr.Name, err)
+		if err := atomicfile.Write(path, 0o644, func(f *os.File) error {
+			for got := int64(0); got < hdr.Size; {
+				m, err := stream.Recv()
+				if err == io.EOF {
+					return fmt.Errorf("%w: %s: the upload ended after %d of its %d bytes", ErrInvalid, hdr.Name, got, hdr.Size)
+				}
+				if err != nil {
+					return err
+				}
+				chunk := m.GetChunk()
+				if len(chunk) == 0 {
+					return fmt.Errorf("%w: %s: %d of %d bytes sent before something else", ErrInvalid, hdr.Name, got, hdr.Size)
+				}
+				if got += int64(len(chunk)); got > hdr.Size {
+					return fmt.Errorf("%w: %s: more than the %d bytes announced", ErrInvalid, hdr.Name, hdr.Size)
+				}
+				if _, err := f.Write(chunk); err != nil {
+					return fmt.Errorf("storing %s: %w", hdr.Name, err)
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
 		}
-		cur = nil
 		mt := time.Unix(0, hdr.MtimeNs)
 		if err := os.Chtimes(path, mt, mt); err != nil {
 			return fmt.Errorf("storing %s: %w", hdr.Name, err)
 		}
 		resp.Files++
-		return nil
+		resp.Bytes += hdr.Size
+		m, err = stream.Recv()
 	}
-	for {
-		m, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		switch {
-		case m.GetFile() != nil:
-			if cur != nil {
-				return fmt.Errorf("%w: %s: %d of %d bytes sent before the next file", ErrInvalid, hdr.Name, got, hdr.Size)
-			}
-			hdr, got = m.GetFile(), 0
-			if err := checkFileName(hdr.Name); err != nil {
-				return err
-			}
-			if hdr.Size < 0 || hdr.Size > maxUploadFile {
-				return fmt.Errorf("%w: %s: %d bytes; a frame is at most %d", ErrInvalid, hdr.Name, hdr.Size, int64(maxUploadFile))
-			}
-			if cur, err = os.CreateTemp(dir, ".tmp-upload-*"); err != nil {
-				return fmt.Errorf("storing %s: %w", hdr.Name, err)
-			}
-			if hdr.Size == 0 {
-				if err := finish(); err != nil {
-					return err
-				}
-			}
-		case len(m.GetChunk()) > 0 && cur != nil:
-			chunk := m.GetChunk()
-			if got += int64(len(chunk)); got > hdr.Size {
-				return fmt.Errorf("%w: %s: more than the %d bytes announced", ErrInvalid, hdr.Name, hdr.Size)
-			}
-			if _, err := cur.Write(chunk); err != nil {
-				return fmt.Errorf("storing %s: %w", hdr.Name, err)
-			}
-			resp.Bytes += int64(len(chunk))
-			if got == hdr.Size {
-				if err := finish(); err != nil {
-					return err
-				}
-			}
-		default:
-			return fmt.Errorf("%w: an upload sends its name, then for each file a header and its bytes", ErrInvalid)
-		}
-	}
-	if cur != nil {
-		return fmt.Errorf("%w: %s: the upload ended after %d of its %d bytes", ErrInvalid, hdr.Name, got, hdr.Size)
-	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("storing upload %s: %w", first.GetUpload(), err)
+	if err != io.EOF {
+		return err
 	}
 	return stream.SendAndClose(resp)
 }

@@ -20,11 +20,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/framebuf"
 	"github.com/framefarm/framefarm/internal/mp4"
+	"github.com/framefarm/framefarm/internal/text"
 	farmpb "github.com/framefarm/framefarm/proto"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -635,15 +635,7 @@ func sleep(ctx context.Context, d time.Duration) {
 func errorText(err error) string {
 	// The text goes in a protobuf string, which must be UTF-8: ffmpeg may
 	// print other bytes, and the cut must fall between runes.
-	s := strings.ToValidUTF8(err.Error(), "\uFFFD")
-	if len(s) > 2000 {
-		n := 2000
-		for n > 0 && !utf8.RuneStart(s[n]) {
-			n--
-		}
-		s = s[:n] + "…"
-	}
-	return strings.TrimSpace(s)
+	return strings.TrimSpace(text.Truncate(err.Error(), 2000))
 }
 
 // originalNames rewrites the work folder's frame names in an ffmpeg message

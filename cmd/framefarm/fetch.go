@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/framefarm/framefarm/internal/atomicfile"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -162,62 +163,37 @@ func download(ctx context.Context, c *farmClient, job, out string) (path string,
 		}
 		path = filepath.Join(out, name)
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	err = atomicfile.Write(path, 0o644, func(tmp *os.File) error {
+		h := sha256.New()
+		w := io.MultiWriter(tmp, h)
+		var n int64
+		for {
+			if n+int64(len(msg.Data)) > size {
+				return fmt.Errorf("the coordinator sent more than the %d bytes it announced; nothing written", size)
+			}
+			if _, err := w.Write(msg.Data); err != nil {
+				return fmt.Errorf("writing %s: %w", tmp.Name(), err)
+			}
+			n += int64(len(msg.Data))
+			var err error
+			msg, err = stream.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return c.explain(ctx, err)
+			}
+		}
+		if n != size {
+			return fmt.Errorf("the download ended after %d of %d bytes; nothing written", n, size)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != want {
+			return fmt.Errorf("sha256 of the download is %s, the coordinator stored %s; nothing written", got, want)
+		}
+		return nil
+	})
 	if err != nil {
 		return "", 0, "", err
-	}
-	kept := false
-	defer func() {
-		if !kept {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-
-	h := sha256.New()
-	w := io.MultiWriter(tmp, h)
-	var n int64
-	for {
-		if n+int64(len(msg.Data)) > size {
-			return "", 0, "", fmt.Errorf("the coordinator sent more than the %d bytes it announced; nothing written", size)
-		}
-		if _, err := w.Write(msg.Data); err != nil {
-			return "", 0, "", fmt.Errorf("writing %s: %w", tmp.Name(), err)
-		}
-		n += int64(len(msg.Data))
-		msg, err = stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return "", 0, "", c.explain(ctx, err)
-		}
-	}
-	if n != size {
-		return "", 0, "", fmt.Errorf("the download ended after %d of %d bytes; nothing written", n, size)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return "", 0, "", fmt.Errorf("sha256 of the download is %s, the coordinator stored %s; nothing written", got, want)
-	}
-	// CreateTemp makes the file private; a video is meant to be shared.
-	if err := tmp.Chmod(0o644); err != nil {
-		return "", 0, "", err
-	}
-	if err := tmp.Sync(); err != nil {
-		return "", 0, "", fmt.Errorf("syncing %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return "", 0, "", err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return "", 0, "", err
-	}
-	kept = true
-	// The rename is only durable once the folder itself is synced.
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return path, size, want, nil
 }

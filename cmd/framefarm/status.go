@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/framefarm/framefarm/internal/text"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -135,7 +136,7 @@ func renderStatus(w io.Writer, st *farmpb.JobStatus, now time.Time) {
 	for _, s := range st.Sets {
 		fmt.Fprintf(tw, "%d\t%s\t%d-%d\t%d\t%s\t%d\t%s\t%s\t%d\t%s\n",
 			s.Index, s.State, s.FirstFrame, s.LastFrame, s.FrameCount, orDash(s.Node), s.FramesDone,
-			humanSize(s.PartSize), encodeTime(s.EncodeMs), s.Failures, orDash(truncate(oneLine(s.LastError), 60)))
+			humanSize(s.PartSize), encodeTime(s.EncodeMs), s.Failures, orDash(text.Truncate(oneLine(s.LastError), 60)))
 	}
 	tw.Flush()
 
@@ -199,22 +200,12 @@ func describeBreaker(b *farmpb.BreakerInfo) string {
 	return out
 }
 
-// humanSize uses binary units, as ls -h and du -h do.
+// humanSize is a size for the tables: "-" for none.
 func humanSize(n int64) string {
 	if n <= 0 {
 		return "-"
 	}
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	v := float64(n)
-	for _, unit := range []string{"KiB", "MiB", "GiB", "TiB"} {
-		v /= 1024
-		if v < 1024 || unit == "TiB" {
-			return fmt.Sprintf("%.1f %s", v, unit)
-		}
-	}
-	panic("unreachable")
+	return text.Size(n)
 }
 
 func encodeTime(ms uint64) string {
@@ -259,12 +250,4 @@ func yesNo(b bool) string {
 // table.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
-}
-
-func truncate(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n-3]) + "..."
 }

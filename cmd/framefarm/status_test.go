@@ -148,7 +148,7 @@ func TestHumanSize(t *testing.T) {
 		want string
 	}{
 		{0, "-"}, {1, "1 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {1536, "1.5 KiB"},
-		{10 << 20, "10.0 MiB"}, {3 << 30, "3.0 GiB"}, {5 << 40, "5.0 TiB"}, {5000 << 40, "5000.0 TiB"},
+		{10 << 20, "10.0 MiB"}, {3 << 30, "3.0 GiB"}, {5 << 40, "5.0 TiB"}, {5000 << 40, "4.9 PiB"},
 	} {
 		if got := humanSize(tt.n); got != tt.want {
 			t.Errorf("humanSize(%d) = %q, want %q", tt.n, got, tt.want)
