@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/framefarm/framefarm/internal/reason"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -144,12 +145,7 @@ func isSuccessful(err error) bool {
 	if !ok {
 		return false // not a gRPC answer: a transport or local failure
 	}
-	switch st.Code() {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
-		return false
-	default:
-		return true
-	}
+	return !reason.IsLinkFailure(st.Err())
 }
 
 // isExcluded reports whether err is the node's own cancellation, which says

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/framefarm/framefarm/internal/reason"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -30,6 +31,8 @@ var (
 	ErrStopped = errors.New("coordinator stopping: its state could not be saved")
 )
 
+// toStatus maps an error to its gRPC status, with a reason where the code
+// alone is ambiguous (see internal/reason).
 func toStatus(err error) error {
 	if err == nil {
 		return nil
@@ -37,22 +40,29 @@ func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	code := codes.Internal
+	code, why := codes.Internal, ""
 	switch {
 	case errors.Is(err, ErrStaleToken):
-		code = codes.FailedPrecondition
+		code, why = codes.FailedPrecondition, reason.LeaseLost
 	case errors.Is(err, ErrNotFound):
-		code = codes.NotFound
-	case errors.Is(err, ErrInvalid), errors.Is(err, ErrBadPart), errors.Is(err, errRefused):
-		code = codes.InvalidArgument
+		code, why = codes.NotFound, reason.NotFound
+	case errors.Is(err, ErrBadPart):
+		code, why = codes.InvalidArgument, reason.PartRefused
+	case errors.Is(err, errRefused):
+		code, why = codes.InvalidArgument, reason.JobRefused
+	case errors.Is(err, ErrInvalid):
+		code, why = codes.InvalidArgument, reason.BadRequest
 	case errors.Is(err, ErrNotReady), errors.Is(err, ErrConflict), errors.Is(err, ErrJobFailed), errors.Is(err, ErrFrameChanged), errors.Is(err, ErrJobFinished), errors.Is(err, ErrNodeExcluded):
-		code = codes.FailedPrecondition
+		code, why = codes.FailedPrecondition, reason.NotPossible
 	case errors.Is(err, ErrStopped):
-		code = codes.Unavailable
+		code, why = codes.Unavailable, reason.Stopping
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	}
-	return status.Error(code, err.Error())
+	if why == "" {
+		return status.Error(code, err.Error())
+	}
+	return reason.Error(code, why, err.Error())
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/framebuf"
 	"github.com/framefarm/framefarm/internal/mp4"
+	"github.com/framefarm/framefarm/internal/reason"
 	"github.com/framefarm/framefarm/internal/text"
 	farmpb "github.com/framefarm/framefarm/proto"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -270,9 +271,9 @@ func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment, lo
 		log.Info("part uploaded", "took", time.Since(start).Round(time.Millisecond), "frames", frames)
 	case errors.Is(context.Cause(setCtx), errLeaseLost):
 		log.Warn("lease lost; dropping the set", "err", context.Cause(setCtx))
-	case status.Code(err) == codes.FailedPrecondition || status.Code(err) == codes.NotFound:
+	case reason.IsLeaseLost(err):
 		log.Warn("lease lost; dropping the set", "err", err)
-	case status.Code(err) == codes.InvalidArgument:
+	case reason.IsPartRefused(err):
 		// The coordinator refused the part, gave the set back and recorded why.
 		log.Error("part refused by the coordinator", "err", err)
 		return true
@@ -330,14 +331,14 @@ func (n *Node) heartbeat(ctx context.Context, stop <-chan struct{}, a *farmpb.As
 		_, err := n.client.Heartbeat(hctx, &farmpb.HeartbeatRequest{Node: n.cfg.Name, JobId: a.JobId, SetIndex: a.SetIndex,
 			Token: a.Token, FramesDone: uint32(done.Load()), CpuLoad: load, FreeCores: free})
 		hcancel()
-		switch status.Code(err) {
-		case codes.OK:
+		switch {
+		case err == nil:
 			if failures > 0 {
 				log.Info("heartbeats go through again", "failed", failures)
 				failures = 0
 			}
-		case codes.Canceled:
-		case codes.FailedPrecondition, codes.NotFound:
+		case status.Code(err) == codes.Canceled:
+		case reason.IsLeaseLost(err):
 			cancel(fmt.Errorf("%w: %v", errLeaseLost, err))
 			return
 		default:
@@ -467,13 +468,7 @@ func (n *Node) retry(ctx context.Context, log *slog.Logger, what string, fn func
 
 // isTransient reports whether err is a failure of the link to the
 // coordinator rather than an answer about the request.
-func isTransient(err error) bool {
-	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
-		return true
-	}
-	return false
-}
+func isTransient(err error) bool { return reason.IsLinkFailure(err) }
 
 // waitAfter is how long to wait after a failed call: when the ambassador
 // says when to retry, that (plus up to a fifth, so that slots and nodes do

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/framefarm/framefarm/internal/creds"
+	"github.com/framefarm/framefarm/internal/reason"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -83,13 +84,13 @@ func (c *farmClient) explain(ctx context.Context, err error) error {
 	if !ok {
 		return err
 	}
-	switch s.Code() {
-	case codes.Unavailable, codes.DeadlineExceeded:
+	switch {
+	case reason.IsLinkFailure(err):
 		if hint := tlsHint(s.Message(), c.tls); hint != "" {
 			return &linkError{fmt.Errorf("cannot connect to the coordinator at %s: %s; %s", c.addr, s.Message(), hint)}
 		}
 		return &linkError{fmt.Errorf("cannot reach the coordinator at %s (is it running? check --coordinator): %s", c.addr, s.Message())}
-	case codes.Canceled:
+	case s.Code() == codes.Canceled:
 		return context.Canceled
 	default:
 		return fmt.Errorf("%s", s.Message())
