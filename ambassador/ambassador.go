@@ -41,6 +41,7 @@ import (
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/framefarm/framefarm/internal/chunk"
 	"github.com/framefarm/framefarm/internal/framebuf"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
@@ -149,7 +150,7 @@ type Ambassador struct {
 	log    *slog.Logger
 	conn   *grpc.ClientConn
 	client farmpb.NodeServiceClient
-	codec  rawCodec
+	codec  chunk.Codec
 	pool   *framebuf.Pool
 
 	// cb is the current breaker: the link watch replaces it with a fresh
@@ -224,7 +225,7 @@ func New(cfg Config) (*Ambassador, error) {
 		ready:        make(chan struct{}),
 		stateChanged: make(chan struct{}, 1),
 		linkUp:       make(chan struct{}, 1),
-		codec:        newRawCodec(),
+		codec:        chunk.NewCodec(),
 		pool:         &framebuf.Pool{},
 	}
 	a.addr.Store("")

@@ -14,12 +14,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/encoding"
-	protocodec "google.golang.org/grpc/encoding/proto"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/framefarm/framefarm/internal/chunk"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -126,61 +124,19 @@ func (a *Ambassador) forwardFrames(ctx context.Context, req *farmpb.StreamFrames
 			return err
 		}
 		for {
-			var chunk rawMsg
-			err := up.RecvMsg(&chunk)
+			var msg chunk.Raw
+			err := up.RecvMsg(&msg)
 			if err == io.EOF {
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			if err := sendRaw(node, &chunk); err != nil {
+			if err := chunk.Send(node, &msg); err != nil {
 				return &nodeSideError{err: err}
 			}
 		}
 	})
-}
-
-// rawMsg is a message the ambassador forwards as it arrived, in wire form:
-// decoding every frame chunk and encoding it again cost two copies of each
-// byte and a fresh 1 MiB allocation per chunk, which made this hop slower
-// than the coordinator's own stream.
-type rawMsg struct{ data mem.BufferSlice }
-
-// sendRaw sends m on s, and releases m's buffers if gRPC did not take them.
-func sendRaw(s interface{ SendMsg(any) error }, m *rawMsg) error {
-	err := s.SendMsg(m)
-	m.data.Free()
-	return err
-}
-
-// rawCodec is the protobuf codec, except that a rawMsg is kept as received
-// and sent as it is.
-type rawCodec struct{ encoding.CodecV2 }
-
-func newRawCodec() rawCodec { return rawCodec{encoding.GetCodecV2(protocodec.Name)} }
-
-func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	m, ok := v.(*rawMsg)
-	if !ok {
-		return c.CodecV2.Marshal(v)
-	}
-	// gRPC frees what Marshal returns once it is written: the reference
-	// passes to it.
-	data := m.data
-	m.data = nil
-	return data, nil
-}
-
-func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	m, ok := v.(*rawMsg)
-	if !ok {
-		return c.CodecV2.Unmarshal(data, v)
-	}
-	// gRPC frees data when Unmarshal returns: keep a reference.
-	data.Ref()
-	m.data = data
-	return nil
 }
 
 // UploadPart opens the coordinator's upload stream, copies every message of
@@ -213,16 +169,16 @@ func (a *Ambassador) UploadPart(node grpc.ClientStreamingServer[farmpb.UploadPar
 				return err
 			}
 			// The header was decoded; the chunks after it go through as
-			// they came (see rawMsg).
+			// they came (see chunk.Raw).
 			err = up.Send(first)
 			for err == nil {
-				var msg rawMsg
+				var msg chunk.Raw
 				if rerr := node.RecvMsg(&msg); rerr == io.EOF {
 					break
 				} else if rerr != nil {
 					return &nodeSideError{err: rerr}
 				}
-				err = sendRaw(up, &msg)
+				err = chunk.Send(up, &msg)
 			}
 			if err != nil && err != io.EOF {
 				return err

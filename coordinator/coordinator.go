@@ -22,13 +22,15 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/framefarm/framefarm/internal/chunk"
 	"github.com/framefarm/framefarm/internal/creds"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/frameseq"
 	farmpb "github.com/framefarm/framefarm/proto"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
 )
 
 // Config is everything the coordinator is started with.
@@ -480,7 +482,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		// 720-1062 MB/s, runs taken in turns); 16 KiB was slower (661-836).
 		grpc.WriteBufferSize(32 << 10),
 		grpc.SharedWriteBuffer(true),
-		grpc.ForceServerCodecV2(newChunkCodec()),
+		grpc.ForceServerCodecV2(chunk.NewCodec()),
 		// Uploads: a fixed window instead of the dynamic one, which starts
 		// at 64 KiB and stalls a bulk stream on every round trip.
 		grpc.InitialWindowSize(1 << 20),

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/framefarm/framefarm/internal/chunk"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -229,7 +230,7 @@ func (f *farmService) DownloadVideo(req *farmpb.DownloadVideoRequest, stream far
 	}
 	defer fh.Close()
 	first := &farmpb.VideoChunk{Size: size, Sha256: sum, Name: name}
-	buf := make([]byte, chunkSize)
+	buf := make([]byte, chunk.Size)
 	for {
 		k, err := io.ReadFull(fh, buf)
 		if k > 0 {

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/framefarm/framefarm/internal/chunk"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
@@ -148,13 +149,13 @@ func (s *fzSend[T]) Send(m *T) error {
 	return nil
 }
 
-// SendMsg takes what a handler hands gRPC directly (a wireChunk), encoded
+// SendMsg takes what a handler hands gRPC directly (a chunk.Out), encoded
 // by the server's codec and decoded as the client would.
 func (s *fzSend[T]) SendMsg(m any) error {
 	if t, ok := m.(*T); ok {
 		return s.Send(t)
 	}
-	codec := newChunkCodec()
+	codec := chunk.NewCodec()
 	data, err := codec.Marshal(m)
 	if err != nil {
 		return err

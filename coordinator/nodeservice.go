@@ -15,11 +15,9 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/encoding"
-	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/framefarm/framefarm/internal/chunk"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/framebuf"
 	"github.com/framefarm/framefarm/internal/mp4"
@@ -27,18 +25,15 @@ import (
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
-// chunkSize bounds every frame and video message.
-const chunkSize = 1 << 20
-
 type nodeService struct {
 	farmpb.UnimplementedNodeServiceServer
 	c *Coordinator
-	// chunks holds the buffers frames are read into, chunkSize each.
+	// chunks holds the buffers frames are read into, chunk.Size each.
 	chunks framebuf.Pool
 }
 
 func newNodeService(c *Coordinator) *nodeService {
-	return &nodeService{c: c, chunks: framebuf.Pool{Size: chunkSize}}
+	return &nodeService{c: c, chunks: framebuf.Pool{Size: chunk.Size}}
 }
 
 func checkNode(node string) error {
@@ -417,7 +412,7 @@ func (n *nodeService) StreamFrames(req *farmpb.StreamFramesRequest, stream farmp
 }
 
 // streamFrame reads the frame into pooled buffers and sends each as it was
-// read: the chunk goes out through chunkCodec without a copy, and its
+// read: the chunk goes out through chunk.Codec without a copy, and its
 // buffer comes back to the pool once gRPC has written it.
 func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, dir string, pos uint32, f frameRecord, pool *framebuf.Pool) error {
 	// Names come from our own scan, never from the request.
@@ -433,12 +428,12 @@ func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, 
 	}
 	var sent int64
 	for {
-		buf := pool.Get(chunkSize)
+		buf := pool.Get(chunk.Size)
 		k, err := io.ReadFull(fh, *buf)
 		if k > 0 {
 			sent += int64(k)
 			*buf = (*buf)[:k]
-			if err := stream.SendMsg(&wireChunk{pos: pos, last: sent == f.Size, data: mem.NewBuffer(buf, pool)}); err != nil {
+			if err := stream.SendMsg(&chunk.Out{Pos: pos, Last: sent == f.Size, Data: mem.NewBuffer(buf, pool)}); err != nil {
 				return err
 			}
 		} else {
@@ -461,41 +456,6 @@ func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, 
 		return stream.Send(&farmpb.FrameChunk{Position: pos, Last: true})
 	}
 	return nil
-}
-
-// wireChunk is a farmpb.FrameChunk whose data stays in a pooled buffer: the
-// default codec would copy every frame byte into a freshly zeroed buffer
-// (profiles of a stream: a third of the coordinator's CPU).
-type wireChunk struct {
-	pos  uint32
-	last bool
-	data mem.Buffer
-}
-
-// chunkCodec is the coordinator's gRPC codec: the protobuf codec, except
-// that a wireChunk is encoded as a FrameChunk's few header bytes followed
-// by its data buffer, handed to gRPC as it is.
-type chunkCodec struct{ encoding.CodecV2 }
-
-func newChunkCodec() chunkCodec { return chunkCodec{encoding.GetCodecV2(protocodec.Name)} }
-
-func (c chunkCodec) Marshal(v any) (mem.BufferSlice, error) {
-	w, ok := v.(*wireChunk)
-	if !ok {
-		return c.CodecV2.Marshal(v)
-	}
-	// The fields of farmpb.FrameChunk; any order is valid protobuf.
-	hdr := make([]byte, 0, 16)
-	hdr = protowire.AppendTag(hdr, 1, protowire.VarintType)
-	hdr = protowire.AppendVarint(hdr, uint64(w.pos))
-	if w.last {
-		hdr = protowire.AppendTag(hdr, 3, protowire.VarintType)
-		hdr = protowire.AppendVarint(hdr, 1)
-	}
-	hdr = protowire.AppendTag(hdr, 2, protowire.BytesType)
-	hdr = protowire.AppendVarint(hdr, uint64(w.data.Len()))
-	// gRPC frees the slice, and so the data buffer, once it is written.
-	return mem.BufferSlice{mem.SliceBuffer(hdr), w.data}, nil
 }
 
 func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) error {

@@ -1,4 +1,4 @@
-package node
+package chunk
 
 import (
 	"bytes"
@@ -8,8 +8,47 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/framefarm/framefarm/internal/framebuf"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
+
+// An Out must reach the node as the FrameChunk it stands for.
+func TestChunkCodecEncodesFrameChunk(t *testing.T) {
+	codec := NewCodec()
+	pool := framebuf.Pool{Size: Size}
+	for _, tc := range []struct {
+		pos  uint32
+		last bool
+		size int
+	}{{0, false, 1}, {7, true, 300}, {1 << 20, true, Size}, {3, false, 70000}} {
+		buf := pool.Get(tc.size)
+		for i := range *buf {
+			(*buf)[i] = byte(i * 7)
+		}
+		want := bytes.Clone(*buf)
+		data, err := codec.Marshal(&Out{Pos: tc.pos, Last: tc.last, Data: mem.NewBuffer(buf, &pool)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got farmpb.FrameChunk
+		if err := proto.Unmarshal(data.Materialize(), &got); err != nil {
+			t.Fatalf("%+v: %v", tc, err)
+		}
+		data.Free()
+		if got.Position != tc.pos || got.Last != tc.last || !bytes.Equal(got.Data, want) {
+			t.Errorf("%+v: decoded position %d last %v and %d bytes (equal: %v)", tc, got.Position, got.Last, len(got.Data), bytes.Equal(got.Data, want))
+		}
+	}
+	// Every other message goes through the protobuf codec.
+	data, err := codec.Marshal(&farmpb.FrameChunk{Position: 2, Last: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got farmpb.FrameChunk
+	if err := codec.Unmarshal(data, &got); err != nil || got.Position != 2 || !got.Last {
+		t.Errorf("plain FrameChunk: %v, %v", &got, err)
+	}
+}
 
 // A frame chunk decoded in place must match the protobuf runtime's decoding
 // however gRPC split the message across buffers.
@@ -49,19 +88,19 @@ func TestFrameChunkParse(t *testing.T) {
 		for cut1 := 0; cut1 <= len(msg); cut1 += 7 {
 			for cut2 := cut1; cut2 <= len(msg); cut2 += 5 {
 				bs := mem.BufferSlice{mem.SliceBuffer(msg[:cut1]), mem.SliceBuffer(msg[cut1:cut2]), mem.SliceBuffer(msg[cut2:])}
-				var c frameChunk
+				var c In
 				if err := c.parse(bs); err != nil {
 					t.Fatalf("%s cut at %d, %d: %v", name, cut1, cut2, err)
 				}
-				if got := c.appendData(nil); c.position != want.Position || c.last != want.Last || !bytes.Equal(got, want.Data) {
+				if got := c.AppendData(nil); c.Position != want.Position || c.Last != want.Last || !bytes.Equal(got, want.Data) {
 					t.Fatalf("%s cut at %d, %d: position %d last %v %d bytes, want %d %v %d", name, cut1, cut2,
-						c.position, c.last, len(got), want.Position, want.Last, len(want.Data))
+						c.Position, c.Last, len(got), want.Position, want.Last, len(want.Data))
 				}
 			}
 		}
 	}
 	for _, bad := range [][]byte{{0x08}, {0x12, 0x05, 1, 2}, {0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, {0x0b}} {
-		var c frameChunk
+		var c In
 		if err := c.parse(mem.BufferSlice{mem.SliceBuffer(bad)}); err == nil {
 			t.Errorf("% x: parsed, want an error", bad)
 		}
