@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/framefarm/framefarm/coordinator/job"
 )
 
 // Group commit. A change is applied to the job in memory under c.mu and
@@ -25,7 +27,7 @@ import (
 type batch struct {
 	// events are numbered in each job (Seq) and across the farm (FSeq) in
 	// the order their changes were applied.
-	events []Event
+	events []job.Event
 	// jobs holds each changed job's rows, in the order they first changed.
 	jobs    map[string]*jobBatch
 	order   []string
@@ -62,7 +64,7 @@ func newBatch() *batch { return &batch{jobs: map[string]*jobBatch{}, done: make(
 
 // jobRow is what the jobs row holds of a job's changing state.
 type jobRow struct {
-	State              JobState
+	State              job.JobState
 	Reason             string
 	NextToken, LastSeq uint64
 	Priority           int
@@ -72,7 +74,7 @@ type jobRow struct {
 // setRow is what the sets row holds of a set's state, encoded.
 type setRow struct {
 	Index     int
-	State     State
+	State     job.State
 	Node      string
 	Token     uint64
 	FailedOn  string
@@ -80,14 +82,14 @@ type setRow struct {
 	Part      string
 }
 
-func rowOf(s *Set) setRow {
+func rowOf(s *job.Set) setRow {
 	r := setRow{Index: s.Index, State: s.State, Node: s.Node, Token: s.Token, LastError: s.LastError, FailedOn: "[]", Part: "{}"}
 	// Most sets never fail and only C sets have a part: skip the JSON then.
 	if len(s.FailedOn) > 0 {
 		b, _ := json.Marshal(s.FailedOn)
 		r.FailedOn = string(b)
 	}
-	if s.Part != (PartInfo{}) {
+	if s.Part != (job.PartInfo{}) {
 		b, _ := json.Marshal(s.Part)
 		r.Part = string(b)
 	}
@@ -99,7 +101,7 @@ type changes struct{ c *Coordinator }
 
 // add records a change of a job: it numbers the events (so their order is
 // the order the changes were applied in) and snapshots the dirty sets.
-func (x changes) add(jr *jobRun, dirty []*Set, events []Event) {
+func (x changes) add(jr *jobRun, dirty []*job.Set, events []job.Event) {
 	if len(dirty) == 0 && len(events) == 0 {
 		return
 	}
@@ -239,7 +241,7 @@ func (c *Coordinator) await(ctx context.Context, b *batch) error {
 		close(failed.done)
 	} else {
 		for id, jb := range w.jobs {
-			if jb.job.State == JobJoining {
+			if jb.job.State == job.JobJoining {
 				c.requestJoin(id)
 			}
 		}

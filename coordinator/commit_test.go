@@ -10,7 +10,12 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/framefarm/framefarm/coordinator/job"
 )
+
+// t0 is the tests' clock.
+var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 
 // newCommitCoordinator is a coordinator with a real store and a job of
 // 4 sets, enough for change and the batches behind it.
@@ -27,12 +32,12 @@ func newCommitCoordinator(t *testing.T) (*Coordinator, string) {
 	for i := range frames {
 		frames[i] = frameRecord{Number: int64(i + 1), Name: "f.png", Size: 10, ModTime: t0}
 	}
-	job := &Job{ID: "job1", State: JobRunning, Sets: Partition(len(frames), 4), NodeFailures: map[string]int{}}
+	j := &job.Job{ID: "job1", State: job.JobRunning, Sets: job.Partition(len(frames), 4), NodeFailures: map[string]int{}}
 	c := newTestCoordinator(st)
-	jr := &jobRun{rec: rec, frames: frames, job: job}
+	jr := &jobRun{rec: rec, frames: frames, job: j}
 	if err := c.change(context.Background(), func(x changes) error {
 		x.create(jr)
-		x.add(jr, nil, []Event{{At: t0, Kind: "job_created", Set: -1}})
+		x.add(jr, nil, []job.Event{{At: t0, Kind: "job_created", Set: -1}})
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -48,7 +53,7 @@ func newTestCoordinator(st *store) *Coordinator {
 	}
 }
 
-func grantChange(c *Coordinator, node string, got *Set) func(x changes) error {
+func grantChange(c *Coordinator, node string, got *job.Set) func(x changes) error {
 	return func(x changes) error {
 		jr := c.jobs["job1"]
 		s, ev, err := jr.job.Grant(node, c.cfg.Now())
@@ -56,13 +61,13 @@ func grantChange(c *Coordinator, node string, got *Set) func(x changes) error {
 			return err
 		}
 		*got = *s
-		x.add(jr, []*Set{s}, ev)
+		x.add(jr, []*job.Set{s}, ev)
 		return nil
 	}
 }
 
 // stored reads the job back from the data folder, as a restart would.
-func stored(t *testing.T, dir string) *Job {
+func stored(t *testing.T, dir string) *job.Job {
 	t.Helper()
 	st, err := openStore(dir)
 	if err != nil {
@@ -81,13 +86,13 @@ func stored(t *testing.T, dir string) *Job {
 func TestChangeWaitsForItsCommit(t *testing.T) {
 	c, dir := newCommitCoordinator(t)
 	c.commitMu.Lock() // a write in progress
-	var s Set
+	var s job.Set
 	done := make(chan error, 1)
 	go func() { done <- c.change(context.Background(), grantChange(c, "n1", &s)) }()
 	// The grant is applied in memory, and waits.
 	for {
 		c.mu.Lock()
-		applied := c.jobs["job1"].job.Sets[0].State == Assigned
+		applied := c.jobs["job1"].job.Sets[0].State == job.Assigned
 		c.mu.Unlock()
 		if applied {
 			break
@@ -99,7 +104,7 @@ func TestChangeWaitsForItsCommit(t *testing.T) {
 		t.Fatalf("change answered (%v) before its batch was written", err)
 	case <-time.After(50 * time.Millisecond):
 	}
-	if j := stored(t, dir); j.Sets[0].State != Available || j.NextToken != 0 {
+	if j := stored(t, dir); j.Sets[0].State != job.Available || j.NextToken != 0 {
 		t.Fatalf("the data folder holds set 0 %c, token %d before the commit", j.Sets[0].State, j.NextToken)
 	}
 	// A refusal made while the grant is in flight may depend on it: it
@@ -119,11 +124,11 @@ func TestChangeWaitsForItsCommit(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if err := <-refused; !errors.Is(err, ErrStaleToken) {
+	if err := <-refused; !errors.Is(err, job.ErrStaleToken) {
 		t.Fatalf("refusal: %v, want a stale token", err)
 	}
 	j := stored(t, dir)
-	if j.Sets[0].State != Assigned || j.Sets[0].Token != s.Token || j.LastSeq != 2 {
+	if j.Sets[0].State != job.Assigned || j.Sets[0].Token != s.Token || j.LastSeq != 2 {
 		t.Fatalf("after the commit the data folder holds set 0 %c token %d, last event %d; want B, token %d, event 2",
 			j.Sets[0].State, j.Sets[0].Token, j.LastSeq, s.Token)
 	}
@@ -134,7 +139,7 @@ func TestChangeWaitsForItsCommit(t *testing.T) {
 func TestChangesShareABatch(t *testing.T) {
 	c, dir := newCommitCoordinator(t)
 	c.commitMu.Lock()
-	sets := make([]Set, 3)
+	sets := make([]job.Set, 3)
 	errs := make(chan error, len(sets))
 	for i := range sets {
 		go func() { errs <- c.change(context.Background(), grantChange(c, "n", &sets[i])) }()
@@ -167,7 +172,7 @@ func TestChangesShareABatch(t *testing.T) {
 		}
 	}
 	j := stored(t, dir)
-	if j.NextToken != 3 || j.Sets[0].State != Assigned || j.Sets[1].State != Assigned || j.Sets[2].State != Assigned || j.Sets[3].State != Available {
+	if j.NextToken != 3 || j.Sets[0].State != job.Assigned || j.Sets[1].State != job.Assigned || j.Sets[2].State != job.Assigned || j.Sets[3].State != job.Available {
 		t.Fatalf("stored token %d, sets %c%c%c%c; want 3, BBBA", j.NextToken, j.Sets[0].State, j.Sets[1].State, j.Sets[2].State, j.Sets[3].State)
 	}
 }
@@ -177,7 +182,7 @@ func TestChangesShareABatch(t *testing.T) {
 // and stops; the data folder holds the state before the batch.
 func TestFailedCommitAcknowledgesNothing(t *testing.T) {
 	c, dir := newCommitCoordinator(t)
-	var first Set
+	var first job.Set
 	if err := c.change(context.Background(), grantChange(c, "n1", &first)); err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +192,7 @@ func TestFailedCommitAcknowledgesNothing(t *testing.T) {
 	}
 	c.commitMu.Lock()
 	errs := make(chan error, 2)
-	var s1, s2 Set
+	var s1, s2 job.Set
 	go func() { errs <- c.change(context.Background(), grantChange(c, "n2", &s1)) }()
 	go func() { errs <- c.change(context.Background(), grantChange(c, "n3", &s2)) }()
 	for {
@@ -217,7 +222,7 @@ func TestFailedCommitAcknowledgesNothing(t *testing.T) {
 	default:
 		t.Fatal("Run is not told to stop")
 	}
-	var s3 Set
+	var s3 job.Set
 	if err := c.change(context.Background(), grantChange(c, "n4", &s3)); !errors.Is(err, ErrStopped) {
 		t.Fatalf("a change after the failed commit: %v, want ErrStopped", err)
 	}
@@ -225,41 +230,41 @@ func TestFailedCommitAcknowledgesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	j := stored(t, dir)
-	if j.NextToken != first.Token || j.Sets[0].State != Assigned || j.Sets[1].State != Available || j.Sets[2].State != Available {
+	if j.NextToken != first.Token || j.Sets[0].State != job.Assigned || j.Sets[1].State != job.Available || j.Sets[2].State != job.Available {
 		t.Fatalf("after the failed commit the data folder holds token %d, sets %c%c%c; want token %d, BAA",
 			j.NextToken, j.Sets[0].State, j.Sets[1].State, j.Sets[2].State, first.Token)
 	}
 }
 
 func TestBatchAdd(t *testing.T) {
-	failed := &Set{Index: 2, State: Available, FailedOn: []string{"n1"}, LastError: "boom"}
-	done := &Set{Index: 1, State: Completed, Node: "n2", Token: 7, Part: PartInfo{Name: "p", Size: 3}}
+	failed := &job.Set{Index: 2, State: job.Available, FailedOn: []string{"n1"}, LastError: "boom"}
+	done := &job.Set{Index: 1, State: job.Completed, Node: "n2", Token: 7, Part: job.PartInfo{Name: "p", Size: 3}}
 	tests := []struct {
 		name     string
-		changes  [][]*Set
+		changes  [][]*job.Set
 		wantSets []setRow
 	}{
-		{"one set", [][]*Set{{{Index: 0, State: Assigned, Node: "n", Token: 1}}},
-			[]setRow{{Index: 0, State: Assigned, Node: "n", Token: 1, FailedOn: "[]", Part: "{}"}}},
-		{"the last change of a set wins, in first-change order", [][]*Set{
-			{{Index: 3, State: Assigned, Node: "a", Token: 1}},
-			{{Index: 0, State: Assigned, Node: "b", Token: 2}},
-			{{Index: 3, State: Available}},
+		{"one set", [][]*job.Set{{{Index: 0, State: job.Assigned, Node: "n", Token: 1}}},
+			[]setRow{{Index: 0, State: job.Assigned, Node: "n", Token: 1, FailedOn: "[]", Part: "{}"}}},
+		{"the last change of a set wins, in first-change order", [][]*job.Set{
+			{{Index: 3, State: job.Assigned, Node: "a", Token: 1}},
+			{{Index: 0, State: job.Assigned, Node: "b", Token: 2}},
+			{{Index: 3, State: job.Available}},
 		}, []setRow{
-			{Index: 3, State: Available, FailedOn: "[]", Part: "{}"},
-			{Index: 0, State: Assigned, Node: "b", Token: 2, FailedOn: "[]", Part: "{}"},
+			{Index: 3, State: job.Available, FailedOn: "[]", Part: "{}"},
+			{Index: 0, State: job.Assigned, Node: "b", Token: 2, FailedOn: "[]", Part: "{}"},
 		}},
-		{"failures and parts as JSON", [][]*Set{{failed, done}}, []setRow{
-			{Index: 2, State: Available, FailedOn: `["n1"]`, LastError: "boom", Part: "{}"},
-			{Index: 1, State: Completed, Node: "n2", Token: 7, FailedOn: "[]", Part: `{"Name":"p","Size":3,"SHA256":"","EncodeMS":0,"Node":""}`},
+		{"failures and parts as JSON", [][]*job.Set{{failed, done}}, []setRow{
+			{Index: 2, State: job.Available, FailedOn: `["n1"]`, LastError: "boom", Part: "{}"},
+			{Index: 1, State: job.Completed, Node: "n2", Token: 7, FailedOn: "[]", Part: `{"Name":"p","Size":3,"SHA256":"","EncodeMS":0,"Node":""}`},
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			j := &Job{ID: "j", State: JobRunning, LastSeq: 10, NextToken: 5}
+			j := &job.Job{ID: "j", State: job.JobRunning, LastSeq: 10, NextToken: 5}
 			c := newTestCoordinator(nil)
 			for _, dirty := range tc.changes {
-				changes{c}.add(&jobRun{job: j}, dirty, []Event{{Kind: "x"}})
+				changes{c}.add(&jobRun{job: j}, dirty, []job.Event{{Kind: "x"}})
 			}
 			b := c.open
 			if !reflect.DeepEqual(b.jobs["j"].sets, tc.wantSets) {
@@ -270,7 +275,7 @@ func TestBatchAdd(t *testing.T) {
 					t.Errorf("event %d numbered %d, want %d", i, e.Seq, 11+i)
 				}
 			}
-			if want := (jobRow{State: JobRunning, NextToken: 5, LastSeq: uint64(10 + len(tc.changes))}); b.jobs["j"].job != want {
+			if want := (jobRow{State: job.JobRunning, NextToken: 5, LastSeq: uint64(10 + len(tc.changes))}); b.jobs["j"].job != want {
 				t.Errorf("job row %+v, want %+v", b.jobs["j"].job, want)
 			}
 		})

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/framefarm/framefarm/coordinator/job"
 	"github.com/framefarm/framefarm/internal/chunk"
 	"github.com/framefarm/framefarm/internal/creds"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
@@ -148,7 +149,7 @@ type jobRun struct {
 	rec jobRecord
 	// frames are the job's frames in order; sets index into them.
 	frames  []frameRecord
-	job     *Job
+	job     *job.Job
 	dir     string
 	partDir string
 }
@@ -219,7 +220,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	}
 	var spec *JobSpec
 	var prepared *jobRun
-	var created []Event
+	var created []job.Event
 	if cfg.FramesDir != "" {
 		// Checked before the data folder is touched: a refused job keeps
 		// nothing.
@@ -241,9 +242,9 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	for _, jr := range runs {
 		jr.dir = filepath.Join(c.cfg.Data, "jobs", jr.rec.ID)
 		jr.partDir = filepath.Join(jr.dir, "parts")
-		if jr.job.State == JobFailed && jr.job.allCompleted() {
+		if jr.job.State == job.JobFailed && jr.job.AllCompleted() {
 			// Only the join failed (a full disk, say): every part is here, so join again.
-			jr.job.State, jr.job.Reason = JobJoining, ""
+			jr.job.State, jr.job.Reason = job.JobJoining, ""
 		}
 		for _, s := range jr.job.Sets {
 			// A restarted coordinator gives every lease a fresh window: its
@@ -280,7 +281,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 
 // prepareJob checks a job's settings and scans its frames, and returns the
 // job ready to be created, with its job_created event. It writes nothing.
-func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []Event, error) {
+func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []job.Event, error) {
 	if spec.Sets < 1 {
 		return nil, nil, fmt.Errorf("--sets %d: a job needs at least 1 set", spec.Sets)
 	}
@@ -366,10 +367,10 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 		rec:    jobRecord{ID: newID(), Name: name, Created: now, FramesDir: dir, OutPath: out, Settings: settings, Fingerprint: fp},
 		frames: frames,
 	}
-	jr.job = &Job{ID: jr.rec.ID, State: JobQueued, Priority: spec.Priority, Sets: Partition(len(frames), spec.Sets), NodeFailures: map[string]int{}}
+	jr.job = &job.Job{ID: jr.rec.ID, State: job.JobQueued, Priority: spec.Priority, Sets: job.Partition(len(frames), spec.Sets), NodeFailures: map[string]int{}}
 	jr.dir = filepath.Join(c.cfg.Data, "jobs", jr.rec.ID)
 	jr.partDir = filepath.Join(jr.dir, "parts")
-	ev := []Event{{At: now, Kind: "job_created", Set: -1,
+	ev := []job.Event{{At: now, Kind: "job_created", Set: -1,
 		Detail: fmt.Sprintf("%d frames (%s, %d to %d) in %d sets, %s at %s fps, %dx%d%s", len(frames), seq.Pattern,
 			frames[0].Number, frames[len(frames)-1].Number, len(jr.job.Sets), settings.Codec, settings.rate(),
 			settings.outWidth(), settings.outHeight(), notes(settings, seq, spec.Gaps))}}
@@ -512,7 +513,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); c.joiner(bg) }()
 	c.mu.Lock()
 	for _, jr := range c.queue {
-		if jr.job.State == JobJoining {
+		if jr.job.State == job.JobJoining {
 			c.requestJoin(jr.rec.ID)
 		}
 	}
@@ -572,7 +573,7 @@ func (c *Coordinator) expireLeases(x changes) error {
 			continue
 		}
 		ev := j.Expire(now, c.cfg.HeartbeatTimeout, c.cfg.Lease)
-		var dirty []*Set
+		var dirty []*job.Set
 		for _, e := range ev {
 			dirty = append(dirty, j.Sets[e.Set])
 		}

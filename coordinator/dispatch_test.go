@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/framefarm/framefarm/coordinator/job"
 )
 
 // farmFixture is a coordinator with a real store and no jobs, for the
@@ -31,11 +33,11 @@ func addTestJob(t *testing.T, c *Coordinator, id string, priority, sets int, aft
 	jr := &jobRun{
 		rec:    jobRecord{ID: id, Name: id, Created: t0.Add(after), FramesDir: "/frames/" + id, Settings: jobSettings{Codec: "ffv1", FPSNum: 24, FPSDen: 1}},
 		frames: frames,
-		job:    &Job{ID: id, State: JobQueued, Priority: priority, Sets: Partition(sets, sets), NodeFailures: map[string]int{}},
+		job:    &job.Job{ID: id, State: job.JobQueued, Priority: priority, Sets: job.Partition(sets, sets), NodeFailures: map[string]int{}},
 	}
 	if err := c.change(context.Background(), func(x changes) error {
 		x.create(jr)
-		x.add(jr, nil, []Event{{At: t0, Kind: "job_created", Set: -1}})
+		x.add(jr, nil, []job.Event{{At: t0, Kind: "job_created", Set: -1}})
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -154,7 +156,7 @@ func TestExcludedNodeServedByOtherJobs(t *testing.T) {
 	c := farmFixture(t)
 	high := addTestJob(t, c, "high", 10, 2, 0)
 	addTestJob(t, c, "low", 0, 2, time.Second)
-	high.job.NodeFailures["bad"] = MaxFailures
+	high.job.NodeFailures["bad"] = job.MaxFailures
 	o, ok := offered(t, wait(t, c, "bad", 8, 0, false))
 	if !ok || o.job.rec.ID != "low" {
 		t.Fatalf("excluded node: offer %+v (%v), want a set of the other job", o, ok)
@@ -181,8 +183,8 @@ func TestOnceIsToldWhenNoWorkIsLeft(t *testing.T) {
 		t.Fatalf("told %+v while the job runs", o)
 	}
 	if err := c.change(context.Background(), func(x changes) error {
-		ev, err := jr.job.Complete(0, o.set.Token, PartInfo{Name: "p", Node: "n"}, t0)
-		x.add(jr, []*Set{jr.job.Sets[0]}, ev)
+		ev, err := jr.job.Complete(0, o.set.Token, job.PartInfo{Name: "p", Node: "n"}, t0)
+		x.add(jr, []*job.Set{jr.job.Sets[0]}, ev)
 		return err
 	}); err != nil {
 		t.Fatal(err)

@@ -4,28 +4,22 @@ import (
 	"context"
 	"errors"
 
-	"github.com/framefarm/framefarm/internal/reason"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/framefarm/framefarm/coordinator/job"
+	"github.com/framefarm/framefarm/internal/reason"
 )
 
 // Domain errors. They are mapped to gRPC status codes in one place, toStatus.
 var (
-	ErrStaleToken   = errors.New("stale fencing token")
-	ErrNotFound     = errors.New("not found")
 	ErrInvalid      = errors.New("invalid request")
-	ErrNoWork       = errors.New("no set available now")
-	ErrJobFinished  = errors.New("job has no more work")
-	ErrJobFailed    = errors.New("job failed")
-	ErrNodeExcluded = errors.New("node excluded from job")
 	ErrNotReady     = errors.New("final video not ready")
 	ErrBadPart      = errors.New("part refused")
 	ErrFrameChanged = errors.New("frame changed")
 	// errRefused: a job's frames or settings cannot be rendered; the
 	// message names the file or flag and what to do.
 	errRefused = errors.New("job refused")
-	// ErrConflict: the job is not in a state the request can apply to.
-	ErrConflict = errors.New("not possible now")
 	// ErrStopped: a commit failed, so the coordinator takes no more changes
 	// and stops; started again, it resumes from its data folder.
 	ErrStopped = errors.New("coordinator stopping: its state could not be saved")
@@ -42,9 +36,9 @@ func toStatus(err error) error {
 	}
 	code, why := codes.Internal, ""
 	switch {
-	case errors.Is(err, ErrStaleToken):
+	case errors.Is(err, job.ErrStaleToken):
 		code, why = codes.FailedPrecondition, reason.LeaseLost
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, job.ErrNotFound):
 		code, why = codes.NotFound, reason.NotFound
 	case errors.Is(err, ErrBadPart):
 		code, why = codes.InvalidArgument, reason.PartRefused
@@ -52,7 +46,7 @@ func toStatus(err error) error {
 		code, why = codes.InvalidArgument, reason.JobRefused
 	case errors.Is(err, ErrInvalid):
 		code, why = codes.InvalidArgument, reason.BadRequest
-	case errors.Is(err, ErrNotReady), errors.Is(err, ErrConflict), errors.Is(err, ErrJobFailed), errors.Is(err, ErrFrameChanged), errors.Is(err, ErrJobFinished), errors.Is(err, ErrNodeExcluded):
+	case errors.Is(err, ErrNotReady), errors.Is(err, job.ErrConflict), errors.Is(err, job.ErrJobFailed), errors.Is(err, ErrFrameChanged), errors.Is(err, job.ErrJobFinished), errors.Is(err, job.ErrNodeExcluded):
 		code, why = codes.FailedPrecondition, reason.NotPossible
 	case errors.Is(err, ErrStopped):
 		code, why = codes.Unavailable, reason.Stopping

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/framefarm/framefarm/coordinator/job"
 	"github.com/framefarm/framefarm/internal/text"
 )
 
@@ -62,13 +63,13 @@ func (c *Coordinator) lookup(id string) (*jobRun, error) {
 	if id != "" {
 		jr := c.jobs[id]
 		if jr == nil {
-			return nil, fmt.Errorf("%w: the farm has no job %q (framefarm jobs lists them)", ErrNotFound, text.Truncate(id, 100))
+			return nil, fmt.Errorf("%w: the farm has no job %q (framefarm jobs lists them)", job.ErrNotFound, text.Truncate(id, 100))
 		}
 		return jr, nil
 	}
 	switch len(c.queue) {
 	case 0:
-		return nil, fmt.Errorf("%w: the farm has no jobs yet", ErrNotFound)
+		return nil, fmt.Errorf("%w: the farm has no jobs yet", job.ErrNotFound)
 	case 1:
 		return c.queue[0], nil
 	}
@@ -81,7 +82,7 @@ func (c *Coordinator) lookup(id string) (*jobRun, error) {
 
 // create records a prepared job: its folder first, so that a job in the
 // database always has one.
-func (c *Coordinator) create(ctx context.Context, jr *jobRun, created []Event) error {
+func (c *Coordinator) create(ctx context.Context, jr *jobRun, created []job.Event) error {
 	if err := os.MkdirAll(jr.partDir, 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", jr.partDir, err)
 	}
@@ -112,7 +113,7 @@ func (c *Coordinator) submit(ctx context.Context, spec JobSpec) (*jobRun, error)
 }
 
 // jobChange applies fn to job id as one change.
-func (c *Coordinator) jobChange(ctx context.Context, id string, fn func(jr *jobRun) ([]*Set, []Event, error)) (*jobRun, error) {
+func (c *Coordinator) jobChange(ctx context.Context, id string, fn func(jr *jobRun) ([]*job.Set, []job.Event, error)) (*jobRun, error) {
 	var jr *jobRun
 	err := c.change(ctx, func(x changes) error {
 		var err error
@@ -132,7 +133,7 @@ func (c *Coordinator) jobChange(ctx context.Context, id string, fn func(jr *jobR
 // cancel stops a job; the nodes rendering its sets learn it at their next
 // heartbeat.
 func (c *Coordinator) cancel(ctx context.Context, id string) (*jobRun, error) {
-	return c.jobChange(ctx, id, func(jr *jobRun) ([]*Set, []Event, error) {
+	return c.jobChange(ctx, id, func(jr *jobRun) ([]*job.Set, []job.Event, error) {
 		delete(c.joinWant, jr.rec.ID)
 		return jr.job.Cancel(c.cfg.Now())
 	})
@@ -162,7 +163,7 @@ func (c *Coordinator) reset(ctx context.Context, id string, all bool) (*jobRun, 
 	}
 	err = c.change(ctx, func(x changes) error {
 		if c.jobs[jr.rec.ID] != jr {
-			return fmt.Errorf("%w: job %s was deleted", ErrNotFound, jr.rec.ID)
+			return fmt.Errorf("%w: job %s was deleted", job.ErrNotFound, jr.rec.ID)
 		}
 		redo := map[int]bool{}
 		var positions []int
@@ -243,7 +244,7 @@ func (c *Coordinator) removeStaleParts(jr *jobRun) {
 
 // setPriority moves a job in the queue.
 func (c *Coordinator) setPriority(ctx context.Context, id string, p int) (*jobRun, error) {
-	return c.jobChange(ctx, id, func(jr *jobRun) ([]*Set, []Event, error) {
+	return c.jobChange(ctx, id, func(jr *jobRun) ([]*job.Set, []job.Event, error) {
 		ev := jr.job.SetPriority(p, c.cfg.Now())
 		c.sortQueue()
 		return nil, ev, nil
@@ -260,7 +261,7 @@ func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 			return err
 		}
 		if !jr.job.State.Finished() {
-			return fmt.Errorf("%w: job %s is %s: cancel it first", ErrConflict, jr.rec.ID, jr.job.State)
+			return fmt.Errorf("%w: job %s is %s: cancel it first", job.ErrConflict, jr.rec.ID, jr.job.State)
 		}
 		delete(c.jobs, jr.rec.ID)
 		c.queue = slices.DeleteFunc(c.queue, func(q *jobRun) bool { return q == jr })

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/framefarm/framefarm/coordinator/job"
 	"github.com/framefarm/framefarm/internal/chunk"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
@@ -49,7 +50,7 @@ func (c *Coordinator) statusLocked(jr *jobRun) *farmpb.JobStatus {
 			Node: s.Node, FramesDone: uint32(s.FramesDone), Failures: uint32(len(s.FailedOn)),
 			LastError: s.LastError, Token: s.Token,
 		}
-		if s.State == Completed {
+		if s.State == job.Completed {
 			ss.Node, ss.PartSize, ss.EncodeMs = s.Part.Node, s.Part.Size, s.Part.EncodeMS
 		}
 		js.FramesDone += ss.FramesDone
@@ -90,7 +91,7 @@ func summaryLocked(jr *jobRun) *farmpb.JobSummary {
 	}
 	for _, s := range jr.job.Sets {
 		js.FramesDone += uint32(s.FramesDone)
-		if s.State == Completed {
+		if s.State == job.Completed {
 			js.SetsDone++
 		}
 	}
@@ -218,10 +219,10 @@ func (f *farmService) DownloadVideo(req *farmpb.DownloadVideoRequest, stream far
 	if err := c.await(stream.Context(), b); err != nil {
 		return err
 	}
-	if state == JobFailed {
-		return fmt.Errorf("%w: job %s: %s", ErrJobFailed, jr.rec.ID, reason)
+	if state == job.JobFailed {
+		return fmt.Errorf("%w: job %s: %s", job.ErrJobFailed, jr.rec.ID, reason)
 	}
-	if state != JobDone || name == "" {
+	if state != job.JobDone || name == "" {
 		return fmt.Errorf("%w: job %s is %s", ErrNotReady, jr.rec.ID, state)
 	}
 	fh, err := os.Open(filepath.Join(jr.dir, name))

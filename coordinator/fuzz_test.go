@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/framefarm/framefarm/coordinator/job"
 	"github.com/framefarm/framefarm/internal/chunk"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	farmpb "github.com/framefarm/framefarm/proto"
@@ -110,12 +111,12 @@ func (fx *fzFixture) reset(t testing.TB) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	jr := c.only()
-	jr.job = &Job{ID: jr.rec.ID, State: JobRunning, Sets: Partition(len(jr.frames), fzSets), NodeFailures: map[string]int{}}
+	jr.job = &job.Job{ID: jr.rec.ID, State: job.JobRunning, Sets: job.Partition(len(jr.frames), fzSets), NodeFailures: map[string]int{}}
 	c.nodes = map[string]*nodeInfo{}
 	if _, err := c.store.db.ExecContext(ctx, `DELETE FROM events WHERE job_id=?`, jr.rec.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.store.commit(ctx, jr.job, jr.job.Sets, []Event{{At: fx.now, Kind: "job_created", Set: -1}}); err != nil {
+	if err := c.store.commit(ctx, jr.job, jr.job.Sets, []job.Event{{At: fx.now, Kind: "job_created", Set: -1}}); err != nil {
 		t.Fatal(err)
 	}
 	// As numbered by commit: the farm's events are this job's.
@@ -302,9 +303,9 @@ func (fx *fzFixture) lease(node string) (uint32, uint64, uint32) {
 	c := fx.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var pick *Set
+	var pick *job.Set
 	for _, s := range c.only().job.Sets {
-		if s.State == Assigned && (s.Node == node || pick == nil) {
+		if s.State == job.Assigned && (s.Node == node || pick == nil) {
 			pick = s
 		}
 	}
@@ -521,13 +522,13 @@ func (fx *fzFixture) check(t *testing.T, after string) {
 		c.mu.Unlock()
 		t.Fatalf("after %s: "+format, append([]any{after}, a...)...)
 	}
-	if !slices.Contains([]JobState{JobRunning, JobJoining, JobDone, JobFailed}, j.State) {
+	if !slices.Contains([]job.JobState{job.JobRunning, job.JobJoining, job.JobDone, job.JobFailed}, j.State) {
 		fail("job state %q", j.State)
 	}
-	if (j.State == JobFailed) != (j.Reason != "") {
+	if (j.State == job.JobFailed) != (j.Reason != "") {
 		fail("job %s with reason %q", j.State, j.Reason)
 	}
-	want := Partition(len(c.only().frames), fzSets)
+	want := job.Partition(len(c.only().frames), fzSets)
 	tokens := map[uint64]bool{}
 	failures := map[string]int{}
 	parts := map[string]bool{}
@@ -540,33 +541,33 @@ func (fx *fzFixture) check(t *testing.T, after string) {
 			fail("set %d has %d of %d frames done", i, s.FramesDone, s.Count)
 		}
 		switch s.State {
-		case Available:
+		case job.Available:
 			if s.Node != "" {
 				fail("set %d is A but held by %q", i, s.Node)
 			}
-		case Assigned:
+		case job.Assigned:
 			if s.Node == "" || s.Token == 0 || s.Token > j.NextToken || tokens[s.Token] {
 				fail("set %d is B with node %q token %d (next %d)", i, s.Node, s.Token, j.NextToken)
 			}
 			tokens[s.Token] = true
-		case Completed:
+		case job.Completed:
 			if s.Part.Name == "" || s.FramesDone != s.Count {
 				fail("set %d is C without its part: %+v", i, s.Part)
 			}
 			parts[s.Part.Name] = true
-		case Failed:
+		case job.Failed:
 			anyF = true
-			if len(s.FailedOn) < MaxFailures {
+			if len(s.FailedOn) < job.MaxFailures {
 				fail("set %d is F after failing on %d nodes", i, len(s.FailedOn))
 			}
 		default:
 			fail("set %d has state %q", i, s.State)
 		}
-		allC = allC && s.State == Completed
-		if len(s.FailedOn) > MaxFailures {
+		allC = allC && s.State == job.Completed
+		if len(s.FailedOn) > job.MaxFailures {
 			fail("set %d failed on %d nodes: %q", i, len(s.FailedOn), s.FailedOn)
 		}
-		if s.State != Failed && len(s.FailedOn) >= MaxFailures {
+		if s.State != job.Failed && len(s.FailedOn) >= job.MaxFailures {
 			fail("set %d failed %d times and is %c", i, len(s.FailedOn), s.State)
 		}
 		for k, n := range s.FailedOn {
@@ -580,13 +581,13 @@ func (fx *fzFixture) check(t *testing.T, after string) {
 			fail("node %q failed %d sets, counted %d", n, k, j.NodeFailures[n])
 		}
 	}
-	if anyF && j.State != JobFailed {
+	if anyF && j.State != job.JobFailed {
 		fail("a set is F and the job is %s", j.State)
 	}
-	if (j.State == JobJoining || j.State == JobDone) && !allC {
+	if (j.State == job.JobJoining || j.State == job.JobDone) && !allC {
 		fail("job %s with sets not completed", j.State)
 	}
-	if allC && j.State == JobRunning {
+	if allC && j.State == job.JobRunning {
 		fail("every set completed and the job is still running")
 	}
 	c.mu.Unlock()
@@ -650,7 +651,7 @@ func fzParts(t testing.TB, dir string) map[int][]byte {
 		t.Skip("ffmpeg is not installed")
 	}
 	parts := map[int][]byte{}
-	for _, s := range Partition(fzFrames, fzSets) {
+	for _, s := range job.Partition(fzFrames, fzSets) {
 		if parts[s.Count] != nil {
 			continue
 		}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/framefarm/framefarm/coordinator/job"
 	"github.com/framefarm/framefarm/internal/atomicfile"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/mp4"
@@ -35,7 +36,7 @@ func (c *Coordinator) joiner(ctx context.Context) {
 			for _, q := range c.queue {
 				if c.joinWant[q.rec.ID] {
 					delete(c.joinWant, q.rec.ID)
-					if q.job.State == JobJoining {
+					if q.job.State == job.JobJoining {
 						jr = q
 						break
 					}
@@ -92,10 +93,10 @@ func (c *Coordinator) joinJob(ctx context.Context, jr *jobRun) {
 	}
 }
 
-func (c *Coordinator) snapshotSets(jr *jobRun) []Set {
+func (c *Coordinator) snapshotSets(jr *jobRun) []job.Set {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]Set, len(jr.job.Sets))
+	out := make([]job.Set, len(jr.job.Sets))
 	for i, s := range jr.job.Sets {
 		out[i] = *s
 	}

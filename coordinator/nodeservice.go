@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/grpc/mem"
 
+	"github.com/framefarm/framefarm/coordinator/job"
 	"github.com/framefarm/framefarm/internal/chunk"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/framebuf"
@@ -49,18 +50,18 @@ var errIdle = errors.New("the farm has no work left for this node")
 // grant gives node a set of the first job in the queue that has one for it.
 // When none has, it says why: ErrNoWork while some job may still have work
 // for the node, errIdle (with every job's reason) when none will.
-func (c *Coordinator) grant(x changes, node string) (*jobRun, *Set, error) {
+func (c *Coordinator) grant(x changes, node string) (*jobRun, *job.Set, error) {
 	now := c.cfg.Now()
 	for _, jr := range c.queue {
 		if s, ev, err := jr.job.Grant(node, now); err == nil {
-			x.add(jr, []*Set{s}, ev)
+			x.add(jr, []*job.Set{s}, ev)
 			return jr, s, nil
 		}
 	}
 	if err := c.idle(node); err != nil {
 		return nil, nil, err
 	}
-	return nil, nil, ErrNoWork
+	return nil, nil, job.ErrNoWork
 }
 
 // idle returns errIdle, with the reasons, when no job has or may have work
@@ -70,13 +71,13 @@ func (c *Coordinator) idle(node string) error {
 	for _, jr := range c.queue {
 		j := jr.job
 		switch {
-		case (j.State == JobRunning || j.State == JobQueued) && !j.Excluded(node):
+		case (j.State == job.JobRunning || j.State == job.JobQueued) && !j.Excluded(node):
 			// A set of a running job may still come back to the queue.
 			return nil
 		case len(why) < 5 && j.Excluded(node):
-			why = append(why, fmt.Sprintf("job %s: %v: node %s failed %d of its sets", jr.rec.ID, ErrNodeExcluded, node, j.NodeFailures[node]))
-		case len(why) < 5 && j.State == JobFailed:
-			why = append(why, fmt.Sprintf("job %s: %v: %s", jr.rec.ID, ErrJobFailed, j.Reason))
+			why = append(why, fmt.Sprintf("job %s: %v: node %s failed %d of its sets", jr.rec.ID, job.ErrNodeExcluded, node, j.NodeFailures[node]))
+		case len(why) < 5 && j.State == job.JobFailed:
+			why = append(why, fmt.Sprintf("job %s: %v: %s", jr.rec.ID, job.ErrJobFailed, j.Reason))
 		case len(why) < 5:
 			why = append(why, fmt.Sprintf("job %s: %s", jr.rec.ID, j.State))
 		}
@@ -164,7 +165,7 @@ type waiter struct {
 // offer answers a waiter: a set of a job (granted in batch), or done.
 type offer struct {
 	job   *jobRun
-	set   Set
+	set   job.Set
 	done  error
 	batch *batch
 }
@@ -222,14 +223,14 @@ func (c *Coordinator) dispatch(x changes) {
 // anyAvailable reports whether some job that grants sets has an A set.
 func (c *Coordinator) anyAvailable() bool {
 	for _, jr := range c.queue {
-		if (jr.job.State == JobQueued || jr.job.State == JobRunning) && jr.job.hasAvailable() {
+		if (jr.job.State == job.JobQueued || jr.job.State == job.JobRunning) && jr.job.HasAvailable() {
 			return true
 		}
 	}
 	return false
 }
 
-func (c *Coordinator) assignment(jr *jobRun, s *Set) *farmpb.Assignment {
+func (c *Coordinator) assignment(jr *jobRun, s *job.Set) *farmpb.Assignment {
 	a := &farmpb.Assignment{
 		JobId: jr.rec.ID, SetIndex: uint32(s.Index), Token: s.Token,
 		// Often enough for both rules: a lease is kept by heartbeats within
@@ -289,7 +290,7 @@ func (c *Coordinator) ungrant(jr *jobRun, index int, token uint64, node string) 
 		for i := range ev {
 			ev[i].Detail = "the grant did not reach " + node + " (its request ended first)"
 		}
-		x.add(jr, []*Set{jr.job.Sets[index]}, ev)
+		x.add(jr, []*job.Set{jr.job.Sets[index]}, ev)
 		return err
 	})
 }
@@ -304,7 +305,7 @@ func (c *Coordinator) leaseJob(id string) (*jobRun, error) {
 	}
 	jr := c.jobs[id]
 	if jr == nil {
-		return nil, fmt.Errorf("%w: the farm has no job %q", ErrNotFound, text.Truncate(id, 100))
+		return nil, fmt.Errorf("%w: the farm has no job %q", job.ErrNotFound, text.Truncate(id, 100))
 	}
 	return jr, nil
 }
@@ -354,10 +355,10 @@ func (n *nodeService) ReleaseSet(ctx context.Context, req *farmpb.ReleaseSetRequ
 			return err
 		}
 		if holder := j.Sets[req.SetIndex].Node; holder != req.Node {
-			return fmt.Errorf("%w: set %d is held by %s, not %s", ErrStaleToken, req.SetIndex, holder, req.Node)
+			return fmt.Errorf("%w: set %d is held by %s, not %s", job.ErrStaleToken, req.SetIndex, holder, req.Node)
 		}
 		ev, err := j.Release(int(req.SetIndex), req.Token, text.Truncate(req.Error, 4000), c.cfg.Now())
-		x.add(jr, []*Set{j.Sets[req.SetIndex]}, ev)
+		x.add(jr, []*job.Set{j.Sets[req.SetIndex]}, ev)
 		return err
 	})
 	if err != nil {
@@ -368,7 +369,7 @@ func (n *nodeService) ReleaseSet(ctx context.Context, req *farmpb.ReleaseSetRequ
 
 // leasedSet returns the job and a copy of the set after checking the
 // caller's lease.
-func (c *Coordinator) leasedSet(jobID string, index uint32, token uint64) (*jobRun, Set, error) {
+func (c *Coordinator) leasedSet(jobID string, index uint32, token uint64) (*jobRun, job.Set, error) {
 	c.mu.Lock()
 	jr, err := c.leaseJob(jobID)
 	if err == nil {
@@ -379,9 +380,9 @@ func (c *Coordinator) leasedSet(jobID string, index uint32, token uint64) (*jobR
 		b := c.pending()
 		c.mu.Unlock()
 		if werr := c.await(context.Background(), b); werr != nil {
-			return nil, Set{}, werr
+			return nil, job.Set{}, werr
 		}
-		return nil, Set{}, err
+		return nil, job.Set{}, err
 	}
 	defer c.mu.Unlock()
 	return jr, *jr.job.Sets[index], nil
@@ -497,7 +498,7 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		log.Warn("part refused", "err", err)
 		_ = c.change(context.WithoutCancel(ctx), func(x changes) error {
 			ev, rerr := jr.job.Release(s.Index, h.Token, text.Truncate("upload refused: "+err.Error(), 4000), c.cfg.Now())
-			x.add(jr, []*Set{jr.job.Sets[s.Index]}, ev)
+			x.add(jr, []*job.Set{jr.job.Sets[s.Index]}, ev)
 			return rerr
 		})
 	}
@@ -511,15 +512,15 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 	name := fmt.Sprintf("set-%05d-t%d.%s", s.Index, h.Token, jr.rec.Settings.PartExt)
 	path := filepath.Join(jr.partDir, name)
 	if err := os.Link(f.Name(), path); errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("%w: set %d: another upload under token %d came first", ErrStaleToken, s.Index, h.Token)
+		return fmt.Errorf("%w: set %d: another upload under token %d came first", job.ErrStaleToken, s.Index, h.Token)
 	} else if err != nil {
 		return fmt.Errorf("storing part of set %d: %w", s.Index, err)
 	}
 	err = c.change(ctx, func(x changes) error {
 		// One fsync of the folder for every part of the batch.
 		x.syncBeforeCommit(jr.partDir)
-		ev, err := jr.job.Complete(s.Index, h.Token, PartInfo{Name: name, Size: size, SHA256: sum, EncodeMS: h.EncodeMs, Node: h.Node}, c.cfg.Now())
-		x.add(jr, []*Set{jr.job.Sets[s.Index]}, ev)
+		ev, err := jr.job.Complete(s.Index, h.Token, job.PartInfo{Name: name, Size: size, SHA256: sum, EncodeMS: h.EncodeMs, Node: h.Node}, c.cfg.Now())
+		x.add(jr, []*job.Set{jr.job.Sets[s.Index]}, ev)
 		return err
 	})
 	if err != nil {
@@ -537,14 +538,14 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 
 // maxPartBytes bounds an upload: a lossy part is far smaller than its raw
 // frames, and a lossless one is not much larger than them.
-func maxPartBytes(st jobSettings, s Set) int64 {
+func maxPartBytes(st jobSettings, s job.Set) int64 {
 	raw := int64(st.outWidth()) * int64(st.outHeight()) * 8 * int64(s.Count)
 	return raw + 16<<20
 }
 
 // receivePart writes the upload to a temp file, hashing it on the way, and
 // returns that file open (nil when none was made); the caller closes it.
-func receivePart(stream farmpb.NodeService_UploadPartServer, jr *jobRun, h *farmpb.PartHeader, s Set) (*os.File, string, int64, error) {
+func receivePart(stream farmpb.NodeService_UploadPartServer, jr *jobRun, h *farmpb.PartHeader, s job.Set) (*os.File, string, int64, error) {
 	limit := maxPartBytes(jr.rec.Settings, s)
 	if h.Size <= 0 || h.Size > limit {
 		return nil, "", 0, fmt.Errorf("%w: set %d: a part of %d bytes is out of bounds (1 to %d)", ErrBadPart, s.Index, h.Size, limit)
@@ -603,7 +604,7 @@ func receivePart(stream farmpb.NodeService_UploadPartServer, jr *jobRun, h *farm
 // ~150-300 ms of CPU, most of the coordinator's work per set. Every frame
 // must last exactly one frame period in the fps time base, which is what
 // lets the join lay the parts end to end without rounding.
-func verifyPart(st jobSettings, r io.ReaderAt, size int64, s Set) error {
+func verifyPart(st jobSettings, r io.ReaderAt, size int64, s job.Set) error {
 	codec, _ := ffmpeg.LookupCodec(st.Codec)
 	p, err := mp4.Read(r, size)
 	if err != nil {

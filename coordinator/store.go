@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/framefarm/framefarm/coordinator/job"
 	"github.com/framefarm/framefarm/internal/atomicfile"
 
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
@@ -304,22 +305,22 @@ func (s *store) loadJobs(ctx context.Context) ([]*jobRun, uint64, error) {
 	rows.Close()
 	var runs []*jobRun
 	for _, id := range ids {
-		rec, frames, job, err := s.loadJob(ctx, id)
+		rec, frames, j, err := s.loadJob(ctx, id)
 		if err != nil {
 			return nil, 0, err
 		}
-		runs = append(runs, &jobRun{rec: rec, frames: frames, job: job})
+		runs = append(runs, &jobRun{rec: rec, frames: frames, job: j})
 	}
 	return runs, uint64(last.Int64), nil
 }
 
-func (s *store) loadJob(ctx context.Context, id string) (jobRecord, []frameRecord, *Job, error) {
+func (s *store) loadJob(ctx context.Context, id string) (jobRecord, []frameRecord, *job.Job, error) {
 	var rec jobRecord
 	var settings string
 	var created, finished int64
-	job := &Job{ID: id, NodeFailures: map[string]int{}}
+	j := &job.Job{ID: id, NodeFailures: map[string]int{}}
 	err := s.db.QueryRowContext(ctx, `SELECT name, created_ms, finished_ms, frames_dir, out_path, settings, fingerprint, state, reason, priority, next_token, last_seq, final_name, final_size, final_sha FROM jobs WHERE id=?`, id).
-		Scan(&rec.Name, &created, &finished, &rec.FramesDir, &rec.OutPath, &settings, &rec.Fingerprint, &job.State, &job.Reason, &job.Priority, &job.NextToken, &job.LastSeq, &rec.FinalName, &rec.FinalSize, &rec.FinalSHA)
+		Scan(&rec.Name, &created, &finished, &rec.FramesDir, &rec.OutPath, &settings, &rec.Fingerprint, &j.State, &j.Reason, &j.Priority, &j.NextToken, &j.LastSeq, &rec.FinalName, &rec.FinalSize, &rec.FinalSHA)
 	if err != nil {
 		return rec, nil, nil, fmt.Errorf("loading job %s: %w", id, err)
 	}
@@ -355,25 +356,25 @@ func (s *store) loadJob(ctx context.Context, id string) (jobRecord, []frameRecor
 	}
 	defer rows.Close()
 	for rows.Next() {
-		st := &Set{}
+		st := &job.Set{}
 		var state, failed, part string
 		if err := rows.Scan(&st.Index, &st.First, &st.Count, &state, &st.Node, &st.Token, &failed, &st.LastError, &part); err != nil {
 			return rec, nil, nil, err
 		}
-		st.State = State(state[0])
+		st.State = job.State(state[0])
 		_ = json.Unmarshal([]byte(failed), &st.FailedOn)
 		_ = json.Unmarshal([]byte(part), &st.Part)
-		for _, n := range distinct(st.FailedOn) {
-			job.NodeFailures[n]++
+		for _, n := range job.Distinct(st.FailedOn) {
+			j.NodeFailures[n]++
 		}
-		job.Sets = append(job.Sets, st)
+		j.Sets = append(j.Sets, st)
 	}
-	return rec, frames, job, rows.Err()
+	return rec, frames, j, rows.Err()
 }
 
 // events returns a job's events after seq, or with jobID "" the farm's
 // after the farm-wide fseq.
-func (s *store) events(ctx context.Context, jobID string, after uint64, limit int) ([]Event, error) {
+func (s *store) events(ctx context.Context, jobID string, after uint64, limit int) ([]job.Event, error) {
 	q, args := `SELECT job_id, seq, fseq, unix_ms, kind, set_idx, node, detail FROM events WHERE job_id=? AND seq>? ORDER BY seq LIMIT ?`, []any{jobID, after, limit}
 	if jobID == "" {
 		q, args = `SELECT job_id, seq, fseq, unix_ms, kind, set_idx, node, detail FROM events WHERE fseq>? ORDER BY fseq LIMIT ?`, []any{after, limit}
@@ -383,9 +384,9 @@ func (s *store) events(ctx context.Context, jobID string, after uint64, limit in
 		return nil, err
 	}
 	defer rows.Close()
-	var out []Event
+	var out []job.Event
 	for rows.Next() {
-		var e Event
+		var e job.Event
 		var ms int64
 		if err := rows.Scan(&e.JobID, &e.Seq, &e.FSeq, &ms, &e.Kind, &e.Set, &e.Node, &e.Detail); err != nil {
 			return nil, err

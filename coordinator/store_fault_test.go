@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/framefarm/framefarm/coordinator/job"
 )
 
 // What a coordinator killed at any instant finds when it starts again on
@@ -24,39 +26,39 @@ func TestStoreSurvivesRestart(t *testing.T) {
 	for i := range frames {
 		frames[i] = frameRecord{Number: int64(i + 1), Name: "f.png", Size: 10, ModTime: t0}
 	}
-	job := &Job{ID: "job1", State: JobRunning, Sets: Partition(len(frames), 4), NodeFailures: map[string]int{}}
-	if err := st.createJob(ctx, rec, frames, job, []Event{{At: t0, Kind: "job_created", Set: -1}}); err != nil {
+	j := &job.Job{ID: "job1", State: job.JobRunning, Sets: job.Partition(len(frames), 4), NodeFailures: map[string]int{}}
+	if err := st.createJob(ctx, rec, frames, j, []job.Event{{At: t0, Kind: "job_created", Set: -1}}); err != nil {
 		t.Fatal(err)
 	}
-	apply := func(dirty []*Set, ev []Event, err error) {
+	apply := func(dirty []*job.Set, ev []job.Event, err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := st.commit(ctx, job, dirty, ev); err != nil {
+		if err := st.commit(ctx, j, dirty, ev); err != nil {
 			t.Fatal(err)
 		}
 	}
-	grant := func(node string) *Set {
+	grant := func(node string) *job.Set {
 		t.Helper()
-		s, ev, err := job.Grant(node, t0)
-		apply([]*Set{s}, ev, err)
+		s, ev, err := j.Grant(node, t0)
+		apply([]*job.Set{s}, ev, err)
 		return s
 	}
 	s0 := grant("n1") // set 0: completed
-	ev, err := job.Complete(s0.Index, s0.Token, PartInfo{Name: "set-00000.nut", Size: 5, SHA256: "abc", EncodeMS: 7, Node: "n1"}, t0)
-	apply([]*Set{s0}, ev, err)
+	ev, err := j.Complete(s0.Index, s0.Token, job.PartInfo{Name: "set-00000.nut", Size: 5, SHA256: "abc", EncodeMS: 7, Node: "n1"}, t0)
+	apply([]*job.Set{s0}, ev, err)
 	s1 := grant("n2") // set 1: failed on n2, then on n3, now held by n1
-	ev, err = job.Release(s1.Index, s1.Token, "ffmpeg: disk full", t0)
-	apply([]*Set{s1}, ev, err)
+	ev, err = j.Release(s1.Index, s1.Token, "ffmpeg: disk full", t0)
+	apply([]*job.Set{s1}, ev, err)
 	s1 = grant("n3")
-	ev, err = job.Release(s1.Index, s1.Token, "ffmpeg: killed", t0)
-	apply([]*Set{s1}, ev, err)
+	ev, err = j.Release(s1.Index, s1.Token, "ffmpeg: killed", t0)
+	apply([]*job.Set{s1}, ev, err)
 	s1 = grant("n1")
 	s2 := grant("n2") // set 2: held by n2
 	// A change that was never committed (the kill came first) must not
 	// show: set 3 is granted in memory only.
-	if _, _, err := job.Grant("n4", t0); err != nil {
+	if _, _, err := j.Grant("n4", t0); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Close(); err != nil {
@@ -76,14 +78,14 @@ func TestStoreSurvivesRestart(t *testing.T) {
 		t.Fatalf("%d frames after restart, want %d", len(gotFrames), len(frames))
 	}
 	type setView struct {
-		State    State
+		State    job.State
 		Node     string
 		Token    uint64
 		FailedOn []string
 		LastErr  string
-		Part     PartInfo
+		Part     job.PartInfo
 	}
-	view := func(s *Set) setView {
+	view := func(s *job.Set) setView {
 		v := setView{s.State, s.Node, s.Token, s.FailedOn, s.LastError, s.Part}
 		if len(v.FailedOn) == 0 {
 			v.FailedOn = nil
@@ -91,10 +93,10 @@ func TestStoreSurvivesRestart(t *testing.T) {
 		return v
 	}
 	want := []setView{
-		{Completed, "n1", s0.Token, nil, "", PartInfo{Name: "set-00000.nut", Size: 5, SHA256: "abc", EncodeMS: 7, Node: "n1"}},
-		{Assigned, "n1", s1.Token, []string{"n2", "n3"}, "ffmpeg: killed", PartInfo{}},
-		{Assigned, "n2", s2.Token, nil, "", PartInfo{}},
-		{Available, "", 0, nil, "", PartInfo{}},
+		{job.Completed, "n1", s0.Token, nil, "", job.PartInfo{Name: "set-00000.nut", Size: 5, SHA256: "abc", EncodeMS: 7, Node: "n1"}},
+		{job.Assigned, "n1", s1.Token, []string{"n2", "n3"}, "ffmpeg: killed", job.PartInfo{}},
+		{job.Assigned, "n2", s2.Token, nil, "", job.PartInfo{}},
+		{job.Available, "", 0, nil, "", job.PartInfo{}},
 	}
 	for i, w := range want {
 		if g := view(got.Sets[i]); !reflect.DeepEqual(g, w) {
@@ -142,17 +144,17 @@ func TestStoreSurvivesRestart(t *testing.T) {
 // commit persists one change of job, in a batch of its own (for tests that
 // write the store without a Coordinator): its scalar fields, the dirty sets and
 // the new events (numbered here, in order).
-func (s *store) commit(ctx context.Context, job *Job, dirty []*Set, events []Event) error {
+func (s *store) commit(ctx context.Context, j *job.Job, dirty []*job.Set, events []job.Event) error {
 	c := newTestCoordinator(s)
-	changes{c}.add(&jobRun{job: job}, dirty, events)
+	changes{c}.add(&jobRun{job: j}, dirty, events)
 	return s.write(ctx, c.open)
 }
 
 // createJob writes a new job's rows and events, as a change creating it
 // would.
-func (s *store) createJob(ctx context.Context, rec jobRecord, frames []frameRecord, job *Job, events []Event) error {
+func (s *store) createJob(ctx context.Context, rec jobRecord, frames []frameRecord, j *job.Job, events []job.Event) error {
 	c := newTestCoordinator(s)
-	jr := &jobRun{rec: rec, frames: frames, job: job}
+	jr := &jobRun{rec: rec, frames: frames, job: j}
 	c.open.created = append(c.open.created, jr)
 	changes{c}.add(jr, nil, events)
 	return s.write(ctx, c.open)

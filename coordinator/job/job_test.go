@@ -1,4 +1,4 @@
-package coordinator
+package job
 
 import (
 	"errors"
@@ -681,7 +681,7 @@ func TestSetIndexMatchesScan(t *testing.T) {
 				o.do(t, j)
 				check(t, j, o.name)
 			}
-			if got, want := j.allCompleted(), !slices.ContainsFunc(j.Sets, func(s *Set) bool { return s.State != Completed }); got != want {
+			if got, want := j.AllCompleted(), !slices.ContainsFunc(j.Sets, func(s *Set) bool { return s.State != Completed }); got != want {
 				t.Fatalf("allCompleted %t, a scan says %t", got, want)
 			}
 		})

@@ -1,4 +1,10 @@
-package coordinator
+// Package job is a job's state machine, pure: its sets (A available, B
+// assigned under a lease and a fencing token, C completed, F failed), its
+// states (queued, running, joining, done, failed, cancelled) and the
+// transitions, which validate first and only then mutate, and return the
+// events to record with the change. Time comes in as arguments; nothing here
+// does I/O.
+package job
 
 import (
 	"fmt"
@@ -151,8 +157,8 @@ func (j *Job) setState(s *Set, st State) {
 	s.State = st
 }
 
-// hasAvailable reports whether the job has an A set.
-func (j *Job) hasAvailable() bool {
+// HasAvailable reports whether the job has an A set.
+func (j *Job) HasAvailable() bool {
 	for _, w := range j.index().avail {
 		if w != 0 {
 			return true
@@ -284,14 +290,15 @@ func (j *Job) Complete(index int, token uint64, part PartInfo, now time.Time) ([
 	s.Part, s.FramesDone = part, s.Count
 	ev := []Event{{At: now, Kind: "part_accepted", Set: index, Node: part.Node,
 		Detail: fmt.Sprintf("%d bytes, sha256 %s, encoded in %d ms", part.Size, part.SHA256, part.EncodeMS)}}
-	if j.allCompleted() {
+	if j.AllCompleted() {
 		j.State = JobJoining
 		ev = append(ev, Event{At: now, Kind: "job_joining", Set: -1, Detail: fmt.Sprintf("all %d sets rendered", len(j.Sets))})
 	}
 	return ev, nil
 }
 
-func (j *Job) allCompleted() bool { return j.index().completed == len(j.Sets) }
+// AllCompleted reports whether every set is C.
+func (j *Job) AllCompleted() bool { return j.index().completed == len(j.Sets) }
 
 // Release gives a set back to A. A non-empty reason is a failure of the set
 // on the node holding it: after MaxFailures distinct nodes the set goes to
@@ -331,7 +338,7 @@ func (j *Job) Release(index int, token uint64, reason string, now time.Time) ([]
 			return ev, nil
 		}
 		j.State = JobFailed
-		j.Reason = fmt.Sprintf("set %d failed %d times (on %s); last error: %s", index, len(s.FailedOn), joinNames(distinct(s.FailedOn)), reason)
+		j.Reason = fmt.Sprintf("set %d failed %d times (on %s); last error: %s", index, len(s.FailedOn), joinNames(Distinct(s.FailedOn)), reason)
 		ev = append(ev, Event{At: now, Kind: "job_failed", Set: -1, Detail: j.Reason})
 	}
 	return ev, nil
@@ -365,7 +372,8 @@ func (j *Job) WatchForPauses(heartbeatTimeout time.Duration) {
 	j.pauseAfter = max(heartbeatTimeout/2, time.Second)
 }
 
-func distinct(names []string) []string {
+// Distinct returns names without repeats, in first-seen order.
+func Distinct(names []string) []string {
 	var out []string
 	for _, n := range names {
 		if !contains(out, n) {
