@@ -256,7 +256,7 @@ func (c *Coordinator) await(ctx context.Context, b *batch) error {
 	}
 	if err == nil {
 		for _, e := range w.events {
-			c.log.Info(e.Kind, "job", e.JobID, "set", e.Set, "node", e.Node, "seq", e.Seq, "detail", e.Detail)
+			c.log.Info(string(e.Kind), "job", e.JobID, "set", e.Set, "node", e.Node, "seq", e.Seq, "detail", e.Detail)
 		}
 	}
 	w.err = err

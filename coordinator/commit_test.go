@@ -45,6 +45,9 @@ func newCommitCoordinator(t *testing.T) (*Coordinator, string) {
 	return c, dir
 }
 
+// sqlite is the coordinator's store, for tests that reach into it.
+func (c *Coordinator) sqlite() *store { return c.store.(*store) }
+
 func newTestCoordinator(st *store) *Coordinator {
 	return &Coordinator{
 		cfg: Config{Now: func() time.Time { return t0 }}, log: slog.New(slog.DiscardHandler), store: st, jobs: map[string]*jobRun{},
@@ -187,7 +190,7 @@ func TestFailedCommitAcknowledgesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The next commit fails: the events table is gone.
-	if _, err := c.store.db.Exec(`ALTER TABLE events RENAME TO events_gone`); err != nil {
+	if _, err := c.sqlite().db.Exec(`ALTER TABLE events RENAME TO events_gone`); err != nil {
 		t.Fatal(err)
 	}
 	c.commitMu.Lock()
@@ -226,7 +229,7 @@ func TestFailedCommitAcknowledgesNothing(t *testing.T) {
 	if err := c.change(context.Background(), grantChange(c, "n4", &s3)); !errors.Is(err, ErrStopped) {
 		t.Fatalf("a change after the failed commit: %v, want ErrStopped", err)
 	}
-	if _, err := c.store.db.Exec(`ALTER TABLE events_gone RENAME TO events`); err != nil {
+	if _, err := c.sqlite().db.Exec(`ALTER TABLE events_gone RENAME TO events`); err != nil {
 		t.Fatal(err)
 	}
 	j := stored(t, dir)

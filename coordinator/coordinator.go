@@ -106,7 +106,7 @@ func btoi(b bool) int {
 type Coordinator struct {
 	cfg   Config
 	log   *slog.Logger
-	store *store
+	store stateStore
 
 	mu sync.Mutex
 	// jobs holds every job the farm knows; queue the same jobs in the order
@@ -370,7 +370,7 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 	jr.job = &job.Job{ID: jr.rec.ID, State: job.JobQueued, Priority: spec.Priority, Sets: job.Partition(len(frames), spec.Sets), NodeFailures: map[string]int{}}
 	jr.dir = filepath.Join(c.cfg.Data, "jobs", jr.rec.ID)
 	jr.partDir = filepath.Join(jr.dir, "parts")
-	ev := []job.Event{{At: now, Kind: "job_created", Set: -1,
+	ev := []job.Event{{At: now, Kind: job.EvJobCreated, Set: -1,
 		Detail: fmt.Sprintf("%d frames (%s, %d to %d) in %d sets, %s at %s fps, %dx%d%s", len(frames), seq.Pattern,
 			frames[0].Number, frames[len(frames)-1].Number, len(jr.job.Sets), settings.Codec, settings.rate(),
 			settings.outWidth(), settings.outHeight(), notes(settings, seq, spec.Gaps))}}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/framefarm/framefarm/coordinator/job"
@@ -63,7 +65,7 @@ func (c *Coordinator) statusLocked(jr *jobRun) *farmpb.JobStatus {
 	for name := range jr.job.NodeFailures {
 		names[name] = true
 	}
-	for _, name := range sortedKeys(names) {
+	for _, name := range slices.Sorted(maps.Keys(names)) {
 		ns := &farmpb.NodeStatus{Name: name, Failures: uint32(jr.job.NodeFailures[name]), Excluded: jr.job.Excluded(name)}
 		if ni := c.nodes[name]; ni != nil {
 			ns.LastSeenUnixMs = ni.lastSeen.UnixMilli()
@@ -99,16 +101,40 @@ func summaryLocked(jr *jobRun) *farmpb.JobSummary {
 }
 
 func (f *farmService) ListJobs(ctx context.Context, _ *farmpb.ListJobsRequest) (*farmpb.ListJobsResponse, error) {
-	c := f.c
+	return &farmpb.ListJobsResponse{Jobs: f.c.Snapshot(ctx).Jobs}, nil
+}
+
+// Snapshot is the farm at one moment, durable, for code that reads it
+// (lists, pages, metrics) instead of reaching into the lock.
+type Snapshot struct {
+	// Jobs in queue order: higher priority first, then the earlier
+	// submitted.
+	Jobs []*farmpb.JobSummary
+	// Nodes are every node that called, by name, without per-job counts.
+	Nodes []*farmpb.NodeStatus
+	// Waiting is how many requests for work wait for a set.
+	Waiting int
+	// LastEventSeq is the farm-wide number of the last event.
+	LastEventSeq uint64
+}
+
+// Snapshot copies the farm's state under the lock, then waits until it is
+// durable (as every answer does).
+func (c *Coordinator) Snapshot(ctx context.Context) Snapshot {
 	c.mu.Lock()
-	resp := &farmpb.ListJobsResponse{}
+	s := Snapshot{Waiting: len(c.waiters), LastEventSeq: c.lastFSeq}
 	for _, jr := range c.queue {
-		resp.Jobs = append(resp.Jobs, summaryLocked(jr))
+		s.Jobs = append(s.Jobs, summaryLocked(jr))
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.nodes)) {
+		ni := c.nodes[name]
+		s.Nodes = append(s.Nodes, &farmpb.NodeStatus{Name: name, LastSeenUnixMs: ni.lastSeen.UnixMilli(),
+			CpuLoad: ni.cpuLoad, FreeCores: ni.freeCores, SetsDone: uint32(ni.setsDone), Breaker: ni.breaker})
 	}
 	b := c.pending()
 	c.mu.Unlock()
 	_ = c.await(ctx, b)
-	return resp, nil
+	return s
 }
 
 // summary answers a change of a job with its line, as durable.
@@ -184,7 +210,7 @@ func (f *farmService) WatchEvents(req *farmpb.WatchEventsRequest, stream farmpb.
 			return err
 		}
 		for _, e := range events {
-			if err := stream.Send(&farmpb.Event{JobId: e.JobID, Seq: e.Seq, FarmSeq: e.FSeq, UnixMs: e.At.UnixMilli(), Kind: e.Kind,
+			if err := stream.Send(&farmpb.Event{JobId: e.JobID, Seq: e.Seq, FarmSeq: e.FSeq, UnixMs: e.At.UnixMilli(), Kind: string(e.Kind),
 				SetIndex: int32(e.Set), Node: e.Node, Detail: e.Detail}); err != nil {
 				return err
 			}

@@ -113,10 +113,10 @@ func (fx *fzFixture) reset(t testing.TB) {
 	jr := c.only()
 	jr.job = &job.Job{ID: jr.rec.ID, State: job.JobRunning, Sets: job.Partition(len(jr.frames), fzSets), NodeFailures: map[string]int{}}
 	c.nodes = map[string]*nodeInfo{}
-	if _, err := c.store.db.ExecContext(ctx, `DELETE FROM events WHERE job_id=?`, jr.rec.ID); err != nil {
+	if _, err := c.sqlite().db.ExecContext(ctx, `DELETE FROM events WHERE job_id=?`, jr.rec.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.store.commit(ctx, jr.job, jr.job.Sets, []job.Event{{At: fx.now, Kind: "job_created", Set: -1}}); err != nil {
+	if err := c.sqlite().commit(ctx, jr.job, jr.job.Sets, []job.Event{{At: fx.now, Kind: "job_created", Set: -1}}); err != nil {
 		t.Fatal(err)
 	}
 	// As numbered by commit: the farm's events are this job's.
@@ -622,7 +622,7 @@ func (fx *fzFixture) check(t *testing.T, after string) {
 func (fx *fzFixture) checkStored(t *testing.T) {
 	t.Helper()
 	c := fx.c
-	_, _, stored, err := c.store.loadJob(context.Background(), c.only().rec.ID)
+	_, _, stored, err := c.sqlite().loadJob(context.Background(), c.only().rec.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

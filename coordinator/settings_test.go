@@ -54,7 +54,7 @@ func TestResumedJobKeepsItsFilterThreads(t *testing.T) {
 	s := c.only().rec.Settings
 	s.FilterThreads = 7
 	b, _ := json.Marshal(s)
-	if _, err := c.store.db.Exec(`UPDATE jobs SET settings=? WHERE id=?`, string(b), c.only().rec.ID); err != nil {
+	if _, err := c.sqlite().db.Exec(`UPDATE jobs SET settings=? WHERE id=?`, string(b), c.only().rec.ID); err != nil {
 		t.Fatal(err)
 	}
 	id := c.JobID()

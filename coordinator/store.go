@@ -15,6 +15,20 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 )
 
+// stateStore is where the farm's state is kept and read back after a
+// restart: SQLite (store) today. Changes arrive in batches, each written in
+// one transaction before any of them is answered.
+type stateStore interface {
+	// loadJobs reads every job, and the farm's last event number.
+	loadJobs(ctx context.Context) ([]*jobRun, uint64, error)
+	write(ctx context.Context, b *batch) error
+	setFinal(ctx context.Context, id, name string, size int64, sha string) error
+	// events returns a job's events after seq, or the farm's (jobID "")
+	// after the farm-wide number.
+	events(ctx context.Context, jobID string, after uint64, limit int) ([]job.Event, error)
+	Close() error
+}
+
 // store keeps the coordinator's state in SQLite. Changes are committed in
 // batches (see batch), each one transaction (synchronous=FULL), before any
 // of them is acknowledged.

@@ -74,6 +74,26 @@ type PartInfo struct {
 	Node     string
 }
 
+// EventKind says what an event records.
+type EventKind string
+
+// The event kinds, as stored and streamed.
+const (
+	EvJobCreated   EventKind = "job_created"
+	EvSetGranted   EventKind = "set_granted"
+	EvSetReleased  EventKind = "set_released"
+	EvSetFailed    EventKind = "set_failed"
+	EvLeaseExpired EventKind = "lease_expired"
+	EvPartAccepted EventKind = "part_accepted"
+	EvNodeExcluded EventKind = "node_excluded"
+	EvJobJoining   EventKind = "job_joining"
+	EvJobDone      EventKind = "job_done"
+	EvJobFailed    EventKind = "job_failed"
+	EvJobCancelled EventKind = "job_cancelled"
+	EvJobReset     EventKind = "job_reset"
+	EvJobPriority  EventKind = "job_priority"
+)
+
 // Event is one entry of a job's ordered event stream.
 type Event struct {
 	JobID string
@@ -81,7 +101,7 @@ type Event struct {
 	Seq    uint64
 	FSeq   uint64
 	At     time.Time
-	Kind   string
+	Kind   EventKind
 	Set    int // -1 when the event is about the job
 	Node   string
 	Detail string
@@ -219,7 +239,7 @@ func (j *Job) Grant(node string, now time.Time) (*Set, []Event, error) {
 		if pick == nil {
 			pick = s
 		}
-		if !contains(s.FailedOn, node) {
+		if !slices.Contains(s.FailedOn, node) {
 			pick = s
 			return false
 		}
@@ -234,7 +254,7 @@ func (j *Job) Grant(node string, now time.Time) (*Set, []Event, error) {
 	j.setState(pick, Assigned)
 	pick.Node, pick.Token = node, j.NextToken
 	pick.LastBeat, pick.LastProgress, pick.FramesDone = now, now, 0
-	return pick, []Event{{At: now, Kind: "set_granted", Set: pick.Index, Node: node,
+	return pick, []Event{{At: now, Kind: EvSetGranted, Set: pick.Index, Node: node,
 		Detail: fmt.Sprintf("token %d, frames %d", pick.Token, pick.Count)}}, nil
 }
 
@@ -288,11 +308,11 @@ func (j *Job) Complete(index int, token uint64, part PartInfo, now time.Time) ([
 	j.ran(now)
 	j.setState(s, Completed)
 	s.Part, s.FramesDone = part, s.Count
-	ev := []Event{{At: now, Kind: "part_accepted", Set: index, Node: part.Node,
+	ev := []Event{{At: now, Kind: EvPartAccepted, Set: index, Node: part.Node,
 		Detail: fmt.Sprintf("%d bytes, sha256 %s, encoded in %d ms", part.Size, part.SHA256, part.EncodeMS)}}
 	if j.AllCompleted() {
 		j.State = JobJoining
-		ev = append(ev, Event{At: now, Kind: "job_joining", Set: -1, Detail: fmt.Sprintf("all %d sets rendered", len(j.Sets))})
+		ev = append(ev, Event{At: now, Kind: EvJobJoining, Set: -1, Detail: fmt.Sprintf("all %d sets rendered", len(j.Sets))})
 	}
 	return ev, nil
 }
@@ -313,17 +333,17 @@ func (j *Job) Release(index int, token uint64, reason string, now time.Time) ([]
 	j.setState(s, Available)
 	s.Node, s.FramesDone = "", 0
 	if reason == "" {
-		return []Event{{At: now, Kind: "set_released", Set: index, Node: node, Detail: "given back"}}, nil
+		return []Event{{At: now, Kind: EvSetReleased, Set: index, Node: node, Detail: "given back"}}, nil
 	}
 	s.LastError = reason
-	ev := []Event{{At: now, Kind: "set_failed", Set: index, Node: node, Detail: reason}}
+	ev := []Event{{At: now, Kind: EvSetFailed, Set: index, Node: node, Detail: reason}}
 	if j.NodeFailures == nil {
 		j.NodeFailures = map[string]int{}
 	}
-	if !contains(s.FailedOn, node) {
+	if !slices.Contains(s.FailedOn, node) {
 		j.NodeFailures[node]++
 		if j.NodeFailures[node] == MaxFailures {
-			ev = append(ev, Event{At: now, Kind: "node_excluded", Set: -1, Node: node,
+			ev = append(ev, Event{At: now, Kind: EvNodeExcluded, Set: -1, Node: node,
 				Detail: fmt.Sprintf("failed %d sets; it gets no more sets of this job", MaxFailures)})
 		}
 	}
@@ -338,8 +358,8 @@ func (j *Job) Release(index int, token uint64, reason string, now time.Time) ([]
 			return ev, nil
 		}
 		j.State = JobFailed
-		j.Reason = fmt.Sprintf("set %d failed %d times (on %s); last error: %s", index, len(s.FailedOn), joinNames(Distinct(s.FailedOn)), reason)
-		ev = append(ev, Event{At: now, Kind: "job_failed", Set: -1, Detail: j.Reason})
+		j.Reason = fmt.Sprintf("set %d failed %d times (on %s); last error: %s", index, len(s.FailedOn), strings.Join(Distinct(s.FailedOn), ", "), reason)
+		ev = append(ev, Event{At: now, Kind: EvJobFailed, Set: -1, Detail: j.Reason})
 	}
 	return ev, nil
 }
@@ -376,7 +396,7 @@ func (j *Job) WatchForPauses(heartbeatTimeout time.Duration) {
 func Distinct(names []string) []string {
 	var out []string
 	for _, n := range names {
-		if !contains(out, n) {
+		if !slices.Contains(out, n) {
 			out = append(out, n)
 		}
 	}
@@ -410,7 +430,7 @@ func (j *Job) Expire(now time.Time, heartbeatTimeout, lease time.Duration) []Eve
 		default:
 			continue
 		}
-		ev = append(ev, Event{At: now, Kind: "lease_expired", Set: s.Index, Node: s.Node,
+		ev = append(ev, Event{At: now, Kind: EvLeaseExpired, Set: s.Index, Node: s.Node,
 			Detail: fmt.Sprintf("token %d: %s", s.Token, why)})
 		j.setState(s, Available)
 		s.Node, s.FramesDone = "", 0
@@ -434,7 +454,7 @@ func (j *Job) Cancel(now time.Time) ([]*Set, []Event, error) {
 		}
 	}
 	j.State, j.Reason = JobCancelled, "cancelled"
-	return dirty, []Event{{At: now, Kind: "job_cancelled", Set: -1, Detail: fmt.Sprintf("%d sets were being rendered", len(dirty))}}, nil
+	return dirty, []Event{{At: now, Kind: EvJobCancelled, Set: -1, Detail: fmt.Sprintf("%d sets were being rendered", len(dirty))}}, nil
 }
 
 // Reset puts a failed or cancelled job back in the queue: every set that is
@@ -475,14 +495,14 @@ func (j *Job) Reset(all bool, redo map[int]bool, now time.Time) ([]*Set, []Event
 	case again > 0:
 		detail += fmt.Sprintf(", and %d rendered sets whose frames changed", again)
 	}
-	return dirty, []Event{{At: now, Kind: "job_reset", Set: -1, Detail: detail}}, nil
+	return dirty, []Event{{At: now, Kind: EvJobReset, Set: -1, Detail: detail}}, nil
 }
 
 // SetPriority moves the job in the queue.
 func (j *Job) SetPriority(p int, now time.Time) []Event {
 	old := j.Priority
 	j.Priority = p
-	return []Event{{At: now, Kind: "job_priority", Set: -1, Detail: fmt.Sprintf("priority %d, was %d", p, old)}}
+	return []Event{{At: now, Kind: EvJobPriority, Set: -1, Detail: fmt.Sprintf("priority %d, was %d", p, old)}}
 }
 
 // Finish records the outcome of the join.
@@ -493,12 +513,8 @@ func (j *Job) Finish(err error, detail string, now time.Time) []Event {
 	}
 	if err != nil {
 		j.State, j.Reason = JobFailed, err.Error()
-		return []Event{{At: now, Kind: "job_failed", Set: -1, Detail: j.Reason}}
+		return []Event{{At: now, Kind: EvJobFailed, Set: -1, Detail: j.Reason}}
 	}
 	j.State = JobDone
-	return []Event{{At: now, Kind: "job_done", Set: -1, Detail: detail}}
+	return []Event{{At: now, Kind: EvJobDone, Set: -1, Detail: detail}}
 }
-
-func contains(list []string, s string) bool { return slices.Contains(list, s) }
-
-func joinNames(names []string) string { return strings.Join(names, ", ") }
