@@ -34,15 +34,20 @@ func newCommitCoordinator(t *testing.T) (*Coordinator, string) {
 	}
 	j := &job.Job{ID: "job1", State: job.JobRunning, Sets: job.Partition(len(frames), 4), NodeFailures: map[string]int{}}
 	c := newTestCoordinator(st)
-	jr := &jobRun{rec: rec, frames: frames, job: j}
+	createTestJob(t, c, &jobRun{rec: rec, frames: frames, job: j})
+	return c, dir
+}
+
+// createTestJob adds jr to the farm as a submission does.
+func createTestJob(t *testing.T, c *Coordinator, jr *jobRun) {
+	t.Helper()
 	if err := c.change(context.Background(), func(x changes) error {
 		x.create(jr)
-		x.add(jr, nil, []job.Event{{At: t0, Kind: "job_created", Set: -1}})
+		x.add(jr, nil, []job.Event{{At: t0, Kind: job.EvJobCreated, Set: -1}})
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return c, dir
 }
 
 // sqlite is the coordinator's store, for tests that reach into it.

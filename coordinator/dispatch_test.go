@@ -35,13 +35,7 @@ func addTestJob(t *testing.T, c *Coordinator, id string, priority, sets int, aft
 		frames: frames,
 		job:    &job.Job{ID: id, State: job.JobQueued, Priority: priority, Sets: job.Partition(sets, sets), NodeFailures: map[string]int{}},
 	}
-	if err := c.change(context.Background(), func(x changes) error {
-		x.create(jr)
-		x.add(jr, nil, []job.Event{{At: t0, Kind: "job_created", Set: -1}})
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	createTestJob(t, c, jr)
 	return jr
 }
 

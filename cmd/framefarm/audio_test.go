@@ -19,35 +19,13 @@ import (
 // decoding): "dts,pts,duration,size,md5" each.
 func copiedPackets(t *testing.T, path, stream string) []string {
 	t.Helper()
-	var out []string
-	for _, l := range strings.Split(runCmd(t, "ffmpeg", "-v", "error", "-i", path, "-map", "0:"+stream, "-c", "copy", "-f", "framemd5", "-"), "\n") {
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		f := strings.Split(l, ",")
-		for i := range f {
-			f[i] = strings.TrimSpace(f[i])
-		}
-		out = append(out, strings.Join(f[1:], ","))
-	}
-	return out
+	return md5Lines(t, 1, "-i", path, "-map", "0:"+stream, "-c", "copy")
 }
 
 // framemd5Copyts is framemd5 of the video at its times in the file.
 func framemd5Copyts(t *testing.T, path string) []string {
 	t.Helper()
-	var lines []string
-	for _, l := range strings.Split(runCmd(t, "ffmpeg", "-v", "error", "-copyts", "-i", path, "-map", "0:v", "-f", "framemd5", "-"), "\n") {
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		f := strings.Split(l, ",")
-		for i := range f {
-			f[i] = strings.TrimSpace(f[i])
-		}
-		lines = append(lines, strings.Join(f[2:], ","))
-	}
-	return lines
+	return md5Lines(t, 2, "-copyts", "-i", path, "-map", "0:v")
 }
 
 // probeStart is the file's start time (its earliest stream's), in seconds.

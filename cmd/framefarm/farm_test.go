@@ -239,8 +239,16 @@ func sha(t *testing.T, path string) string {
 // framemd5 returns, per frame, "pts,duration,size,md5" of the decoded video.
 func framemd5(t *testing.T, path string) []string {
 	t.Helper()
+	return md5Lines(t, 2, "-i", path, "-map", "0:v")
+}
+
+// md5Lines runs ffmpeg's framemd5 muxer on an input and a map (args), and
+// returns each line's fields from skip on (1: dts, pts, duration, size,
+// md5; 2: from pts).
+func md5Lines(t *testing.T, skip int, args ...string) []string {
+	t.Helper()
 	var lines []string
-	for _, l := range strings.Split(runCmd(t, "ffmpeg", "-v", "error", "-i", path, "-map", "0:v", "-f", "framemd5", "-"), "\n") {
+	for _, l := range strings.Split(runCmd(t, "ffmpeg", append(append([]string{"-v", "error"}, args...), "-f", "framemd5", "-")...), "\n") {
 		if l == "" || strings.HasPrefix(l, "#") {
 			continue
 		}
@@ -248,7 +256,7 @@ func framemd5(t *testing.T, path string) []string {
 		for i := range f {
 			f[i] = strings.TrimSpace(f[i])
 		}
-		lines = append(lines, strings.Join(f[2:], ","))
+		lines = append(lines, strings.Join(f[skip:], ","))
 	}
 	return lines
 }
