@@ -137,11 +137,15 @@ func serveFake(t *testing.T, f *fakeAmb) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveFakeOn(t, lis, f)
+	return lis.Addr().String()
+}
+
+func serveFakeOn(t *testing.T, lis net.Listener, f *fakeAmb) {
 	srv := grpc.NewServer()
 	farmpb.RegisterNodeServiceServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
 }
 
 type logBuf struct {
@@ -473,10 +477,7 @@ func TestNodeStartedBeforeItsAmbassador(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	farmpb.RegisterNodeServiceServer(srv, f)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	serveFakeOn(t, lis, f)
 	up := time.Now()
 	for f.acquires.Load() == 0 {
 		if time.Since(up) > 5*time.Second {
