@@ -90,7 +90,7 @@ func TestRenderStatusRunning(t *testing.T) {
 
 	// The multi-line ffmpeg error stays on its row, cut short.
 	setRow := strings.Join(row(t, out, "1"), " ")
-	if !strings.HasSuffix(setRow, "...") || strings.Contains(setRow, "must be cut") {
+	if !strings.HasSuffix(setRow, "…") || strings.Contains(setRow, "must be cut") {
 		t.Errorf("last error not truncated: %q", setRow)
 	}
 	if !strings.Contains(setRow, "[libx264 @ 0x55]") {
