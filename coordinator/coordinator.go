@@ -1,7 +1,10 @@
-// Package coordinator is the farm's brain: it scans the frames folder and
-// splits it into sets, runs each set's A/B/C state machine with leases and
-// fencing tokens, keeps that state in SQLite, streams frames to nodes,
-// verifies and stores their parts, and joins the parts into the final video.
+// Package coordinator is the farm: it takes jobs (a folder of frames and
+// encode settings each), keeps them in a queue by priority, splits each
+// job's frames into sets whose state machine (coordinator/job) runs under
+// leases and fencing tokens, grants sets across jobs to the least loaded
+// waiting node, keeps the whole state in SQLite with group commit, streams
+// frames to nodes, verifies and stores their parts, and joins each job's
+// parts into its final video.
 package coordinator
 
 import (

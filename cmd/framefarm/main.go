@@ -11,6 +11,12 @@
 //	framefarm status      --coordinator farm-host:5555 --watch
 //	framefarm fetch       --coordinator farm-host:5555 -o seq010.mp4 --wait
 //
+// and a standing farm takes more jobs while it runs:
+//
+//	framefarm submit      --coordinator farm-host:5555 --frames ./shots/seq020 --priority 10
+//	framefarm jobs        --coordinator farm-host:5555
+//	framefarm cancel|reset|priority|delete JOB --coordinator farm-host:5555
+//
 // Run "framefarm help" for the list of subcommands and
 // "framefarm <command> --help" for the flags of one.
 package main
