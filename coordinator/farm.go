@@ -263,6 +263,7 @@ func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 		if !jr.job.State.Finished() {
 			return fmt.Errorf("%w: job %s is %s: cancel it first", job.ErrConflict, jr.rec.ID, jr.job.State)
 		}
+		x.add(jr, nil, []job.Event{{At: c.cfg.Now(), Kind: job.EvJobDeleted, Set: -1, Detail: "its parts, final video and state removed"}})
 		delete(c.jobs, jr.rec.ID)
 		c.queue = slices.DeleteFunc(c.queue, func(q *jobRun) bool { return q == jr })
 		x.remove(jr.rec.ID)

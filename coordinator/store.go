@@ -265,7 +265,11 @@ func writeBatch(ctx context.Context, tx *sql.Tx, s *store, b *batch) error {
 		}
 	}
 	for _, id := range b.removed {
-		for _, table := range []string{"events", "sets", "frames"} {
+		// Its job_deleted event stays: the farm's stream keeps its place.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM events WHERE job_id=? AND kind!='job_deleted'`, id); err != nil {
+			return err
+		}
+		for _, table := range []string{"sets", "frames"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE job_id=?`, id); err != nil {
 				return err
 			}

@@ -92,6 +92,9 @@ const (
 	EvJobCancelled EventKind = "job_cancelled"
 	EvJobReset     EventKind = "job_reset"
 	EvJobPriority  EventKind = "job_priority"
+	// EvJobDeleted is the one event of a job kept after it is deleted: the
+	// farm's stream says what became of it, and its number stays taken.
+	EvJobDeleted EventKind = "job_deleted"
 )
 
 // Event is one entry of a job's ordered event stream.
