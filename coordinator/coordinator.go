@@ -144,6 +144,8 @@ type Coordinator struct {
 	srvOpts []grpc.ServerOption
 	// startID is the job of --frames.
 	startID string
+	// lock holds the data folder for this process (see lockData).
+	lock *os.File
 }
 
 // jobRun is one job of the farm: its record, frames and state machine, and
@@ -232,12 +234,16 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 			return nil, err
 		}
 	}
+	if c.lock, err = lockData(c.cfg.Data); err != nil {
+		return nil, err
+	}
 	if c.store, err = openStore(c.cfg.Data); err != nil {
+		c.close()
 		return nil, err
 	}
 	runs, lastFSeq, err := c.store.loadJobs(ctx)
 	if err != nil {
-		c.store.Close()
+		c.close()
 		return nil, err
 	}
 	c.lastFSeq = lastFSeq
@@ -256,7 +262,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		}
 		c.addJob(jr)
 		if err := os.MkdirAll(jr.partDir, 0o755); err != nil {
-			c.store.Close()
+			c.close()
 			return nil, fmt.Errorf("creating %s: %w", jr.partDir, err)
 		}
 		// What an earlier run left half-written, or moved in without
@@ -273,7 +279,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 			c.startID = jr.rec.ID
 		} else {
 			if err := c.create(ctx, prepared, created); err != nil {
-				c.store.Close()
+				c.close()
 				return nil, err
 			}
 			c.startID = prepared.rec.ID
@@ -456,7 +462,7 @@ const streamWorkers = 128
 
 // Run serves until ctx is cancelled, then stops gracefully.
 func (c *Coordinator) Run(ctx context.Context) error {
-	defer c.store.Close()
+	defer c.close()
 	lis, err := net.Listen("tcp", c.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", c.cfg.Listen, err)

@@ -87,7 +87,7 @@ func newFzFixture(t testing.TB) *fzFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.store.Close() })
+	t.Cleanup(func() { c.close() })
 	fx.c = c
 	return fx
 }

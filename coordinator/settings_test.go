@@ -58,13 +58,13 @@ func TestResumedJobKeepsItsFilterThreads(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := c.JobID()
-	c.store.Close()
+	c.close()
 
 	c, err = New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.store.Close()
+	defer c.close()
 	if c.JobID() != id {
 		t.Fatalf("started again: job %s, want %s resumed", c.JobID(), id)
 	}

@@ -254,3 +254,39 @@ func TestUploadSendsOnlyWhatIsMissing(t *testing.T) {
 	}
 	_ = coord
 }
+
+// A second coordinator on a data folder in use exits at once, naming the
+// folder and the process holding it, and touches nothing; once the first
+// is gone (even by kill -9) the folder is free.
+func TestDataFolderIsLocked(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	first, m := start(t, "coordinator", farmReady, "coordinator", "--data", data, "--listen", "127.0.0.1:0")
+	planted := filepath.Join(data, "jobs", "x", "parts", ".tmp-set-00000-t1-1")
+	if err := os.MkdirAll(filepath.Dir(planted), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(planted, []byte("the first one's upload in progress"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "coordinator", "--data", data, "--listen", "127.0.0.1:0")
+	done := make(chan struct{})
+	var out []byte
+	go func() { out, _ = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("the second coordinator did not exit")
+	}
+	want := fmt.Sprintf("in use by another coordinator (pid %d)", first.cmd.Process.Pid)
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), data) || !strings.Contains(string(out), want) {
+		t.Errorf("second coordinator: exit %d, said %q; want 1 and %q naming %s", cmd.ProcessState.ExitCode(), out, want, data)
+	}
+	if _, err := os.Stat(planted); err != nil {
+		t.Errorf("the second coordinator touched the first one's files: %v", err)
+	}
+	runCmd(t, binary, "jobs", "--coordinator", m[1])
+	_ = first.cmd.Process.Kill()
+	_ = first.wait(t, 30*time.Second)
+	start(t, "coordinator-2", farmReady, "coordinator", "--data", data, "--listen", "127.0.0.1:0")
+}
