@@ -28,12 +28,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/framefarm/framefarm/coordinator/job"
 	"github.com/framefarm/framefarm/internal/chunk"
 	"github.com/framefarm/framefarm/internal/creds"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/frameseq"
+	"github.com/framefarm/framefarm/internal/text"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -379,6 +381,9 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 	jr.job = &job.Job{ID: jr.rec.ID, State: job.JobQueued, Priority: spec.Priority, Sets: job.Partition(len(frames), spec.Sets), NodeFailures: map[string]int{}}
 	jr.dir = filepath.Join(c.cfg.Data, "jobs", jr.rec.ID)
 	jr.partDir = filepath.Join(jr.dir, "parts")
+	if err := c.checkAssignments(jr); err != nil {
+		return nil, nil, err
+	}
 	ev := []job.Event{{At: now, Kind: job.EvJobCreated, Set: -1,
 		Detail: fmt.Sprintf("%d frames (%s, %d to %d) in %d sets, %s at %s fps, %dx%d%s", len(frames), seq.Pattern,
 			frames[0].Number, frames[len(frames)-1].Number, len(jr.job.Sets), settings.Codec, settings.rate(),
@@ -589,4 +594,30 @@ func (c *Coordinator) expireLeases(x changes) error {
 		x.add(jr, dirty, ev)
 	}
 	return nil
+}
+
+// maxAssignment bounds a set's assignment: nodes and ambassadors take
+// messages of up to 4 MiB, and the rest of the message (settings, folder)
+// needs a little of that.
+const maxAssignment = 4<<20 - 64<<10
+
+// checkAssignments refuses a job with a set whose assignment (the list of
+// its frames) would not fit in one message: no node could ever take it,
+// and the set would be granted and expire forever.
+func (c *Coordinator) checkAssignments(jr *jobRun) error {
+	var total int
+	largest, at := 0, 0
+	for _, s := range jr.job.Sets {
+		n := proto.Size(c.assignment(jr, s))
+		total += n
+		if n > largest {
+			largest, at = n, s.Index
+		}
+	}
+	if largest <= maxAssignment {
+		return nil
+	}
+	need := (total+maxAssignment-1)/maxAssignment + 1
+	return fmt.Errorf("--sets %d: set %d would list its %d frames in a message of %s, more than the %s a node takes: split the job into at least %d sets (--sets %d)",
+		len(jr.job.Sets), at, jr.job.Sets[at].Count, text.Size(int64(largest)), text.Size(maxAssignment), need, need)
 }

@@ -2,7 +2,10 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/framefarm/framefarm/coordinator/job"
 )
@@ -44,5 +47,27 @@ func TestDeletedJobKeepsItsPlaceInTheStream(t *testing.T) {
 	}
 	if len(runs) != 1 || runs[0].rec.ID != "kept" || lastFSeq != last {
 		t.Fatalf("after a restart: %d jobs, last event %d; want the kept one, %d", len(runs), lastFSeq, last)
+	}
+}
+
+// A set whose frame list would not fit in one message is refused at
+// submit, with the number of sets that would do; a job that fits is not.
+func TestSetTooBigForOneMessageIsRefused(t *testing.T) {
+	c := farmFixture(t)
+	c.cfg.HeartbeatTimeout, c.cfg.Lease = time.Minute, time.Minute
+	mk := func(frames, sets int) *jobRun {
+		jr := &jobRun{rec: jobRecord{ID: "big", FramesDir: "/frames"}}
+		for i := range frames {
+			jr.frames = append(jr.frames, frameRecord{Number: int64(i), Name: fmt.Sprintf("a_long_render_output_name_for_shot_0042_%08d.exr", i), Size: 1 << 24, ModTime: t0})
+		}
+		jr.job = &job.Job{ID: "big", Sets: job.Partition(frames, sets)}
+		return jr
+	}
+	err := c.checkAssignments(mk(200_000, 2))
+	if err == nil || !strings.Contains(err.Error(), "would list its 100000 frames") || !strings.Contains(err.Error(), "(--sets 5)") {
+		t.Fatalf("200,000 frames in 2 sets: %v", err)
+	}
+	if err := c.checkAssignments(mk(200_000, 5)); err != nil {
+		t.Fatalf("the advised 5 sets: %v", err)
 	}
 }
