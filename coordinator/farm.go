@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/framefarm/framefarm/coordinator/job"
 	"github.com/framefarm/framefarm/internal/text"
@@ -213,10 +214,13 @@ func rereadFrames(dir string, frames []frameRecord) (map[int]frameRecord, error)
 				return nil, fmt.Errorf("frame %d (%s) is not a regular file: put the image back, then reset the job again", f.Number, f.Name)
 			}
 			cur = frameRecord{Name: f.Name, Size: fi.Size(), ModTime: fi.ModTime()}
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				cur.Dev, cur.Ino = uint64(st.Dev), st.Ino
+			}
 			now[f.Name] = cur
 		}
-		if cur.Size != f.Size || !cur.ModTime.Equal(f.ModTime) {
-			changed[p] = frameRecord{Number: f.Number, Name: f.Name, Size: cur.Size, ModTime: cur.ModTime}
+		if cur.Size != f.Size || !cur.ModTime.Equal(f.ModTime) || cur.Dev != f.Dev || cur.Ino != f.Ino {
+			changed[p] = frameRecord{Number: f.Number, Name: f.Name, Size: cur.Size, ModTime: cur.ModTime, Dev: cur.Dev, Ino: cur.Ino}
 		}
 	}
 	return changed, nil

@@ -27,10 +27,10 @@ func sequenceFrames(seq *frameseq.Sequence, hold bool) []frameRecord {
 		if hold && i > 0 {
 			prev := out[len(out)-1]
 			for n := seq.Frames[i-1].Number + 1; n < f.Number; n++ {
-				out = append(out, frameRecord{Number: n, Name: prev.Name, Size: prev.Size, ModTime: prev.ModTime})
+				out = append(out, frameRecord{Number: n, Name: prev.Name, Size: prev.Size, ModTime: prev.ModTime, Dev: prev.Dev, Ino: prev.Ino})
 			}
 		}
-		out = append(out, frameRecord{Number: f.Number, Name: f.Name, Size: f.Size, ModTime: f.ModTime})
+		out = append(out, frameRecord{Number: f.Number, Name: f.Name, Size: f.Size, ModTime: f.ModTime, Dev: f.Dev, Ino: f.Ino})
 	}
 	return out
 }
@@ -151,4 +151,56 @@ func checkUTF8(dir, out string, frames []frameRecord) error {
 			dir, n, strings.Join(bad, ", "))
 	}
 	return nil
+}
+
+// openFrame opens a frame of a job for reading, only if it is still the
+// file the scan found. Names come from the scan, never from a request. The
+// open does not block (a FIFO swapped in under the frame's name would hold
+// the call, and the set, forever), and the open file itself is checked: a
+// regular file, with the device and inode recorded (a link to a file
+// outside the folder, even one given the frame's size and time, is another
+// file), and the size and time.
+func openFrame(dir string, f frameRecord) (*os.File, error) {
+	fh, err := os.OpenFile(filepath.Join(dir, f.Name), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: frame %d (%s) can no longer be read (%v): restore it, then reset the job (framefarm reset)",
+			ErrFrameChanged, f.Number, f.Name, err)
+	}
+	fi, err := fh.Stat()
+	var why string
+	switch {
+	case err != nil:
+		why = err.Error()
+	case !fi.Mode().IsRegular():
+		why = "it is now " + fileKind(fi.Mode()) + ", not the image file"
+	case f.Ino != 0 && !sameFile(fi, f):
+		why = "it is now another file (replaced, or a link to another file)"
+	case fi.Size() != f.Size || fi.ModTime().UnixNano() != f.ModTime.UnixNano():
+		why = "its size or modification time differs"
+	default:
+		return fh, nil
+	}
+	fh.Close()
+	return nil, fmt.Errorf("%w: frame %d (%s) changed since the job started (%s): restore it, then reset the job (framefarm reset)",
+		ErrFrameChanged, f.Number, f.Name, why)
+}
+
+func sameFile(fi os.FileInfo, f frameRecord) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return !ok || (uint64(st.Dev) == f.Dev && st.Ino == f.Ino)
+}
+
+// fileKind names what a file that is not a regular one is.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO (named pipe)"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m.IsDir():
+		return "a folder"
+	}
+	return "not a regular file"
 }

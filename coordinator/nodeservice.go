@@ -241,7 +241,7 @@ func (c *Coordinator) assignment(jr *jobRun, s *job.Set) *farmpb.Assignment {
 		FramesDir:           jr.rec.FramesDir,
 	}
 	for _, f := range jr.frames[s.First : s.First+s.Count] {
-		a.Frames = append(a.Frames, &farmpb.FrameInfo{Number: f.Number, Name: f.Name, Size: f.Size, MtimeNs: f.ModTime.UnixNano()})
+		a.Frames = append(a.Frames, &farmpb.FrameInfo{Number: f.Number, Name: f.Name, Size: f.Size, MtimeNs: f.ModTime.UnixNano(), Inode: f.Ino})
 	}
 	return a
 }
@@ -416,17 +416,11 @@ func (n *nodeService) StreamFrames(req *farmpb.StreamFramesRequest, stream farmp
 // read: the chunk goes out through chunk.Codec without a copy, and its
 // buffer comes back to the pool once gRPC has written it.
 func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, dir string, pos uint32, f frameRecord, pool *framebuf.Pool) error {
-	// Names come from our own scan, never from the request.
-	fh, err := os.Open(filepath.Join(dir, f.Name))
+	fh, err := openFrame(dir, f)
 	if err != nil {
-		return fmt.Errorf("%w: frame %d (%s) can no longer be read (%v): restore it, or start a new job on the folder as it is now",
-			ErrFrameChanged, f.Number, f.Name, err)
+		return err
 	}
 	defer fh.Close()
-	if fi, err := fh.Stat(); err != nil || fi.Size() != f.Size || fi.ModTime().UnixNano() != f.ModTime.UnixNano() {
-		return fmt.Errorf("%w: frame %d (%s) changed since the job started (size or modification time differs): restore it, or start a new job on the folder as it is now",
-			ErrFrameChanged, f.Number, f.Name)
-	}
 	var sent int64
 	for {
 		buf := pool.Get(chunk.Size)

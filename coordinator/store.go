@@ -100,6 +100,10 @@ ALTER TABLE events ADD COLUMN fseq INTEGER NOT NULL DEFAULT 0;
 UPDATE events SET fseq = rowid;
 UPDATE jobs SET finished_ms = (SELECT MAX(unix_ms) FROM events WHERE events.job_id = jobs.id) WHERE state IN ('done', 'failed');
 CREATE INDEX events_by_fseq ON events (fseq);`,
+	// 3: each frame's device and inode, so that a file swapped in under a
+	// frame's name (a link to a file outside the folder) is told apart.
+	`ALTER TABLE frames ADD COLUMN dev INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE frames ADD COLUMN ino INTEGER NOT NULL DEFAULT 0;`,
 }
 
 func openStore(dir string) (*store, error) {
@@ -185,6 +189,9 @@ type frameRecord struct {
 	Name    string
 	Size    int64
 	ModTime time.Time
+	// Dev and Ino identify the file as the scan found it (0 for jobs of
+	// versions before they were recorded).
+	Dev, Ino uint64
 }
 
 // insertJob writes a new job's rows.
@@ -198,13 +205,13 @@ func insertJob(ctx context.Context, tx *sql.Tx, jr *jobRun) error {
 		rec.ID, rec.Name, rec.Created.UnixMilli(), rec.FramesDir, rec.OutPath, string(settings), rec.Fingerprint, job.State, job.Priority); err != nil {
 		return err
 	}
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO frames (job_id, pos, number, name, size, mtime_ns) VALUES (?,?,?,?,?,?)`)
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO frames (job_id, pos, number, name, size, mtime_ns, dev, ino) VALUES (?,?,?,?,?,?,?,?)`)
 	if err != nil {
 		return err
 	}
 	defer ins.Close()
 	for i, f := range jr.frames {
-		if _, err := ins.ExecContext(ctx, rec.ID, i, f.Number, f.Name, f.Size, f.ModTime.UnixNano()); err != nil {
+		if _, err := ins.ExecContext(ctx, rec.ID, i, f.Number, f.Name, f.Size, f.ModTime.UnixNano(), int64(f.Dev), int64(f.Ino)); err != nil {
 			return err
 		}
 	}
@@ -254,7 +261,7 @@ func writeBatch(ctx context.Context, tx *sql.Tx, s *store, b *batch) error {
 			return err
 		}
 		for _, f := range jb.frames {
-			if _, err := tx.ExecContext(ctx, `UPDATE frames SET size=?, mtime_ns=? WHERE job_id=? AND pos=?`, f.Size, f.ModTime.UnixNano(), id, f.Pos); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE frames SET size=?, mtime_ns=?, dev=?, ino=? WHERE job_id=? AND pos=?`, f.Size, f.ModTime.UnixNano(), int64(f.Dev), int64(f.Ino), id, f.Pos); err != nil {
 				return err
 			}
 		}
@@ -352,19 +359,19 @@ func (s *store) loadJob(ctx context.Context, id string) (jobRecord, []frameRecor
 	if err := json.Unmarshal([]byte(settings), &rec.Settings); err != nil {
 		return rec, nil, nil, fmt.Errorf("loading job %s settings: %w", id, err)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT number, name, size, mtime_ns FROM frames WHERE job_id=? ORDER BY pos`, id)
+	rows, err := s.db.QueryContext(ctx, `SELECT number, name, size, mtime_ns, dev, ino FROM frames WHERE job_id=? ORDER BY pos`, id)
 	if err != nil {
 		return rec, nil, nil, err
 	}
 	var frames []frameRecord
 	for rows.Next() {
 		var f frameRecord
-		var mt int64
-		if err := rows.Scan(&f.Number, &f.Name, &f.Size, &mt); err != nil {
+		var mt, dev, ino int64
+		if err := rows.Scan(&f.Number, &f.Name, &f.Size, &mt, &dev, &ino); err != nil {
 			rows.Close()
 			return rec, nil, nil, err
 		}
-		f.ModTime = time.Unix(0, mt)
+		f.ModTime, f.Dev, f.Ino = time.Unix(0, mt), uint64(dev), uint64(ino)
 		frames = append(frames, f)
 	}
 	rows.Close()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	farmpb "github.com/framefarm/framefarm/proto"
@@ -57,6 +58,11 @@ func sharedUnchanged(a *farmpb.Assignment) error {
 		if !fi.Mode().IsRegular() || fi.Size() != f.Size || fi.ModTime().UnixNano() != f.MtimeNs {
 			return fmt.Errorf("frame %d (%s) here is not the coordinator's: %d bytes modified at %d ns, against %d bytes at %d ns",
 				f.Number, f.Name, fi.Size(), fi.ModTime().UnixNano(), f.Size, f.MtimeNs)
+		}
+		// The inode, not the device: a shared mount numbers devices its own
+		// way. Another inode is another file under the frame's name.
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && f.Inode != 0 && st.Ino != f.Inode {
+			return fmt.Errorf("frame %d (%s) here is another file than the coordinator's (inode %d, not %d)", f.Number, f.Name, st.Ino, f.Inode)
 		}
 	}
 	return nil

@@ -308,7 +308,11 @@ type FrameInfo struct {
 	Size   int64  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
 	// Modification time in nanoseconds since the epoch, as the coordinator
 	// saw it when the job started.
-	MtimeNs       int64 `protobuf:"varint,4,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
+	MtimeNs int64 `protobuf:"varint,4,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
+	// The file's inode number at the coordinator (0: not recorded), so that
+	// a node reading the folder in place tells a file swapped in under the
+	// frame's name (a link to another file) from the frame.
+	Inode         uint64 `protobuf:"varint,5,opt,name=inode,proto3" json:"inode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -367,6 +371,13 @@ func (x *FrameInfo) GetSize() int64 {
 func (x *FrameInfo) GetMtimeNs() int64 {
 	if x != nil {
 		return x.MtimeNs
+	}
+	return 0
+}
+
+func (x *FrameInfo) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
 	}
 	return 0
 }
@@ -2913,12 +2924,13 @@ const file_farm_proto_rawDesc = "" +
 	"\bsettings\x18\x05 \x01(\v2\x1c.framefarm.v1.EncodeSettingsR\bsettings\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x06 \x01(\rR\x13heartbeatIntervalMs\x12\x1d\n" +
 	"\n" +
-	"frames_dir\x18\a \x01(\tR\tframesDir\"f\n" +
+	"frames_dir\x18\a \x01(\tR\tframesDir\"|\n" +
 	"\tFrameInfo\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x03R\x06number\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x19\n" +
-	"\bmtime_ns\x18\x04 \x01(\x03R\amtimeNs\"\x87\x03\n" +
+	"\bmtime_ns\x18\x04 \x01(\x03R\amtimeNs\x12\x14\n" +
+	"\x05inode\x18\x05 \x01(\x04R\x05inode\"\x87\x03\n" +
 	"\x0eEncodeSettings\x12\x14\n" +
 	"\x05codec\x18\x01 \x01(\tR\x05codec\x12\x17\n" +
 	"\afps_num\x18\x02 \x01(\x03R\x06fpsNum\x12\x17\n" +

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -289,4 +291,87 @@ func TestDataFolderIsLocked(t *testing.T) {
 	_ = first.cmd.Process.Kill()
 	_ = first.wait(t, 30*time.Second)
 	start(t, "coordinator-2", farmReady, "coordinator", "--data", data, "--listen", "127.0.0.1:0")
+}
+
+// Frames swapped after submit are refused when they are read, naming the
+// file and what it is now, instead of being sent: a link to a file outside
+// the folder given the frame's size and time (whose bytes would reach a
+// node), and a FIFO (whose open would hang the set for ever). Once the
+// frames are back, a reset finishes the jobs frame-exact.
+func TestSwappedFramesAreRefused(t *testing.T) {
+	needFFmpeg(t)
+	root := t.TempDir()
+	linked, piped := filepath.Join(root, "linked"), filepath.Join(root, "piped")
+	genFrames(t, linked, 12, 1, "64x48")
+	genFrames(t, piped, 12, 1, "64x48")
+	coord, m := start(t, "coordinator", farmReady, "coordinator", "--data", filepath.Join(root, "data"), "--listen", "127.0.0.1:0",
+		"--heartbeat-timeout", "5s", "--poll-window", "2s")
+	f := &farm{coord: coord, addr: m[1]}
+	w := watch(t, f.addr)
+	submit := func(dir string) string {
+		return strings.TrimSpace(runCmd(t, binary, "submit", "--coordinator", f.addr, "--frames", dir, "--codec", "ffv1", "--sets", "3"))
+	}
+	linkedID, pipedID := submit(linked), submit(piped)
+
+	// The swaps, after the scan.
+	frame5 := filepath.Join(linked, "f_0005.png")
+	good5, err := os.ReadFile(frame5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi5, _ := os.Stat(frame5)
+	secret := filepath.Join(root, "secret")
+	if err := os.WriteFile(secret, bytes.Repeat([]byte("S"), len(good5)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(secret, fi5.ModTime(), fi5.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(frame5); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, frame5); err != nil {
+		t.Fatal(err)
+	}
+	frame9 := filepath.Join(piped, "f_0009.png")
+	good9, err := os.ReadFile(frame9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(frame9); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(frame9, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	addNode(t, f, "n", nodeOpts{noOnce: true})
+	of := func(job, kind string) func(*farmpb.Event) bool {
+		return func(e *farmpb.Event) bool { return e.JobId == job && e.Kind == kind }
+	}
+	if e := w.waitFor(t, "the linked job failing", 2*time.Minute, of(linkedID, "job_failed")); !strings.Contains(e.Detail, "f_0005.png") || !strings.Contains(e.Detail, "another file") {
+		t.Errorf("linked job failed with %q, want f_0005.png named as another file", e.Detail)
+	}
+	if e := w.waitFor(t, "the piped job failing", 2*time.Minute, of(pipedID, "job_failed")); !strings.Contains(e.Detail, "f_0009.png") || !strings.Contains(e.Detail, "FIFO") {
+		t.Errorf("piped job failed with %q, want f_0009.png named as a FIFO", e.Detail)
+	}
+
+	// Put back, reset, finished.
+	for _, fix := range []struct {
+		path    string
+		data    []byte
+		id, dir string
+	}{{frame5, good5, linkedID, linked}, {frame9, good9, pipedID, piped}} {
+		if err := os.Remove(fix.path); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(fix.path, fix.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		runCmd(t, binary, "reset", fix.id, "--coordinator", f.addr)
+		w.waitFor(t, "job "+fix.id+" done after its frame came back", 2*time.Minute, of(fix.id, "job_done"))
+		out := filepath.Join(root, fix.id+".mkv")
+		runCmd(t, binary, "fetch", "--coordinator", f.addr, "--job", fix.id, "-o", out)
+		checkExact(t, out, reference(t, fix.dir, 1))
+	}
 }

@@ -67,6 +67,10 @@ type Frame struct {
 	Name    string // base file name
 	Size    int64  // bytes (of the link target for a symbolic link)
 	ModTime time.Time
+	// Dev and Ino identify the file (the link target for a symbolic link),
+	// so that a file swapped in later under the same name with the same
+	// size and time is told apart.
+	Dev, Ino uint64
 }
 
 // Pattern is a naming pattern: prefix, frame number, extension.

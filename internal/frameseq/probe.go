@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/image/bmp"
@@ -35,6 +36,7 @@ const pngTailSearch = 4096
 type probeResult struct {
 	size          int64
 	modTime       time.Time
+	dev, ino      uint64
 	width, height int
 	known         bool   // width and height were read from the header
 	model         string // pixel format, as Go's decoder describes it
@@ -80,6 +82,9 @@ func probe(dir string, c *candidate, header bool, sc *scratch) probeResult {
 		}
 	}
 	r := probeResult{size: info.Size(), modTime: info.ModTime()}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		r.dev, r.ino = uint64(st.Dev), st.Ino
+	}
 	if r.size == 0 {
 		r.err = errors.New("the file is empty (0 bytes)")
 		return r

@@ -123,6 +123,7 @@ func Scan(dir string, opts Options) (*Sequence, error) {
 	for i, r := range results {
 		seq.Frames[i].Size = r.size
 		seq.Frames[i].ModTime = r.modTime
+		seq.Frames[i].Dev, seq.Frames[i].Ino = r.dev, r.ino
 	}
 	if err := checkUnreadable(dir, seq.Frames, results); err != nil {
 		return nil, err
