@@ -160,9 +160,11 @@ type Ambassador struct {
 	// linkUp wakes the report loop when the connection comes up.
 	linkUp chan struct{}
 
-	// openUntil is when the breaker, opened last, lets a probe through
-	// (unix nanoseconds); written by the breaker's OnStateChange.
-	openUntil atomic.Int64
+	// openUntil is when the breaker, opened last, lets a probe through;
+	// written by the breaker's OnStateChange. A time.Time from the clock
+	// keeps its monotonic reading, so the hints computed from it do not
+	// move when the wall clock is stepped.
+	openUntil atomic.Pointer[time.Time]
 	// opens counts the breaker's opens; written by OnStateChange.
 	opens atomic.Uint32
 	// stateChanged wakes the report loop on a breaker state change.

@@ -710,6 +710,10 @@ func TestBreakerTripsAndRecovers(t *testing.T) {
 		t.Errorf("breaker counted %d opens, last at %v; want 2 and a time", got.Opens, got.LastOpened)
 	} else if info := got.Info(); info.Opens != 2 || info.LastOpenedUnixMs != got.LastOpened.UnixMilli() {
 		t.Errorf("the report carries %d opens at %d ms, want 2 at %d", info.Opens, info.LastOpenedUnixMs, got.LastOpened.UnixMilli())
+	} else if until := h.amb.openUntil.Load(); until == nil || !strings.Contains(until.String(), " m=") {
+		// The retry hints are computed from it: on the monotonic clock, a
+		// wall clock stepped back does not make nodes wait the step.
+		t.Errorf("the breaker's open period ends at %v, without the clock's monotonic reading", until)
 	}
 }
 

@@ -74,7 +74,8 @@ func (a *Ambassador) newBreaker() *gobreaker.CircuitBreaker[struct{}] {
 				return
 			}
 			if to == gobreaker.StateOpen {
-				a.openUntil.Store(cfg.Now().Add(cfg.Breaker.OpenTimeout).UnixNano())
+				until := cfg.Now().Add(cfg.Breaker.OpenTimeout)
+				a.openUntil.Store(&until)
 				a.opens.Add(1)
 			}
 			select {
@@ -105,8 +106,8 @@ func (a *Ambassador) BreakerState() BreakerSnapshot {
 		ConsecutiveFailures:  c.ConsecutiveFailures,
 		Opens:                a.opens.Load(),
 	}
-	if until := a.openUntil.Load(); until != 0 {
-		snap.LastOpened = time.Unix(0, until).Add(-a.cfg.Breaker.OpenTimeout)
+	if until := a.openUntil.Load(); until != nil {
+		snap.LastOpened = until.Add(-a.cfg.Breaker.OpenTimeout)
 	}
 	return snap
 }

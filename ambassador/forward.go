@@ -284,9 +284,9 @@ func (a *Ambassador) nodeError(err error) error {
 		// ask again at once, and its call will wait here again.
 		return retryStatus(down.Error(), retryBackoffMin)
 	case errors.Is(err, gobreaker.ErrOpenState):
-		wait := time.Unix(0, a.openUntil.Load()).Sub(a.cfg.Now())
-		if wait < 0 {
-			wait = 0
+		var wait time.Duration
+		if until := a.openUntil.Load(); until != nil {
+			wait = max(until.Sub(a.cfg.Now()), 0)
 		}
 		wait = wait.Round(100 * time.Millisecond)
 		return retryStatus(fmt.Sprintf(

@@ -114,7 +114,8 @@ func TestOpenHintFromTheClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.conn.Close()
-	a.openUntil.Store(now.Add(2300 * time.Millisecond).UnixNano())
+	until := now.Add(2300 * time.Millisecond)
+	a.openUntil.Store(&until)
 	err = a.nodeError(gobreaker.ErrOpenState)
 	if d := retryDelay(err); d != 2300*time.Millisecond {
 		t.Errorf("RetryInfo delay %v, want 2.3s", d)
