@@ -50,6 +50,8 @@ func toStatus(err error) error {
 		code, why = codes.FailedPrecondition, reason.NotPossible
 	case errors.Is(err, ErrStopped):
 		code, why = codes.Unavailable, reason.Stopping
+	case errors.Is(err, errTooManyNodes):
+		code = codes.ResourceExhausted
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

@@ -2,12 +2,17 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/framefarm/framefarm/coordinator/job"
+	farmpb "github.com/framefarm/framefarm/proto"
 )
 
 // A deleted job leaves one event, job_deleted, so that the farm's stream
@@ -69,5 +74,40 @@ func TestSetTooBigForOneMessageIsRefused(t *testing.T) {
 	}
 	if err := c.checkAssignments(mk(200_000, 5)); err != nil {
 		t.Fatalf("the advised 5 sets: %v", err)
+	}
+}
+
+// The node registry is bounded: past maxNodes, a new name is refused until
+// nodes have been quiet for nodeForget, and then the quiet ones no job
+// counts a failure of make room. A breaker state is one of its words.
+func TestNodeRegistryIsBounded(t *testing.T) {
+	c := farmFixture(t)
+	now := t0
+	c.cfg.Now = func() time.Time { return now }
+	jr := addTestJob(t, c, "j", 0, 1, 0)
+	jr.job.NodeFailures["n0"] = 1
+	for i := range maxNodes {
+		if err := c.touchNode(fmt.Sprintf("n%d", i), nodeReport{}); err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	err := c.touchNode("late", nodeReport{})
+	if !errors.Is(err, errTooManyNodes) || status.Code(toStatus(err)) != codes.ResourceExhausted {
+		t.Fatalf("node %d: %v, want ResourceExhausted", maxNodes+1, err)
+	}
+	// Known nodes still report.
+	now = now.Add(time.Minute)
+	if err := c.touchNode("n7", nodeReport{}); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(nodeForget - 30*time.Second)
+	if err := c.touchNode("late", nodeReport{breaker: &farmpb.BreakerInfo{State: strings.Repeat("x", 4<<20)}}); err != nil {
+		t.Fatalf("after %s: %v", nodeForget, err)
+	}
+	if c.nodes["n0"] == nil || c.nodes["n1"] != nil || len(c.nodes) != 3 {
+		t.Errorf("after forgetting: %d nodes (n0 %v, n1 %v); want n0 (failed a set), n7 and late", len(c.nodes), c.nodes["n0"] != nil, c.nodes["n1"] != nil)
+	}
+	if s := c.nodes["late"].breaker.GetState(); s != "unknown" {
+		t.Errorf("a 4 MiB breaker state is kept as %d bytes", len(s))
 	}
 }

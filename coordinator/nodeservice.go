@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/framefarm/framefarm/coordinator/job"
 	"github.com/framefarm/framefarm/internal/chunk"
@@ -96,7 +97,9 @@ func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequ
 	if err := checkNode(req.Node); err != nil {
 		return nil, err
 	}
-	c.touchNode(req.Node, nodeReport{load: req.CpuLoad, free: req.FreeCores, hasLoad: true})
+	if err := c.touchNode(req.Node, nodeReport{load: req.CpuLoad, free: req.FreeCores, hasLoad: true}); err != nil {
+		return nil, err
+	}
 	w := &waiter{node: req.Node, once: req.Once, free: req.FreeCores, load: req.CpuLoad, got: make(chan offer, 1)}
 	err := c.change(ctx, func(x changes) error {
 		w.since = c.cfg.Now()
@@ -254,27 +257,75 @@ type nodeReport struct {
 	breaker    *farmpb.BreakerInfo
 }
 
+// The node registry's bounds: token holders must not grow the
+// coordinator's memory or its status answer (4 MiB at most) without end.
+const (
+	// maxNodes is how many nodes the farm tracks at once; a status answer
+	// listing them all stays well under its 4 MiB.
+	maxNodes = 5000
+	// nodeForget is how long a node that no job knows may stay silent
+	// before it is forgotten to make room for a new one.
+	nodeForget = 10 * time.Minute
+)
+
+// errTooManyNodes: the registry is full of nodes seen recently.
+var errTooManyNodes = errors.New("too many nodes")
+
 // touchNode notes that node is alive, with what its call says of it: idle
 // nodes stay visible through their requests for work.
-func (c *Coordinator) touchNode(name string, r nodeReport) {
+func (c *Coordinator) touchNode(name string, r nodeReport) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := c.cfg.Now()
 	ni := c.nodes[name]
 	if ni == nil {
+		if len(c.nodes) >= maxNodes {
+			c.forgetNodes(now)
+		}
+		if len(c.nodes) >= maxNodes {
+			return fmt.Errorf("%w: the farm tracks %d nodes seen in the last %s; node %q must wait for one to go quiet", errTooManyNodes, maxNodes, nodeForget, name)
+		}
 		ni = &nodeInfo{}
 		c.nodes[name] = ni
 		c.log.Info("node joined", "node", name)
 	}
-	ni.lastSeen = c.cfg.Now()
+	ni.lastSeen = now
 	if r.hasLoad {
 		ni.cpuLoad, ni.freeCores = r.load, r.free
 	}
-	if r.breaker != nil {
-		if ni.breaker.GetState() != r.breaker.State {
-			c.log.Info("node's circuit breaker", "node", name, "state", r.breaker.State,
-				"consecutive_failures", r.breaker.ConsecutiveFailures)
+	if b := r.breaker; b != nil {
+		// The state is one of three words; anything else is kept as
+		// "unknown", not stored and logged as it came.
+		if b.State != "closed" && b.State != "open" && b.State != "half-open" {
+			b = proto.CloneOf(b)
+			b.State = "unknown"
 		}
-		ni.breaker = r.breaker
+		if ni.breaker.GetState() != b.State {
+			c.log.Info("node's circuit breaker", "node", name, "state", b.State,
+				"consecutive_failures", b.ConsecutiveFailures)
+		}
+		ni.breaker = b
+	}
+	return nil
+}
+
+// forgetNodes drops the nodes silent for nodeForget that no job counts a
+// failure of. Call it under c.mu.
+func (c *Coordinator) forgetNodes(now time.Time) {
+	for name, ni := range c.nodes {
+		if now.Sub(ni.lastSeen) < nodeForget {
+			continue
+		}
+		known := false
+		for _, jr := range c.queue {
+			if jr.job.NodeFailures[name] > 0 {
+				known = true
+				break
+			}
+		}
+		if !known {
+			delete(c.nodes, name)
+		}
 	}
 }
 
@@ -315,7 +366,9 @@ func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatReques
 	if err := checkNode(req.Node); err != nil {
 		return nil, err
 	}
-	c.touchNode(req.Node, nodeReport{load: req.CpuLoad, free: req.FreeCores, hasLoad: !isReport(req), breaker: req.Breaker})
+	if err := c.touchNode(req.Node, nodeReport{load: req.CpuLoad, free: req.FreeCores, hasLoad: !isReport(req), breaker: req.Breaker}); err != nil {
+		return nil, err
+	}
 	if isReport(req) {
 		return &farmpb.HeartbeatResponse{}, nil
 	}
@@ -466,6 +519,10 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 	h := first.GetHeader()
 	if h == nil {
 		return fmt.Errorf("%w: an upload starts with its header", ErrInvalid)
+	}
+	// The name is kept with the part and logged: bounded like every node's.
+	if err := checkNode(h.Node); err != nil {
+		return err
 	}
 	jr, s, err := c.leasedSet(h.JobId, h.SetIndex, h.Token)
 	if err != nil {
