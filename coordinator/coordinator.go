@@ -475,6 +475,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.addr = lis.Addr().String()
 	check := creds.NewChecker(c.cfg.Token)
 	srv := grpc.NewServer(append([]grpc.ServerOption{
+		// The token is checked before a call's request is read (Tap), and
+		// again by the interceptors, which also cover in-process calls.
+		grpc.InTapHandle(check.Tap),
 		grpc.ChainUnaryInterceptor(check.Unary, func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			resp, err := h(ctx, req)
 			return resp, toStatus(err)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // EnvToken is the environment variable that holds the token when --token
@@ -151,10 +152,22 @@ func NewChecker(token string) Checker {
 // Check returns UNAUTHENTICATED unless ctx carries the token. Hashing both
 // sides first makes the comparison constant-time whatever the lengths.
 func (c Checker) Check(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return c.checkMD(md)
+}
+
+// Tap is the server's InTapHandle: it checks the token from the headers as
+// a call's stream is created, before any of its messages is read, so that
+// a client without the token cannot make the server take in a request of
+// up to the message limit (or many of them) first.
+func (c Checker) Tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	return ctx, c.checkMD(info.Header)
+}
+
+func (c Checker) checkMD(md metadata.MD) error {
 	if !c.set {
 		return nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get(header) {
 		got, ok := strings.CutPrefix(v, "Bearer ")
 		if !ok {

@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 func TestToken(t *testing.T) {
@@ -69,6 +70,12 @@ func TestChecker(t *testing.T) {
 		{"wrong then right", withAuth("Bearer nope", "Bearer "+token), true},
 	} {
 		err := c.Check(tc.ctx)
+		// The tap handle, which sees the headers before the request,
+		// decides the same.
+		md, _ := metadata.FromIncomingContext(tc.ctx)
+		if _, terr := c.Tap(context.Background(), &tap.Info{Header: md}); status.Code(terr) != status.Code(err) {
+			t.Errorf("%s: Tap says %v, Check %v", tc.name, terr, err)
+		}
 		if tc.ok {
 			if err != nil {
 				t.Errorf("%s: refused: %v", tc.name, err)
