@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"syscall"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -20,6 +21,10 @@ var (
 	// errRefused: a job's frames or settings cannot be rendered; the
 	// message names the file or flag and what to do.
 	errRefused = errors.New("job refused")
+	// errOwnFault: the coordinator's own failure (its disk, its files),
+	// never the node's or the set's: answered Unavailable (ResourceExhausted
+	// when space or descriptors ran out), so that the node tries again.
+	errOwnFault = errors.New("the coordinator could not do it")
 	// ErrStopped: a commit failed, so the coordinator takes no more changes
 	// and stops; started again, it resumes from its data folder.
 	ErrStopped = errors.New("coordinator stopping: its state could not be saved")
@@ -52,6 +57,10 @@ func toStatus(err error) error {
 		code, why = codes.Unavailable, reason.Stopping
 	case errors.Is(err, errTooManyNodes):
 		code = codes.ResourceExhausted
+	case errors.Is(err, errOwnFault) && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)):
+		code, why = codes.ResourceExhausted, reason.CoordinatorFault
+	case errors.Is(err, errOwnFault):
+		code, why = codes.Unavailable, reason.CoordinatorFault
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

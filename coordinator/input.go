@@ -204,3 +204,8 @@ func fileKind(m os.FileMode) string {
 	}
 	return "not a regular file"
 }
+
+// reserveBytes is the space the coordinator keeps free in --data beyond a
+// part it takes: room for its database to commit, and for the join's temp
+// files to start.
+const reserveBytes = 32 << 20

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc/mem"
@@ -529,6 +530,13 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		return err
 	}
 	log := c.log.With("job", jr.rec.ID, "set", s.Index, "node", h.Node, "token", h.Token)
+	// The part, then the video joined from the parts: refused now, while
+	// the node can wait and upload again, rather than failed half-way.
+	if free, err := freeBytes(jr.dir); err == nil && uint64(max(h.Size, 0))+reserveBytes > free {
+		log.Warn("the data folder is full: the part must wait", "free", free, "part", h.Size)
+		return fmt.Errorf("%w: storing part of set %d: %w: %s free in --data %s, the part needs %s and the coordinator keeps %s: free space there; the node uploads again",
+			errOwnFault, s.Index, syscall.ENOSPC, text.Size(int64(free)), c.cfg.Data, text.Size(h.Size), text.Size(reserveBytes))
+	}
 	f, sum, size, err := receivePart(stream, jr, h, s)
 	if f != nil {
 		defer func() {
@@ -565,7 +573,7 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 	if err := os.Link(f.Name(), path); errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%w: set %d: another upload under token %d came first", job.ErrStaleToken, s.Index, h.Token)
 	} else if err != nil {
-		return fmt.Errorf("storing part of set %d: %w", s.Index, err)
+		return fmt.Errorf("%w: storing part of set %d: %w", errOwnFault, s.Index, err)
 	}
 	err = c.change(ctx, func(x changes) error {
 		// One fsync of the folder for every part of the batch.
@@ -605,7 +613,7 @@ func receivePart(stream farmpb.NodeService_UploadPartServer, jr *jobRun, h *farm
 	// fsync once per batch keep busy.
 	f, err := os.CreateTemp(jr.dir, fmt.Sprintf(".tmp-set-%05d-t%d-*", s.Index, h.Token))
 	if err != nil {
-		return nil, "", 0, fmt.Errorf("storing part of set %d: %w", s.Index, err)
+		return nil, "", 0, fmt.Errorf("%w: storing part of set %d: %w", errOwnFault, s.Index, err)
 	}
 	hash := sha256.New()
 	var size int64
@@ -629,7 +637,7 @@ func receivePart(stream farmpb.NodeService_UploadPartServer, jr *jobRun, h *farm
 			}
 			hash.Write(chunk)
 			if _, err := f.Write(chunk); err != nil {
-				return f, "", 0, fmt.Errorf("storing part of set %d: %w", s.Index, err)
+				return f, "", 0, fmt.Errorf("%w: storing part of set %d: %w", errOwnFault, s.Index, err)
 			}
 		default:
 			// Every message must move the upload on (at least one byte, or
@@ -645,7 +653,7 @@ func receivePart(stream farmpb.NodeService_UploadPartServer, jr *jobRun, h *farm
 		return f, "", 0, fmt.Errorf("%w: set %d: SHA-256 mismatch: node says %s, received data is %s", ErrBadPart, s.Index, got, sum)
 	}
 	if err := f.Sync(); err != nil {
-		return f, "", 0, err
+		return f, "", 0, fmt.Errorf("%w: storing part of set %d: %w", errOwnFault, s.Index, err)
 	}
 	return f, sum, size, nil
 }

@@ -5,7 +5,10 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -74,5 +77,78 @@ func TestFaultCoordinatorKillJobs(t *testing.T) {
 		noTemps(t, data)
 		note(t, "killed after %d of 18 parts (%d accepted before the kill); all 3 jobs finished frame-exact, no accepted set rendered again",
 			k, len(accepted))
+	})
+}
+
+// TestFaultDataFull: the coordinator's --data fills up while nodes render
+// (a small tmpfs). Their uploads are refused as the coordinator's own
+// failure (ResourceExhausted): no set fails, no node is excluded, the nodes
+// keep their sets and upload again, and once space is freed the job
+// finishes frame-exact.
+func TestFaultDataFull(t *testing.T) {
+	needFFmpeg(t)
+	frames := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, frames, 32, 1, "320x240")
+	want := reference(t, frames, 1)
+	scenario(t, "data-full", 1, func(t *testing.T, _ int) {
+		mnt := t.TempDir()
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", mnt).CombinedOutput(); err != nil {
+			t.Skipf("skipped: cannot mount a tmpfs here (%v: %s)", err, out)
+		}
+		t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+		data := filepath.Join(mnt, "data")
+		out := filepath.Join(t.TempDir(), "out.mkv")
+		args := []string{"coordinator", "--frames", frames, "--data", data, "--listen", "127.0.0.1:0", "--codec", "ffv1",
+			"--out", out, "--sets", "4", "--heartbeat-timeout", "10s", "--poll-window", "2s"}
+		coord, m := start(t, "coordinator", coordReady, args...)
+		f := &farm{coord: coord, job: m[1], addr: m[2], data: data, coordArgs: args}
+		w := watch(t, f.addr)
+		var nodes []*farmNode
+		for k := range 2 {
+			nodes = append(nodes, addNode(t, f, fmt.Sprintf("n%d", k), nodeOpts{slow: 3 * time.Second}))
+		}
+		// Every set is out (2 nodes, 2 slots each): nothing more needs a
+		// commit until the parts come in. Then the disk fills up.
+		w.waitCount(t, "the 4 sets granted", time.Minute, 4, func(e *farmpb.Event) bool { return e.Kind == "set_granted" })
+		filler := filepath.Join(mnt, "filler")
+		fill, err := os.Create(filler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunk := make([]byte, 1<<20)
+		for {
+			if _, err := fill.Write(chunk); err != nil {
+				break
+			}
+		}
+		fill.Close()
+		refused := regexp.MustCompile(`uploading the part failed.*(ResourceExhausted|full)`)
+		deadline := time.Now().Add(time.Minute)
+		for _, n := range nodes {
+			for len(logLines(n.node, 0, refused)) == 0 && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if len(logLines(n.node, 0, refused)) == 0 {
+				t.Fatalf("%s's upload was not refused for the full disk:\n%s", n.name, n.node.out.String())
+			}
+		}
+		time.Sleep(2 * time.Second) // a few more tries while full
+		if err := os.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
+		freed := time.Now()
+		w.waitDone(t, 3*time.Minute)
+		for _, e := range w.events() {
+			if e.Kind == "set_failed" || e.Kind == "node_excluded" || e.Kind == "lease_expired" || e.Kind == "job_failed" {
+				t.Errorf("the coordinator's full disk was charged to a node: %s", formatEvents([]*farmpb.Event{e}))
+			}
+		}
+		checkExact(t, out, want)
+		tries := 0
+		for _, n := range nodes {
+			tries += len(logLines(n.node, 0, refused))
+		}
+		note(t, "--data full with 4 parts to come: %d uploads refused as the coordinator's (ResourceExhausted), no set failed, no node excluded; done %s after the space was freed, frame-exact",
+			tries, time.Since(freed).Round(100*time.Millisecond))
 	})
 }

@@ -35,6 +35,9 @@ const (
 	NotPossible = "NOT_POSSIBLE"
 	// Stopping: the coordinator could not save its state and stops.
 	Stopping = "STOPPING"
+	// CoordinatorFault: the coordinator's own resources failed (its disk
+	// full, its descriptors): not the caller's fault, and worth trying again.
+	CoordinatorFault = "COORDINATOR_FAULT"
 )
 
 // Error is a gRPC status error with code, message and reason.
