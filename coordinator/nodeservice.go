@@ -530,13 +530,6 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		return err
 	}
 	log := c.log.With("job", jr.rec.ID, "set", s.Index, "node", h.Node, "token", h.Token)
-	// The part, then the video joined from the parts: refused now, while
-	// the node can wait and upload again, rather than failed half-way.
-	if free, err := freeBytes(jr.dir); err == nil && uint64(max(h.Size, 0))+reserveBytes > free {
-		log.Warn("the data folder is full: the part must wait", "free", free, "part", h.Size)
-		return fmt.Errorf("%w: storing part of set %d: %w: %s free in --data %s, the part needs %s and the coordinator keeps %s: free space there; the node uploads again",
-			errOwnFault, s.Index, syscall.ENOSPC, text.Size(int64(free)), c.cfg.Data, text.Size(h.Size), text.Size(reserveBytes))
-	}
 	f, sum, size, err := receivePart(stream, jr, h, s)
 	if f != nil {
 		defer func() {
@@ -547,6 +540,9 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 	if err == nil {
 		// From the file still open: no second open of what was just written.
 		err = verifyPart(jr.rec.Settings, f, size, s)
+	}
+	if errors.Is(err, errOwnFault) {
+		log.Error("the part could not be stored: the coordinator's own failure, not the node's; it will upload again", "err", err)
 	}
 	if errors.Is(err, ErrBadPart) {
 		// The node sent a bad part (wrong checksum or size, truncated, not
@@ -608,6 +604,12 @@ func receivePart(stream farmpb.NodeService_UploadPartServer, jr *jobRun, h *farm
 	limit := maxPartBytes(jr.rec.Settings, s)
 	if h.Size <= 0 || h.Size > limit {
 		return nil, "", 0, fmt.Errorf("%w: set %d: a part of %d bytes is out of bounds (1 to %d)", ErrBadPart, s.Index, h.Size, limit)
+	}
+	// The part, then the video joined from the parts: refused now, while
+	// the node can wait and upload again, rather than failed half-way.
+	if free, err := freeBytes(jr.dir); err == nil && uint64(h.Size)+reserveBytes > free {
+		return nil, "", 0, fmt.Errorf("%w: storing part of set %d: %w: %s free in --data %s, the part needs %s and the coordinator keeps %s: free space there; the node uploads again",
+			errOwnFault, s.Index, syscall.ENOSPC, text.Size(int64(free)), filepath.Dir(filepath.Dir(jr.dir)), text.Size(h.Size), text.Size(reserveBytes))
 	}
 	// Not in the parts folder, which the renames of accepted parts and its
 	// fsync once per batch keep busy.
