@@ -43,6 +43,7 @@ import (
 
 	"github.com/framefarm/framefarm/internal/chunk"
 	"github.com/framefarm/framefarm/internal/framebuf"
+	"github.com/framefarm/framefarm/internal/link"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -242,7 +243,9 @@ func New(cfg Config) (*Ambassador, error) {
 			Timeout:             5 * time.Second,
 			PermitWithoutStream: true,
 		}),
-		grpc.WithConnectParams(linkConnectParams()),
+		// Within about half a second of the coordinator listening, however
+		// long it was away; trying every 400ms during an outage is cheap.
+		grpc.WithConnectParams(link.Params(400*time.Millisecond, 5*time.Second)),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(maxMsgSize),
 			grpc.MaxCallSendMsgSize(maxMsgSize),

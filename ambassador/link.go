@@ -8,23 +8,10 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
-)
 
-// linkConnectParams make the connection to the coordinator come up within
-// about half a second of the coordinator listening, however long it was
-// away: gRPC's default backoff starts at 1s and grows to 2 minutes, which
-// left a node idle for seconds after a cold start. A connection refused
-// costs the coordinator's host next to nothing, so trying every 400ms
-// during an outage is cheap.
-func linkConnectParams() grpc.ConnectParams {
-	return grpc.ConnectParams{
-		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 400 * time.Millisecond},
-		MinConnectTimeout: 5 * time.Second,
-	}
-}
+	"github.com/framefarm/framefarm/internal/link"
+)
 
 // linkDownError is a call that waited LinkWait for the connection to the
 // coordinator and never saw it up: a failure of the link, counted by the
@@ -92,26 +79,18 @@ func (a *Ambassador) freshBreaker() {
 // counting against the breaker. It returns a *linkDownError if the
 // connection did not come up, and ctx's error if the node cancelled.
 func (a *Ambassador) awaitLink(ctx context.Context) error {
-	st := a.conn.GetState()
-	if st == connectivity.Ready || a.cfg.LinkWait < 0 {
+	if a.cfg.LinkWait < 0 {
 		return nil
 	}
 	start := a.cfg.Now()
-	wctx, cancel := context.WithTimeout(ctx, a.cfg.LinkWait)
-	defer cancel()
-	for ; st != connectivity.Ready; st = a.conn.GetState() {
-		if st == connectivity.Idle {
-			a.conn.Connect()
-		}
-		if !a.conn.WaitForStateChange(wctx, st) {
-			if errors.Is(ctx.Err(), context.Canceled) {
-				return ctx.Err()
-			}
-			// LinkWait or the node's own deadline ran out: either way the
-			// coordinator could not be reached meanwhile.
-			return &linkDownError{coordinator: a.cfg.Coordinator,
-				waited: a.cfg.Now().Sub(start).Round(time.Millisecond), state: a.conn.GetState()}
-		}
+	if link.AwaitReady(ctx, a.conn, a.cfg.LinkWait) {
+		return nil
 	}
-	return nil
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return ctx.Err()
+	}
+	// LinkWait or the node's own deadline ran out: either way the
+	// coordinator could not be reached meanwhile.
+	return &linkDownError{coordinator: a.cfg.Coordinator,
+		waited: a.cfg.Now().Sub(start).Round(time.Millisecond), state: a.conn.GetState()}
 }

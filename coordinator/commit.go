@@ -105,26 +105,26 @@ func (x changes) add(jr *jobRun, dirty []*job.Set, events []job.Event) {
 	if len(dirty) == 0 && len(events) == 0 {
 		return
 	}
-	c, b, job := x.c, x.c.open, jr.job
+	c, b, j := x.c, x.c.open, jr.job
 	at := c.cfg.Now()
 	for i := range events {
-		job.LastSeq++
+		j.LastSeq++
 		c.lastFSeq++
-		events[i].Seq, events[i].FSeq, events[i].JobID = job.LastSeq, c.lastFSeq, job.ID
+		events[i].Seq, events[i].FSeq, events[i].JobID = j.LastSeq, c.lastFSeq, j.ID
 		at = events[i].At
 	}
 	switch {
-	case !job.State.Finished():
+	case !j.State.Finished():
 		jr.rec.Finished = time.Time{}
 	case jr.rec.Finished.IsZero():
 		jr.rec.Finished = at
 	}
 	b.events = append(b.events, events...)
-	jb := b.jobs[job.ID]
+	jb := b.jobs[j.ID]
 	if jb == nil {
 		jb = &jobBatch{where: map[int]int{}}
-		b.jobs[job.ID] = jb
-		b.order = append(b.order, job.ID)
+		b.jobs[j.ID] = jb
+		b.order = append(b.order, j.ID)
 	}
 	for _, s := range dirty {
 		if k, ok := jb.where[s.Index]; ok {
@@ -138,7 +138,7 @@ func (x changes) add(jr *jobRun, dirty []*job.Set, events []job.Event) {
 	if !jr.rec.Finished.IsZero() {
 		finished = jr.rec.Finished.UnixMilli()
 	}
-	jb.job = jobRow{State: job.State, Reason: job.Reason, NextToken: job.NextToken, LastSeq: job.LastSeq, Priority: job.Priority, FinishedMS: finished}
+	jb.job = jobRow{State: j.State, Reason: j.Reason, NextToken: j.NextToken, LastSeq: j.LastSeq, Priority: j.Priority, FinishedMS: finished}
 	c.last = b
 }
 

@@ -225,13 +225,11 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		changed: make(chan struct{}), nodes: map[string]*nodeInfo{}, open: newBatch(), fatal: make(chan error, 1),
 		joinWant: map[string]bool{}, joinReq: make(chan struct{}, 1), ready: make(chan struct{}), srvOpts: tlsOpts,
 	}
-	var spec *JobSpec
 	var prepared *jobRun
 	var created []job.Event
 	if cfg.FramesDir != "" {
 		// Checked before the data folder is touched: a refused job keeps
 		// nothing.
-		spec = &cfg.JobSpec
 		if prepared, created, err = c.prepareJob(ctx, cfg.JobSpec); err != nil {
 			return nil, err
 		}
@@ -251,8 +249,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	c.lastFSeq = lastFSeq
 	now := cfg.Now()
 	for _, jr := range runs {
-		jr.dir = filepath.Join(c.cfg.Data, "jobs", jr.rec.ID)
-		jr.partDir = filepath.Join(jr.dir, "parts")
+		c.place(jr)
 		if jr.job.State == job.JobFailed && jr.job.AllCompleted() {
 			// Only the join failed (a full disk, say): every part is here, so join again.
 			jr.job.State, jr.job.Reason = job.JobJoining, ""
@@ -274,7 +271,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		c.removeStaleParts(jr)
 		c.log.Info("resuming job", "job", jr.rec.ID, "name", jr.rec.Name, "state", jr.job.State, "sets", len(jr.job.Sets))
 	}
-	if spec != nil {
+	if prepared != nil {
 		if jr := c.findJob(prepared.rec.FramesDir, prepared.rec.Fingerprint); jr != nil {
 			// The same frames and settings: resume, with this start's --out.
 			jr.rec.OutPath = prepared.rec.OutPath
@@ -288,6 +285,12 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		}
 	}
 	return c, nil
+}
+
+// place gives jr its folders under the data folder.
+func (c *Coordinator) place(jr *jobRun) {
+	jr.dir = filepath.Join(c.cfg.Data, "jobs", jr.rec.ID)
+	jr.partDir = filepath.Join(jr.dir, "parts")
 }
 
 // prepareJob checks a job's settings and scans its frames, and returns the
@@ -379,8 +382,7 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 		frames: frames,
 	}
 	jr.job = &job.Job{ID: jr.rec.ID, State: job.JobQueued, Priority: spec.Priority, Sets: job.Partition(len(frames), spec.Sets), NodeFailures: map[string]int{}}
-	jr.dir = filepath.Join(c.cfg.Data, "jobs", jr.rec.ID)
-	jr.partDir = filepath.Join(jr.dir, "parts")
+	c.place(jr)
 	if err := c.checkAssignments(jr); err != nil {
 		return nil, nil, err
 	}

@@ -135,7 +135,6 @@ func (c *Coordinator) jobChange(ctx context.Context, id string, fn func(jr *jobR
 // heartbeat.
 func (c *Coordinator) cancel(ctx context.Context, id string) (*jobRun, error) {
 	return c.jobChange(ctx, id, func(jr *jobRun) ([]*job.Set, []job.Event, error) {
-		delete(c.joinWant, jr.rec.ID)
 		return jr.job.Cancel(c.cfg.Now())
 	})
 }

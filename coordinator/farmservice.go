@@ -66,14 +66,22 @@ func (c *Coordinator) statusLocked(jr *jobRun) *farmpb.JobStatus {
 		names[name] = true
 	}
 	for _, name := range slices.Sorted(maps.Keys(names)) {
-		ns := &farmpb.NodeStatus{Name: name, Failures: uint32(jr.job.NodeFailures[name]), Excluded: jr.job.Excluded(name)}
-		if ni := c.nodes[name]; ni != nil {
-			ns.LastSeenUnixMs = ni.lastSeen.UnixMilli()
-			ns.CpuLoad, ns.FreeCores, ns.SetsDone, ns.Breaker = ni.cpuLoad, ni.freeCores, uint32(ni.setsDone), ni.breaker
-		}
+		ns := c.nodeStatusLocked(name)
+		ns.Failures, ns.Excluded = uint32(jr.job.NodeFailures[name]), jr.job.Excluded(name)
 		js.Nodes = append(js.Nodes, ns)
 	}
 	return js
+}
+
+// nodeStatusLocked is what the farm knows of a node, without any job's
+// counts of it. Call it under c.mu.
+func (c *Coordinator) nodeStatusLocked(name string) *farmpb.NodeStatus {
+	ns := &farmpb.NodeStatus{Name: name}
+	if ni := c.nodes[name]; ni != nil {
+		ns.LastSeenUnixMs = ni.lastSeen.UnixMilli()
+		ns.CpuLoad, ns.FreeCores, ns.SetsDone, ns.Breaker = ni.cpuLoad, ni.freeCores, uint32(ni.setsDone), ni.breaker
+	}
+	return ns
 }
 
 func unixMilli(t time.Time) int64 {
@@ -127,9 +135,7 @@ func (c *Coordinator) Snapshot(ctx context.Context) Snapshot {
 		s.Jobs = append(s.Jobs, summaryLocked(jr))
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.nodes)) {
-		ni := c.nodes[name]
-		s.Nodes = append(s.Nodes, &farmpb.NodeStatus{Name: name, LastSeenUnixMs: ni.lastSeen.UnixMilli(),
-			CpuLoad: ni.cpuLoad, FreeCores: ni.freeCores, SetsDone: uint32(ni.setsDone), Breaker: ni.breaker})
+		s.Nodes = append(s.Nodes, c.nodeStatusLocked(name))
 	}
 	b := c.pending()
 	c.mu.Unlock()

@@ -72,15 +72,19 @@ func (c *Coordinator) idle(node string) error {
 	var why []string
 	for _, jr := range c.queue {
 		j := jr.job
-		switch {
-		case (j.State == job.JobRunning || j.State == job.JobQueued) && !j.Excluded(node):
+		if (j.State == job.JobRunning || j.State == job.JobQueued) && !j.Excluded(node) {
 			// A set of a running job may still come back to the queue.
 			return nil
-		case len(why) < 5 && j.Excluded(node):
+		}
+		if len(why) == 5 {
+			continue
+		}
+		switch {
+		case j.Excluded(node):
 			why = append(why, fmt.Sprintf("job %s: %v: node %s failed %d of its sets", jr.rec.ID, job.ErrNodeExcluded, node, j.NodeFailures[node]))
-		case len(why) < 5 && j.State == job.JobFailed:
+		case j.State == job.JobFailed:
 			why = append(why, fmt.Sprintf("job %s: %v: %s", jr.rec.ID, job.ErrJobFailed, j.Reason))
-		case len(why) < 5:
+		default:
 			why = append(why, fmt.Sprintf("job %s: %s", jr.rec.ID, j.State))
 		}
 	}

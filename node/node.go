@@ -21,20 +21,21 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/status"
+
+	"github.com/framefarm/framefarm/internal/chunk"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/framebuf"
+	"github.com/framefarm/framefarm/internal/link"
 	"github.com/framefarm/framefarm/internal/mp4"
 	"github.com/framefarm/framefarm/internal/reason"
 	"github.com/framefarm/framefarm/internal/text"
 	farmpb "github.com/framefarm/framefarm/proto"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
-	grpcbackoff "google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/experimental"
-	"google.golang.org/grpc/status"
 )
 
 // Config is how a node is started.
@@ -111,10 +112,7 @@ func New(cfg Config) (*Node, error) {
 		// reconnect within a quarter of a second of it listening (gRPC's
 		// default backoff starts at 1s and grows to 2 minutes). A refused
 		// connection on loopback costs nothing.
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 200 * time.Millisecond},
-			MinConnectTimeout: 2 * time.Second,
-		}),
+		grpc.WithConnectParams(link.Params(200*time.Millisecond, 2*time.Second)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))...)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador address %q: %w", cfg.Ambassador, err)
@@ -508,25 +506,14 @@ const ambassadorWait = 2 * time.Second
 // ambassador to be up. It returns ctx's error if ctx ends first, and an
 // error that says what to check if the ambassador is not there.
 func (n *Node) awaitAmbassador(ctx context.Context) error {
-	st := n.conn.GetState()
-	if st == connectivity.Ready {
+	if link.AwaitReady(ctx, n.conn, ambassadorWait) {
 		return nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, ambassadorWait)
-	defer cancel()
-	for ; st != connectivity.Ready; st = n.conn.GetState() {
-		if st == connectivity.Idle {
-			n.conn.Connect()
-		}
-		if !n.conn.WaitForStateChange(wctx, st) {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			return fmt.Errorf("no connection to the ambassador at %s after %s (%s): start `framefarm ambassador --listen %s` on this machine, or give the node its address with --ambassador",
-				n.cfg.Ambassador, ambassadorWait, n.conn.GetState(), n.cfg.Ambassador)
-		}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	return nil
+	return fmt.Errorf("no connection to the ambassador at %s after %s (%s): start `framefarm ambassador --listen %s` on this machine, or give the node its address with --ambassador",
+		n.cfg.Ambassador, ambassadorWait, n.conn.GetState(), n.cfg.Ambassador)
 }
 
 // receiveFrames writes the set's frames as a contiguous sequence
@@ -570,7 +557,7 @@ func (n *Node) upload(ctx context.Context, path string, a *farmpb.Assignment, en
 		return err
 	}
 	h := sha256.New()
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, chunk.Size)
 	for {
 		k, rerr := io.ReadFull(f, buf)
 		if k > 0 {

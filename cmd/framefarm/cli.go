@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -142,19 +143,37 @@ func newFlags(name, synopsis, about string) *cmdFlags {
 }
 
 func (f *cmdFlags) parse(e *env, args []string) error {
+	_, err := f.parseArgs(e, args, 0)
+	return err
+}
+
+// parseArgs parses the flags and returns the n arguments that are not
+// flags (job ids, a priority that may be negative), which may stand before
+// or after the flags.
+func (f *cmdFlags) parseArgs(e *env, args []string, n int) ([]string, error) {
+	var pos []string
+	for len(args) > 0 && (!strings.HasPrefix(args[0], "-") || isNumber(args[0])) {
+		pos, args = append(pos, args[0]), args[1:]
+	}
 	err := f.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
 		f.printUsage(e.stdout)
-		return errHelpShown
+		return nil, errHelpShown
 	}
 	if err != nil {
-		return f.usageErr("%v", err)
+		return nil, f.usageErr("%v", err)
 	}
-	if f.NArg() > 0 {
-		return f.usageErr("unexpected argument %q: every input is given with a flag", f.Arg(0))
+	pos = append(pos, f.Args()...)
+	switch {
+	case len(pos) > 0 && n == 0:
+		return nil, f.usageErr("unexpected argument %q: every input is given with a flag", pos[0])
+	case len(pos) != n:
+		return nil, f.usageErr("usage: framefarm %s %s", f.Name(), f.synopsis)
 	}
-	return nil
+	return pos, nil
 }
+
+func isNumber(s string) bool { _, err := strconv.Atoi(s); return err == nil }
 
 func (f *cmdFlags) usageErr(format string, a ...any) error {
 	return &usageError{flags: f, err: fmt.Errorf(format, a...)}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/framefarm/framefarm/coordinator"
+	"github.com/framefarm/framefarm/internal/chunk"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
@@ -48,7 +49,7 @@ func (j jobFlags) apply() { j.spec.NoFastStart = !*j.fastStart }
 
 // farmCommand is the shape of the commands that change or list jobs: dial,
 // call, print.
-func farmCommand(ctx context.Context, e *env, args []string, name, synopsis, about string,
+func farmCommand(ctx context.Context, e *env, args []string, name, synopsis string, nargs int, about string,
 	extra func(f *cmdFlags), call func(ctx context.Context, c *farmClient, args []string) error) error {
 	f := newFlags(name, synopsis, about)
 	var cc clientCreds
@@ -57,19 +58,9 @@ func farmCommand(ctx context.Context, e *env, args []string, name, synopsis, abo
 	if extra != nil {
 		extra(f)
 	}
-	// Job ids (and a priority, which may be negative) come before or after
-	// the flags.
-	var pos []string
-	for len(args) > 0 && (!strings.HasPrefix(args[0], "-") || isNumber(args[0])) {
-		pos, args = append(pos, args[0]), args[1:]
-	}
-	if err := f.FlagSet.Parse(args); err != nil {
-		return f.parse(e, args)
-	}
-	pos = append(pos, f.Args()...)
-	want := strings.Count(synopsis, "JOB") + strings.Count(synopsis, " N")
-	if len(pos) != want {
-		return f.usageErr("usage: framefarm %s %s", name, synopsis)
+	pos, err := f.parseArgs(e, args, nargs)
+	if err != nil {
+		return err
 	}
 	c, err := dialFarm(*addr, &cc)
 	if err != nil {
@@ -127,7 +118,7 @@ func uploadFrames(ctx context.Context, e *env, c *farmClient, dir string) (strin
 	if err := stream.Send(&farmpb.UploadFramesRequest{Msg: &farmpb.UploadFramesRequest_Upload{Upload: name}}); err != nil {
 		return "", uploadErr(stream, err)
 	}
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, chunk.Size)
 	var total int64
 	for _, fi := range send {
 		if err := sendFile(stream, filepath.Join(abs, fi.Name()), fi, buf); err != nil {
@@ -180,8 +171,6 @@ func uploadErr(stream farmpb.FarmService_UploadFramesClient, err error) error {
 	return err
 }
 
-func isNumber(s string) bool { _, err := strconv.Atoi(s); return err == nil }
-
 func runSubmit(ctx context.Context, e *env, args []string) error {
 	f := newFlags("submit", "--frames DIR [flags]",
 		`Adds a job to the farm's queue and prints its id. --frames is a folder on
@@ -232,7 +221,7 @@ and what to do, and nothing of it is kept.`)
 
 func runJobs(ctx context.Context, e *env, args []string) error {
 	var asJSON *bool
-	return farmCommand(ctx, e, args, "jobs", "[flags]",
+	return farmCommand(ctx, e, args, "jobs", "[flags]", 0,
 		`Lists the farm's jobs in queue order (higher priority first, then the
 earlier submitted): id, name, state, priority, frames done with a progress
 bar, when submitted and finished, and the final video's size.`,
@@ -329,7 +318,7 @@ func printSummary(w io.Writer, what string, j *farmpb.JobSummary) {
 }
 
 func runCancel(ctx context.Context, e *env, args []string) error {
-	return farmCommand(ctx, e, args, "cancel", "JOB [flags]",
+	return farmCommand(ctx, e, args, "cancel", "JOB [flags]", 1,
 		`Stops a job: no more of its sets are handed out, and the nodes rendering
 them stop at their next heartbeat and ask for other work. Its parts stay
 until it is reset or deleted.`, nil,
@@ -344,7 +333,7 @@ until it is reset or deleted.`, nil,
 
 func runReset(ctx context.Context, e *env, args []string) error {
 	var all *bool
-	return farmCommand(ctx, e, args, "reset", "JOB [flags]",
+	return farmCommand(ctx, e, args, "reset", "JOB [flags]", 1,
 		`Puts a failed or cancelled job back in the queue: every set not rendered
 goes back with its failures forgotten, and nodes excluded from the job may
 take its sets again. --all renders every set again (also of a done job).`,
@@ -359,7 +348,7 @@ take its sets again. --all renders every set again (also of a done job).`,
 }
 
 func runPriority(ctx context.Context, e *env, args []string) error {
-	return farmCommand(ctx, e, args, "priority", "JOB N [flags]",
+	return farmCommand(ctx, e, args, "priority", "JOB N [flags]", 2,
 		`Sets a job's priority: sets of higher priorities are handed out first;
 among equal priorities, the earlier submitted job goes first.`, nil,
 		func(ctx context.Context, c *farmClient, pos []string) error {
@@ -376,7 +365,7 @@ among equal priorities, the earlier submitted job goes first.`, nil,
 }
 
 func runDelete(ctx context.Context, e *env, args []string) error {
-	return farmCommand(ctx, e, args, "delete", "JOB [flags]",
+	return farmCommand(ctx, e, args, "delete", "JOB [flags]", 1,
 		`Removes a job that is done, failed or cancelled: its parts, its final video
 in the data folder (not the copy at --out) and its state.`, nil,
 		func(ctx context.Context, c *farmClient, pos []string) error {

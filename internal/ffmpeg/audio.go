@@ -1,12 +1,9 @@
 package ffmpeg
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -30,14 +27,6 @@ var ErrNoAudio = errors.New("no audio stream")
 
 // ProbeAudio reads the first audio stream of path.
 func (r Runner) ProbeAudio(ctx context.Context, path string) (AudioProbe, error) {
-	cmd := exec.CommandContext(ctx, r.bin(r.FFprobe, "ffprobe"), "-v", "error", "-select_streams", "a:0",
-		"-show_entries", "stream=codec_name,sample_rate,channels,duration:format=duration", "-of", "json", path)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return AudioProbe{}, &Error{Cmd: "ffprobe " + path, Err: err, Stderr: lastBytes(stderr.String(), 2048)}
-	}
 	var doc struct {
 		Streams []struct {
 			CodecName  string `json:"codec_name"`
@@ -49,8 +38,9 @@ func (r Runner) ProbeAudio(ctx context.Context, path string) (AudioProbe, error)
 			Duration string `json:"duration"`
 		} `json:"format"`
 	}
-	if err := json.Unmarshal(out, &doc); err != nil {
-		return AudioProbe{}, fmt.Errorf("ffprobe %s: reading its output: %w", path, err)
+	if err := r.probeJSON(ctx, path, []string{"-v", "error", "-select_streams", "a:0",
+		"-show_entries", "stream=codec_name,sample_rate,channels,duration:format=duration", "-of", "json"}, &doc); err != nil {
+		return AudioProbe{}, err
 	}
 	if len(doc.Streams) == 0 {
 		return AudioProbe{}, fmt.Errorf("ffprobe %s: %w", path, ErrNoAudio)

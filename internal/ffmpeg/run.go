@@ -134,14 +134,6 @@ func (r Runner) ProbeVideo(ctx context.Context, path string, pts bool) (Probe, e
 	if pts {
 		args = append(args, "-show_entries", "packet=pts_time")
 	}
-	args = append(args, path)
-	cmd := exec.CommandContext(ctx, r.bin(r.FFprobe, "ffprobe"), args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return Probe{}, &Error{Cmd: "ffprobe " + path, Err: err, Stderr: lastBytes(stderr.String(), 2048)}
-	}
 	var doc struct {
 		Streams []struct {
 			CodecName    string `json:"codec_name"`
@@ -159,8 +151,8 @@ func (r Runner) ProbeVideo(ctx context.Context, path string, pts bool) (Probe, e
 			Duration string `json:"duration"`
 		} `json:"format"`
 	}
-	if err := json.Unmarshal(out, &doc); err != nil {
-		return Probe{}, fmt.Errorf("ffprobe %s: reading its output: %w", path, err)
+	if err := r.probeJSON(ctx, path, args, &doc); err != nil {
+		return Probe{}, err
 	}
 	if len(doc.Streams) == 0 {
 		return Probe{}, fmt.Errorf("ffprobe %s: %w", path, ErrNoVideo)
@@ -187,4 +179,20 @@ func lastBytes(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// probeJSON runs ffprobe with args (which ask for JSON) on path and decodes
+// its answer into doc.
+func (r Runner) probeJSON(ctx context.Context, path string, args []string, doc any) error {
+	cmd := exec.CommandContext(ctx, r.bin(r.FFprobe, "ffprobe"), append(args, path)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return &Error{Cmd: "ffprobe " + path, Err: err, Stderr: lastBytes(stderr.String(), 2048)}
+	}
+	if err := json.Unmarshal(out, doc); err != nil {
+		return fmt.Errorf("ffprobe %s: reading its output: %w", path, err)
+	}
+	return nil
 }
