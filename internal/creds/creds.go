@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
@@ -161,7 +162,18 @@ func (c Checker) Check(ctx context.Context) error {
 // a client without the token cannot make the server take in a request of
 // up to the message limit (or many of them) first.
 func (c Checker) Tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if Open(info.FullMethodName) {
+		return ctx, nil
+	}
 	return ctx, c.checkMD(info.Header)
+}
+
+// Open reports whether method is called without the token: only the
+// standard health service, which Kubernetes' gRPC probes and
+// grpc_health_probe call without one, and which tells nothing but whether
+// the server serves.
+func Open(method string) bool {
+	return strings.HasPrefix(method, "/"+healthpb.Health_ServiceDesc.ServiceName+"/")
 }
 
 func (c Checker) checkMD(md metadata.MD) error {
@@ -182,14 +194,20 @@ func (c Checker) checkMD(md metadata.MD) error {
 }
 
 // Unary and Stream are the server interceptors that check every call.
-func (c Checker) Unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+func (c Checker) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if Open(info.FullMethod) {
+		return h(ctx, req)
+	}
 	if err := c.Check(ctx); err != nil {
 		return nil, err
 	}
 	return h(ctx, req)
 }
 
-func (c Checker) Stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+func (c Checker) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if Open(info.FullMethod) {
+		return h(srv, ss)
+	}
 	if err := c.Check(ss.Context()); err != nil {
 		return err
 	}

@@ -18,11 +18,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
+
+	farmpb "github.com/framefarm/framefarm/proto"
 )
 
 func TestToken(t *testing.T) {
@@ -245,8 +248,18 @@ func TestOptionErrors(t *testing.T) {
 	}
 }
 
-// serve runs a gRPC server with the health service behind the farm's
-// credentials, and returns its address.
+// farm answers ListJobs: a call of the farm's that needs the token.
+type farm struct {
+	farmpb.UnimplementedFarmServiceServer
+}
+
+func (farm) ListJobs(context.Context, *farmpb.ListJobsRequest) (*farmpb.ListJobsResponse, error) {
+	return &farmpb.ListJobsResponse{}, nil
+}
+
+// serve runs a gRPC server with a farm service and the health service
+// behind the farm's credentials, checked as the coordinator checks them,
+// and returns its address.
 func serve(t *testing.T, token string, st ServerTLS) string {
 	t.Helper()
 	opts, err := ServerOptions(st)
@@ -254,7 +267,9 @@ func serve(t *testing.T, token string, st ServerTLS) string {
 		t.Fatal(err)
 	}
 	check := NewChecker(token)
-	srv := grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(check.Unary), grpc.ChainStreamInterceptor(check.Stream))...)
+	srv := grpc.NewServer(append(opts, grpc.InTapHandle(check.Tap),
+		grpc.ChainUnaryInterceptor(check.Unary), grpc.ChainStreamInterceptor(check.Stream))...)
+	farmpb.RegisterFarmServiceServer(srv, farm{})
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -278,8 +293,55 @@ func call(t *testing.T, addr, token string, ct ClientTLS) error {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	_, err = farmpb.NewFarmServiceClient(conn).ListJobs(ctx, &farmpb.ListJobsRequest{})
 	return err
+}
+
+// TestHealthWithoutToken: probes (Kubernetes', grpc_health_probe) send no
+// token, so the health service answers without one; every other call
+// still needs it.
+func TestHealthWithoutToken(t *testing.T) {
+	addr := serve(t, "tok", ServerTLS{})
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hc := healthpb.NewHealthClient(conn)
+	if r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || r.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("Check without a token: %v, %v; want SERVING", r, err)
+	}
+	w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil {
+		var r *healthpb.HealthCheckResponse
+		r, err = w.Recv()
+		if err == nil && r.Status != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("Watch without a token: %v; want SERVING", r)
+		}
+	}
+	if err != nil {
+		t.Errorf("Watch without a token: %v", err)
+	}
+	_, err = farmpb.NewFarmServiceClient(conn).ListJobs(ctx, &farmpb.ListJobsRequest{})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Errorf("ListJobs without a token: %v; want Unauthenticated", err)
+	}
+	if err := call(t, addr, "tok", ClientTLS{}); err != nil {
+		t.Errorf("ListJobs with the token: %v", err)
+	}
+	// Only the health service's own methods are open.
+	for _, m := range []string{"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"} {
+		if !Open(m) {
+			t.Errorf("Open(%q) = false", m)
+		}
+	}
+	for _, m := range []string{farmpb.FarmService_ListJobs_FullMethodName, "/grpc.health.v1.HealthX/Check", "/grpc.health.v1.Health", "grpc.health.v1.Health/Check"} {
+		if Open(m) {
+			t.Errorf("Open(%q) = true", m)
+		}
+	}
 }
 
 // TestTLS: TLS and mutual TLS with certificates made here, over loopback.
