@@ -221,7 +221,11 @@ func (c *Coordinator) await(ctx context.Context, b *batch) error {
 	w := c.open
 	c.open = newBatch()
 	c.mu.Unlock()
+	start := c.cfg.Now()
 	err := c.store.write(context.WithoutCancel(ctx), w)
+	if err == nil {
+		c.metrics.committed(len(w.events), c.cfg.Now().Sub(start))
+	}
 
 	c.mu.Lock()
 	if c.last == w {

@@ -54,11 +54,13 @@ func createTestJob(t *testing.T, c *Coordinator, jr *jobRun) {
 func (c *Coordinator) sqlite() *store { return c.store.(*store) }
 
 func newTestCoordinator(st *store) *Coordinator {
-	return &Coordinator{
+	c := &Coordinator{
 		cfg: Config{Now: func() time.Time { return t0 }}, log: slog.New(slog.DiscardHandler), store: st, jobs: map[string]*jobRun{},
 		changed: make(chan struct{}), nodes: map[string]*nodeInfo{}, joinWant: map[string]bool{},
 		open: newBatch(), fatal: make(chan error, 1), joinReq: make(chan struct{}, 1),
 	}
+	c.metrics = newMetrics(c)
+	return c
 }
 
 func grantChange(c *Coordinator, node string, got *job.Set) func(x changes) error {

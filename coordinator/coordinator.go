@@ -26,6 +26,8 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/protobuf/proto"
@@ -148,6 +150,8 @@ type Coordinator struct {
 	startID string
 	// lock holds the data folder for this process (see lockData).
 	lock *os.File
+	// metrics are the coordinator's own (see metrics.go).
+	metrics *metrics
 }
 
 // jobRun is one job of the farm: its record, frames and state machine, and
@@ -225,6 +229,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		changed: make(chan struct{}), nodes: map[string]*nodeInfo{}, open: newBatch(), fatal: make(chan error, 1),
 		joinWant: map[string]bool{}, joinReq: make(chan struct{}, 1), ready: make(chan struct{}), srvOpts: tlsOpts,
 	}
+	c.metrics = newMetrics(c)
 	var prepared *jobRun
 	var created []job.Event
 	if cfg.FramesDir != "" {
@@ -480,11 +485,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		// The token is checked before a call's request is read (Tap), and
 		// again by the interceptors, which also cover in-process calls.
 		grpc.InTapHandle(check.Tap),
-		grpc.ChainUnaryInterceptor(check.Unary, func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		// The metrics see every call with the status it ends with.
+		grpc.ChainUnaryInterceptor(c.metrics.grpc.UnaryServerInterceptor(), check.Unary, func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			resp, err := h(ctx, req)
 			return resp, toStatus(err)
 		}),
-		grpc.ChainStreamInterceptor(check.Stream, func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		grpc.ChainStreamInterceptor(c.metrics.grpc.StreamServerInterceptor(), check.Stream, func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			return toStatus(h(srv, ss))
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
@@ -518,9 +524,14 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}, c.srvOpts...)...)
 	farmpb.RegisterNodeServiceServer(srv, newNodeService(c))
 	farmpb.RegisterFarmServiceServer(srv, &farmService{c: c})
+	// The standard health service, for probes that carry no token (see
+	// creds.Checker): SERVING until the coordinator stops.
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
 	if c.cfg.Reflection {
 		reflection.Register(srv)
 	}
+	c.metrics.grpc.InitializeMetrics(srv)
 	close(c.ready)
 	c.log.Info("coordinator listening", "addr", c.addr, "jobs", c.jobCount(), "data", c.cfg.Data)
 
@@ -543,8 +554,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	select {
 	case err = <-serveErr:
 	case err = <-c.fatal:
+		hs.Shutdown()
 		srv.Stop()
 	case <-ctx.Done():
+		hs.Shutdown()
 		stopped := make(chan struct{})
 		go func() { srv.GracefulStop(); close(stopped) }()
 		select {
@@ -592,6 +605,7 @@ func (c *Coordinator) expireLeases(x changes) error {
 			continue
 		}
 		ev := j.Expire(now, c.cfg.HeartbeatTimeout, c.cfg.Lease)
+		c.metrics.leaseExpired(j, ev, now, c.cfg.HeartbeatTimeout)
 		var dirty []*job.Set
 		for _, e := range ev {
 			dirty = append(dirty, j.Sets[e.Set])

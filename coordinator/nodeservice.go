@@ -99,6 +99,7 @@ func (c *Coordinator) idle(node string) error {
 // has no work left for it), or the poll window ends.
 func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequest) (*farmpb.AcquireSetResponse, error) {
 	c := n.c
+	asked := c.cfg.Now()
 	if err := checkNode(req.Node); err != nil {
 		return nil, err
 	}
@@ -157,6 +158,7 @@ func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequ
 		c.ungrant(o.job, o.set.Index, o.set.Token, req.Node)
 		return nil, ctx.Err()
 	}
+	c.metrics.grantSeconds.Observe(c.cfg.Now().Sub(asked).Seconds())
 	return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Assignment{Assignment: c.assignment(o.job, &o.set)}}, nil
 }
 
@@ -502,6 +504,7 @@ func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, 
 			break
 		}
 	}
+	c.metrics.frameStreamBytes.Add(float64(sent))
 	if sent != f.Size {
 		return fmt.Errorf("%w: frame %d (%s) changed while it was read (%d bytes, was %d): restore it, or start a new job on the folder as it is now", ErrFrameChanged, f.Number, f.Name, sent, f.Size)
 	}
@@ -542,6 +545,7 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		}()
 	}
 	if err == nil {
+		c.metrics.partUploadBytes.Add(float64(size))
 		// From the file still open: no second open of what was just written.
 		err = verifyPart(jr.rec.Settings, f, size, s)
 	}
@@ -587,6 +591,7 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		os.Remove(path)
 		return err
 	}
+	c.metrics.partAccepted(s.Count, h.EncodeMs, size)
 	c.mu.Lock()
 	if ni := c.nodes[h.Node]; ni != nil {
 		ni.setsDone++

@@ -130,6 +130,7 @@ func (f *farmService) UploadFrames(stream farmpb.FarmService_UploadFramesServer)
 		if err := os.Chtimes(path, mt, mt); err != nil {
 			return fmt.Errorf("storing %s: %w", hdr.Name, err)
 		}
+		f.c.metrics.frameUploadBytes.Add(float64(hdr.Size))
 		resp.Files++
 		resp.Bytes += hdr.Size
 		m, err = stream.Recv()

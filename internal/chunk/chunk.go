@@ -91,6 +91,9 @@ func (w *Out) marshal() mem.BufferSlice {
 // than the coordinator's own stream.
 type Raw struct{ data mem.BufferSlice }
 
+// Len is the message's size in wire form.
+func (r *Raw) Len() int { return r.data.Len() }
+
 // Send sends m on s, and releases m's buffers if gRPC did not take them.
 func Send(s interface{ SendMsg(any) error }, m *Raw) error {
 	err := s.SendMsg(m)
