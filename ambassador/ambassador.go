@@ -39,6 +39,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/framefarm/framefarm/internal/chunk"
@@ -176,6 +178,8 @@ type Ambassador struct {
 	namesMu sync.Mutex
 	names   []string
 
+	metrics *metrics
+
 	started   atomic.Bool
 	addr      atomic.Value // string
 	ready     chan struct{}
@@ -232,6 +236,7 @@ func New(cfg Config) (*Ambassador, error) {
 		pool:         &framebuf.Pool{},
 	}
 	a.addr.Store("")
+	a.metrics = newMetrics(a)
 
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -308,8 +313,16 @@ func (a *Ambassador) Run(ctx context.Context) error {
 		grpc.WriteBufferSize(bulkBuffer),
 		experimental.BufferPool(a.pool),
 		grpc.ForceServerCodecV2(a.codec),
+		grpc.ChainUnaryInterceptor(a.metrics.grpc.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(a.metrics.grpc.StreamServerInterceptor()),
 	)
 	farmpb.RegisterNodeServiceServer(srv, a)
+	// The standard health service, for Kubernetes' probes: SERVING while
+	// the ambassador serves, whatever its breaker says (an outage of the
+	// coordinator is no reason to restart its sidecars).
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	a.metrics.grpc.InitializeMetrics(srv)
 
 	a.addr.Store(lis.Addr().String())
 	a.readyOnce.Do(func() { close(a.ready) })
@@ -331,6 +344,7 @@ func (a *Ambassador) Run(ctx context.Context) error {
 		return fmt.Errorf("ambassador: serving the node on %s: %w", lis.Addr(), err)
 	case <-ctx.Done():
 	}
+	hs.Shutdown()
 
 	stopped := make(chan struct{})
 	go func() {

@@ -73,6 +73,7 @@ func (a *Ambassador) newBreaker() *gobreaker.CircuitBreaker[struct{}] {
 			if a.cb.Load() != cb {
 				return
 			}
+			a.metrics.transitions.WithLabelValues(from.String(), to.String()).Inc()
 			if to == gobreaker.StateOpen {
 				until := cfg.Now().Add(cfg.Breaker.OpenTimeout)
 				a.openUntil.Store(&until)

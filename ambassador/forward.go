@@ -46,7 +46,7 @@ func (a *Ambassador) AcquireSet(ctx context.Context, req *farmpb.AcquireSetReque
 		})
 	}
 	as := resp.GetAssignment()
-	a.logCall(ctx, "AcquireSet", start, err, 1,
+	a.endCall(ctx, "AcquireSet", start, err, 1,
 		req.GetNode(), as.GetJobId(), int64(as.GetSetIndex()), as.GetToken(), as != nil)
 	if err != nil {
 		return nil, a.nodeError(err)
@@ -69,7 +69,7 @@ func (a *Ambassador) Heartbeat(ctx context.Context, req *farmpb.HeartbeatRequest
 		}
 		return err
 	})
-	a.logCall(ctx, "Heartbeat", start, err, attempts,
+	a.endCall(ctx, "Heartbeat", start, err, attempts,
 		req.GetNode(), req.GetJobId(), int64(req.GetSetIndex()), req.GetToken(), true)
 	if err != nil {
 		return nil, a.nodeError(err)
@@ -88,7 +88,7 @@ func (a *Ambassador) ReleaseSet(ctx context.Context, req *farmpb.ReleaseSetReque
 		resp, err = a.client.ReleaseSet(cctx, req)
 		return err
 	})
-	a.logCall(ctx, "ReleaseSet", start, err, attempts,
+	a.endCall(ctx, "ReleaseSet", start, err, attempts,
 		req.GetNode(), req.GetJobId(), int64(req.GetSetIndex()), req.GetToken(), true)
 	if err != nil {
 		return nil, a.nodeError(err)
@@ -107,7 +107,7 @@ func (a *Ambassador) StreamFrames(req *farmpb.StreamFramesRequest, node grpc.Ser
 	if err == nil {
 		err = a.forwardFrames(ctx, req, node)
 	}
-	a.logCall(ctx, "StreamFrames", start, err, 1,
+	a.endCall(ctx, "StreamFrames", start, err, 1,
 		req.GetNode(), req.GetJobId(), int64(req.GetSetIndex()), req.GetToken(), true)
 	if err != nil {
 		return a.nodeError(err)
@@ -132,6 +132,7 @@ func (a *Ambassador) forwardFrames(ctx context.Context, req *farmpb.StreamFrames
 			if err != nil {
 				return err
 			}
+			a.metrics.forwarded.WithLabelValues(streamFrames).Add(float64(msg.Len()))
 			if err := chunk.Send(node, &msg); err != nil {
 				return &nodeSideError{err: err}
 			}
@@ -178,6 +179,7 @@ func (a *Ambassador) UploadPart(node grpc.ClientStreamingServer[farmpb.UploadPar
 				} else if rerr != nil {
 					return &nodeSideError{err: rerr}
 				}
+				a.metrics.forwarded.WithLabelValues(streamParts).Add(float64(msg.Len()))
 				err = chunk.Send(up, &msg)
 			}
 			if err != nil && err != io.EOF {
@@ -189,7 +191,7 @@ func (a *Ambassador) UploadPart(node grpc.ClientStreamingServer[farmpb.UploadPar
 			return err
 		})
 	}
-	a.logCall(ctx, "UploadPart", start, err, 1,
+	a.endCall(ctx, "UploadPart", start, err, 1,
 		header.GetNode(), header.GetJobId(), int64(header.GetSetIndex()), header.GetToken(), header != nil)
 	if err != nil {
 		return a.nodeError(err)
@@ -318,8 +320,10 @@ func retryStatus(msg string, wait time.Duration) error {
 	return st.Err()
 }
 
-func (a *Ambassador) logCall(ctx context.Context, method string, start time.Time, err error, attempts int,
+// endCall counts a forwarded call by its outcome and logs it (at debug).
+func (a *Ambassador) endCall(ctx context.Context, method string, start time.Time, err error, attempts int,
 	node, job string, set int64, token uint64, haveSet bool) {
+	a.metrics.calls.WithLabelValues(method, outcome(err)).Inc()
 	if !a.log.Enabled(ctx, slog.LevelDebug) {
 		return
 	}

@@ -68,11 +68,12 @@ type Config struct {
 
 // Node renders sets until stopped.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	conn   *grpc.ClientConn
-	client farmpb.NodeServiceClient
-	load   *loadMeter
+	cfg     Config
+	log     *slog.Logger
+	conn    *grpc.ClientConn
+	client  farmpb.NodeServiceClient
+	load    *loadMeter
+	metrics *metrics
 }
 
 // New prepares a node; it does not connect until Run.
@@ -118,7 +119,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("ambassador address %q: %w", cfg.Ambassador, err)
 	}
 	return &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), conn: conn,
-		client: farmpb.NewNodeServiceClient(conn), load: newLoadMeter()}, nil
+		client: farmpb.NewNodeServiceClient(conn), load: newLoadMeter(), metrics: newMetrics()}, nil
 }
 
 // TransportOptions tune the node's connection to its ambassador for the
@@ -267,24 +268,32 @@ func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment, lo
 	switch {
 	case err == nil:
 		log.Info("part uploaded", "took", time.Since(start).Round(time.Millisecond), "frames", frames)
+		n.metrics.sets.WithLabelValues(setUploaded).Inc()
+		n.metrics.frames.Add(float64(len(a.Frames)))
 	case errors.Is(context.Cause(setCtx), errLeaseLost):
 		log.Warn("lease lost; dropping the set", "err", context.Cause(setCtx))
+		n.metrics.sets.WithLabelValues(setLost).Inc()
 	case reason.IsLeaseLost(err):
 		log.Warn("lease lost; dropping the set", "err", err)
+		n.metrics.sets.WithLabelValues(setLost).Inc()
 	case reason.IsPartRefused(err):
 		// The coordinator refused the part, gave the set back and recorded why.
 		log.Error("part refused by the coordinator", "err", err)
+		n.metrics.sets.WithLabelValues(setRefused).Inc()
 		return true
 	case ctx.Err() != nil:
 		log.Info("stopping; giving the set back")
 		n.release(a, "", log)
+		n.metrics.sets.WithLabelValues(setGivenBack).Inc()
 	case isTransient(err):
 		// Only a cancelled retry ends here: the link failed, not the set.
 		log.Warn("the coordinator cannot be reached; giving the set back", "err", err)
 		n.release(a, "", log)
+		n.metrics.sets.WithLabelValues(setGivenBack).Inc()
 	default:
 		log.Error("set failed", "err", err)
 		n.release(a, errorText(err), log)
+		n.metrics.sets.WithLabelValues(setFailed).Inc()
 		return true
 	}
 	return false
@@ -425,9 +434,13 @@ func (n *Node) encode(ctx context.Context, dir string, a *farmpb.Assignment, don
 	args = append([]string{"-xerror"}, args...)
 	start := time.Now()
 	if err := n.cfg.FFmpeg.Run(ctx, args, func(f int64) { done.Store(f) }); err != nil {
+		if ctx.Err() == nil {
+			n.metrics.ffmpegFailures.Inc()
+		}
 		return "", 0, fmt.Errorf("encoding frames %d-%d: %s", a.Frames[0].Number, a.Frames[len(a.Frames)-1].Number, originalNames(err.Error(), dir, a))
 	}
-	encodeMS := uint64(time.Since(start).Milliseconds())
+	took := time.Since(start)
+	encodeMS := uint64(took.Milliseconds())
 	// Read from the part's index in Go: an ffprobe here would cost a
 	// process start (~150 ms of CPU) per set.
 	p, err := mp4.ReadFile(part)
@@ -435,8 +448,10 @@ func (n *Node) encode(ctx context.Context, dir string, a *farmpb.Assignment, don
 		return "", 0, fmt.Errorf("checking the encoded part: %w", err)
 	}
 	if p.Samples != int64(len(a.Frames)) {
+		n.metrics.ffmpegFailures.Inc()
 		return "", 0, fmt.Errorf("ffmpeg wrote %d frames for a set of %d", p.Samples, len(a.Frames))
 	}
+	n.metrics.encodeSeconds.Observe(took.Seconds())
 	done.Store(int64(len(a.Frames)))
 	return part, encodeMS, nil
 }
@@ -576,8 +591,11 @@ func (n *Node) upload(ctx context.Context, path string, a *farmpb.Assignment, en
 	if err := send(&farmpb.UploadPartRequest{Msg: &farmpb.UploadPartRequest_Trailer{Trailer: &farmpb.PartTrailer{Sha256: h.Sum(nil)}}}); err != nil {
 		return err
 	}
-	_, err = stream.CloseAndRecv()
-	return err
+	if _, err = stream.CloseAndRecv(); err != nil {
+		return err
+	}
+	n.metrics.uploadBytes.Add(float64(st.Size()))
+	return nil
 }
 
 // backoff is exponential with full jitter.
