@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/framefarm/framefarm/ambassador"
+	"github.com/framefarm/framefarm/internal/creds"
 )
 
 func runAmbassador(ctx context.Context, e *env, args []string) error {
@@ -17,6 +18,8 @@ with deadlines, retries of idempotent calls and keepalives.`)
 	var cfg ambassador.Config
 	f.StringVar(&cfg.Coordinator, "coordinator", "", "the coordinator's `ADDR` (host:port, required)")
 	f.StringVar(&cfg.Listen, "listen", ambassador.DefaultListen, "`ADDR` to serve the node on; keep it on loopback")
+	var mf metricsFlags
+	mf.register(f)
 	level := f.logLevel()
 	if err := f.parse(e, args); err != nil {
 		return err
@@ -33,6 +36,9 @@ with deadlines, retries of idempotent calls and keepalives.`)
 
 	a, err := ambassador.New(cfg)
 	if err != nil {
+		return err
+	}
+	if err := mf.start(ctx, metricsServer{handler: a.MetricsHandler(), token: creds.Token(cc.token), log: cfg.Logger}); err != nil {
 		return err
 	}
 	done := make(chan error, 1)

@@ -33,6 +33,8 @@ stopped, and submits nothing twice.`)
 	f.StringVar(&cfg.TLS.Key, "tls-key", "", "the TLS key `FILE` (PEM)")
 	f.StringVar(&cfg.TLS.ClientCA, "tls-client-ca", "", "require client certificates signed by the CA in `FILE` (mutual TLS)")
 	f.BoolVar(&cfg.Reflection, "reflection", false, "list the gRPC services to any client (grpcurl)")
+	var mf metricsFlags
+	mf.register(f)
 	level := f.logLevel()
 	pprofAddr := f.pprofFlag()
 	if err := f.parse(e, args); err != nil {
@@ -49,6 +51,10 @@ stopped, and submits nothing twice.`)
 	c, err := coordinator.New(ctx, cfg)
 	restore()
 	if err != nil {
+		return err
+	}
+	if err := mf.start(ctx, metricsServer{handler: c.MetricsHandler(), token: cfg.Token,
+		tlsCert: cfg.TLS.Cert, tlsKey: cfg.TLS.Key, log: cfg.Logger}); err != nil {
 		return err
 	}
 	tuneServeGC()

@@ -26,6 +26,8 @@ set in progress back at once.`)
 	f.IntVar(&cfg.Slots, "slots", node.DefaultSlots, "work on `N` sets at once: with 2, frames stream in and parts upload while the other set encodes")
 	f.IntVar(&cfg.Threads, "threads", 0, "encoder threads per set (`N`); 0 shares the cores among the slots")
 	f.StringVar(&cfg.FramesFrom, "frames-from", node.FramesAuto, "where a set's frames come from (`MODE`): auto reads them from the coordinator's frames folder when this machine sees the same files there (same host or a shared mount) and streams them otherwise; stream always streams them")
+	var mf metricsFlags
+	mf.register(f)
 	level := f.logLevel()
 	pprofAddr := f.pprofFlag()
 	if err := f.parse(e, args); err != nil {
@@ -47,6 +49,11 @@ set in progress back at once.`)
 
 	n, err := node.New(cfg)
 	if err != nil {
+		return err
+	}
+	// The node holds no token (its ambassador does): off loopback its
+	// metrics need --insecure.
+	if err := mf.start(ctx, metricsServer{handler: n.MetricsHandler(), log: cfg.Logger}); err != nil {
 		return err
 	}
 	return n.Run(ctx)
