@@ -322,6 +322,9 @@ func (a *Ambassador) Run(ctx context.Context) error {
 	// coordinator is no reason to restart its sidecars).
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
+	for name := range srv.GetServiceInfo() {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
 	a.metrics.grpc.InitializeMetrics(srv)
 
 	a.addr.Store(lis.Addr().String())

@@ -525,11 +525,15 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	farmpb.RegisterNodeServiceServer(srv, newNodeService(c))
 	farmpb.RegisterFarmServiceServer(srv, &farmService{c: c})
 	// The standard health service, for probes that carry no token (see
-	// creds.Checker): SERVING until the coordinator stops.
+	// creds.Checker): SERVING, for the server ("") and each of its
+	// services, until the coordinator stops.
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	if c.cfg.Reflection {
 		reflection.Register(srv)
+	}
+	for name := range srv.GetServiceInfo() {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	c.metrics.grpc.InitializeMetrics(srv)
 	close(c.ready)

@@ -152,12 +152,13 @@ func expect(t *testing.T, what string, got, want float64) {
 	}
 }
 
-// healthOf asks addr's health service, without a token.
-func healthOf(t *testing.T, addr string) (healthpb.HealthCheckResponse_ServingStatus, error) {
+// healthOf asks addr's health service about service ("": the server),
+// without a token.
+func healthOf(t *testing.T, addr, service string) (healthpb.HealthCheckResponse_ServingStatus, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := healthpb.NewHealthClient(dial(t, addr)).Check(ctx, &healthpb.HealthCheckRequest{})
+	r, err := healthpb.NewHealthClient(dial(t, addr)).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 	return r.GetStatus(), err
 }
 
@@ -193,11 +194,18 @@ func TestMetricsAndHealth(t *testing.T) {
 	start(t, "node", nil, "node", "--ambassador", am[1], "--name", "n1", "--frames-from", "stream", "--metrics", nodeMetrics)
 
 	// The health service answers without a token; the farm's calls do not.
-	if st, err := healthOf(t, addr); err != nil || st != healthpb.HealthCheckResponse_SERVING {
-		t.Errorf("coordinator health without a token: %v, %v; want SERVING", st, err)
+	for _, svc := range []string{"", "framefarm.v1.NodeService", "framefarm.v1.FarmService"} {
+		if st, err := healthOf(t, addr, svc); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("coordinator health of %q without a token: %v, %v; want SERVING", svc, st, err)
+		}
 	}
-	if st, err := healthOf(t, am[1]); err != nil || st != healthpb.HealthCheckResponse_SERVING {
-		t.Errorf("ambassador health: %v, %v; want SERVING", st, err)
+	for _, svc := range []string{"", "framefarm.v1.NodeService"} {
+		if st, err := healthOf(t, am[1], svc); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("ambassador health of %q: %v, %v; want SERVING", svc, st, err)
+		}
+	}
+	if _, err := healthOf(t, addr, "framefarm.v1.NoSuchService"); status.Code(err) != codes.NotFound {
+		t.Errorf("coordinator health of an unknown service: %v; want NotFound", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_, err := farmpb.NewFarmServiceClient(dial(t, addr)).ListJobs(ctx, &farmpb.ListJobsRequest{})
