@@ -491,6 +491,7 @@ func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, 
 			if err := stream.SendMsg(&chunk.Out{Pos: pos, Last: sent == f.Size, Data: mem.NewBuffer(buf, pool)}); err != nil {
 				return err
 			}
+			c.metrics.frameStreamBytes.Add(float64(k))
 		} else {
 			pool.Put(buf)
 		}
@@ -504,7 +505,6 @@ func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, 
 			break
 		}
 	}
-	c.metrics.frameStreamBytes.Add(float64(sent))
 	if sent != f.Size {
 		return fmt.Errorf("%w: frame %d (%s) changed while it was read (%d bytes, was %d): restore it, or start a new job on the folder as it is now", ErrFrameChanged, f.Number, f.Name, sent, f.Size)
 	}
