@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/framefarm/framefarm/ambassador"
+	"github.com/framefarm/framefarm/internal/creds"
 )
 
 func runAmbassador(ctx context.Context, e *env, args []string) error {
@@ -17,6 +18,7 @@ with deadlines, retries of idempotent calls and keepalives.`)
 	var cfg ambassador.Config
 	f.StringVar(&cfg.Coordinator, "coordinator", "", "the coordinator's `ADDR` (host:port, required)")
 	f.StringVar(&cfg.Listen, "listen", ambassador.DefaultListen, "`ADDR` to serve the node on; keep it on loopback")
+	insecure := f.Bool("insecure", false, "serve the node on a network address without a token (anyone who reaches it acts as a node of the farm)")
 	level := f.logLevel()
 	if err := f.parse(e, args); err != nil {
 		return err
@@ -25,6 +27,10 @@ with deadlines, retries of idempotent calls and keepalives.`)
 		return err
 	}
 	cfg.Logger = newLogger(e.stderr, level)
+	x := &exposure{insecure: *insecure, token: creds.Token(cc.token) != "", tls: cc.tls.CA != "", log: cfg.Logger}
+	if err := x.check("--listen", cfg.Listen); err != nil {
+		return err
+	}
 	opts, err := cc.dialOptions()
 	if err != nil {
 		return err
