@@ -40,6 +40,10 @@ stopped, and submits nothing twice.`)
 	f.StringVar(&cfg.TLS.ClientCA, "tls-client-ca", "", "require client certificates signed by the CA in `FILE` (mutual TLS)")
 	f.BoolVar(&cfg.Reflection, "reflection", false, "list the gRPC services to any client (grpcurl)")
 	httpAddr := f.String("http", defaultHTTP, "serve the web app and its HTTP API on `ADDR`, with the same token and TLS; off when empty")
+	var lim web.Limits
+	f.Int64Var(&lim.TotalBytes, "http-max-upload", web.DefaultLimits.TotalBytes, "the most `BYTES` one upload through the web app may send in all")
+	f.IntVar(&lim.Files, "http-max-files", web.DefaultLimits.Files, "the most files (`N`) one upload through the web app may hold")
+	f.Int64Var(&lim.FileBytes, "http-max-file", web.DefaultLimits.FileBytes, "the most `BYTES` one uploaded file may hold")
 	insecure := f.Bool("insecure", false, "serve on a network address without a token (anyone who reaches it controls the farm)")
 	level := f.logLevel()
 	pprofAddr := f.pprofFlag()
@@ -80,7 +84,7 @@ stopped, and submits nothing twice.`)
 		if err != nil {
 			return err
 		}
-		if app, err = web.New(c, web.Options{Listener: httpLis, Token: cfg.Token, TLS: tlsCfg, Logger: cfg.Logger}); err != nil {
+		if app, err = web.New(c, web.Options{Listener: httpLis, Token: cfg.Token, TLS: tlsCfg, Limits: lim, Logger: cfg.Logger}); err != nil {
 			return err
 		}
 	}

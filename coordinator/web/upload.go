@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"mime"
 	"mime/multipart"
 	"net/http"
 	"os"
@@ -62,7 +63,10 @@ var settingFields = map[string]bool{"codec": true, "container": true, "fps": tru
 // fields, so that the page shows an error beside its field.
 var flagField = regexp.MustCompile(`--(codec|out|fps|crf|preset|sets|priority|name|gaps|audio|pix-fmt|scale)\b`)
 
-var audioExt = regexp.MustCompile(`^\.[a-z0-9]{1,8}$`)
+var (
+	audioExt      = regexp.MustCompile(`^\.[a-z0-9]{1,8}$`)
+	containerName = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
+)
 
 // receiver is one upload being written.
 type receiver struct {
@@ -136,7 +140,11 @@ func (s *Server) refuse(w http.ResponseWriter, rc *receiver, err error) {
 			}
 		}
 		slices.Sort(e.Files)
-		if e.Field == "" && len(e.Files) > 0 {
+		if ct := rc.fields["container"]; e.Field == "" && ct != "" && strings.Contains(st.Message(), "a ."+ct+" file") {
+			e.Field = "container"
+		}
+		if len(e.Files) > 0 {
+			// About the frames, whichever flag it suggests.
 			e.Field = "frames"
 		}
 		writeJSON(w, httpCode(st.Code()), e)
@@ -187,7 +195,7 @@ func (rc *receiver) part(ctx context.Context, p *multipart.Part) error {
 		rc.fields[field] = strings.TrimSpace(string(b))
 		return nil
 	case field == "audio":
-		if p.FileName() == "" {
+		if rawFileName(p) == "" {
 			return nil
 		}
 		if rc.audio != "" {
@@ -202,7 +210,7 @@ func (rc *receiver) part(ctx context.Context, p *multipart.Part) error {
 		rc.audio = filepath.Join(rc.dir, ".audio"+ext)
 		return rc.write(ctx, "audio", p.FileName(), rc.audio, rc.lim.FileBytes, p)
 	case field == "frames":
-		fn := p.FileName()
+		fn := rawFileName(p)
 		if fn == "" {
 			return badUpload("frames", "", "frames are files: send each with a file name")
 		}
@@ -215,6 +223,16 @@ func (rc *receiver) part(ctx context.Context, p *multipart.Part) error {
 		return rc.frame(ctx, fn, p)
 	}
 	return badUpload(field, "", "unknown field %q: the fields are frames, audio, %s", text.Truncate(field, 40), strings.Join(slices.Sorted(maps.Keys(settingFields)), ", "))
+}
+
+// rawFileName is a part's file name as sent: Part.FileName would cut it to
+// its last element, and a name with a path in it is refused, not guessed.
+func rawFileName(p *multipart.Part) string {
+	_, params, err := mime.ParseMediaType(p.Header.Get("Content-Disposition"))
+	if err != nil {
+		return ""
+	}
+	return params["filename"]
 }
 
 // frame writes one uploaded frame, by its plain name.
@@ -383,6 +401,9 @@ func (rc *receiver) spec() (coordinator.JobSpec, error) {
 	}
 	if spec.Name == "" {
 		spec.Name = "upload"
+	}
+	if spec.Container != "" && !containerName.MatchString(spec.Container) {
+		return spec, badUpload("container", "", "container %q: give an extension such as mp4, mkv, mov or webm", text.Truncate(spec.Container, 20))
 	}
 	return spec, nil
 }
