@@ -32,6 +32,8 @@
     canvas.style.height = h + "px";
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     layout = { cell, gap, cols };
+    // Where the cells are, for tests that read the grid's pixels.
+    canvas.dataset.layout = cell + " " + gap + " " + cols + " " + sets.length;
     ctx.fillStyle = "#fff";
     ctx.fillRect(0, 0, w, h);
     all = true;
