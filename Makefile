@@ -67,4 +67,4 @@ FRAMEFARM_ARTIFACTS ?=
 test-browser: deps
 	bash scripts/install-chromium.sh
 	$(GO) build -o $(BIN) ./cmd/framefarm
-	FRAMEFARM_ARTIFACTS=$(FRAMEFARM_ARTIFACTS) $(GO) test -count=1 -tags browser -timeout 20m -run 'TestBrowser' -v ./cmd/framefarm/ 2>&1 | grep -v '^        time='
+	FRAMEFARM_ARTIFACTS=$(FRAMEFARM_ARTIFACTS) $(GO) test -count=1 -tags browser -timeout 20m -run 'TestBrowser' -v ./cmd/framefarm/

@@ -189,12 +189,25 @@
       n.failures, n.excluded ? "yes" : "no", b.state ? b.state + (b.opens ? " (opened " + b.opens + "×)" : "") : "—"].map((v) => ff.el("td", {}, String(v))));
   }
 
+  // Events arrive by the hundred a second on a busy farm: they are added
+  // once per animation frame, with one layout and one scroll.
   const log = $("log");
-  function addEvent(e) {
-    const where = e.set_index >= 0 ? "set " + e.set_index + " " : "";
-    log.append(ff.el("li", {}, new Date(Number(e.unix_ms)).toLocaleTimeString() + " " + e.kind + " " + where + (e.node ? "[" + e.node + "] " : "") + e.detail));
-    while (log.children.length > 500) log.firstChild.remove();
+  let pending = [], logFrame = 0;
+  function flushLog() {
+    logFrame = 0;
+    const frag = document.createDocumentFragment();
+    for (const e of pending.slice(-500)) {
+      const where = e.set_index >= 0 ? "set " + e.set_index + " " : "";
+      frag.append(ff.el("li", {}, new Date(Number(e.unix_ms)).toLocaleTimeString() + " " + e.kind + " " + where + (e.node ? "[" + e.node + "] " : "") + e.detail));
+    }
+    pending = [];
+    log.append(frag);
+    for (let extra = log.children.length - 500; extra > 0; extra--) log.firstChild.remove();
     log.scrollTop = log.scrollHeight;
+  }
+  function addEvent(e) {
+    pending.push(e);
+    if (!logFrame) logFrame = requestAnimationFrame(flushLog);
   }
 
   ff.stream("?job=" + encodeURIComponent(id) + "&tail=200", (m) => {
