@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -614,5 +615,43 @@ func TestOffLoopbackNeedsToken(t *testing.T) {
 	p, _ := start(t, "token", webReady, "coordinator", "--data", filepath.Join(data, "b"), "--listen", "0.0.0.0:0", "--http", "0.0.0.0:0", "--token", "tok")
 	if n := strings.Count(p.out.String(), "crosses the network in clear"); n != 1 {
 		t.Errorf("warned %d times of a token without TLS, want once:\n%s", n, p.out)
+	}
+}
+
+// TestWebCutUploadRemoved: an upload cut off by a crash (its folder and no
+// job) is removed when the coordinator starts again; uploads of jobs and of
+// submit --upload stay.
+func TestWebCutUploadRemoved(t *testing.T) {
+	needFFmpeg(t)
+	w := startWebFarm(t)
+	w.session(t)
+	frames := filepath.Join(w.root, "frames")
+	genFrames(t, frames, 2, 1, "64x48")
+	code, _, raw := w.upload(t, append([]part{{"sets", "", []byte("1")}}, frameParts(t, frames)...))
+	if code != 200 {
+		t.Fatalf("upload: %d %s", code, raw)
+	}
+	var sum struct {
+		FramesDir string `json:"frames_dir"`
+	}
+	json.Unmarshal(raw, &sum)
+	sendSignal(t, w.coord, syscall.SIGTERM)
+	exited(t, w.coord, 20*time.Second)
+	cut := filepath.Join(w.data, "uploads", "web-0123456789abcdef")
+	cli := filepath.Join(w.data, "uploads", "sh010")
+	for _, d := range []string{cut, cli} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(d, "f_0001.png"), []byte("half"), 0o644)
+	}
+	start(t, "coordinator-2", webReady, "coordinator", "--data", w.data, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0")
+	if _, err := os.Stat(cut); err == nil {
+		t.Errorf("the cut upload %s is still there", cut)
+	}
+	for _, d := range []string{cli, sum.FramesDir} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s was removed: %v", d, err)
+		}
 	}
 }

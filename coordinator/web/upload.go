@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -55,9 +54,12 @@ func tooLarge(field, file, format string, args ...any) *uploadErr {
 	return &uploadErr{code: http.StatusRequestEntityTooLarge, field: field, file: file, msg: fmt.Sprintf(format, args...)}
 }
 
-// settingFields are the form fields a job takes, and their largest size.
-var settingFields = map[string]bool{"codec": true, "container": true, "fps": true, "crf": true, "preset": true,
-	"sets": true, "priority": true, "name": true, "gaps": true, "pix_fmt": true}
+// settingFields are the form fields a job takes.
+const settingFields = "codec, container, fps, crf, preset, sets, priority, name, gaps, pix_fmt"
+
+func isSetting(field string) bool {
+	return field != "" && !strings.ContainsAny(field, ", ") && slices.Contains(strings.Split(settingFields, ", "), field)
+}
 
 // flagField maps the flags `framefarm submit`'s errors name to the form's
 // fields, so that the page shows an error beside its field.
@@ -178,7 +180,7 @@ func (rc *receiver) part(ctx context.Context, p *multipart.Part) error {
 	defer p.Close()
 	field := p.FormName()
 	switch {
-	case settingFields[field]:
+	case isSetting(field):
 		if p.FileName() != "" {
 			return badUpload(field, "", "%s is a setting, not a file", field)
 		}
@@ -222,7 +224,7 @@ func (rc *receiver) part(ctx context.Context, p *multipart.Part) error {
 		}
 		return rc.frame(ctx, fn, p)
 	}
-	return badUpload(field, "", "unknown field %q: the fields are frames, audio, %s", text.Truncate(field, 40), strings.Join(slices.Sorted(maps.Keys(settingFields)), ", "))
+	return badUpload(field, "", "unknown field %q: the fields are frames, audio, %s", text.Truncate(field, 40), settingFields)
 }
 
 // rawFileName is a part's file name as sent: Part.FileName would cut it to

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -56,8 +57,12 @@ type Limits struct {
 	FileBytes  int64
 }
 
-// DefaultLimits are the upload limits when Options leave them zero.
-var DefaultLimits = Limits{TotalBytes: 20 << 30, Files: 100_000, FileBytes: coordinator.MaxUploadFile}
+// The upload limits when Options leave them zero.
+const (
+	DefaultTotalBytes = 20 << 30
+	DefaultFiles      = 100_000
+	DefaultFileBytes  = coordinator.MaxUploadFile
+)
 
 // Server is the web app of one coordinator.
 type Server struct {
@@ -79,13 +84,13 @@ func New(c *coordinator.Coordinator, o Options) (*Server, error) {
 		o.Now = time.Now
 	}
 	if o.Limits.TotalBytes <= 0 {
-		o.Limits.TotalBytes = DefaultLimits.TotalBytes
+		o.Limits.TotalBytes = DefaultTotalBytes
 	}
 	if o.Limits.Files <= 0 {
-		o.Limits.Files = DefaultLimits.Files
+		o.Limits.Files = DefaultFiles
 	}
 	if o.Limits.FileBytes <= 0 {
-		o.Limits.FileBytes = DefaultLimits.FileBytes
+		o.Limits.FileBytes = DefaultFileBytes
 	}
 	a, err := newAuth(o.Token, o.Now)
 	if err != nil {
@@ -107,6 +112,7 @@ func (s *Server) Addr() string { <-s.ready; return s.addr }
 
 // Run serves until ctx ends, then shuts down (streams are cut).
 func (s *Server) Run(ctx context.Context) error {
+	s.removeCutUploads(ctx)
 	lis := s.o.Listener
 	if s.o.TLS != nil {
 		lis = tls.NewListener(lis, s.o.TLS)
@@ -135,6 +141,30 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = srv.Close()
 	}
 	return nil
+}
+
+// removeCutUploads removes the upload folders of this app (web-*) that no
+// job renders: uploads a crash or a kill cut off before the job was
+// submitted or refused. It runs before the app serves, so none is in
+// flight.
+func (s *Server) removeCutUploads(ctx context.Context) {
+	probe, err := s.c.UploadDir("web-0")
+	if err != nil {
+		return
+	}
+	root := filepath.Dir(probe)
+	used := map[string]bool{}
+	for _, j := range s.c.Snapshot(ctx).Jobs {
+		used[j.FramesDir] = true
+	}
+	entries, _ := os.ReadDir(root)
+	for _, e := range entries {
+		dir := filepath.Join(root, e.Name())
+		if strings.HasPrefix(e.Name(), "web-") && e.IsDir() && !used[dir] {
+			s.log.Info("removing an upload cut off before its job was submitted", "upload", e.Name())
+			_ = os.RemoveAll(dir)
+		}
+	}
 }
 
 // csp allows nothing but the app's own files: no inline script or style,
@@ -361,8 +391,20 @@ func (s *Server) deleteJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": r.PathValue("id")})
 }
 
-// videoTypes are the final containers' media types.
-var videoTypes = map[string]string{".mp4": "video/mp4", ".mov": "video/quicktime", ".mkv": "video/x-matroska", ".webm": "video/webm"}
+// videoType is a final container's media type.
+func videoType(ext string) string {
+	switch strings.ToLower(ext) {
+	case ".mp4":
+		return "video/mp4"
+	case ".mov":
+		return "video/quicktime"
+	case ".mkv":
+		return "video/x-matroska"
+	case ".webm":
+		return "video/webm"
+	}
+	return "application/octet-stream"
+}
 
 // video serves a done job's final video with Range requests (so that a
 // player seeks), or as a download with ?download=1.
@@ -378,10 +420,7 @@ func (s *Server) video(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	ext := filepath.Ext(name)
-	if t, ok := videoTypes[strings.ToLower(ext)]; ok {
-		w.Header().Set("Content-Type", t)
-	}
+	w.Header().Set("Content-Type", videoType(filepath.Ext(name)))
 	// The final never changes once done: its hash is its version.
 	w.Header().Set("ETag", `"`+sum+`"`)
 	w.Header().Set("Cache-Control", "private, no-cache")
