@@ -56,3 +56,15 @@ fuzz:
 .PHONY: test-faults
 test-faults: deps
 	GO=$(GO) bash scripts/faults.sh
+
+# Browser tests (issue 14): the web app in real headless Chromium (Debian's
+# chromium) driven with chromedp, over real coordinator, ambassador and node
+# processes. Screenshots go to $(FRAMEFARM_ARTIFACTS) (default: a folder the
+# tests print). TestBrowserGridScale prints how the job page draws 1,000 sets
+# under 100 simulated nodes (a table, never asserted).
+FRAMEFARM_ARTIFACTS ?=
+.PHONY: test-browser
+test-browser: deps
+	bash scripts/install-chromium.sh
+	$(GO) build -o $(BIN) ./cmd/framefarm
+	FRAMEFARM_ARTIFACTS=$(FRAMEFARM_ARTIFACTS) $(GO) test -count=1 -tags browser -timeout 20m -run 'TestBrowser' -v ./cmd/framefarm/

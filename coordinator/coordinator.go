@@ -178,15 +178,18 @@ type JobSpec struct {
 	FramesDir string
 	// Out, when set, receives a copy of the final video; its extension picks
 	// the container.
-	Out      string
-	Name     string
-	Priority int
-	Sets     int
-	Codec    string
-	FPS      string
-	CRF      int // -1: encoder default
-	Preset   string
-	PixFmt   string
+	Out string
+	// Container picks the final's container (mp4, mkv, ...) when Out does
+	// not: a job submitted from a browser has no path to copy to.
+	Container string
+	Name      string
+	Priority  int
+	Sets      int
+	Codec     string
+	FPS       string
+	CRF       int // -1: encoder default
+	Preset    string
+	PixFmt    string
 	// NoFastStart: see jobSettings.NoFastStart.
 	NoFastStart bool
 	// Pattern picks one naming pattern when the folder holds several.
@@ -408,6 +411,9 @@ func checkSettings(cfg JobSpec) (jobSettings, error) {
 		return jobSettings{}, err
 	}
 	finalExt := codec.Finals[0]
+	if cfg.Container != "" {
+		finalExt = strings.TrimPrefix(strings.ToLower(cfg.Container), ".")
+	}
 	if cfg.Out != "" {
 		finalExt = strings.TrimPrefix(strings.ToLower(filepath.Ext(cfg.Out)), ".")
 		if finalExt == "" {

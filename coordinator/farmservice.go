@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -22,20 +19,7 @@ type farmService struct {
 }
 
 func (f *farmService) GetJob(ctx context.Context, req *farmpb.GetJobRequest) (*farmpb.JobStatus, error) {
-	c := f.c
-	c.mu.Lock()
-	jr, err := c.lookup(req.JobId)
-	var js *farmpb.JobStatus
-	if err == nil {
-		js = c.statusLocked(jr)
-	}
-	b := c.pending()
-	c.mu.Unlock()
-	// What is shown must be durable; after a failed commit it is not, but
-	// the coordinator is stopping and its last state is still the best
-	// answer.
-	_ = c.await(ctx, b)
-	return js, err
+	return f.c.Job(ctx, req.JobId)
 }
 
 func (c *Coordinator) statusLocked(jr *jobRun) *farmpb.JobStatus {
@@ -170,96 +154,33 @@ func (f *farmService) SubmitJob(ctx context.Context, req *farmpb.SubmitJobReques
 			spec.Name = req.Upload
 		}
 	}
-	return f.c.summary(f.c.submit(ctx, spec))
+	return f.c.Submit(ctx, spec)
 }
 
 func (f *farmService) CancelJob(ctx context.Context, req *farmpb.JobRequest) (*farmpb.JobSummary, error) {
-	return f.c.summary(f.c.cancel(ctx, req.JobId))
+	return f.c.Cancel(ctx, req.JobId)
 }
 
 func (f *farmService) ResetJob(ctx context.Context, req *farmpb.ResetJobRequest) (*farmpb.JobSummary, error) {
-	return f.c.summary(f.c.reset(ctx, req.JobId, req.All))
+	return f.c.Reset(ctx, req.JobId, req.All)
 }
 
 func (f *farmService) SetPriority(ctx context.Context, req *farmpb.SetPriorityRequest) (*farmpb.JobSummary, error) {
-	return f.c.summary(f.c.setPriority(ctx, req.JobId, int(req.Priority)))
+	return f.c.SetPriority(ctx, req.JobId, int(req.Priority))
 }
 
 func (f *farmService) DeleteJob(ctx context.Context, req *farmpb.JobRequest) (*farmpb.DeleteJobResponse, error) {
-	if req.JobId == "" {
-		// Never "the only job": deleting is for good.
-		return nil, fmt.Errorf("%w: say which job to delete", ErrInvalid)
-	}
-	return &farmpb.DeleteJobResponse{}, f.c.deleteJob(ctx, req.JobId)
+	return &farmpb.DeleteJobResponse{}, f.c.Delete(ctx, req.JobId)
 }
 
 func (f *farmService) WatchEvents(req *farmpb.WatchEventsRequest, stream farmpb.FarmService_WatchEventsServer) error {
-	c := f.c
-	id := req.JobId
-	if id != "" {
-		c.mu.Lock()
-		_, err := c.lookup(id)
-		c.mu.Unlock()
-		if err != nil {
-			return err
-		}
-	}
-	ctx := stream.Context()
-	// SQLite integers are signed, and no event is numbered that high.
-	after := min(req.AfterSeq, math.MaxInt64)
-	for {
-		c.mu.Lock()
-		wake := c.changed
-		c.mu.Unlock()
-		events, err := c.store.events(ctx, id, after, 500)
-		if err != nil {
-			return err
-		}
-		for _, e := range events {
-			if err := stream.Send(&farmpb.Event{JobId: e.JobID, Seq: e.Seq, FarmSeq: e.FSeq, UnixMs: e.At.UnixMilli(), Kind: string(e.Kind),
-				SetIndex: int32(e.Set), Node: e.Node, Detail: e.Detail}); err != nil {
-				return err
-			}
-			after = e.Seq
-			if id == "" {
-				after = e.FSeq
-			}
-		}
-		if len(events) == 500 {
-			continue
-		}
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			return nil
-		}
-	}
+	return f.c.Events(stream.Context(), req.JobId, req.AfterSeq, stream.Send)
 }
 
 func (f *farmService) DownloadVideo(req *farmpb.DownloadVideoRequest, stream farmpb.FarmService_DownloadVideoServer) error {
-	c := f.c
-	c.mu.Lock()
-	jr, err := c.lookup(req.JobId)
+	fh, name, size, sum, err := f.c.Final(stream.Context(), req.JobId)
 	if err != nil {
-		c.mu.Unlock()
 		return err
-	}
-	state, reason := jr.job.State, jr.job.Reason
-	name, size, sum := jr.rec.FinalName, jr.rec.FinalSize, jr.rec.FinalSHA
-	b := c.pending()
-	c.mu.Unlock()
-	if err := c.await(stream.Context(), b); err != nil {
-		return err
-	}
-	if state == job.JobFailed {
-		return fmt.Errorf("%w: job %s: %s", job.ErrJobFailed, jr.rec.ID, reason)
-	}
-	if state != job.JobDone || name == "" {
-		return fmt.Errorf("%w: job %s is %s", ErrNotReady, jr.rec.ID, state)
-	}
-	fh, err := os.Open(filepath.Join(jr.dir, name))
-	if err != nil {
-		return fmt.Errorf("opening the final video: %w", err)
 	}
 	defer fh.Close()
 	first := &farmpb.VideoChunk{Size: size, Sha256: sum, Name: name}

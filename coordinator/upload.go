@@ -10,10 +10,11 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/framefarm/framefarm/internal/atomicfile"
-	"github.com/framefarm/framefarm/internal/text"
 	"time"
 	"unicode/utf8"
+
+	"github.com/framefarm/framefarm/internal/atomicfile"
+	"github.com/framefarm/framefarm/internal/text"
 
 	farmpb "github.com/framefarm/framefarm/proto"
 )

@@ -28,6 +28,10 @@ with deadlines, retries of idempotent calls and keepalives.`)
 		return err
 	}
 	cfg.Logger = newLogger(e.stderr, level)
+	x := &exposure{insecure: mf.insecure, token: creds.Token(cc.token) != "", tls: cc.tls.CA != "", log: cfg.Logger}
+	if err := x.check("--listen", cfg.Listen); err != nil {
+		return err
+	}
 	opts, err := cc.dialOptions()
 	if err != nil {
 		return err
@@ -38,7 +42,7 @@ with deadlines, retries of idempotent calls and keepalives.`)
 	if err != nil {
 		return err
 	}
-	if err := mf.start(ctx, metricsServer{handler: a.MetricsHandler(), token: creds.Token(cc.token), log: cfg.Logger}); err != nil {
+	if err := mf.start(ctx, x, metricsServer{handler: a.MetricsHandler(), token: creds.Token(cc.token), log: cfg.Logger}); err != nil {
 		return err
 	}
 	done := make(chan error, 1)

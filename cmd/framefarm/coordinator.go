@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"runtime/debug"
+	"syscall"
 	"time"
 
 	"github.com/framefarm/framefarm/coordinator"
+	"github.com/framefarm/framefarm/coordinator/web"
 	"github.com/framefarm/framefarm/internal/creds"
 )
 
@@ -35,6 +41,11 @@ stopped, and submits nothing twice.`)
 	f.BoolVar(&cfg.Reflection, "reflection", false, "list the gRPC services to any client (grpcurl)")
 	var mf metricsFlags
 	mf.register(f)
+	httpAddr := f.String("http", defaultHTTP, "serve the web app and its HTTP API on `ADDR`, with the same token and TLS; off when empty")
+	var lim web.Limits
+	f.Int64Var(&lim.TotalBytes, "http-max-upload", web.DefaultTotalBytes, "the most `BYTES` one upload through the web app may send in all")
+	f.IntVar(&lim.Files, "http-max-files", web.DefaultFiles, "the most files (`N`) one upload through the web app may hold")
+	f.Int64Var(&lim.FileBytes, "http-max-file", web.DefaultFileBytes, "the most `BYTES` one uploaded file may hold")
 	level := f.logLevel()
 	pprofAddr := f.pprofFlag()
 	if err := f.parse(e, args); err != nil {
@@ -46,6 +57,20 @@ stopped, and submits nothing twice.`)
 		return err
 	}
 	cfg.Token = creds.Token(cfg.Token)
+	x := &exposure{insecure: mf.insecure, token: cfg.Token != "", tls: cfg.TLS.Cert != "", log: cfg.Logger}
+	if err := x.check("--listen", cfg.Listen); err != nil {
+		return err
+	}
+	if err := x.check("--http", *httpAddr); err != nil {
+		return err
+	}
+	httpLis, err := listenHTTP(f, *httpAddr, cfg.Logger)
+	if err != nil {
+		return err
+	}
+	if httpLis != nil {
+		defer httpLis.Close()
+	}
 
 	restore := limitStartMemory()
 	c, err := coordinator.New(ctx, cfg)
@@ -53,13 +78,34 @@ stopped, and submits nothing twice.`)
 	if err != nil {
 		return err
 	}
-	if err := mf.start(ctx, metricsServer{handler: c.MetricsHandler(), token: cfg.Token,
+	if err := mf.start(ctx, x, metricsServer{handler: c.MetricsHandler(), token: cfg.Token,
 		tlsCert: cfg.TLS.Cert, tlsKey: cfg.TLS.Key, log: cfg.Logger}); err != nil {
 		return err
 	}
 	tuneServeGC()
+	var app *web.Server
+	if httpLis != nil {
+		tlsCfg, err := creds.ServerConfig(cfg.TLS)
+		if err != nil {
+			return err
+		}
+		if app, err = web.New(c, web.Options{Listener: httpLis, Token: cfg.Token, TLS: tlsCfg, Limits: lim, Metrics: c.MetricsHandler(), Logger: cfg.Logger}); err != nil {
+			return err
+		}
+	}
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
+	webDone := make(chan error, 1)
+	if app != nil {
+		// The web app stops with the coordinator's context, and a failed web
+		// app stops the coordinator: a farm half up is not left running.
+		wctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			<-c.Ready()
+			webDone <- app.Run(wctx)
+		}()
+	}
 	select {
 	case <-c.Ready():
 		// Scripts and tests wait for this line: with --listen :0 it is the
@@ -69,10 +115,49 @@ stopped, and submits nothing twice.`)
 		} else {
 			fmt.Fprintf(e.stdout, "framefarm coordinator: farm listening on %s\n", c.Addr())
 		}
+		if app != nil {
+			scheme := "http"
+			if cfg.TLS.Cert != "" {
+				scheme = "https"
+			}
+			fmt.Fprintf(e.stdout, "framefarm coordinator: web app on %s://%s/\n", scheme, app.Addr())
+		}
 	case err := <-done:
 		return err
 	}
-	return <-done
+	select {
+	case err := <-done:
+		return err
+	case err := <-webDone:
+		if err != nil {
+			return fmt.Errorf("the web app stopped: %w", err)
+		}
+		return <-done
+	}
+}
+
+// defaultHTTP is the web app's address when --http is not given.
+const defaultHTTP = "127.0.0.1:8080"
+
+// listenHTTP listens for the web app (nil when --http is empty). The
+// default address taken (a second farm on this machine, a test) is said
+// and the farm runs without the web app; an address given is the user's
+// and must work.
+func listenHTTP(f *cmdFlags, addr string, log *slog.Logger) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err == nil {
+		return lis, nil
+	}
+	given := false
+	f.Visit(func(fl *flag.Flag) { given = given || fl.Name == "http" })
+	if !given && errors.Is(err, syscall.EADDRINUSE) {
+		log.Warn("the web app's default address is in use: running without it (give --http ADDR)", "addr", addr)
+		return nil, nil
+	}
+	return nil, fmt.Errorf("--http %s: %w", addr, err)
 }
 
 // startMemoryLimit is the coordinator process's soft Go heap limit while

@@ -354,6 +354,8 @@ type nodeOpts struct {
 	// noOnce keeps the node running when there is no more work.
 	noOnce   bool
 	ambDebug bool
+	// token is the farm's, given to the ambassador.
+	token string
 }
 
 type farmNode struct {
@@ -375,6 +377,9 @@ func addNode(t *testing.T, f *farm, name string, o nodeOpts) *farmNode {
 	args := []string{"ambassador", "--coordinator", via, "--listen", "127.0.0.1:0"}
 	if o.ambDebug {
 		args = append(args, "--log-level", "debug")
+	}
+	if o.token != "" {
+		args = append(args, "--token", o.token)
 	}
 	var m []string
 	n.amb, m = startCmd(t, "ambassador-"+name, o.prep, ambReady, args...)

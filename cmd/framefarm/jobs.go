@@ -234,7 +234,7 @@ bar, when submitted and finished, and the final video's size.`,
 			if *asJSON {
 				return writeJobsJSON(e.stdout, resp.Jobs)
 			}
-			renderJobs(e.stdout, resp.Jobs, time.Now())
+			renderJobs(e.stdout, resp.Jobs, time.Now(), isTerminal(e.stdout))
 			return nil
 		})
 }
@@ -280,7 +280,9 @@ func rfc3339(ms int64) string {
 	return time.UnixMilli(ms).UTC().Format(time.RFC3339)
 }
 
-func renderJobs(w io.Writer, jobs []*farmpb.JobSummary, now time.Time) {
+// renderJobs lists the jobs, with progress bars in a terminal (bars) and a
+// plain percentage in a pipe.
+func renderJobs(w io.Writer, jobs []*farmpb.JobSummary, now time.Time, bars bool) {
 	if len(jobs) == 0 {
 		fmt.Fprintln(w, "no jobs yet: framefarm submit --frames DIR adds one")
 		return
@@ -292,8 +294,12 @@ func renderJobs(w io.Writer, jobs []*farmpb.JobSummary, now time.Time) {
 		if j.FinishedUnixMs != 0 {
 			finished = ago(now, j.FinishedUnixMs)
 		}
+		progress := percent(j.FramesDone, j.FramesTotal)
+		if bars {
+			progress = bar(j.FramesDone, j.FramesTotal, 20)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d/%d\t%s\t%s\t%s\n", j.JobId, j.Name, j.State, j.Priority,
-			bar(j.FramesDone, j.FramesTotal, 20), j.FramesDone, j.FramesTotal, ago(now, j.SubmittedUnixMs), finished, humanSize(j.FinalSize))
+			progress, j.FramesDone, j.FramesTotal, ago(now, j.SubmittedUnixMs), finished, humanSize(j.FinalSize))
 	}
 	tw.Flush()
 	for _, j := range jobs {
@@ -306,10 +312,18 @@ func renderJobs(w io.Writer, jobs []*farmpb.JobSummary, now time.Time) {
 // bar draws done/total in width cells, with the percentage.
 func bar(done, total uint32, width int) string {
 	if total == 0 {
-		return strings.Repeat(".", width)
+		return "[" + strings.Repeat(".", width) + "]"
 	}
-	n := int(uint64(done) * uint64(width) / uint64(total))
-	return fmt.Sprintf("[%s%s] %3d%%", strings.Repeat("#", n), strings.Repeat(".", width-n), uint64(done)*100/uint64(total))
+	n := int(min(uint64(done), uint64(total)) * uint64(width) / uint64(total))
+	return fmt.Sprintf("[%s%s] %s", strings.Repeat("#", n), strings.Repeat(".", width-n), percent(done, total))
+}
+
+// percent is done/total as a whole percentage, for lines without bars.
+func percent(done, total uint32) string {
+	if total == 0 {
+		return "  0%"
+	}
+	return fmt.Sprintf("%3d%%", uint64(done)*100/uint64(total))
 }
 
 // printSummary is what a command that changed a job says.

@@ -22,7 +22,7 @@ type metricsFlags struct {
 
 func (m *metricsFlags) register(f *cmdFlags) {
 	f.StringVar(&m.addr, "metrics", "", "serve Prometheus metrics at /metrics on `ADDR` (e.g. 127.0.0.1:9090), on their own HTTP server; off when empty")
-	f.BoolVar(&m.insecure, "insecure", false, "serve --metrics on an address other than loopback without a token (anyone who reaches it may read them)")
+	f.BoolVar(&m.insecure, "insecure", false, "serve on a network address without a token (anyone who reaches it acts as a client of the farm)")
 }
 
 // metricsServer is how a role's metrics are served: with its token (""
@@ -38,19 +38,12 @@ type metricsServer struct {
 // name jobs and nodes: the rules of the farm's other listeners hold. With a
 // token, a scrape must send it (Authorization: Bearer TOKEN); without one,
 // only a loopback address is served unless --insecure says otherwise.
-func (m *metricsFlags) start(ctx context.Context, s metricsServer) error {
+func (m *metricsFlags) start(ctx context.Context, x *exposure, s metricsServer) error {
 	if m.addr == "" {
 		return nil
 	}
-	loopback, err := isLoopback(m.addr)
-	if err != nil {
-		return fmt.Errorf("--metrics %s: %w", m.addr, err)
-	}
-	switch {
-	case !loopback && s.token == "" && !m.insecure:
-		return fmt.Errorf("--metrics %s is not a loopback address and no token guards it: add --token (scrapers then send it as a bearer token), or --insecure to serve the metrics to anyone who reaches %s", m.addr, m.addr)
-	case !loopback && s.token != "" && s.tlsCert == "":
-		s.log.Warn("metrics served off loopback without TLS: the token a scraper sends travels in the clear", "addr", m.addr)
+	if err := x.check("--metrics", m.addr); err != nil {
+		return err
 	}
 	lis, err := net.Listen("tcp", m.addr)
 	if err != nil {
@@ -87,19 +80,4 @@ func bearer(check creds.Checker, h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-// isLoopback reports whether addr (host:port) listens on loopback only. An
-// empty host listens everywhere; a name other than localhost may resolve
-// anywhere.
-func isLoopback(addr string) (bool, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false, err
-	}
-	if host == "localhost" {
-		return true, nil
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback(), nil
 }

@@ -53,7 +53,8 @@ set in progress back at once.`)
 	}
 	// The node holds no token (its ambassador does): off loopback its
 	// metrics need --insecure.
-	if err := mf.start(ctx, metricsServer{handler: n.MetricsHandler(), log: cfg.Logger}); err != nil {
+	x := &exposure{insecure: mf.insecure, log: cfg.Logger}
+	if err := mf.start(ctx, x, metricsServer{handler: n.MetricsHandler(), log: cfg.Logger}); err != nil {
 		return err
 	}
 	return n.Run(ctx)

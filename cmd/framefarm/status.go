@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -43,7 +44,10 @@ and encode time, and each node's load and circuit breaker.`)
 	}
 	defer c.Close()
 
-	redraw := *watch && !*asJSON && isTerminal(e.stdout)
+	// A terminal gets bars and a screen redrawn in place; a pipe, plain
+	// lines.
+	term := isTerminal(e.stdout)
+	redraw := *watch && !*asJSON && term
 	jobID := *job
 	first := true
 	for {
@@ -62,7 +66,7 @@ and encode time, and each node's load and circuit breaker.`)
 			// Stay on the job first seen, so a watch never switches jobs
 			// silently if another coordinator takes the address.
 			jobID = st.JobId
-			if err := showStatus(e.stdout, st, *asJSON, *watch, redraw, first); err != nil {
+			if err := showStatus(e.stdout, st, *asJSON, *watch, term, redraw, first); err != nil {
 				return err
 			}
 			first = false
@@ -76,7 +80,7 @@ and encode time, and each node's load and circuit breaker.`)
 	}
 }
 
-func showStatus(w io.Writer, st *farmpb.JobStatus, asJSON, watch, redraw, first bool) error {
+func showStatus(w io.Writer, st *farmpb.JobStatus, asJSON, watch, term, redraw, first bool) error {
 	var buf bytes.Buffer
 	switch {
 	case asJSON && watch:
@@ -100,7 +104,7 @@ func showStatus(w io.Writer, st *farmpb.JobStatus, asJSON, watch, redraw, first 
 		} else if !first {
 			buf.WriteByte('\n')
 		}
-		renderStatus(&buf, st, time.Now())
+		renderStatus(&buf, st, time.Now(), term)
 	}
 	// One write per refresh, so the terminal never shows half a screen.
 	_, err := w.Write(buf.Bytes())
@@ -108,8 +112,9 @@ func showStatus(w io.Writer, st *farmpb.JobStatus, asJSON, watch, redraw, first 
 }
 
 // renderStatus writes the human view of a job: a header, one row per set,
-// one row per node and, once done, where the video is.
-func renderStatus(w io.Writer, st *farmpb.JobStatus, now time.Time) {
+// one row per node and, once done, where the video is; with bars, progress
+// bars for the job and each set being rendered.
+func renderStatus(w io.Writer, st *farmpb.JobStatus, now time.Time, bars bool) {
 	completed := 0
 	for _, s := range st.Sets {
 		if s.State == "C" {
@@ -127,15 +132,23 @@ func renderStatus(w io.Writer, st *farmpb.JobStatus, now time.Time) {
 	if st.TotalFrames > 0 {
 		pct = 100 * float64(st.FramesDone) / float64(st.TotalFrames)
 	}
-	fmt.Fprintf(w, "progress: %d/%d frames (%.1f%%), sets %d/%d completed\n",
-		st.FramesDone, st.TotalFrames, pct, completed, len(st.Sets))
+	drawn := ""
+	if bars {
+		drawn = bar(st.FramesDone, st.TotalFrames, 30) + "  "
+	}
+	fmt.Fprintf(w, "progress: %s%d/%d frames (%.1f%%), sets %d/%d completed\n",
+		drawn, st.FramesDone, st.TotalFrames, pct, completed, len(st.Sets))
 
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SET\tSTATE\tFRAMES\tCOUNT\tNODE\tDONE\tSIZE\tENCODE\tFAILS\tLAST-ERROR")
 	for _, s := range st.Sets {
-		fmt.Fprintf(tw, "%d\t%s\t%d-%d\t%d\t%s\t%d\t%s\t%s\t%d\t%s\n",
-			s.Index, s.State, s.FirstFrame, s.LastFrame, s.FrameCount, orDash(s.Node), s.FramesDone,
+		done := strconv.FormatUint(uint64(s.FramesDone), 10)
+		if bars && s.State == "B" {
+			done = bar(s.FramesDone, s.FrameCount, 10) + " " + done
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d-%d\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n",
+			s.Index, s.State, s.FirstFrame, s.LastFrame, s.FrameCount, orDash(s.Node), done,
 			humanSize(s.PartSize), encodeTime(s.EncodeMs), s.Failures, orDash(text.Truncate(oneLine(s.LastError), 60)))
 	}
 	tw.Flush()

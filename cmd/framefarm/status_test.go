@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -47,7 +48,7 @@ func row(t *testing.T, out, key string) []string {
 func TestRenderStatusRunning(t *testing.T) {
 	now := time.Date(2026, 11, 3, 12, 0, 0, 0, time.UTC)
 	var buf bytes.Buffer
-	renderStatus(&buf, sampleStatus(now), now)
+	renderStatus(&buf, sampleStatus(now), now, false)
 	out := buf.String()
 	t.Log("\n" + out)
 
@@ -115,7 +116,7 @@ func TestRenderStatusDone(t *testing.T) {
 	} {
 		st.OutPath = tt.out
 		var buf bytes.Buffer
-		renderStatus(&buf, st, now)
+		renderStatus(&buf, st, now, false)
 		out := buf.String()
 		for _, want := range []string{tt.want, "243/243 frames (100.0%)", "sets 3/3 completed", "job a1b2c3d4e5f6  done"} {
 			if !strings.Contains(out, want) {
@@ -129,7 +130,7 @@ func TestRenderStatusFailedNoNodes(t *testing.T) {
 	st := &farmpb.JobStatus{JobId: "f00", State: "failed", Reason: "set 2 failed on 3 nodes: frame 1044 cannot be decoded",
 		TotalFrames: 10, Sets: []*farmpb.SetStatus{{Index: 0, State: "F", FirstFrame: 1, LastFrame: 10, FrameCount: 10, Failures: 3}}}
 	var buf bytes.Buffer
-	renderStatus(&buf, st, time.Now())
+	renderStatus(&buf, st, time.Now(), false)
 	out := buf.String()
 	for _, want := range []string{"job f00  failed", "reason: set 2 failed on 3 nodes: frame 1044 cannot be decoded",
 		"0/10 frames (0.0%)", "no nodes have asked for work yet"} {
@@ -171,5 +172,28 @@ func TestAgo(t *testing.T) {
 	}
 	if got := ago(now, 0); got != "never" {
 		t.Errorf("ago(0) = %q, want never", got)
+	}
+}
+
+// TestBarsOnlyInATerminal: a terminal gets progress bars, a pipe plain
+// lines that scripts and logs read.
+func TestBarsOnlyInATerminal(t *testing.T) {
+	now := time.Date(2026, 11, 3, 12, 0, 0, 0, time.UTC)
+	st := sampleStatus(now)
+	jobs := []*farmpb.JobSummary{{JobId: "a1b2c3d4e5f6", Name: "seq010", State: "running", FramesDone: 100, FramesTotal: 243, SubmittedUnixMs: now.UnixMilli()}}
+	for _, bars := range []bool{true, false} {
+		var s, j bytes.Buffer
+		renderStatus(&s, st, now, bars)
+		renderJobs(&j, jobs, now, bars)
+		progress, _, _ := strings.Cut(s.String()[strings.Index(s.String(), "progress:"):], "\n")
+		if got := strings.Contains(progress, "[#########"); got != bars {
+			t.Errorf("bars %v: status progress line %q", bars, progress)
+		}
+		if got := strings.Contains(j.String(), "[########"); got != bars || !strings.Contains(j.String(), " 41%") {
+			t.Errorf("bars %v: jobs:\n%s", bars, j.String())
+		}
+		if regexp.MustCompile(`\[[#.]+\]`).MatchString(s.String()) != bars {
+			t.Errorf("bars %v: status:\n%s", bars, s.String())
+		}
 	}
 }

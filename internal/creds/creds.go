@@ -102,6 +102,16 @@ type ServerTLS struct {
 
 // ServerOptions returns the coordinator's transport option (nil without TLS).
 func ServerOptions(t ServerTLS) ([]grpc.ServerOption, error) {
+	cfg, err := ServerConfig(t)
+	if cfg == nil || err != nil {
+		return nil, err
+	}
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, nil
+}
+
+// ServerConfig is the coordinator's TLS configuration (nil without TLS),
+// for its gRPC and its HTTP ports alike.
+func ServerConfig(t ServerTLS) (*tls.Config, error) {
 	if t.Cert == "" && t.Key == "" {
 		if t.ClientCA != "" {
 			return nil, errors.New("--tls-client-ca needs --tls-cert and --tls-key")
@@ -120,7 +130,7 @@ func ServerOptions(t ServerTLS) ([]grpc.ServerOption, error) {
 		}
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
-	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, nil
+	return cfg, nil
 }
 
 func loadPool(path, flag string) (*x509.CertPool, error) {

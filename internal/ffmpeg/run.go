@@ -196,3 +196,21 @@ func (r Runner) probeJSON(ctx context.Context, path string, args []string, doc a
 	}
 	return nil
 }
+
+// Pipe runs ffmpeg with args reading stdin from in (pipe:0) and writing
+// stdout to out (pipe:1), for small one-shot conversions (a thumbnail). It
+// is stopped as Run stops it.
+func (r Runner) Pipe(ctx context.Context, args []string, in io.Reader, out io.Writer) error {
+	cmd := exec.CommandContext(ctx, r.bin(r.FFmpeg, "ffmpeg"), args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = r.StopGrace
+	if cmd.WaitDelay == 0 {
+		cmd.WaitDelay = 5 * time.Second
+	}
+	errTail := &tail{max: 4096}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, out, errTail
+	if err := cmd.Run(); err != nil {
+		return &Error{Cmd: "ffmpeg", Err: err, Stderr: errTail.String()}
+	}
+	return nil
+}
