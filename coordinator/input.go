@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"unicode/utf8"
 
+	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/frameseq"
 	"github.com/framefarm/framefarm/internal/text"
 )
@@ -43,6 +44,9 @@ func notes(s jobSettings, seq *frameseq.Sequence, gaps string) string {
 	}
 	if s.PadEven {
 		n = append(n, fmt.Sprintf("padded from %dx%d to even dimensions for %s", s.Width, s.Height, s.PixFmt))
+	}
+	if ffmpeg.IsEXR(s.FrameExt) && s.Color != "" {
+		n = append(n, fmt.Sprintf("OpenEXR frames (linear light) given the %s transfer before the conversion", s.EXRTransfer))
 	}
 	if g := seq.Gaps(); len(g) > 0 {
 		missing := int64(0)
