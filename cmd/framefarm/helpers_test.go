@@ -662,6 +662,12 @@ func median(ds []time.Duration) time.Duration {
 // -i) and ffmpeg.ColourArgs (for after it), with the filters vf first.
 func plainColour(t *testing.T, frame, codec, pixFmt, finalExt string, vf ...string) (in, out []string) {
 	t.Helper()
+	return plainColourOf(t, frame, codec, pixFmt, finalExt, "", "", vf...)
+}
+
+// plainColourOf is plainColour for the flags --color space --range rng.
+func plainColourOf(t *testing.T, frame, codec, pixFmt, finalExt, space, rng string, vf ...string) (in, out []string) {
+	t.Helper()
 	c, err := ffmpeg.LookupCodec(codec)
 	if err != nil {
 		t.Fatal(err)
@@ -670,7 +676,7 @@ func plainColour(t *testing.T, frame, codec, pixFmt, finalExt string, vf ...stri
 	if err != nil {
 		t.Fatalf("height of %s: %v", frame, err)
 	}
-	col, err := ffmpeg.ResolveColour(c, pixFmt, finalExt, h, "", "", "", "")
+	col, err := ffmpeg.ResolveColour(c, pixFmt, finalExt, h, space, rng, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -156,7 +156,9 @@ func (c Colour) filters(pixFmt, ext string) []string {
 		zr := map[string]string{"tv": "limited", "pc": "full"}[c.Range]
 		conv = "zscale=primariesin=709:transferin=709:primaries=2020:transfer=2020_10:matrix=2020_ncl:range=" + zr
 	default:
-		conv = fmt.Sprintf("scale=out_color_matrix=%s:out_range=%s", t.sws, c.Range)
+		// bicubic, as the scaler ffmpeg inserts by itself (the filter's
+		// own default is bilinear, whose chroma is softer).
+		conv = fmt.Sprintf("scale=out_color_matrix=%s:out_range=%s:flags=bicubic", t.sws, c.Range)
 	}
 	return []string{conv, fmt.Sprintf("setparams=colorspace=%s:color_primaries=%s:color_trc=%s:range=%s", matrix, t.primaries, c.transfer(ext), c.Range)}
 }
