@@ -56,3 +56,10 @@ fuzz:
 .PHONY: test-faults
 test-faults: deps
 	GO=$(GO) bash scripts/faults.sh
+
+# Browser tests (build tag browser): the real page or video in Debian's
+# headless Chromium, driven from Go with chromedp.
+.PHONY: test-browser
+test-browser: deps
+	bash scripts/install-chromium.sh
+	$(GO) test -count=1 -tags browser -run Browser -timeout 15m ./...

@@ -3,6 +3,8 @@ module github.com/framefarm/framefarm
 go 1.26.0
 
 require (
+	github.com/chromedp/chromedp v0.23.1
+	github.com/lucasb-eyer/go-colorful v1.4.1
 	github.com/sony/gobreaker/v2 v2.4.0
 	github.com/u2takey/ffmpeg-go v0.5.0
 	golang.org/x/image v0.47.0
@@ -15,12 +17,10 @@ require (
 require (
 	github.com/aws/aws-sdk-go v1.38.20 // indirect
 	github.com/chromedp/cdproto v0.160.1 // indirect
-	github.com/chromedp/chromedp v0.23.1 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
 	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/jmespath/go-jmespath v0.4.0 // indirect
-	github.com/lucasb-eyer/go-colorful v1.4.1 // indirect
 	github.com/mattn/go-isatty v0.0.24 // indirect
 	github.com/ncruces/go-strftime v1.1.0 // indirect
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect

@@ -245,6 +245,9 @@ func TestColourTags(t *testing.T) {
 		if c.rng == "pc" && (c.codec == "libx264" || c.codec == "libx265") {
 			want[4] = "yuvj" + strings.TrimPrefix(c.pix, "yuv") // what H.264 and HEVC decoders call full range
 		}
+		if c.pix == "yuva444p10le" {
+			want[4] = "yuva444p12le" // ProRes 4444 decodes at 12 bits
+		}
 		name := fmt.Sprintf("%s .%s %s %v", c.codec, c.ext, filepath.Base(c.frames), c.flags)
 		if !slices.Equal(got, want) {
 			t.Errorf("%s: ffprobe says %v, want %v", name, got, want)

@@ -665,7 +665,8 @@ func plainColour(t *testing.T, frame, codec, pixFmt, finalExt string, vf ...stri
 	return plainColourOf(t, frame, codec, pixFmt, finalExt, "", "", vf...)
 }
 
-// plainColourOf is plainColour for the flags --color space --range rng.
+// plainColourOf is plainColour for the flags --color space --range rng
+// (and --alpha keep for a pixel format with alpha).
 func plainColourOf(t *testing.T, frame, codec, pixFmt, finalExt, space, rng string, vf ...string) (in, out []string) {
 	t.Helper()
 	c, err := ffmpeg.LookupCodec(codec)
@@ -676,7 +677,11 @@ func plainColourOf(t *testing.T, frame, codec, pixFmt, finalExt, space, rng stri
 	if err != nil {
 		t.Fatalf("height of %s: %v", frame, err)
 	}
-	col, err := ffmpeg.ResolveColour(c, pixFmt, finalExt, h, space, rng, "", "")
+	alpha := ""
+	if strings.HasPrefix(pixFmt, "yuva") {
+		alpha = "keep"
+	}
+	col, err := ffmpeg.ResolveColour(c, pixFmt, finalExt, h, space, rng, "", alpha)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -193,10 +193,14 @@ func ColourArgs(c Colour, pixFmt, ext string, before ...string) []string {
 
 // ProbedPixFmt is the pixel format ffprobe reports for video encoded in
 // pixFmt with range rng by the codec probed as codec: H.264 and HEVC
-// decoders name full range 8-bit YUV as the JPEG (yuvj) formats.
+// decoders name full range 8-bit YUV as the JPEG (yuvj) formats, and the
+// ProRes decoder gives 4:4:4 (ProRes 4444) at 12 bits.
 func ProbedPixFmt(codec, pixFmt, rng string) string {
-	if rng == "pc" && (codec == "h264" || codec == "hevc") && slices.Contains([]string{"yuv420p", "yuv422p", "yuv444p"}, pixFmt) {
+	switch {
+	case rng == "pc" && (codec == "h264" || codec == "hevc") && slices.Contains([]string{"yuv420p", "yuv422p", "yuv444p"}, pixFmt):
 		return "yuvj" + strings.TrimPrefix(pixFmt, "yuv")
+	case codec == "prores" && (pixFmt == "yuv444p10le" || pixFmt == "yuva444p10le"):
+		return strings.TrimSuffix(pixFmt, "10le") + "12le"
 	}
 	return pixFmt
 }
