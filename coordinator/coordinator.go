@@ -408,8 +408,7 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 		legacyFP = fingerprint(legacy, frames, spec.Sets)
 	}
 	if ffmpeg.IsEXR(settings.FrameExt) {
-		c.log.Info("OpenEXR frames hold linear light: applying a display transfer before the conversion",
-			"exr_transfer", settings.EXRTransfer, "color", settings.Color, "range", settings.Range)
+		c.log.Info(exrNote(settings), "exr_transfer", settings.EXRTransfer, "color", settings.Color, "range", settings.Range)
 	}
 	settings.FilterThreads = ffmpeg.AutoFilterThreads(runtime.NumCPU())
 	now := c.cfg.Now()
@@ -428,9 +427,9 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 		return nil, nil, err
 	}
 	ev := []job.Event{{At: now, Kind: job.EvJobCreated, Set: -1,
-		Detail: fmt.Sprintf("%d frames (%s, %d to %d) in %d sets, %s at %s fps, %dx%d%s", len(frames), seq.Pattern,
+		Detail: fmt.Sprintf("%d frames (%s, %d to %d) in %d sets, %s at %s fps, %dx%d, colour %s%s", len(frames), seq.Pattern,
 			frames[0].Number, frames[len(frames)-1].Number, len(jr.job.Sets), settings.Codec, settings.rate(),
-			settings.outWidth(), settings.outHeight(), notes(settings, seq, spec.Gaps))}}
+			settings.outWidth(), settings.outHeight(), settings.colour(), notes(settings, seq, spec.Gaps))}}
 	return jr, ev, nil
 }
 

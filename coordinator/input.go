@@ -46,7 +46,7 @@ func notes(s jobSettings, seq *frameseq.Sequence, gaps string) string {
 		n = append(n, fmt.Sprintf("padded from %dx%d to even dimensions for %s", s.Width, s.Height, s.PixFmt))
 	}
 	if ffmpeg.IsEXR(s.FrameExt) && s.Color != "" {
-		n = append(n, fmt.Sprintf("OpenEXR frames (linear light) given the %s transfer before the conversion", s.EXRTransfer))
+		n = append(n, exrNote(s))
 	}
 	if g := seq.Gaps(); len(g) > 0 {
 		missing := int64(0)
@@ -63,6 +63,14 @@ func notes(s jobSettings, seq *frameseq.Sequence, gaps string) string {
 		return ""
 	}
 	return "; " + strings.Join(n, "; ")
+}
+
+// exrNote says what a job does to OpenEXR frames, which hold linear light.
+func exrNote(s jobSettings) string {
+	if s.EXRTransfer == "linear" {
+		return "OpenEXR frames hold linear light: kept linear (--exr-transfer linear), and the video tagged linear"
+	}
+	return fmt.Sprintf("OpenEXR frames hold linear light: given the %s transfer before the conversion to %s", s.EXRTransfer, s.Color)
 }
 
 // checkOutputs refuses, before any work starts, a job whose video could not

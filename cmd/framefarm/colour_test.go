@@ -479,7 +479,7 @@ func TestLinearEXR(t *testing.T) {
 	if db := rgbPSNR(t, lin, filepath.Join(src, "f_%04d.png"), 1); db > 30 {
 		t.Errorf("--exr-transfer linear: %.2f dB against the sRGB source: the transfer was applied anyway", db)
 	}
-	said := logLines(f.coord, 0, regexp.MustCompile(`OpenEXR frames hold linear light`))
+	said := logLines(f.coord, 0, regexp.MustCompile(`msg="OpenEXR frames hold linear light`))
 	if len(said) != 2 || !strings.Contains(said[0], "exr_transfer=srgb") || !strings.Contains(said[1], "exr_transfer=linear") {
 		t.Errorf("the coordinator should say once per job what it does to EXR frames; it said:\n%s", strings.Join(said, "\n"))
 	}
