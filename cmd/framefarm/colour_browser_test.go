@@ -136,4 +136,3 @@ func meanDeltaE(t *testing.T, a, b image.Image) float64 {
 	}
 	return sum / float64(ab.Dx()*ab.Dy())
 }
-

@@ -62,7 +62,7 @@ func (f *farm) fetchJob(t *testing.T, id, out string) {
 // colourCodes are a colour space's ISO/IEC 23091-2 code points (what colr
 // boxes and Matroska's Colour elements hold) and ffprobe's names for them.
 var colourCodes = map[string]struct {
-	matrix, primaries, transfer          int
+	matrix, primaries, transfer        int
 	matrixName, primariesName, trcName string
 }{
 	"bt709":  {1, 1, 1, "bt709", "bt709", "bt709"},
