@@ -61,10 +61,11 @@ test-faults: deps
 # chromium) driven with chromedp, over real coordinator, ambassador and node
 # processes. Screenshots go to $(FRAMEFARM_ARTIFACTS) (default: a folder the
 # tests print). TestBrowserGridScale prints how the job page draws 1,000 sets
-# under 100 simulated nodes (a table, never asserted).
+# under 100 simulated nodes (a table, never asserted). TestBrowserColourOfBars
+# (issue 16) holds the farm's HD bars in Chromium against the source.
 FRAMEFARM_ARTIFACTS ?=
 .PHONY: test-browser
 test-browser: deps
 	bash scripts/install-chromium.sh
 	$(GO) build -o $(BIN) ./cmd/framefarm
-	FRAMEFARM_ARTIFACTS=$(FRAMEFARM_ARTIFACTS) $(GO) test -count=1 -tags browser -timeout 20m -run 'TestBrowser' -v ./cmd/framefarm/
+	FRAMEFARM_ARTIFACTS=$(FRAMEFARM_ARTIFACTS) $(GO) test -count=1 -tags browser -timeout 20m -run 'Browser' -v ./cmd/framefarm/

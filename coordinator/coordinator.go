@@ -93,9 +93,20 @@ type jobSettings struct {
 	// (see addAudio); empty, and so absent from old jobs' fingerprints,
 	// without --audio.
 	Audio string `json:"audio,omitempty"`
+	// The colour of the video (see ffmpeg.Colour), resolved when the job
+	// is created; empty in jobs made before colour settings, which keep
+	// ffmpeg's untagged conversion (and their fingerprints) on resume.
+	Color       string `json:"color,omitempty"`
+	Range       string `json:"range,omitempty"`
+	EXRTransfer string `json:"exr_transfer,omitempty"`
+	Alpha       string `json:"alpha,omitempty"`
 }
 
 func (s jobSettings) rate() ffmpeg.Rate { return ffmpeg.Rate{Num: s.FPSNum, Den: s.FPSDen} }
+
+func (s jobSettings) colour() ffmpeg.Colour {
+	return ffmpeg.Colour{Space: s.Color, Range: s.Range, EXRTransfer: s.EXRTransfer, Alpha: s.Alpha}
+}
 
 // outWidth and outHeight are the dimensions of the encoded video.
 func (s jobSettings) outWidth() int  { return s.Width + btoi(s.PadEven && s.Width%2 == 1) }
@@ -163,6 +174,9 @@ type jobRun struct {
 	job     *job.Job
 	dir     string
 	partDir string
+	// legacyFP, set on a job being prepared with default colour settings,
+	// is the fingerprint the same job had before colour settings.
+	legacyFP string
 }
 
 type nodeInfo struct {
@@ -201,6 +215,10 @@ type JobSpec struct {
 	Scale string
 	// Audio, when set, is an audio file muxed into the final video.
 	Audio string
+	// Color ("auto" or ""; bt709, bt601, bt2020), Range ("" for the
+	// default; tv, pc), EXRTransfer ("" for srgb; bt709, linear) and Alpha
+	// ("" for drop; keep): see ffmpeg.ResolveColour.
+	Color, Range, EXRTransfer, Alpha string
 }
 
 // New opens the farm's data folder and resumes every job it holds. With
@@ -280,7 +298,11 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		c.log.Info("resuming job", "job", jr.rec.ID, "name", jr.rec.Name, "state", jr.job.State, "sets", len(jr.job.Sets))
 	}
 	if prepared != nil {
-		if jr := c.findJob(prepared.rec.FramesDir, prepared.rec.Fingerprint); jr != nil {
+		jr := c.findJob(prepared.rec.FramesDir, prepared.rec.Fingerprint)
+		if jr == nil && prepared.legacyFP != "" {
+			jr = c.findJob(prepared.rec.FramesDir, prepared.legacyFP)
+		}
+		if jr != nil {
 			// The same frames and settings: resume, with this start's --out.
 			jr.rec.OutPath = prepared.rec.OutPath
 			c.startID = jr.rec.ID
@@ -364,6 +386,12 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 		}
 		settings.Width, settings.Height = p.Width, p.Height
 	}
+	codec, _ := ffmpeg.LookupCodec(settings.Codec)
+	col, err := ffmpeg.ResolveColour(codec, settings.PixFmt, settings.FinalExt, settings.Height, spec.Color, spec.Range, spec.EXRTransfer, spec.Alpha)
+	if err != nil {
+		return nil, nil, err
+	}
+	settings.Color, settings.Range, settings.EXRTransfer, settings.Alpha = col.Space, col.Range, col.EXRTransfer, col.Alpha
 	if isSubsampled(settings.PixFmt) && (settings.Width%2 == 1 || settings.Height%2 == 1) {
 		settings.PadEven = true
 		c.log.Warn("frames have an odd dimension; padding to even, as 4:2:0 and 4:2:2 need",
@@ -379,6 +407,17 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 		return nil, nil, err
 	}
 	fp := fingerprint(settings, frames, spec.Sets)
+	var legacyFP string
+	if defaultColour(spec) {
+		// A job made before colour settings from the same command line
+		// resumes, with its own untagged colour.
+		legacy := settings
+		legacy.Color, legacy.Range, legacy.EXRTransfer, legacy.Alpha = "", "", "", ""
+		legacyFP = fingerprint(legacy, frames, spec.Sets)
+	}
+	if ffmpeg.IsEXR(settings.FrameExt) {
+		c.log.Info(exrNote(settings), "exr_transfer", settings.EXRTransfer, "color", settings.Color, "range", settings.Range)
+	}
 	settings.FilterThreads = ffmpeg.AutoFilterThreads(runtime.NumCPU())
 	now := c.cfg.Now()
 	name := spec.Name
@@ -386,8 +425,9 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 		name = filepath.Base(dir)
 	}
 	jr := &jobRun{
-		rec:    jobRecord{ID: newID(), Name: name, Created: now, FramesDir: dir, OutPath: out, Settings: settings, Fingerprint: fp},
-		frames: frames,
+		rec:      jobRecord{ID: newID(), Name: name, Created: now, FramesDir: dir, OutPath: out, Settings: settings, Fingerprint: fp},
+		frames:   frames,
+		legacyFP: legacyFP,
 	}
 	jr.job = &job.Job{ID: jr.rec.ID, State: job.JobQueued, Priority: spec.Priority, Sets: job.Partition(len(frames), spec.Sets), NodeFailures: map[string]int{}}
 	c.place(jr)
@@ -395,9 +435,9 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 		return nil, nil, err
 	}
 	ev := []job.Event{{At: now, Kind: job.EvJobCreated, Set: -1,
-		Detail: fmt.Sprintf("%d frames (%s, %d to %d) in %d sets, %s at %s fps, %dx%d%s", len(frames), seq.Pattern,
+		Detail: fmt.Sprintf("%d frames (%s, %d to %d) in %d sets, %s at %s fps, %dx%d, colour %s%s", len(frames), seq.Pattern,
 			frames[0].Number, frames[len(frames)-1].Number, len(jr.job.Sets), settings.Codec, settings.rate(),
-			settings.outWidth(), settings.outHeight(), notes(settings, seq, spec.Gaps))}}
+			settings.outWidth(), settings.outHeight(), settings.colour(), notes(settings, seq, spec.Gaps))}}
 	return jr, ev, nil
 }
 
@@ -424,11 +464,20 @@ func checkSettings(cfg JobSpec) (jobSettings, error) {
 		return jobSettings{}, err
 	}
 	pix := cfg.PixFmt
-	if pix == "" {
+	switch {
+	case pix == "" && cfg.Alpha == "keep" && codec.Name == "prores_ks":
+		pix = "yuva444p10le"
+	case pix == "":
 		pix = codec.DefaultPixFmt
 	}
 	return jobSettings{Codec: codec.Name, FPSNum: rate.Num, FPSDen: rate.Den, CRF: cfg.CRF, Preset: cfg.Preset,
 		PixFmt: pix, PartExt: codec.PartExt, FinalExt: finalExt, NoFastStart: cfg.NoFastStart}, nil
+}
+
+// defaultColour says whether spec leaves every colour setting at its default.
+func defaultColour(spec JobSpec) bool {
+	return (spec.Color == "" || spec.Color == "auto") && spec.Range == "" && (spec.EXRTransfer == "" || spec.EXRTransfer == "srgb") &&
+		(spec.Alpha == "" || spec.Alpha == "drop")
 }
 
 func isSubsampled(pix string) bool {

@@ -82,6 +82,7 @@ func summaryLocked(jr *jobRun) *farmpb.JobSummary {
 		FramesTotal: uint32(len(jr.frames)), SetsTotal: uint32(len(jr.job.Sets)),
 		SubmittedUnixMs: jr.rec.Created.UnixMilli(), FinishedUnixMs: unixMilli(jr.rec.Finished), FinalSize: jr.rec.FinalSize,
 		FramesDir: jr.rec.FramesDir, OutPath: jr.rec.OutPath, Codec: jr.rec.Settings.Codec, Container: jr.rec.Settings.FinalExt,
+		Color: jr.rec.Settings.colour().String(),
 	}
 	for _, s := range jr.job.Sets {
 		js.FramesDone += uint32(s.FramesDone)
@@ -140,7 +141,8 @@ func (c *Coordinator) summary(jr *jobRun, err error) (*farmpb.JobSummary, error)
 func (f *farmService) SubmitJob(ctx context.Context, req *farmpb.SubmitJobRequest) (*farmpb.JobSummary, error) {
 	spec := JobSpec{FramesDir: req.FramesDir, Out: req.Out, Name: req.Name, Priority: int(req.Priority), Sets: int(req.Sets),
 		Codec: req.Codec, FPS: req.Fps, CRF: int(req.Crf), Preset: req.Preset, PixFmt: req.PixFmt, NoFastStart: req.NoFaststart,
-		Pattern: req.Pattern, Gaps: req.Gaps, Scale: req.Scale, Audio: req.Audio}
+		Pattern: req.Pattern, Gaps: req.Gaps, Scale: req.Scale, Audio: req.Audio,
+		Color: req.Color, Range: req.ColorRange, EXRTransfer: req.ExrTransfer, Alpha: req.Alpha}
 	if req.Upload != "" {
 		if req.FramesDir != "" {
 			return nil, fmt.Errorf("%w: give the frames folder or the upload, not both", ErrInvalid)
@@ -209,5 +211,6 @@ func (jr *jobRun) encodeSettings() *farmpb.EncodeSettings {
 	return &farmpb.EncodeSettings{Codec: st.Codec, FpsNum: st.FPSNum, FpsDen: st.FPSDen, Crf: int32(st.CRF),
 		Preset: st.Preset, PixFmt: st.PixFmt, PartExt: st.PartExt, FrameExt: st.FrameExt,
 		Width: uint32(st.Width), Height: uint32(st.Height), PadEven: st.PadEven,
-		ScaleWidth: uint32(st.ScaleW), ScaleHeight: uint32(st.ScaleH), FilterThreads: uint32(st.FilterThreads)}
+		ScaleWidth: uint32(st.ScaleW), ScaleHeight: uint32(st.ScaleH), FilterThreads: uint32(st.FilterThreads),
+		Color: st.Color, ColorRange: st.Range, ExrTransfer: st.EXRTransfer, Alpha: st.Alpha}
 }

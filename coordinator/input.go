@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"unicode/utf8"
 
+	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/frameseq"
 	"github.com/framefarm/framefarm/internal/text"
 )
@@ -44,6 +45,9 @@ func notes(s jobSettings, seq *frameseq.Sequence, gaps string) string {
 	if s.PadEven {
 		n = append(n, fmt.Sprintf("padded from %dx%d to even dimensions for %s", s.Width, s.Height, s.PixFmt))
 	}
+	if ffmpeg.IsEXR(s.FrameExt) && s.Color != "" {
+		n = append(n, exrNote(s))
+	}
 	if g := seq.Gaps(); len(g) > 0 {
 		missing := int64(0)
 		for _, r := range g {
@@ -59,6 +63,14 @@ func notes(s jobSettings, seq *frameseq.Sequence, gaps string) string {
 		return ""
 	}
 	return "; " + strings.Join(n, "; ")
+}
+
+// exrNote says what a job does to OpenEXR frames, which hold linear light.
+func exrNote(s jobSettings) string {
+	if s.EXRTransfer == "linear" {
+		return "OpenEXR frames hold linear light: kept linear (--exr-transfer linear), and the video tagged linear"
+	}
+	return fmt.Sprintf("OpenEXR frames hold linear light: given the %s transfer before the conversion to %s", s.EXRTransfer, s.Color)
 }
 
 // checkOutputs refuses, before any work starts, a job whose video could not

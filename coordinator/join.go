@@ -185,7 +185,11 @@ func (c *Coordinator) concat(ctx context.Context, jr *jobRun, parts []ffmpeg.Con
 	if err != nil {
 		return "", fmt.Errorf("reading the joined parts: %w", err)
 	}
-	args := ffmpeg.RemuxArgs(joined, out, ffmpeg.Remux{ColorRange: ffmpeg.ColorRange(st.PixFmt), Encoder: tr.Compressor, FastStart: !st.NoFastStart})
+	rng := st.Range
+	if rng == "" {
+		rng = ffmpeg.ColorRange(st.PixFmt)
+	}
+	args := ffmpeg.RemuxArgs(joined, out, ffmpeg.Remux{ColorRange: rng, Encoder: tr.Compressor, FastStart: !st.NoFastStart})
 	return "in Go, remuxed by ffmpeg", c.cfg.FFmpeg.Run(ctx, args, nil)
 }
 

@@ -689,8 +689,8 @@ func verifyPart(st jobSettings, r io.ReaderAt, size int64, s job.Set) error {
 	case p.Width != st.outWidth() || p.Height != st.outHeight():
 		return fmt.Errorf("%w: set %d: part is %dx%d, the job is %dx%d", ErrBadPart, s.Index, p.Width, p.Height, st.outWidth(), st.outHeight())
 	// "" where the container does not say it (FFV1, AV1 4:4:4).
-	case p.PixFmt != "" && p.PixFmt != st.PixFmt:
-		return fmt.Errorf("%w: set %d: part pixel format is %s, the job uses %s", ErrBadPart, s.Index, p.PixFmt, st.PixFmt)
+	case p.PixFmt != "" && p.PixFmt != ffmpeg.ProbedPixFmt(codec.Probed, st.PixFmt, st.Range):
+		return fmt.Errorf("%w: set %d: part pixel format is %s, the job uses %s", ErrBadPart, s.Index, p.PixFmt, ffmpeg.ProbedPixFmt(codec.Probed, st.PixFmt, st.Range))
 	// ffmpeg's own time scale for the rate, or the numerator that parts of
 	// earlier versions were given: the join rescales those exactly.
 	case int64(p.Timescale) != rate.TrackTimescale() && int64(p.Timescale) != rate.Num,

@@ -416,7 +416,8 @@ func (n *Node) encode(ctx context.Context, dir string, a *farmpb.Assignment, don
 	part := filepath.Join(dir, "part."+s.PartExt)
 	settings := ffmpeg.Settings{Codec: s.Codec, Rate: ffmpeg.Rate{Num: s.FpsNum, Den: s.FpsDen}, CRF: int(s.Crf),
 		Preset: s.Preset, PixFmt: s.PixFmt, PadEven: s.PadEven, ScaleW: int(s.ScaleWidth), ScaleH: int(s.ScaleHeight),
-		Threads: n.cfg.Threads, FilterThreads: int(s.FilterThreads)}
+		Threads: n.cfg.Threads, FilterThreads: int(s.FilterThreads), FrameExt: s.FrameExt,
+		Colour: ffmpeg.Colour{Space: s.Color, Range: s.ColorRange, EXRTransfer: s.ExrTransfer, Alpha: s.Alpha}}
 	pattern := ffmpeg.SequencePattern(dir, s.FrameExt)
 	var err error
 	if settings.ScaleW > 0 {

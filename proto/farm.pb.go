@@ -410,6 +410,16 @@ type EncodeSettings struct {
 	// that used its own default would render them as a machine with its
 	// core count does. 0: the node's ffmpeg default (older coordinators).
 	FilterThreads uint32 `protobuf:"varint,14,opt,name=filter_threads,json=filterThreads,proto3" json:"filter_threads,omitempty"`
+	// The colour of the video (see ffmpeg.Colour): bt709, bt601 or bt2020,
+	// never auto; "" from a coordinator before colour settings (ffmpeg's
+	// conversion, untagged).
+	Color string `protobuf:"bytes,15,opt,name=color,proto3" json:"color,omitempty"`
+	// tv or pc.
+	ColorRange string `protobuf:"bytes,16,opt,name=color_range,json=colorRange,proto3" json:"color_range,omitempty"`
+	// The display transfer given to OpenEXR frames: srgb, bt709 or linear.
+	ExrTransfer string `protobuf:"bytes,17,opt,name=exr_transfer,json=exrTransfer,proto3" json:"exr_transfer,omitempty"`
+	// keep or drop.
+	Alpha         string `protobuf:"bytes,18,opt,name=alpha,proto3" json:"alpha,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -540,6 +550,34 @@ func (x *EncodeSettings) GetFilterThreads() uint32 {
 		return x.FilterThreads
 	}
 	return 0
+}
+
+func (x *EncodeSettings) GetColor() string {
+	if x != nil {
+		return x.Color
+	}
+	return ""
+}
+
+func (x *EncodeSettings) GetColorRange() string {
+	if x != nil {
+		return x.ColorRange
+	}
+	return ""
+}
+
+func (x *EncodeSettings) GetExrTransfer() string {
+	if x != nil {
+		return x.ExrTransfer
+	}
+	return ""
+}
+
+func (x *EncodeSettings) GetAlpha() string {
+	if x != nil {
+		return x.Alpha
+	}
+	return ""
 }
 
 type HeartbeatRequest struct {
@@ -2019,7 +2057,15 @@ type SubmitJobRequest struct {
 	// An audio file on the coordinator's machine, muxed into the final video.
 	Audio string `protobuf:"bytes,15,opt,name=audio,proto3" json:"audio,omitempty"`
 	// Instead of frames_dir: the frames of this upload (UploadFrames).
-	Upload        string `protobuf:"bytes,16,opt,name=upload,proto3" json:"upload,omitempty"`
+	Upload string `protobuf:"bytes,16,opt,name=upload,proto3" json:"upload,omitempty"`
+	// auto (or ""), bt709, bt601, bt2020.
+	Color string `protobuf:"bytes,17,opt,name=color,proto3" json:"color,omitempty"`
+	// tv, pc, or "": tv (pc for RGB pixel formats).
+	ColorRange string `protobuf:"bytes,18,opt,name=color_range,json=colorRange,proto3" json:"color_range,omitempty"`
+	// srgb (or ""), bt709, linear.
+	ExrTransfer string `protobuf:"bytes,19,opt,name=exr_transfer,json=exrTransfer,proto3" json:"exr_transfer,omitempty"`
+	// drop (or ""), keep.
+	Alpha         string `protobuf:"bytes,20,opt,name=alpha,proto3" json:"alpha,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2166,6 +2212,34 @@ func (x *SubmitJobRequest) GetUpload() string {
 	return ""
 }
 
+func (x *SubmitJobRequest) GetColor() string {
+	if x != nil {
+		return x.Color
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetColorRange() string {
+	if x != nil {
+		return x.ColorRange
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetExrTransfer() string {
+	if x != nil {
+		return x.ExrTransfer
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetAlpha() string {
+	if x != nil {
+		return x.Alpha
+	}
+	return ""
+}
+
 // JobSummary is a job's line in the farm's list.
 type JobSummary struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -2185,8 +2259,10 @@ type JobSummary struct {
 	OutPath         string                 `protobuf:"bytes,14,opt,name=out_path,json=outPath,proto3" json:"out_path,omitempty"`
 	Codec           string                 `protobuf:"bytes,15,opt,name=codec,proto3" json:"codec,omitempty"`
 	Container       string                 `protobuf:"bytes,16,opt,name=container,proto3" json:"container,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The colour space and range, e.g. "bt709 tv".
+	Color         string `protobuf:"bytes,17,opt,name=color,proto3" json:"color,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobSummary) Reset() {
@@ -2327,6 +2403,13 @@ func (x *JobSummary) GetCodec() string {
 func (x *JobSummary) GetContainer() string {
 	if x != nil {
 		return x.Container
+	}
+	return ""
+}
+
+func (x *JobSummary) GetColor() string {
+	if x != nil {
+		return x.Color
 	}
 	return ""
 }
@@ -2930,7 +3013,7 @@ const file_farm_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x19\n" +
 	"\bmtime_ns\x18\x04 \x01(\x03R\amtimeNs\x12\x14\n" +
-	"\x05inode\x18\x05 \x01(\x04R\x05inode\"\x87\x03\n" +
+	"\x05inode\x18\x05 \x01(\x04R\x05inode\"\xf7\x03\n" +
 	"\x0eEncodeSettings\x12\x14\n" +
 	"\x05codec\x18\x01 \x01(\tR\x05codec\x12\x17\n" +
 	"\afps_num\x18\x02 \x01(\x03R\x06fpsNum\x12\x17\n" +
@@ -2947,7 +3030,12 @@ const file_farm_proto_rawDesc = "" +
 	"\vscale_width\x18\f \x01(\rR\n" +
 	"scaleWidth\x12!\n" +
 	"\fscale_height\x18\r \x01(\rR\vscaleHeight\x12%\n" +
-	"\x0efilter_threads\x18\x0e \x01(\rR\rfilterThreads\"\x80\x02\n" +
+	"\x0efilter_threads\x18\x0e \x01(\rR\rfilterThreads\x12\x14\n" +
+	"\x05color\x18\x0f \x01(\tR\x05color\x12\x1f\n" +
+	"\vcolor_range\x18\x10 \x01(\tR\n" +
+	"colorRange\x12!\n" +
+	"\fexr_transfer\x18\x11 \x01(\tR\vexrTransfer\x12\x14\n" +
+	"\x05alpha\x18\x12 \x01(\tR\x05alpha\"\x80\x02\n" +
 	"\x10HeartbeatRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1b\n" +
@@ -3074,7 +3162,7 @@ const file_farm_proto_rawDesc = "" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"\x87\x03\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\xf7\x03\n" +
 	"\x10SubmitJobRequest\x12\x1d\n" +
 	"\n" +
 	"frames_dir\x18\x01 \x01(\tR\tframesDir\x12\x10\n" +
@@ -3093,7 +3181,12 @@ const file_farm_proto_rawDesc = "" +
 	"\x04gaps\x18\r \x01(\tR\x04gaps\x12\x14\n" +
 	"\x05scale\x18\x0e \x01(\tR\x05scale\x12\x14\n" +
 	"\x05audio\x18\x0f \x01(\tR\x05audio\x12\x16\n" +
-	"\x06upload\x18\x10 \x01(\tR\x06upload\"\xe4\x03\n" +
+	"\x06upload\x18\x10 \x01(\tR\x06upload\x12\x14\n" +
+	"\x05color\x18\x11 \x01(\tR\x05color\x12\x1f\n" +
+	"\vcolor_range\x18\x12 \x01(\tR\n" +
+	"colorRange\x12!\n" +
+	"\fexr_transfer\x18\x13 \x01(\tR\vexrTransfer\x12\x14\n" +
+	"\x05alpha\x18\x14 \x01(\tR\x05alpha\"\xfa\x03\n" +
 	"\n" +
 	"JobSummary\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
@@ -3116,7 +3209,8 @@ const file_farm_proto_rawDesc = "" +
 	"frames_dir\x18\r \x01(\tR\tframesDir\x12\x19\n" +
 	"\bout_path\x18\x0e \x01(\tR\aoutPath\x12\x14\n" +
 	"\x05codec\x18\x0f \x01(\tR\x05codec\x12\x1c\n" +
-	"\tcontainer\x18\x10 \x01(\tR\tcontainer\"\x11\n" +
+	"\tcontainer\x18\x10 \x01(\tR\tcontainer\x12\x14\n" +
+	"\x05color\x18\x11 \x01(\tR\x05color\"\x11\n" +
 	"\x0fListJobsRequest\"@\n" +
 	"\x10ListJobsResponse\x12,\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x18.framefarm.v1.JobSummaryR\x04jobs\"#\n" +

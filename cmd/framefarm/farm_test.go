@@ -353,8 +353,9 @@ func TestLosslessMatchesFFmpeg(t *testing.T) {
 			f.fetch(t, fetched)
 
 			ref := filepath.Join(tmp, "ref."+ext)
-			runCmd(t, "ffmpeg", "-v", "error", "-framerate", "24", "-start_number", "1001", "-i", filepath.Join(frames, "f_%04d.png"),
-				"-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv420p", ref)
+			_, colour := plainColour(t, filepath.Join(frames, "f_1001.png"), "ffv1", "yuv420p", ext)
+			runCmd(t, "ffmpeg", append(append([]string{"-v", "error", "-framerate", "24", "-start_number", "1001", "-i", filepath.Join(frames, "f_%04d.png"),
+				"-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv420p"}, colour...), ref)...)
 			got, want := framemd5(t, out), framemd5(t, ref)
 			if len(got) != 243 || len(want) != 243 {
 				t.Fatalf("frames: farm %d, ffmpeg %d, want 243", len(got), len(want))

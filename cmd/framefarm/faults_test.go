@@ -587,7 +587,8 @@ func encode(t *testing.T, dir string, names []string, s *farmpb.EncodeSettings, 
 			t.Fatal(err)
 		}
 	}
-	settings := ffmpeg.Settings{Codec: s.Codec, Rate: ffmpeg.Rate{Num: s.FpsNum, Den: s.FpsDen}, CRF: -1, PixFmt: s.PixFmt}
+	settings := ffmpeg.Settings{Codec: s.Codec, Rate: ffmpeg.Rate{Num: s.FpsNum, Den: s.FpsDen}, CRF: -1, PixFmt: s.PixFmt,
+		Colour: ffmpeg.Colour{Space: s.Color, Range: s.ColorRange, EXRTransfer: s.ExrTransfer, Alpha: s.Alpha}}
 	ext := s.PartExt
 	if codec != "" {
 		settings.Codec, settings.PixFmt, ext = codec, "yuv420p", "mp4"

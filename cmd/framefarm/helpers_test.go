@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/framefarm/framefarm/internal/ffmpeg"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -257,8 +259,10 @@ func nodeStatus(st *farmpb.JobStatus, name string) *farmpb.NodeStatus {
 func reference(t *testing.T, frames string, startNumber int) []string {
 	t.Helper()
 	ref := filepath.Join(t.TempDir(), "ref.mkv")
-	runCmd(t, "ffmpeg", "-v", "error", "-framerate", "24", "-start_number", fmt.Sprint(startNumber), "-i", filepath.Join(frames, "f_%04d.png"),
-		"-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv420p", ref)
+	_, colour := plainColour(t, filepath.Join(frames, fmt.Sprintf("f_%04d.png", startNumber)), "ffv1", "yuv420p", "mkv")
+	args := []string{"-v", "error", "-framerate", "24", "-start_number", fmt.Sprint(startNumber), "-i", filepath.Join(frames, "f_%04d.png"),
+		"-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv420p"}
+	runCmd(t, "ffmpeg", append(append(args, colour...), ref)...)
 	return framemd5(t, ref)
 }
 
@@ -655,4 +659,37 @@ func median(ds []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2]
+}
+
+// plainColour are the options that give one plain ffmpeg run over frames
+// like frame (a file, whose height picks the colour space) the colour the
+// farm gives a job with default colour flags: ffmpeg.InputArgs (for before
+// -i) and ffmpeg.ColourArgs (for after it), with the filters vf first.
+func plainColour(t *testing.T, frame, codec, pixFmt, finalExt string, vf ...string) (in, out []string) {
+	t.Helper()
+	return plainColourOf(t, frame, codec, pixFmt, finalExt, "", "", vf...)
+}
+
+// plainColourOf is plainColour for the flags --color space --range rng
+// (and --alpha keep for a pixel format with alpha).
+func plainColourOf(t *testing.T, frame, codec, pixFmt, finalExt, space, rng string, vf ...string) (in, out []string) {
+	t.Helper()
+	c, err := ffmpeg.LookupCodec(codec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := strconv.Atoi(strings.TrimSpace(runCmd(t, "ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=height", "-of", "csv=p=0", frame)))
+	if err != nil {
+		t.Fatalf("height of %s: %v", frame, err)
+	}
+	alpha := ""
+	if strings.HasPrefix(pixFmt, "yuva") {
+		alpha = "keep"
+	}
+	col, err := ffmpeg.ResolveColour(c, pixFmt, finalExt, h, space, rng, "", alpha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext := filepath.Ext(frame)
+	return col.InputArgs(ext), ffmpeg.ColourArgs(col, pixFmt, ext, vf...)
 }

@@ -209,11 +209,13 @@ func sameAsFFmpeg(t *testing.T, frames, refPattern string, refStart int, vf stri
 func sameFramesAsFFmpeg(t *testing.T, out, refPattern string, refStart int, vf string) {
 	t.Helper()
 	ref := filepath.Join(t.TempDir(), "ref.mkv")
-	args := []string{"-v", "error", "-framerate", "24", "-start_number", fmt.Sprint(refStart), "-i", refPattern}
+	var before []string
 	if vf != "" {
-		args = append(args, "-vf", vf)
+		before = append(before, vf)
 	}
-	runCmd(t, "ffmpeg", append(args, "-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv420p", ref)...)
+	in, colour := plainColour(t, fmt.Sprintf(refPattern, refStart), "ffv1", "yuv420p", "mkv", before...)
+	args := append(in, "-v", "error", "-framerate", "24", "-start_number", fmt.Sprint(refStart), "-i", refPattern)
+	runCmd(t, "ffmpeg", append(append(append(args, "-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv420p"), colour...), ref)...)
 	got, want := framemd5(t, out), framemd5(t, ref)
 	if len(got) != len(want) {
 		t.Fatalf("farm has %d frames, ffmpeg %d", len(got), len(want))

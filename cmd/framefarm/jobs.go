@@ -35,6 +35,10 @@ func registerJobFlags(f *cmdFlags, spec *coordinator.JobSpec) jobFlags {
 	f.IntVar(&spec.CRF, "crf", -1, "constant rate factor `N` (quality; lower is better); -1 leaves the encoder's default")
 	f.StringVar(&spec.Preset, "preset", "", "encoder preset `NAME` (e.g. medium for libx264); empty leaves the encoder's default")
 	f.StringVar(&spec.PixFmt, "pix-fmt", "", "pixel format `NAME`; empty means the codec's default: yuv420p, yuv422p10le for prores_ks")
+	f.StringVar(&spec.Color, "color", "auto", "colour `SPACE` of the video (matrix, primaries, transfer; converted and tagged): auto (bt709 for frames 720 lines tall and more, bt601 below), bt709, bt601, bt2020")
+	f.StringVar(&spec.Range, "range", "", "colour `RANGE`: tv (the default, limited) or pc (full; not ProRes, not ffv1 in .mov); RGB pixel formats are always pc")
+	f.StringVar(&spec.EXRTransfer, "exr-transfer", "srgb", "display transfer given to OpenEXR frames (linear light) before the conversion: srgb, bt709 or linear (none, tagged linear)")
+	f.StringVar(&spec.Alpha, "alpha", "drop", "the frames' alpha: drop, or keep (prores_ks only, with --pix-fmt yuva444p10le, the default then)")
 	f.StringVar(&spec.Pattern, "pattern", "", "use only the frames of this naming `PATTERN` (e.g. shot_####.png) when the folder holds several")
 	f.StringVar(&spec.Gaps, "gaps", "refuse", "missing frame numbers: refuse, hold (repeat the previous frame, keeping the timing) or skip (close them up)")
 	f.StringVar(&spec.Scale, "scale", "", "scale every frame to `WxH` (for folders of mixed sizes)")
@@ -211,7 +215,8 @@ and what to do, and nothing of it is kept.`)
 	defer cancel()
 	js, err := c.SubmitJob(cctx, &farmpb.SubmitJobRequest{FramesDir: req.FramesDir, Upload: req.Upload, Out: spec.Out, Name: spec.Name,
 		Priority: int32(spec.Priority), Sets: uint32(max(spec.Sets, 0)), Codec: spec.Codec, Fps: spec.FPS, Crf: int32(spec.CRF),
-		Preset: spec.Preset, PixFmt: spec.PixFmt, NoFaststart: spec.NoFastStart, Pattern: spec.Pattern, Gaps: spec.Gaps, Scale: spec.Scale, Audio: spec.Audio})
+		Preset: spec.Preset, PixFmt: spec.PixFmt, NoFaststart: spec.NoFastStart, Pattern: spec.Pattern, Gaps: spec.Gaps, Scale: spec.Scale, Audio: spec.Audio,
+		Color: spec.Color, ColorRange: spec.Range, ExrTransfer: spec.EXRTransfer, Alpha: spec.Alpha})
 	if err != nil {
 		return c.explain(ctx, err)
 	}
@@ -258,6 +263,7 @@ type jobJSON struct {
 	Out         string `json:"out,omitempty"`
 	Codec       string `json:"codec"`
 	Container   string `json:"container"`
+	Color       string `json:"color"`
 }
 
 func writeJobsJSON(w io.Writer, jobs []*farmpb.JobSummary) error {
@@ -266,7 +272,7 @@ func writeJobsJSON(w io.Writer, jobs []*farmpb.JobSummary) error {
 		out = append(out, jobJSON{ID: j.JobId, Name: j.Name, State: j.State, Reason: j.Reason, Priority: j.Priority,
 			FramesDone: j.FramesDone, FramesTotal: j.FramesTotal, SetsDone: j.SetsDone, SetsTotal: j.SetsTotal,
 			Submitted: rfc3339(j.SubmittedUnixMs), Finished: rfc3339(j.FinishedUnixMs), OutputSize: j.FinalSize,
-			FramesDir: j.FramesDir, Out: j.OutPath, Codec: j.Codec, Container: j.Container})
+			FramesDir: j.FramesDir, Out: j.OutPath, Codec: j.Codec, Container: j.Container, Color: j.Color})
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -288,7 +294,7 @@ func renderJobs(w io.Writer, jobs []*farmpb.JobSummary, now time.Time, bars bool
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tPRI\tPROGRESS\tFRAMES\tSUBMITTED\tFINISHED\tOUTPUT")
+	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tPRI\tPROGRESS\tFRAMES\tCOLOR\tSUBMITTED\tFINISHED\tOUTPUT")
 	for _, j := range jobs {
 		finished := "-"
 		if j.FinishedUnixMs != 0 {
@@ -298,8 +304,8 @@ func renderJobs(w io.Writer, jobs []*farmpb.JobSummary, now time.Time, bars bool
 		if bars {
 			progress = bar(j.FramesDone, j.FramesTotal, 20)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d/%d\t%s\t%s\t%s\n", j.JobId, j.Name, j.State, j.Priority,
-			progress, j.FramesDone, j.FramesTotal, ago(now, j.SubmittedUnixMs), finished, humanSize(j.FinalSize))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", j.JobId, j.Name, j.State, j.Priority,
+			progress, j.FramesDone, j.FramesTotal, j.Color, ago(now, j.SubmittedUnixMs), finished, humanSize(j.FinalSize))
 	}
 	tw.Flush()
 	for _, j := range jobs {

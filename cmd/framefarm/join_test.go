@@ -22,7 +22,8 @@ import (
 // run, with the settings the farm gives its encoder.
 func plainRun(t *testing.T, frames string, startNumber int, fps, codec, out string, extra ...string) {
 	t.Helper()
-	args := []string{"-v", "error", "-framerate", fps, "-start_number", fmt.Sprint(startNumber), "-i", filepath.Join(frames, "f_%04d.png"), "-c:v", codec, "-pix_fmt", "yuv420p"}
+	_, colour := plainColour(t, filepath.Join(frames, fmt.Sprintf("f_%04d.png", startNumber)), codec, "yuv420p", strings.TrimPrefix(filepath.Ext(out), "."))
+	args := append([]string{"-v", "error", "-framerate", fps, "-start_number", fmt.Sprint(startNumber), "-i", filepath.Join(frames, "f_%04d.png"), "-c:v", codec, "-pix_fmt", "yuv420p"}, colour...)
 	switch codec {
 	case "libx264":
 		args = append(args, "-x264-params", "stitchable=1")

@@ -102,8 +102,9 @@ func (f *farm) fetchWith(t *testing.T, out string, flags ...string) {
 func sameAsOneRun(t *testing.T, video, frames string, n int) {
 	t.Helper()
 	ref := filepath.Join(t.TempDir(), "ref.mkv")
-	runCmd(t, "ffmpeg", "-v", "error", "-framerate", "24", "-start_number", "1", "-i", filepath.Join(frames, "f_%04d.png"),
-		"-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv420p", ref)
+	_, colour := plainColour(t, filepath.Join(frames, "f_0001.png"), "ffv1", "yuv420p", "mkv")
+	runCmd(t, "ffmpeg", append(append([]string{"-v", "error", "-framerate", "24", "-start_number", "1", "-i", filepath.Join(frames, "f_%04d.png"),
+		"-c:v", "ffv1", "-level", "3", "-pix_fmt", "yuv420p"}, colour...), ref)...)
 	got, want := framemd5(t, video), framemd5(t, ref)
 	if len(got) != n || len(want) != n {
 		t.Fatalf("frames: farm %d, ffmpeg %d, want %d", len(got), len(want), n)

@@ -196,6 +196,21 @@ func describeSettings(s *farmpb.EncodeSettings) string {
 	if s.PadEven {
 		out += " (padded to even)"
 	}
+	return out + ", colour " + colourSettings(s)
+}
+
+// colourSettings names the job's colour as the flags that give it.
+func colourSettings(s *farmpb.EncodeSettings) string {
+	if s.Color == "" {
+		return "untagged (made before colour settings)"
+	}
+	out := s.Color + " " + s.ColorRange
+	if s.FrameExt == "exr" {
+		out += ", exr-transfer " + s.ExrTransfer
+	}
+	if s.Alpha == "keep" {
+		out += ", alpha kept"
+	}
 	return out
 }
 

@@ -15,7 +15,7 @@ func sampleStatus(now time.Time) *farmpb.JobStatus {
 		JobId: "a1b2c3d4e5f6", State: "running", FramesDir: "/frames/seq010",
 		TotalFrames: 243, FramesDone: 100,
 		Settings: &farmpb.EncodeSettings{Codec: "libx264", FpsNum: 24000, FpsDen: 1001, Crf: 18,
-			Preset: "slow", PixFmt: "yuv420p", Width: 1921, Height: 1080, PadEven: true},
+			Preset: "slow", PixFmt: "yuv420p", Width: 1921, Height: 1080, PadEven: true, Color: "bt709", ColorRange: "tv"},
 		Sets: []*farmpb.SetStatus{
 			{Index: 0, State: "C", FirstFrame: 1001, LastFrame: 1081, FrameCount: 81, Node: "render-01",
 				FramesDone: 81, PartSize: 3 << 20, EncodeMs: 12345},
@@ -55,7 +55,7 @@ func TestRenderStatusRunning(t *testing.T) {
 	for _, want := range []string{
 		"job a1b2c3d4e5f6  running",
 		"/frames/seq010",
-		"libx264 crf 18 preset slow, yuv420p, 24000/1001 fps, 1921x1080 (padded to even)",
+		"libx264 crf 18 preset slow, yuv420p, 24000/1001 fps, 1921x1080 (padded to even), colour bt709 tv",
 		"100/243 frames (41.2%)",
 		"sets 1/3 completed",
 	} {

@@ -28,6 +28,11 @@ type Settings struct {
 	// FilterThreads is ffmpeg's filter thread count (0: its default, which
 	// follows the machine's cores). It is the job's: see AutoFilterThreads.
 	FilterThreads int
+	// Colour is the job's conversion to YUV and its tags.
+	Colour Colour
+	// FrameExt is the extension of the job's frame files, which may differ
+	// from the pattern's once NormalizeArgs has written them as PNG.
+	FrameExt string
 }
 
 // AutoFilterThreads is the filter thread count ffmpeg picks by itself on a
@@ -66,6 +71,9 @@ func EncodeArgs(pattern string, s Settings, out string) ([]string, error) {
 		"framerate":    s.Rate.String(),
 		"start_number": "0",
 	}
+	if a := s.Colour.InputArgs(filepath.Ext(pattern)); len(a) == 2 {
+		in[strings.TrimPrefix(a[0], "-")] = a[1]
+	}
 	outArgs := ffmpeggo.KwArgs{"c:v": c.Name, "pix_fmt": s.PixFmt, "map_metadata": "-1"}
 	if s.PixFmt == "" {
 		outArgs["pix_fmt"] = c.DefaultPixFmt
@@ -73,6 +81,15 @@ func EncodeArgs(pattern string, s Settings, out string) ([]string, error) {
 	var filters []string
 	if s.PadEven {
 		filters = append(filters, "pad=ceil(iw/2)*2:ceil(ih/2)*2")
+	}
+	frameExt := s.FrameExt
+	if frameExt == "" {
+		frameExt = filepath.Ext(pattern)
+	}
+	filters = append(filters, s.Colour.filters(outArgs["pix_fmt"].(string), frameExt)...)
+	tags := s.Colour.tags(outArgs["pix_fmt"].(string), frameExt)
+	for i := 0; i+1 < len(tags); i += 2 {
+		outArgs[strings.TrimPrefix(tags[i], "-")] = tags[i+1]
 	}
 	if len(filters) > 0 {
 		outArgs["vf"] = strings.Join(filters, ",")
@@ -128,9 +145,14 @@ func filterThreads(args []string, s Settings) []string {
 // written as the PNG out. It runs once per frame: frames of mixed sizes or
 // formats in one ffmpeg run make it rebuild its filters mid-stream, and its
 // output then depends on which frames came before, so the video would
-// depend on how the frames were split into sets.
+// depend on how the frames were split into sets. An OpenEXR frame gets its
+// display transfer here, as EncodeArgs would give it.
 func NormalizeArgs(in string, s Settings, out string) []string {
-	st := ffmpeggo.Input(in).
+	inArgs := ffmpeggo.KwArgs{}
+	if a := s.Colour.InputArgs(filepath.Ext(in)); len(a) == 2 {
+		inArgs[strings.TrimPrefix(a[0], "-")] = a[1]
+	}
+	st := ffmpeggo.Input(in, inArgs).
 		Output(out, ffmpeggo.KwArgs{"vf": fmt.Sprintf("scale=%d:%d,setsar=1", s.ScaleW, s.ScaleH), "pix_fmt": "rgb48be", "frames:v": "1", "update": "1"}).
 		OverWriteOutput()
 	return append(filterThreads(baseArgs(), Settings{FilterThreads: s.FilterThreads}), st.GetArgs()...)
@@ -196,10 +218,13 @@ func RemuxArgs(in, out string, m Remux) []string {
 // pixel format pixFmt: full ("pc") for RGB, grey and the JPEG (yuvj) formats,
 // limited ("tv") for every other YUV format.
 func ColorRange(pixFmt string) string {
-	for _, p := range []string{"yuvj", "gray", "ya", "gbr", "rgb", "bgr", "argb", "abgr", "0rgb", "0bgr", "x2rgb", "x2bgr"} {
+	for _, p := range []string{"yuvj", "gray", "ya"} {
 		if strings.HasPrefix(pixFmt, p) {
 			return "pc"
 		}
+	}
+	if isRGB(pixFmt) {
+		return "pc"
 	}
 	return "tv"
 }

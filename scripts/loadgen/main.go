@@ -186,8 +186,8 @@ type part struct {
 func encodePart(ctx context.Context, s *farmpb.EncodeSettings, n int, work, source, cache string) (part, error) {
 	var cached string
 	if cache != "" {
-		key := sha256.Sum256([]byte(fmt.Sprintf("%s|%d/%d|%d|%s|%s|%dx%d|%t|%dx%d|%s|%d|%s", s.Codec, s.FpsNum, s.FpsDen, s.Crf, s.Preset, s.PixFmt,
-			s.Width, s.Height, s.PadEven, s.ScaleWidth, s.ScaleHeight, s.PartExt, n, source)))
+		key := sha256.Sum256([]byte(fmt.Sprintf("%s|%d/%d|%d|%s|%s|%dx%d|%t|%dx%d|%s|%d|%s|%s|%s", s.Codec, s.FpsNum, s.FpsDen, s.Crf, s.Preset, s.PixFmt,
+			s.Width, s.Height, s.PadEven, s.ScaleWidth, s.ScaleHeight, s.PartExt, n, source, s.Color, s.ColorRange)))
 		cached = filepath.Join(cache, fmt.Sprintf("part-%d-%x.%s", n, key[:8], s.PartExt))
 		if data, err := os.ReadFile(cached); err == nil {
 			sum := sha256.Sum256(data)
@@ -211,7 +211,8 @@ func encodePart(ctx context.Context, s *farmpb.EncodeSettings, n int, work, sour
 	}
 	out := filepath.Join(dir, "part."+s.PartExt)
 	st := ffmpeg.Settings{Codec: s.Codec, Rate: ffmpeg.Rate{Num: s.FpsNum, Den: s.FpsDen}, CRF: int(s.Crf),
-		Preset: s.Preset, PixFmt: s.PixFmt, PadEven: s.PadEven}
+		Preset: s.Preset, PixFmt: s.PixFmt, PadEven: s.PadEven,
+		Colour: ffmpeg.Colour{Space: s.Color, Range: s.ColorRange, EXRTransfer: s.ExrTransfer, Alpha: s.Alpha}}
 	args, err := ffmpeg.EncodeArgs(ffmpeg.SequencePattern(dir, "png"), st, out)
 	if err != nil {
 		return part{}, err
