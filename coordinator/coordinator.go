@@ -57,7 +57,11 @@ type Config struct {
 	// PollWindow is how long AcquireSet waits for work before answering
 	// "ask again".
 	PollWindow time.Duration
-	Logger     *slog.Logger
+	// MaxConns bounds the connections served at once; 0 (and any value
+	// above it) is the descriptor limit less a reserve for the store and
+	// parts. MaxConnsPerPeer bounds one address's (0: no bound).
+	MaxConns, MaxConnsPerPeer int
+	Logger                    *slog.Logger
 	// Now is the clock of every lease decision.
 	Now    func() time.Time
 	FFmpeg ffmpeg.Runner
@@ -475,21 +479,28 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		return fmt.Errorf("listening on %s: %w", c.cfg.Listen, err)
 	}
 	c.addr = lis.Addr().String()
+	fdLimit, room := descriptorLimit()
+	lim := connLimits{total: room, perPeer: c.cfg.MaxConnsPerPeer}
+	if c.cfg.MaxConns > 0 && (room == 0 || c.cfg.MaxConns < room) {
+		lim.total = c.cfg.MaxConns
+	}
+	lis = newLimitListener(lis, lim, c.log, c.cfg.Now)
 	check := creds.NewChecker(c.cfg.Token)
 	srv := grpc.NewServer(append([]grpc.ServerOption{
 		// The token is checked before a call's request is read (Tap), and
 		// again by the interceptors, which also cover in-process calls.
 		grpc.InTapHandle(check.Tap),
-		grpc.ChainUnaryInterceptor(check.Unary, func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		grpc.ChainUnaryInterceptor(check.Unary, sizeUnary, func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			resp, err := h(ctx, req)
 			return resp, toStatus(err)
 		}),
-		grpc.ChainStreamInterceptor(check.Stream, func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		grpc.ChainStreamInterceptor(check.Stream, sizeStream, func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			return toStatus(h(srv, ss))
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.MaxRecvMsgSize(4 << 20),
+		grpc.MaxRecvMsgSize(maxRecvMsg),
+		grpc.ConnectionTimeout(handshakeTimeout),
 		// Write buffers are shared: one goes back to a pool at each flush,
 		// so a thousand idle nodes do not each hold one. But a connection
 		// holds it from its first write to its flush, and gRPC's writer
@@ -507,9 +518,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		// at 64 KiB and stalls a bulk stream on every round trip.
 		grpc.InitialWindowSize(1 << 20),
 		grpc.InitialConnWindowSize(2 << 20),
-		// A node needs a handful of calls at once; a client opening many
-		// more is not one of ours.
-		grpc.MaxConcurrentStreams(64),
+		grpc.MaxConcurrentStreams(maxStreams),
 		// Every call on a fresh goroutine grew its stack from 8 KiB on the
 		// way down gRPC's and our handlers: 8% of the coordinator's CPU
 		// under a thousand nodes. Workers keep their grown stacks; a call
@@ -522,7 +531,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		reflection.Register(srv)
 	}
 	close(c.ready)
-	c.log.Info("coordinator listening", "addr", c.addr, "jobs", c.jobCount(), "data", c.cfg.Data)
+	c.log.Info("coordinator listening", "addr", c.addr, "jobs", c.jobCount(), "data", c.cfg.Data,
+		"descriptors", fdLimit, "max_conns", lim.total, "max_conns_per_peer", lim.perPeer)
 
 	var wg sync.WaitGroup
 	bg, cancel := context.WithCancel(ctx)

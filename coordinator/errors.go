@@ -49,7 +49,7 @@ func toStatus(err error) error {
 		code, why = codes.InvalidArgument, reason.PartRefused
 	case errors.Is(err, errRefused):
 		code, why = codes.InvalidArgument, reason.JobRefused
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, ErrInvalid), errors.Is(err, errTooLarge):
 		code, why = codes.InvalidArgument, reason.BadRequest
 	case errors.Is(err, ErrNotReady), errors.Is(err, job.ErrConflict), errors.Is(err, job.ErrJobFailed), errors.Is(err, ErrFrameChanged), errors.Is(err, job.ErrJobFinished), errors.Is(err, job.ErrNodeExcluded):
 		code, why = codes.FailedPrecondition, reason.NotPossible

@@ -25,8 +25,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/framefarm/framefarm/internal/creds"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -65,8 +65,12 @@ func note(t *testing.T, format string, args ...any) {
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))
+	// The environment's token, as every framefarm command takes it.
+	opts, err := creds.DialOptions(creds.Token(""), creds.ClientTLS{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr, append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
