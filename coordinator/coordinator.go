@@ -152,6 +152,8 @@ type Coordinator struct {
 	startID string
 	// lock holds the data folder for this process (see lockData).
 	lock *os.File
+	// lastOwnFault is shown by status (see noteOwnFault).
+	lastOwnFault ownFault
 }
 
 // jobRun is one job of the farm: its record, frames and state machine, and
@@ -171,6 +173,11 @@ type nodeInfo struct {
 	freeCores float64
 	setsDone  int
 	breaker   *farmpb.BreakerInfo
+	// problem is what the node last said keeps it from asking for work,
+	// until it asks again; rtt its link's round trip, as its ambassador
+	// measured it.
+	problem string
+	rtt     time.Duration
 }
 
 // JobSpec is what a job is submitted with: its frames and settings.
@@ -492,10 +499,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		grpc.InTapHandle(check.Tap),
 		grpc.ChainUnaryInterceptor(check.Unary, sizeUnary, func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			resp, err := h(ctx, req)
-			return resp, toStatus(err)
+			return resp, c.answer(err)
 		}),
 		grpc.ChainStreamInterceptor(check.Stream, sizeStream, func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			return toStatus(h(srv, ss))
+			return c.answer(h(srv, ss))
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
