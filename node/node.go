@@ -200,6 +200,10 @@ func (n *Node) work(ctx context.Context, work string, log *slog.Logger) {
 			continue
 		}
 		absent = 0
+		if n.problem(work) != "" {
+			n.waitHealthy(ctx, work, nil, log)
+			continue
+		}
 		load, free := n.load.sample()
 		resp, err := n.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: n.cfg.Name, Once: n.cfg.Once, CpuLoad: load, FreeCores: free})
 		if err != nil {
@@ -282,6 +286,12 @@ func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment, lo
 		// Only a cancelled retry ends here: the link failed, not the set.
 		log.Warn("the coordinator cannot be reached; giving the set back", "err", err)
 		n.release(a, "", log)
+	case ownFault(err) || n.problem(work) != "":
+		// This machine's fault, not the set's: given back without a
+		// failure, and no more work asked for until it is fixed.
+		log.Error("set failed for this machine's own reason; giving it back, not as a failure of the set", "err", err)
+		n.release(a, "", log)
+		n.waitHealthy(ctx, work, err, log)
 	default:
 		log.Error("set failed", "err", err)
 		n.release(a, errorText(err), log)
