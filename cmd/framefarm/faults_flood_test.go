@@ -313,13 +313,3 @@ func TestFaultFlood(t *testing.T) {
 			nofile, rss0>>10, fd0, rssA>>10, fdA, rssB>>10, fdB, rssC>>10, fdC, resets, onePeer, rss2>>10, fd2, onePeer+many, rss3>>10, fd3, held, doneDuring, time.Since(t0).Round(time.Second), rss4>>10, fd4)
 	})
 }
-
-func countKind(evs []*farmpb.Event, kind string) int {
-	n := 0
-	for _, e := range evs {
-		if e.Kind == kind {
-			n++
-		}
-	}
-	return n
-}
