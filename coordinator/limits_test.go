@@ -5,11 +5,17 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/framefarm/framefarm/internal/reason"
 	farmpb "github.com/framefarm/framefarm/proto"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestLimitListener: connections beyond a peer's share or the total are
@@ -83,4 +89,42 @@ func TestMethodCaps(t *testing.T) {
 	if err := checkSize(farmpb.NodeService_ReleaseSet_FullMethodName, &farmpb.ReleaseSetRequest{Error: strings.Repeat("e", 4000)}); err != nil {
 		t.Errorf("a release with a 4000-byte error: %v", err)
 	}
+}
+
+// TestOutOfDescriptorsIsOwnFault: a frame that cannot be opened because the
+// coordinator ran out of descriptors is its own fault (ResourceExhausted,
+// COORDINATOR_FAULT), not a changed frame that would fail the job.
+func TestOutOfDescriptorsIsOwnFault(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f_0001.png"), []byte("png"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "f_0001.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := frameRecord{Number: 1, Name: "f_0001.png", Size: fi.Size(), ModTime: fi.ModTime()}
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	// No new descriptor at all, for the moment of the open.
+	low := rl
+	low.Cur = 0
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	_, err = openFrame(dir, f)
+	if rerr := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); rerr != nil {
+		t.Fatal(rerr)
+	}
+	st := toStatus(err)
+	if !errors.Is(err, errOwnFault) || errors.Is(err, ErrFrameChanged) || status.Code(st) != codes.ResourceExhausted || reason.Of(st) != reason.CoordinatorFault {
+		t.Fatalf("out of descriptors: %v (%v), want the coordinator's own fault", err, st)
+	}
+	fh, err := openFrame(dir, f)
+	if err != nil {
+		t.Fatalf("with descriptors again: %v", err)
+	}
+	fh.Close()
 }
