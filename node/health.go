@@ -41,6 +41,13 @@ func (n *Node) problem(work string) string {
 	return ""
 }
 
+// maxOwnFaults is how many sets in a row may fail for what looks like this
+// machine's reason (ownFault) while the machine looks fit (problem says
+// nothing): a set larger than the free space, or an ffmpeg that says its
+// disk is full when it is not. Past it such failures count as the sets',
+// so that a node cannot hold a job up forever by giving sets back.
+const maxOwnFaults = 3
+
 // ownFault reports whether a set failed for a reason of this machine's
 // (its disk full, ffmpeg missing) rather than the set's: such a set is given
 // back without a failure.

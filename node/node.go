@@ -73,6 +73,9 @@ type Node struct {
 	conn   *grpc.ClientConn
 	client farmpb.NodeServiceClient
 	load   *loadMeter
+	// ownFaults counts the sets in a row that failed for this machine's
+	// own reason (see ownFault).
+	ownFaults atomic.Int32
 }
 
 // New prepares a node; it does not connect until Run.
@@ -270,6 +273,7 @@ func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment, lo
 	<-hbDone
 	switch {
 	case err == nil:
+		n.ownFaults.Store(0)
 		log.Info("part uploaded", "took", time.Since(start).Round(time.Millisecond), "frames", frames)
 	case errors.Is(context.Cause(setCtx), errLeaseLost):
 		log.Warn("lease lost; dropping the set", "err", context.Cause(setCtx))
@@ -286,7 +290,7 @@ func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment, lo
 		// Only a cancelled retry ends here: the link failed, not the set.
 		log.Warn("the coordinator cannot be reached; giving the set back", "err", err)
 		n.release(a, "", log)
-	case ownFault(err) || n.problem(work) != "":
+	case n.problem(work) != "" || (ownFault(err) && n.ownFaults.Add(1) <= maxOwnFaults):
 		// This machine's fault, not the set's: given back without a
 		// failure, and no more work asked for until it is fixed.
 		log.Error("set failed for this machine's own reason; giving it back, not as a failure of the set", "err", err)

@@ -426,6 +426,32 @@ func TestOwnDiskFullIsNotTheSets(t *testing.T) {
 	}
 }
 
+// A machine that looks fit (ffmpeg there, space free) yet whose sets keep
+// failing "for want of space" is given the benefit of the doubt only
+// maxOwnFaults times in a row: then its failures count, so that it cannot
+// hold the job up forever.
+func TestOwnFaultsInARowCountAtLast(t *testing.T) {
+	a, frames := setOf(t)
+	var grants []*farmpb.Assignment
+	for i := range maxOwnFaults + 1 {
+		g := proto.CloneOf(a)
+		g.Token = uint64(10 + i)
+		grants = append(grants, g)
+	}
+	f := &fakeAmb{grants: grants, frames: frames}
+	bad := fakeFFmpeg(t, `echo "[out#0/nut] Error writing trailer: No space left on device" >&2; exit 1`)
+	logs, done, _ := runNode(t, serveFake(t, f), func(c *Config) { c.FFmpeg = ffmpeg.Runner{FFmpeg: bad} })
+	waitDone(t, done, logs)
+	if len(f.released) != maxOwnFaults+1 {
+		t.Fatalf("%d releases, want %d", len(f.released), maxOwnFaults+1)
+	}
+	for i, r := range f.released {
+		if charged := r.Error != ""; charged != (i == maxOwnFaults) {
+			t.Errorf("release %d (token %d) error %q: want a failure only after %d in a row", i, r.Token, r.Error, maxOwnFaults)
+		}
+	}
+}
+
 // Without ffmpeg the node asks for no work, and tells the coordinator why
 // (a heartbeat without a lease, shown in status).
 func TestNoFFmpegAsksForNoWork(t *testing.T) {
