@@ -51,8 +51,11 @@ fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 # Fault tests (issue 3): real kills, pauses, cut links, zombies and corrupt
-# parts while the real binary renders; every video checked frame by frame.
-# About 10 minutes on 2 cores; prints "name: N passed, M failed" per scenario.
+# parts while the real binary renders; with issue 17 a full --data, a node's
+# own machine failing, hostile HTTP/2 clients and a slow lossy link. Every
+# video checked frame by frame. About 15 minutes on 2 cores; prints
+# "name: N passed, M failed" per scenario. Installs iproute2, iptables and
+# util-linux when missing (as root, with apt-get).
 .PHONY: test-faults
 test-faults: deps
 	GO=$(GO) bash scripts/faults.sh

@@ -153,8 +153,17 @@ type Ambassador struct {
 	log    *slog.Logger
 	conn   *grpc.ClientConn
 	client farmpb.NodeServiceClient
-	codec  chunk.Codec
-	pool   *framebuf.Pool
+	// beats carries the heartbeats on a connection of their own: on a
+	// slow link, a heartbeat on the frames' connection waits behind
+	// their HTTP/2 frames and write buffers, and its set's lease expires
+	// while its node works.
+	beatConn *grpc.ClientConn
+	beats    farmpb.NodeServiceClient
+	// rtt is the smoothed round trip of the heartbeats, in nanoseconds,
+	// sent with each so that the coordinator allows for it.
+	rtt   atomic.Int64
+	codec chunk.Codec
+	pool  *framebuf.Pool
 
 	// cb is the current breaker: the link watch replaces it with a fresh
 	// one when the connection comes up while it is not closed (see
@@ -257,13 +266,20 @@ func New(cfg Config) (*Ambassador, error) {
 		),
 		experimental.WithBufferPool(a.pool),
 	}
-	opts = append(append(opts, TransportOptions()...), cfg.DialOptions...)
-	conn, err := grpc.NewClient(cfg.Coordinator, opts...)
+	conn, err := grpc.NewClient(cfg.Coordinator, append(append(opts[:len(opts):len(opts)], TransportOptions()...), cfg.DialOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador: coordinator address %q: %w", cfg.Coordinator, err)
 	}
 	a.conn = conn
 	a.client = farmpb.NewNodeServiceClient(conn)
+	// gRPC's default windows and buffers: heartbeats are small.
+	beatConn, err := grpc.NewClient(cfg.Coordinator, append(opts[:len(opts):len(opts)], cfg.DialOptions...)...)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ambassador: coordinator address %q: %w", cfg.Coordinator, err)
+	}
+	a.beatConn = beatConn
+	a.beats = farmpb.NewNodeServiceClient(beatConn)
 
 	a.cb.Store(a.newBreaker())
 	return a, nil
@@ -294,6 +310,7 @@ func (a *Ambassador) Run(ctx context.Context) error {
 		return errors.New("ambassador: Run called more than once")
 	}
 	defer a.conn.Close()
+	defer a.beatConn.Close()
 
 	var lc net.ListenConfig
 	lis, err := lc.Listen(ctx, "tcp", a.cfg.Listen)

@@ -1117,3 +1117,42 @@ func TestRunListenError(t *testing.T) {
 	default:
 	}
 }
+
+// TestHeartbeatRoundTrip: the ambassador measures its heartbeats' round
+// trip and sends it with the next one, on a connection of their own (so
+// that none waits behind frames), and a heartbeat that times out is not a
+// failure of the link.
+func TestHeartbeatRoundTrip(t *testing.T) {
+	f := &fakeCoord{delay: 100 * time.Millisecond}
+	addr, _ := startFake(t, f)
+	h := startAmb(t, addr, nil)
+	ctx := testCtx(t)
+	for range 2 {
+		if _, err := h.client.Heartbeat(ctx, &farmpb.HeartbeatRequest{Node: "n1", LinkRttMs: 99999}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.mu.Lock()
+	rtt := f.lastHB.GetLinkRttMs()
+	f.mu.Unlock()
+	if rtt < 100 || rtt > 1000 {
+		t.Errorf("the second heartbeat carried a round trip of %d ms, want about 100", rtt)
+	}
+	if h.amb.beatConn == h.amb.conn {
+		t.Error("heartbeats share the frames' connection")
+	}
+	f.mu.Lock()
+	f.delay = time.Second
+	f.mu.Unlock()
+	for range 4 {
+		short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		_, err := h.client.Heartbeat(short, &farmpb.HeartbeatRequest{Node: "n1"})
+		cancel()
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("a heartbeat past its deadline: %v", err)
+		}
+	}
+	if st := h.amb.BreakerState(); st.State != "closed" || st.TotalFailures != 0 {
+		t.Errorf("after heartbeats that timed out the breaker is %s with %d failures, want closed with none", st.State, st.TotalFailures)
+	}
+}

@@ -54,17 +54,25 @@ func (a *Ambassador) AcquireSet(ctx context.Context, req *farmpb.AcquireSetReque
 	return resp, nil
 }
 
-// Heartbeat adds the breaker's state and counts to the node's heartbeat and
-// forwards it. It is idempotent, so it is retried on Unavailable.
+// Heartbeat adds the breaker's state and counts and the link's round trip
+// to the node's heartbeat and forwards it, on the heartbeats' own
+// connection. It is idempotent, so it is retried on Unavailable.
 func (a *Ambassador) Heartbeat(ctx context.Context, req *farmpb.HeartbeatRequest) (*farmpb.HeartbeatResponse, error) {
 	start := time.Now()
 	a.noteNode(req.GetNode())
 	var resp *farmpb.HeartbeatResponse
 	attempts, err := a.retryIdempotent(ctx, func(cctx context.Context) error {
 		req.Breaker = a.BreakerState().Info()
+		req.LinkRttMs = uint32(a.rtt.Load() / int64(time.Millisecond))
+		sent := time.Now()
 		var err error
-		resp, err = a.client.Heartbeat(cctx, req)
-		if status.Code(err) == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) {
+		resp, err = a.beats.Heartbeat(cctx, req)
+		timedOut := status.Code(err) == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded)
+		if err == nil || timedOut {
+			// A beat that timed out took at least that long.
+			a.noteRTT(time.Since(sent))
+		}
+		if timedOut {
 			return &heartbeatTimeout{err: err}
 		}
 		return err
@@ -75,6 +83,17 @@ func (a *Ambassador) Heartbeat(ctx context.Context, req *farmpb.HeartbeatRequest
 		return nil, a.nodeError(err)
 	}
 	return resp, nil
+}
+
+// noteRTT adds a heartbeat's round trip to the smoothed one (weight 1/4,
+// as TCP's estimator gives a new sample 1/8: heartbeats are rarer).
+func (a *Ambassador) noteRTT(d time.Duration) {
+	old := a.rtt.Load()
+	if old == 0 {
+		a.rtt.Store(int64(d))
+		return
+	}
+	a.rtt.Store(old + (int64(d)-old)/4)
 }
 
 // ReleaseSet forwards the node giving a set back. It is idempotent, so it is

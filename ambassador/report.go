@@ -57,7 +57,7 @@ func (a *Ambassador) report(ctx context.Context, names []string, throughBreaker 
 		call := func() error {
 			cctx, cancel := context.WithTimeout(ctx, reportTimeout)
 			defer cancel()
-			_, err := a.client.Heartbeat(cctx, &farmpb.HeartbeatRequest{Node: name, Breaker: a.BreakerState().Info()})
+			_, err := a.beats.Heartbeat(cctx, &farmpb.HeartbeatRequest{Node: name, Breaker: a.BreakerState().Info()})
 			return err
 		}
 		var err error

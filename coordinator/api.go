@@ -199,9 +199,10 @@ func CheckFileName(name string) error { return checkFileName(name) }
 const MaxUploadFile = maxUploadFile
 
 // Status is err as the farm's front ends answer it: a gRPC status whose
-// code (and reason) say what kind of error it is.
-func Status(err error) *status.Status {
-	s, _ := status.FromError(toStatus(err))
+// code (and reason) say what kind of error it is. The coordinator's own
+// faults are noted for status, as the gRPC service notes them.
+func (c *Coordinator) Status(err error) *status.Status {
+	s, _ := status.FromError(c.answer(err))
 	return s
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/framefarm/framefarm/coordinator/job"
+	"github.com/framefarm/framefarm/internal/text"
 )
 
 // Group commit. A change is applied to the job in memory under c.mu and
@@ -260,7 +261,8 @@ func (c *Coordinator) await(ctx context.Context, b *batch) error {
 	}
 	if err == nil {
 		for _, e := range w.events {
-			c.log.Info(string(e.Kind), "job", e.JobID, "set", e.Set, "node", e.Node, "seq", e.Seq, "detail", e.Detail)
+			// A detail may hold a node's text (why it gave a set back): cut for the log.
+			c.log.Info(string(e.Kind), "job", e.JobID, "set", e.Set, "node", e.Node, "seq", e.Seq, "detail", text.Truncate(e.Detail, maxLoggedDetail))
 		}
 	}
 	w.err = err

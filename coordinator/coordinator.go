@@ -59,7 +59,11 @@ type Config struct {
 	// PollWindow is how long AcquireSet waits for work before answering
 	// "ask again".
 	PollWindow time.Duration
-	Logger     *slog.Logger
+	// MaxConns bounds the connections served at once; 0 (and any value
+	// above it) is the descriptor limit less a reserve for the store and
+	// parts. MaxConnsPerPeer bounds one address's (0: no bound).
+	MaxConns, MaxConnsPerPeer int
+	Logger                    *slog.Logger
 	// Now is the clock of every lease decision.
 	Now    func() time.Time
 	FFmpeg ffmpeg.Runner
@@ -163,6 +167,8 @@ type Coordinator struct {
 	lock *os.File
 	// metrics are the coordinator's own (see metrics.go).
 	metrics *metrics
+	// lastOwnFault is shown by status (see noteOwnFault).
+	lastOwnFault ownFault
 }
 
 // jobRun is one job of the farm: its record, frames and state machine, and
@@ -185,6 +191,11 @@ type nodeInfo struct {
 	freeCores float64
 	setsDone  int
 	breaker   *farmpb.BreakerInfo
+	// problem is what the node last said keeps it from asking for work,
+	// until it asks again; rtt its link's round trip, as its ambassador
+	// measured it.
+	problem string
+	rtt     time.Duration
 }
 
 // JobSpec is what a job is submitted with: its frames and settings.
@@ -535,22 +546,29 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		return fmt.Errorf("listening on %s: %w", c.cfg.Listen, err)
 	}
 	c.addr = lis.Addr().String()
+	fdLimit, room := descriptorLimit()
+	lim := connLimits{total: room, perPeer: c.cfg.MaxConnsPerPeer}
+	if c.cfg.MaxConns > 0 && (room == 0 || c.cfg.MaxConns < room) {
+		lim.total = c.cfg.MaxConns
+	}
+	lis = newLimitListener(lis, lim, c.log, c.cfg.Now)
 	check := creds.NewChecker(c.cfg.Token)
 	srv := grpc.NewServer(append([]grpc.ServerOption{
 		// The token is checked before a call's request is read (Tap), and
 		// again by the interceptors, which also cover in-process calls.
 		grpc.InTapHandle(check.Tap),
 		// The metrics see every call with the status it ends with.
-		grpc.ChainUnaryInterceptor(c.metrics.grpc.UnaryServerInterceptor(), check.Unary, func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		grpc.ChainUnaryInterceptor(c.metrics.grpc.UnaryServerInterceptor(), check.Unary, sizeUnary, func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			resp, err := h(ctx, req)
-			return resp, toStatus(err)
+			return resp, c.answer(err)
 		}),
-		grpc.ChainStreamInterceptor(c.metrics.grpc.StreamServerInterceptor(), check.Stream, func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			return toStatus(h(srv, ss))
+		grpc.ChainStreamInterceptor(c.metrics.grpc.StreamServerInterceptor(), check.Stream, sizeStream, func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return c.answer(h(srv, ss))
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.MaxRecvMsgSize(4 << 20),
+		grpc.MaxRecvMsgSize(maxRecvMsg),
+		grpc.ConnectionTimeout(handshakeTimeout),
 		// Write buffers are shared: one goes back to a pool at each flush,
 		// so a thousand idle nodes do not each hold one. But a connection
 		// holds it from its first write to its flush, and gRPC's writer
@@ -568,9 +586,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		// at 64 KiB and stalls a bulk stream on every round trip.
 		grpc.InitialWindowSize(1 << 20),
 		grpc.InitialConnWindowSize(2 << 20),
-		// A node needs a handful of calls at once; a client opening many
-		// more is not one of ours.
-		grpc.MaxConcurrentStreams(64),
+		grpc.MaxConcurrentStreams(maxStreams),
 		// Every call on a fresh goroutine grew its stack from 8 KiB on the
 		// way down gRPC's and our handlers: 8% of the coordinator's CPU
 		// under a thousand nodes. Workers keep their grown stacks; a call
@@ -592,7 +608,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 	c.metrics.grpc.InitializeMetrics(srv)
 	close(c.ready)
-	c.log.Info("coordinator listening", "addr", c.addr, "jobs", c.jobCount(), "data", c.cfg.Data)
+	c.log.Info("coordinator listening", "addr", c.addr, "jobs", c.jobCount(), "data", c.cfg.Data,
+		"descriptors", fdLimit, "max_conns", lim.total, "max_conns_per_peer", lim.perPeer)
 
 	var wg sync.WaitGroup
 	bg, cancel := context.WithCancel(ctx)

@@ -30,6 +30,15 @@ var (
 	ErrStopped = errors.New("coordinator stopping: its state could not be saved")
 )
 
+// answer is a call's error as answered, after noting a failure of the
+// coordinator's own for status.
+func (c *Coordinator) answer(err error) error {
+	if errors.Is(err, errOwnFault) {
+		c.noteOwnFault(err)
+	}
+	return toStatus(err)
+}
+
 // toStatus maps an error to its gRPC status, with a reason where the code
 // alone is ambiguous (see internal/reason).
 func toStatus(err error) error {
@@ -49,7 +58,7 @@ func toStatus(err error) error {
 		code, why = codes.InvalidArgument, reason.PartRefused
 	case errors.Is(err, errRefused):
 		code, why = codes.InvalidArgument, reason.JobRefused
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, ErrInvalid), errors.Is(err, errTooLarge):
 		code, why = codes.InvalidArgument, reason.BadRequest
 	case errors.Is(err, ErrNotReady), errors.Is(err, job.ErrConflict), errors.Is(err, job.ErrJobFailed), errors.Is(err, ErrFrameChanged), errors.Is(err, job.ErrJobFinished), errors.Is(err, job.ErrNodeExcluded):
 		code, why = codes.FailedPrecondition, reason.NotPossible
@@ -57,7 +66,7 @@ func toStatus(err error) error {
 		code, why = codes.Unavailable, reason.Stopping
 	case errors.Is(err, errTooManyNodes):
 		code = codes.ResourceExhausted
-	case errors.Is(err, errOwnFault) && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)):
+	case errors.Is(err, errOwnFault) && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || ownResource(err)):
 		code, why = codes.ResourceExhausted, reason.CoordinatorFault
 	case errors.Is(err, errOwnFault):
 		code, why = codes.Unavailable, reason.CoordinatorFault
@@ -70,4 +79,11 @@ func toStatus(err error) error {
 		return status.Error(code, err.Error())
 	}
 	return reason.Error(code, why, err.Error())
+}
+
+// ownResource reports whether err is the coordinator's process or machine
+// running out of what every file takes (descriptors, kernel memory): a
+// failure of its own whatever the file, never the file's or a node's.
+func ownResource(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM)
 }

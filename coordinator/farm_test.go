@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/framefarm/framefarm/coordinator/job"
 	farmpb "github.com/framefarm/framefarm/proto"
@@ -109,5 +111,56 @@ func TestNodeRegistryIsBounded(t *testing.T) {
 	}
 	if s := c.nodes["late"].breaker.GetState(); s != "unknown" {
 		t.Errorf("a 4 MiB breaker state is kept as %d bytes", len(s))
+	}
+}
+
+// A full registry, every node with a long name and a problem, and sets with
+// long errors: the status answer lists a page of nodes (the job's first)
+// with the total, ListNodes pages through the rest, and each answer fits a
+// message with room to spare.
+func TestStatusOfALargeFarmFits(t *testing.T) {
+	ctx := context.Background()
+	c := farmFixture(t)
+	jr := addTestJob(t, c, "j", 0, 400, 0)
+	for _, s := range jr.job.Sets {
+		s.LastError = strings.Repeat("e", 4000)
+	}
+	long := strings.Repeat("n", 190)
+	for i := range maxNodes {
+		if err := c.touchNode(fmt.Sprintf("%s%05d", long, i), nodeReport{problem: problemText(strings.Repeat("p", 4000))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mine := fmt.Sprintf("%s%05d", long, maxNodes-1)
+	jr.job.NodeFailures[mine] = 1
+	f := &farmService{c: c}
+	st, err := f.GetJob(ctx, &farmpb.GetJobRequest{JobId: "j"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hasMine := slices.ContainsFunc(st.Nodes, func(n *farmpb.NodeStatus) bool { return n.Name == mine })
+	if len(st.Nodes) != maxNodePage || st.NodesTotal != maxNodes || !hasMine {
+		t.Errorf("status lists %d of %d nodes (the job's own: %v); want %d of %d with it", len(st.Nodes), st.NodesTotal, hasMine, maxNodePage, maxNodes)
+	}
+	if n := proto.Size(st); n > 2<<20 {
+		t.Errorf("the status answer is %d bytes", n)
+	}
+	seen, after := 0, ""
+	for {
+		resp, err := f.ListNodes(ctx, &farmpb.ListNodesRequest{After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := proto.Size(resp); n > 2<<20 {
+			t.Errorf("a page of ListNodes is %d bytes", n)
+		}
+		if len(resp.Nodes) == 0 {
+			break
+		}
+		seen += len(resp.Nodes)
+		after = resp.Nodes[len(resp.Nodes)-1].Name
+	}
+	if seen != maxNodes {
+		t.Errorf("ListNodes paged through %d nodes, want %d", seen, maxNodes)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/framefarm/framefarm/coordinator/job"
 	"github.com/framefarm/framefarm/internal/chunk"
+	"github.com/framefarm/framefarm/internal/text"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -29,12 +30,13 @@ func (c *Coordinator) statusLocked(jr *jobRun) *farmpb.JobStatus {
 		FinalSize: jr.rec.FinalSize, FinalSha256: jr.rec.FinalSHA, Settings: jr.encodeSettings(),
 		SubmittedUnixMs: jr.rec.Created.UnixMilli(), FinishedUnixMs: unixMilli(jr.rec.Finished),
 	}
+	budget := setErrorBudget(len(jr.job.Sets))
 	for _, s := range jr.job.Sets {
 		ss := &farmpb.SetStatus{
 			Index: uint32(s.Index), State: string(s.State), FrameCount: uint32(s.Count),
 			FirstFrame: jr.frames[s.First].Number, LastFrame: jr.frames[s.First+s.Count-1].Number,
 			Node: s.Node, FramesDone: uint32(s.FramesDone), Failures: uint32(len(s.FailedOn)),
-			LastError: s.LastError, Token: s.Token,
+			LastError: text.Truncate(s.LastError, budget), Token: s.Token,
 		}
 		if s.State == job.Completed {
 			ss.Node, ss.PartSize, ss.EncodeMs = s.Part.Node, s.Part.Size, s.Part.EncodeMS
@@ -42,17 +44,11 @@ func (c *Coordinator) statusLocked(jr *jobRun) *farmpb.JobStatus {
 		js.FramesDone += ss.FramesDone
 		js.Sets = append(js.Sets, ss)
 	}
-	names := map[string]bool{}
-	for name := range c.nodes {
-		names[name] = true
-	}
-	for name := range jr.job.NodeFailures {
-		names[name] = true
-	}
-	for _, name := range slices.Sorted(maps.Keys(names)) {
-		ns := c.nodeStatusLocked(name)
-		ns.Failures, ns.Excluded = uint32(jr.job.NodeFailures[name]), jr.job.Excluded(name)
-		js.Nodes = append(js.Nodes, ns)
+	var total int
+	js.Nodes, total = c.nodeRows(jr)
+	js.NodesTotal = uint32(total)
+	if f := c.lastOwnFault; !f.at.IsZero() {
+		js.OwnFault, js.OwnFaultUnixMs = f.msg, f.at.UnixMilli()
 	}
 	return js
 }
@@ -64,6 +60,7 @@ func (c *Coordinator) nodeStatusLocked(name string) *farmpb.NodeStatus {
 	if ni := c.nodes[name]; ni != nil {
 		ns.LastSeenUnixMs = ni.lastSeen.UnixMilli()
 		ns.CpuLoad, ns.FreeCores, ns.SetsDone, ns.Breaker = ni.cpuLoad, ni.freeCores, uint32(ni.setsDone), ni.breaker
+		ns.Problem, ns.LinkRttMs = ni.problem, uint32(ni.rtt.Milliseconds())
 	}
 	return ns
 }

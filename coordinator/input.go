@@ -174,6 +174,9 @@ func checkUTF8(dir, out string, frames []frameRecord) error {
 // file), and the size and time.
 func openFrame(dir string, f frameRecord) (*os.File, error) {
 	fh, err := os.OpenFile(filepath.Join(dir, f.Name), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if ownResource(err) {
+		return nil, fmt.Errorf("%w: opening frame %d (%s): %w", errOwnFault, f.Number, f.Name, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: frame %d (%s) can no longer be read (%v): restore it, then reset the job (framefarm reset)",
 			ErrFrameChanged, f.Number, f.Name, err)

@@ -85,7 +85,7 @@ func TestMetricsFollowTheFarm(t *testing.T) {
 		now = t0.Add(at * time.Second)
 		if at == 20 {
 			c.mu.Lock()
-			err := c.jobs["job1"].job.Beat(stuck.Index, stuck.Token, 0, now)
+			err := c.jobs["job1"].job.Beat(stuck.Index, stuck.Token, 0, 0, now)
 			c.mu.Unlock()
 			if err != nil {
 				t.Fatal(err)

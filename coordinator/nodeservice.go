@@ -81,7 +81,7 @@ func (c *Coordinator) idle(node string) error {
 		}
 		switch {
 		case j.Excluded(node):
-			why = append(why, fmt.Sprintf("job %s: %v: node %s failed %d of its sets", jr.rec.ID, job.ErrNodeExcluded, node, j.NodeFailures[node]))
+			why = append(why, fmt.Sprintf("job %s: %v: node %s failed %d of its sets (once it is fixed: framefarm forgive %s)", jr.rec.ID, job.ErrNodeExcluded, node, j.NodeFailures[node], node))
 		case j.State == job.JobFailed:
 			why = append(why, fmt.Sprintf("job %s: %v: %s", jr.rec.ID, job.ErrJobFailed, j.Reason))
 		default:
@@ -103,7 +103,8 @@ func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequ
 	if err := checkNode(req.Node); err != nil {
 		return nil, err
 	}
-	if err := c.touchNode(req.Node, nodeReport{load: req.CpuLoad, free: req.FreeCores, hasLoad: true}); err != nil {
+	// Asking for work says the node is healthy again, whatever it said before.
+	if err := c.touchNode(req.Node, nodeReport{load: req.CpuLoad, free: req.FreeCores, hasLoad: true, healthy: true}); err != nil {
 		return nil, err
 	}
 	w := &waiter{node: req.Node, once: req.Once, free: req.FreeCores, load: req.CpuLoad, got: make(chan offer, 1)}
@@ -262,6 +263,11 @@ type nodeReport struct {
 	load, free float64
 	hasLoad    bool
 	breaker    *farmpb.BreakerInfo
+	// problem, when not "", is why the node asks for no work; healthy
+	// clears it. rtt is the link's round trip (0: not measured).
+	problem string
+	healthy bool
+	rtt     time.Duration
 }
 
 // The node registry's bounds: token holders must not grow the
@@ -274,6 +280,10 @@ const (
 	// before it is forgotten to make room for a new one.
 	nodeForget = 10 * time.Minute
 )
+
+// maxRTTAllowance bounds the round trip a node's ambassador may claim for
+// its link, which its leases are allowed on top of the heartbeat timeout.
+const maxRTTAllowance = 30 * time.Second
 
 // errTooManyNodes: the registry is full of nodes seen recently.
 var errTooManyNodes = errors.New("too many nodes")
@@ -297,6 +307,19 @@ func (c *Coordinator) touchNode(name string, r nodeReport) error {
 		c.log.Info("node joined", "node", name)
 	}
 	ni.lastSeen = now
+	switch {
+	case r.problem != "":
+		if ni.problem != r.problem {
+			c.log.Warn("node reports a problem of its own; it asks for no work until it is fixed", "node", name, "problem", r.problem)
+		}
+		ni.problem = r.problem
+	case r.healthy && ni.problem != "":
+		c.log.Info("node asks for work again", "node", name, "was", ni.problem)
+		ni.problem = ""
+	}
+	if r.rtt > 0 {
+		ni.rtt = r.rtt
+	}
 	if r.hasLoad {
 		ni.cpuLoad, ni.freeCores = r.load, r.free
 	}
@@ -373,7 +396,9 @@ func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatReques
 	if err := checkNode(req.Node); err != nil {
 		return nil, err
 	}
-	if err := c.touchNode(req.Node, nodeReport{load: req.CpuLoad, free: req.FreeCores, hasLoad: !isReport(req), breaker: req.Breaker}); err != nil {
+	rtt := min(time.Duration(req.LinkRttMs)*time.Millisecond, maxRTTAllowance)
+	if err := c.touchNode(req.Node, nodeReport{load: req.CpuLoad, free: req.FreeCores, hasLoad: !isReport(req), breaker: req.Breaker,
+		problem: problemText(req.Problem), rtt: rtt}); err != nil {
 		return nil, err
 	}
 	if isReport(req) {
@@ -382,7 +407,7 @@ func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatReques
 	c.mu.Lock()
 	jr, err := c.leaseJob(req.JobId)
 	if err == nil {
-		err = jr.job.Beat(int(req.SetIndex), req.Token, int(req.FramesDone), c.cfg.Now())
+		err = jr.job.Beat(int(req.SetIndex), req.Token, int(req.FramesDone), rtt, c.cfg.Now())
 	}
 	var b *batch
 	if err != nil {

@@ -74,6 +74,9 @@ type Node struct {
 	client  farmpb.NodeServiceClient
 	load    *loadMeter
 	metrics *metrics
+	// ownFaults counts the sets in a row that failed for this machine's
+	// own reason (see ownFault).
+	ownFaults atomic.Int32
 }
 
 // New prepares a node; it does not connect until Run.
@@ -201,6 +204,10 @@ func (n *Node) work(ctx context.Context, work string, log *slog.Logger) {
 			continue
 		}
 		absent = 0
+		if n.problem(work) != "" {
+			n.waitHealthy(ctx, work, nil, log)
+			continue
+		}
 		load, free := n.load.sample()
 		resp, err := n.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: n.cfg.Name, Once: n.cfg.Once, CpuLoad: load, FreeCores: free})
 		if err != nil {
@@ -267,6 +274,7 @@ func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment, lo
 	<-hbDone
 	switch {
 	case err == nil:
+		n.ownFaults.Store(0)
 		log.Info("part uploaded", "took", time.Since(start).Round(time.Millisecond), "frames", frames)
 		n.metrics.sets.WithLabelValues(setUploaded).Inc()
 		n.metrics.frames.Add(float64(len(a.Frames)))
@@ -290,6 +298,13 @@ func (n *Node) render(ctx context.Context, work string, a *farmpb.Assignment, lo
 		log.Warn("the coordinator cannot be reached; giving the set back", "err", err)
 		n.release(a, "", log)
 		n.metrics.sets.WithLabelValues(setGivenBack).Inc()
+	case n.problem(work) != "" || (ownFault(err) && n.ownFaults.Add(1) <= maxOwnFaults):
+		// This machine's fault, not the set's: given back without a
+		// failure, and no more work asked for until it is fixed.
+		log.Error("set failed for this machine's own reason; giving it back, not as a failure of the set", "err", err)
+		n.release(a, "", log)
+		n.metrics.sets.WithLabelValues(setGivenBack).Inc()
+		n.waitHealthy(ctx, work, err, log)
 	default:
 		log.Error("set failed", "err", err)
 		n.release(a, errorText(err), log)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,7 @@ type fakeAmb struct {
 	frames     [][]byte             // the set's frames
 	uploadErrs []error              // the first uploads fail with these
 	hbErr      error                // heartbeats fail with it, when set
+	problems   []string             // the problems the node reported
 	released   []*farmpb.ReleaseSetRequest
 	uploaded   []byte
 	upDone     chan struct{}
@@ -65,10 +67,13 @@ func (f *fakeAmb) AcquireSet(ctx context.Context, _ *farmpb.AcquireSetRequest) (
 	return &farmpb.AcquireSetResponse{Result: &farmpb.AcquireSetResponse_Assignment{Assignment: a}}, nil
 }
 
-func (f *fakeAmb) Heartbeat(ctx context.Context, _ *farmpb.HeartbeatRequest) (*farmpb.HeartbeatResponse, error) {
+func (f *fakeAmb) Heartbeat(ctx context.Context, req *farmpb.HeartbeatRequest) (*farmpb.HeartbeatResponse, error) {
 	f.heartbeats.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if req.Problem != "" {
+		f.problems = append(f.problems, req.Problem)
+	}
 	if f.hbErr != nil {
 		return nil, f.hbErr
 	}
@@ -393,15 +398,77 @@ func TestLeaseLostOnHeartbeatStopsTheEncode(t *testing.T) {
 func TestFFmpegFailureGivesSetBackWithItsText(t *testing.T) {
 	a, frames := setOf(t)
 	f := &fakeAmb{grants: []*farmpb.Assignment{a}, frames: frames}
-	bad := fakeFFmpeg(t, `echo "[out#0/nut] Error writing trailer: No space left on device" >&2; exit 1`)
+	bad := fakeFFmpeg(t, `echo "[vist#0:0/png] Error while decoding stream #0:0: Invalid data found when processing input" >&2; exit 1`)
 	logs, done, _ := runNode(t, serveFake(t, f), func(c *Config) { c.FFmpeg = ffmpeg.Runner{FFmpeg: bad} })
 	waitDone(t, done, logs)
 	if len(f.released) != 1 {
 		t.Fatalf("%d releases, want 1", len(f.released))
 	}
 	r := f.released[0]
-	if r.Token != 7 || r.SetIndex != 2 || !strings.Contains(r.Error, "No space left on device") || !strings.Contains(r.Error, "frames 100-102") {
+	if r.Token != 7 || r.SetIndex != 2 || !strings.Contains(r.Error, "Invalid data found") || !strings.Contains(r.Error, "frames 100-102") {
 		t.Errorf("release = %v, want set 2 token 7 with ffmpeg's text", r)
+	}
+}
+
+// ffmpeg failing on this machine's full disk is the machine's fault, not
+// the set's: the set goes back without a failure, and the node says why.
+func TestOwnDiskFullIsNotTheSets(t *testing.T) {
+	a, frames := setOf(t)
+	f := &fakeAmb{grants: []*farmpb.Assignment{a}, frames: frames}
+	bad := fakeFFmpeg(t, `echo "[out#0/nut] Error writing trailer: No space left on device" >&2; exit 1`)
+	logs, done, _ := runNode(t, serveFake(t, f), func(c *Config) { c.FFmpeg = ffmpeg.Runner{FFmpeg: bad} })
+	waitDone(t, done, logs)
+	if len(f.released) != 1 || f.released[0].Error != "" || f.released[0].Token != 7 {
+		t.Fatalf("releases %v, want set 2 given back without a failure", f.released)
+	}
+	if !strings.Contains(logs.String(), "this machine's own reason") {
+		t.Errorf("the log does not say the fault is the machine's:\n%s", logs)
+	}
+}
+
+// A machine that looks fit (ffmpeg there, space free) yet whose sets keep
+// failing "for want of space" is given the benefit of the doubt only
+// maxOwnFaults times in a row: then its failures count, so that it cannot
+// hold the job up forever.
+func TestOwnFaultsInARowCountAtLast(t *testing.T) {
+	a, frames := setOf(t)
+	var grants []*farmpb.Assignment
+	for i := range maxOwnFaults + 1 {
+		g := proto.CloneOf(a)
+		g.Token = uint64(10 + i)
+		grants = append(grants, g)
+	}
+	f := &fakeAmb{grants: grants, frames: frames}
+	bad := fakeFFmpeg(t, `echo "[out#0/nut] Error writing trailer: No space left on device" >&2; exit 1`)
+	logs, done, _ := runNode(t, serveFake(t, f), func(c *Config) { c.FFmpeg = ffmpeg.Runner{FFmpeg: bad} })
+	waitDone(t, done, logs)
+	if len(f.released) != maxOwnFaults+1 {
+		t.Fatalf("%d releases, want %d", len(f.released), maxOwnFaults+1)
+	}
+	for i, r := range f.released {
+		if charged := r.Error != ""; charged != (i == maxOwnFaults) {
+			t.Errorf("release %d (token %d) error %q: want a failure only after %d in a row", i, r.Token, r.Error, maxOwnFaults)
+		}
+	}
+}
+
+// Without ffmpeg the node asks for no work, and tells the coordinator why
+// (a heartbeat without a lease, shown in status).
+func TestNoFFmpegAsksForNoWork(t *testing.T) {
+	a, frames := setOf(t)
+	f := &fakeAmb{grants: []*farmpb.Assignment{a}, frames: frames}
+	logs, _, _ := runNode(t, serveFake(t, f), func(c *Config) {
+		c.FFmpeg = ffmpeg.Runner{FFmpeg: filepath.Join(t.TempDir(), "no-ffmpeg")}
+	})
+	time.Sleep(time.Second)
+	f.mu.Lock()
+	problems := slices.Clone(f.problems)
+	f.mu.Unlock()
+	if n := f.acquires.Load(); n != 0 {
+		t.Errorf("%d requests for work without ffmpeg, want none", n)
+	}
+	if len(problems) != 1 || !strings.Contains(problems[0], "ffmpeg cannot be run") {
+		t.Errorf("problems reported %q, want one naming ffmpeg\n%s", problems, logs)
 	}
 }
 

@@ -590,7 +590,13 @@ type HeartbeatRequest struct {
 	CpuLoad    float64                `protobuf:"fixed64,6,opt,name=cpu_load,json=cpuLoad,proto3" json:"cpu_load,omitempty"`
 	FreeCores  float64                `protobuf:"fixed64,7,opt,name=free_cores,json=freeCores,proto3" json:"free_cores,omitempty"`
 	// Filled in by the ambassador: its circuit breaker's view of the link.
-	Breaker       *BreakerInfo `protobuf:"bytes,8,opt,name=breaker,proto3" json:"breaker,omitempty"`
+	Breaker *BreakerInfo `protobuf:"bytes,8,opt,name=breaker,proto3" json:"breaker,omitempty"`
+	// Filled in by the ambassador: the round trip of its recent heartbeats
+	// (smoothed), which the coordinator allows for before a lease expires.
+	LinkRttMs uint32 `protobuf:"varint,9,opt,name=link_rtt_ms,json=linkRttMs,proto3" json:"link_rtt_ms,omitempty"`
+	// Why the node asks for no work (its own machine: its work folder full,
+	// no ffmpeg); empty when it is healthy. Sent without a lease.
+	Problem       string `protobuf:"bytes,10,opt,name=problem,proto3" json:"problem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -679,6 +685,20 @@ func (x *HeartbeatRequest) GetBreaker() *BreakerInfo {
 		return x.Breaker
 	}
 	return nil
+}
+
+func (x *HeartbeatRequest) GetLinkRttMs() uint32 {
+	if x != nil {
+		return x.LinkRttMs
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
 }
 
 type BreakerInfo struct {
@@ -1382,8 +1402,15 @@ type JobStatus struct {
 	Priority        int32           `protobuf:"varint,15,opt,name=priority,proto3" json:"priority,omitempty"`
 	SubmittedUnixMs int64           `protobuf:"varint,16,opt,name=submitted_unix_ms,json=submittedUnixMs,proto3" json:"submitted_unix_ms,omitempty"`
 	FinishedUnixMs  int64           `protobuf:"varint,17,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The coordinator's own last failure (its disk, its descriptors), which
+	// it answered as its own and charged to no node, and when.
+	OwnFault       string `protobuf:"bytes,18,opt,name=own_fault,json=ownFault,proto3" json:"own_fault,omitempty"`
+	OwnFaultUnixMs int64  `protobuf:"varint,19,opt,name=own_fault_unix_ms,json=ownFaultUnixMs,proto3" json:"own_fault_unix_ms,omitempty"`
+	// How many nodes the farm knows; nodes lists at most a page of them
+	// (those of this job first; ListNodes pages through all).
+	NodesTotal    uint32 `protobuf:"varint,20,opt,name=nodes_total,json=nodesTotal,proto3" json:"nodes_total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobStatus) Reset() {
@@ -1535,6 +1562,27 @@ func (x *JobStatus) GetFinishedUnixMs() int64 {
 	return 0
 }
 
+func (x *JobStatus) GetOwnFault() string {
+	if x != nil {
+		return x.OwnFault
+	}
+	return ""
+}
+
+func (x *JobStatus) GetOwnFaultUnixMs() int64 {
+	if x != nil {
+		return x.OwnFaultUnixMs
+	}
+	return 0
+}
+
+func (x *JobStatus) GetNodesTotal() uint32 {
+	if x != nil {
+		return x.NodesTotal
+	}
+	return 0
+}
+
 type SetStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Index uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -1678,8 +1726,13 @@ type NodeStatus struct {
 	Failures       uint32                 `protobuf:"varint,6,opt,name=failures,proto3" json:"failures,omitempty"`
 	Excluded       bool                   `protobuf:"varint,7,opt,name=excluded,proto3" json:"excluded,omitempty"`
 	Breaker        *BreakerInfo           `protobuf:"bytes,8,opt,name=breaker,proto3" json:"breaker,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// What the node says keeps it from asking for work, if anything.
+	Problem   string `protobuf:"bytes,9,opt,name=problem,proto3" json:"problem,omitempty"`
+	LinkRttMs uint32 `protobuf:"varint,10,opt,name=link_rtt_ms,json=linkRttMs,proto3" json:"link_rtt_ms,omitempty"`
+	// In ListNodes: the jobs that give the node no more sets.
+	ExcludedFrom  []string `protobuf:"bytes,11,rep,name=excluded_from,json=excludedFrom,proto3" json:"excluded_from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -1768,6 +1821,240 @@ func (x *NodeStatus) GetBreaker() *BreakerInfo {
 	return nil
 }
 
+func (x *NodeStatus) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetLinkRttMs() uint32 {
+	if x != nil {
+		return x.LinkRttMs
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetExcludedFrom() []string {
+	if x != nil {
+		return x.ExcludedFrom
+	}
+	return nil
+}
+
+type ListNodesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The page: names after this one, at most limit of them (0 or more than
+	// 1000: 1000).
+	After         string `protobuf:"bytes,1,opt,name=after,proto3" json:"after,omitempty"`
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_farm_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListNodesRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *ListNodesRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListNodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*NodeStatus          `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Every node the farm knows.
+	Total         uint32 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_farm_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListNodesResponse) GetNodes() []*NodeStatus {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ListNodesResponse) GetTotal() uint32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+type ForgiveNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// "" forgives the node in every job.
+	JobId         string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgiveNodeRequest) Reset() {
+	*x = ForgiveNodeRequest{}
+	mi := &file_farm_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgiveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgiveNodeRequest) ProtoMessage() {}
+
+func (x *ForgiveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgiveNodeRequest.ProtoReflect.Descriptor instead.
+func (*ForgiveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ForgiveNodeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ForgiveNodeRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ForgiveNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The jobs that had failures of the node, and its failures forgotten.
+	Jobs          uint32 `protobuf:"varint,1,opt,name=jobs,proto3" json:"jobs,omitempty"`
+	Failures      uint32 `protobuf:"varint,2,opt,name=failures,proto3" json:"failures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgiveNodeResponse) Reset() {
+	*x = ForgiveNodeResponse{}
+	mi := &file_farm_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgiveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgiveNodeResponse) ProtoMessage() {}
+
+func (x *ForgiveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_farm_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgiveNodeResponse.ProtoReflect.Descriptor instead.
+func (*ForgiveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_farm_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ForgiveNodeResponse) GetJobs() uint32 {
+	if x != nil {
+		return x.Jobs
+	}
+	return 0
+}
+
+func (x *ForgiveNodeResponse) GetFailures() uint32 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
 type WatchEventsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1778,7 +2065,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_farm_proto_msgTypes[20]
+	mi := &file_farm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +2077,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[20]
+	mi := &file_farm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +2090,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{20}
+	return file_farm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchEventsRequest) GetJobId() string {
@@ -1837,7 +2124,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_farm_proto_msgTypes[21]
+	mi := &file_farm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +2136,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[21]
+	mi := &file_farm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2149,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{21}
+	return file_farm_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Event) GetJobId() string {
@@ -1930,7 +2217,7 @@ type DownloadVideoRequest struct {
 
 func (x *DownloadVideoRequest) Reset() {
 	*x = DownloadVideoRequest{}
-	mi := &file_farm_proto_msgTypes[22]
+	mi := &file_farm_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2229,7 @@ func (x *DownloadVideoRequest) String() string {
 func (*DownloadVideoRequest) ProtoMessage() {}
 
 func (x *DownloadVideoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[22]
+	mi := &file_farm_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2242,7 @@ func (x *DownloadVideoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadVideoRequest.ProtoReflect.Descriptor instead.
 func (*DownloadVideoRequest) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{22}
+	return file_farm_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DownloadVideoRequest) GetJobId() string {
@@ -1978,7 +2265,7 @@ type VideoChunk struct {
 
 func (x *VideoChunk) Reset() {
 	*x = VideoChunk{}
-	mi := &file_farm_proto_msgTypes[23]
+	mi := &file_farm_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2277,7 @@ func (x *VideoChunk) String() string {
 func (*VideoChunk) ProtoMessage() {}
 
 func (x *VideoChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[23]
+	mi := &file_farm_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2290,7 @@ func (x *VideoChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VideoChunk.ProtoReflect.Descriptor instead.
 func (*VideoChunk) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{23}
+	return file_farm_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *VideoChunk) GetSize() int64 {
@@ -2072,7 +2359,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_farm_proto_msgTypes[24]
+	mi := &file_farm_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2371,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[24]
+	mi := &file_farm_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2384,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{24}
+	return file_farm_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SubmitJobRequest) GetFramesDir() string {
@@ -2267,7 +2554,7 @@ type JobSummary struct {
 
 func (x *JobSummary) Reset() {
 	*x = JobSummary{}
-	mi := &file_farm_proto_msgTypes[25]
+	mi := &file_farm_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2279,7 +2566,7 @@ func (x *JobSummary) String() string {
 func (*JobSummary) ProtoMessage() {}
 
 func (x *JobSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[25]
+	mi := &file_farm_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2292,7 +2579,7 @@ func (x *JobSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSummary.ProtoReflect.Descriptor instead.
 func (*JobSummary) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{25}
+	return file_farm_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JobSummary) GetJobId() string {
@@ -2422,7 +2709,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_farm_proto_msgTypes[26]
+	mi := &file_farm_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2721,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[26]
+	mi := &file_farm_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2734,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{26}
+	return file_farm_proto_rawDescGZIP(), []int{30}
 }
 
 type ListJobsResponse struct {
@@ -2460,7 +2747,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_farm_proto_msgTypes[27]
+	mi := &file_farm_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2472,7 +2759,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[27]
+	mi := &file_farm_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2485,7 +2772,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{27}
+	return file_farm_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobSummary {
@@ -2504,7 +2791,7 @@ type JobRequest struct {
 
 func (x *JobRequest) Reset() {
 	*x = JobRequest{}
-	mi := &file_farm_proto_msgTypes[28]
+	mi := &file_farm_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2516,7 +2803,7 @@ func (x *JobRequest) String() string {
 func (*JobRequest) ProtoMessage() {}
 
 func (x *JobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[28]
+	mi := &file_farm_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2529,7 +2816,7 @@ func (x *JobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRequest.ProtoReflect.Descriptor instead.
 func (*JobRequest) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{28}
+	return file_farm_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *JobRequest) GetJobId() string {
@@ -2549,7 +2836,7 @@ type ResetJobRequest struct {
 
 func (x *ResetJobRequest) Reset() {
 	*x = ResetJobRequest{}
-	mi := &file_farm_proto_msgTypes[29]
+	mi := &file_farm_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2561,7 +2848,7 @@ func (x *ResetJobRequest) String() string {
 func (*ResetJobRequest) ProtoMessage() {}
 
 func (x *ResetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[29]
+	mi := &file_farm_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2574,7 +2861,7 @@ func (x *ResetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetJobRequest.ProtoReflect.Descriptor instead.
 func (*ResetJobRequest) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{29}
+	return file_farm_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ResetJobRequest) GetJobId() string {
@@ -2601,7 +2888,7 @@ type SetPriorityRequest struct {
 
 func (x *SetPriorityRequest) Reset() {
 	*x = SetPriorityRequest{}
-	mi := &file_farm_proto_msgTypes[30]
+	mi := &file_farm_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +2900,7 @@ func (x *SetPriorityRequest) String() string {
 func (*SetPriorityRequest) ProtoMessage() {}
 
 func (x *SetPriorityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[30]
+	mi := &file_farm_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +2913,7 @@ func (x *SetPriorityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPriorityRequest.ProtoReflect.Descriptor instead.
 func (*SetPriorityRequest) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{30}
+	return file_farm_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SetPriorityRequest) GetJobId() string {
@@ -2651,7 +2938,7 @@ type DeleteJobResponse struct {
 
 func (x *DeleteJobResponse) Reset() {
 	*x = DeleteJobResponse{}
-	mi := &file_farm_proto_msgTypes[31]
+	mi := &file_farm_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2663,7 +2950,7 @@ func (x *DeleteJobResponse) String() string {
 func (*DeleteJobResponse) ProtoMessage() {}
 
 func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[31]
+	mi := &file_farm_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2676,7 +2963,7 @@ func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobResponse.ProtoReflect.Descriptor instead.
 func (*DeleteJobResponse) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{31}
+	return file_farm_proto_rawDescGZIP(), []int{35}
 }
 
 type UploadedFile struct {
@@ -2690,7 +2977,7 @@ type UploadedFile struct {
 
 func (x *UploadedFile) Reset() {
 	*x = UploadedFile{}
-	mi := &file_farm_proto_msgTypes[32]
+	mi := &file_farm_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2702,7 +2989,7 @@ func (x *UploadedFile) String() string {
 func (*UploadedFile) ProtoMessage() {}
 
 func (x *UploadedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[32]
+	mi := &file_farm_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2715,7 +3002,7 @@ func (x *UploadedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadedFile.ProtoReflect.Descriptor instead.
 func (*UploadedFile) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{32}
+	return file_farm_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UploadedFile) GetName() string {
@@ -2748,7 +3035,7 @@ type ListUploadedRequest struct {
 
 func (x *ListUploadedRequest) Reset() {
 	*x = ListUploadedRequest{}
-	mi := &file_farm_proto_msgTypes[33]
+	mi := &file_farm_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2760,7 +3047,7 @@ func (x *ListUploadedRequest) String() string {
 func (*ListUploadedRequest) ProtoMessage() {}
 
 func (x *ListUploadedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[33]
+	mi := &file_farm_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2773,7 +3060,7 @@ func (x *ListUploadedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUploadedRequest.ProtoReflect.Descriptor instead.
 func (*ListUploadedRequest) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{33}
+	return file_farm_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListUploadedRequest) GetUpload() string {
@@ -2792,7 +3079,7 @@ type ListUploadedResponse struct {
 
 func (x *ListUploadedResponse) Reset() {
 	*x = ListUploadedResponse{}
-	mi := &file_farm_proto_msgTypes[34]
+	mi := &file_farm_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2804,7 +3091,7 @@ func (x *ListUploadedResponse) String() string {
 func (*ListUploadedResponse) ProtoMessage() {}
 
 func (x *ListUploadedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[34]
+	mi := &file_farm_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2817,7 +3104,7 @@ func (x *ListUploadedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUploadedResponse.ProtoReflect.Descriptor instead.
 func (*ListUploadedResponse) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{34}
+	return file_farm_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListUploadedResponse) GetFiles() []*UploadedFile {
@@ -2841,7 +3128,7 @@ type UploadFramesRequest struct {
 
 func (x *UploadFramesRequest) Reset() {
 	*x = UploadFramesRequest{}
-	mi := &file_farm_proto_msgTypes[35]
+	mi := &file_farm_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2853,7 +3140,7 @@ func (x *UploadFramesRequest) String() string {
 func (*UploadFramesRequest) ProtoMessage() {}
 
 func (x *UploadFramesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[35]
+	mi := &file_farm_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2866,7 +3153,7 @@ func (x *UploadFramesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFramesRequest.ProtoReflect.Descriptor instead.
 func (*UploadFramesRequest) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{35}
+	return file_farm_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UploadFramesRequest) GetMsg() isUploadFramesRequest_Msg {
@@ -2937,7 +3224,7 @@ type UploadFramesResponse struct {
 
 func (x *UploadFramesResponse) Reset() {
 	*x = UploadFramesResponse{}
-	mi := &file_farm_proto_msgTypes[36]
+	mi := &file_farm_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2949,7 +3236,7 @@ func (x *UploadFramesResponse) String() string {
 func (*UploadFramesResponse) ProtoMessage() {}
 
 func (x *UploadFramesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_farm_proto_msgTypes[36]
+	mi := &file_farm_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2962,7 +3249,7 @@ func (x *UploadFramesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFramesResponse.ProtoReflect.Descriptor instead.
 func (*UploadFramesResponse) Descriptor() ([]byte, []int) {
-	return file_farm_proto_rawDescGZIP(), []int{36}
+	return file_farm_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UploadFramesResponse) GetFiles() uint32 {
@@ -3035,7 +3322,7 @@ const file_farm_proto_rawDesc = "" +
 	"\vcolor_range\x18\x10 \x01(\tR\n" +
 	"colorRange\x12!\n" +
 	"\fexr_transfer\x18\x11 \x01(\tR\vexrTransfer\x12\x14\n" +
-	"\x05alpha\x18\x12 \x01(\tR\x05alpha\"\x80\x02\n" +
+	"\x05alpha\x18\x12 \x01(\tR\x05alpha\"\xba\x02\n" +
 	"\x10HeartbeatRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1b\n" +
@@ -3046,7 +3333,10 @@ const file_farm_proto_rawDesc = "" +
 	"\bcpu_load\x18\x06 \x01(\x01R\acpuLoad\x12\x1d\n" +
 	"\n" +
 	"free_cores\x18\a \x01(\x01R\tfreeCores\x123\n" +
-	"\abreaker\x18\b \x01(\v2\x19.framefarm.v1.BreakerInfoR\abreaker\"\xde\x01\n" +
+	"\abreaker\x18\b \x01(\v2\x19.framefarm.v1.BreakerInfoR\abreaker\x12\x1e\n" +
+	"\vlink_rtt_ms\x18\t \x01(\rR\tlinkRttMs\x12\x18\n" +
+	"\aproblem\x18\n" +
+	" \x01(\tR\aproblem\"\xde\x01\n" +
 	"\vBreakerInfo\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\rR\brequests\x12%\n" +
@@ -3090,7 +3380,7 @@ const file_farm_proto_rawDesc = "" +
 	"\x05error\x18\x05 \x01(\tR\x05error\"\x14\n" +
 	"\x12ReleaseSetResponse\"&\n" +
 	"\rGetJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xd3\x04\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xbc\x05\n" +
 	"\tJobStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -3112,7 +3402,11 @@ const file_farm_proto_rawDesc = "" +
 	"\x04name\x18\x0e \x01(\tR\x04name\x12\x1a\n" +
 	"\bpriority\x18\x0f \x01(\x05R\bpriority\x12*\n" +
 	"\x11submitted_unix_ms\x18\x10 \x01(\x03R\x0fsubmittedUnixMs\x12(\n" +
-	"\x10finished_unix_ms\x18\x11 \x01(\x03R\x0efinishedUnixMs\"\xd8\x02\n" +
+	"\x10finished_unix_ms\x18\x11 \x01(\x03R\x0efinishedUnixMs\x12\x1b\n" +
+	"\town_fault\x18\x12 \x01(\tR\bownFault\x12)\n" +
+	"\x11own_fault_unix_ms\x18\x13 \x01(\x03R\x0eownFaultUnixMs\x12\x1f\n" +
+	"\vnodes_total\x18\x14 \x01(\rR\n" +
+	"nodesTotal\"\xd8\x02\n" +
 	"\tSetStatus\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1f\n" +
@@ -3131,7 +3425,7 @@ const file_farm_proto_rawDesc = "" +
 	" \x01(\rR\bfailures\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\v \x01(\tR\tlastError\x12\x14\n" +
-	"\x05token\x18\f \x01(\x04R\x05token\"\x8f\x02\n" +
+	"\x05token\x18\f \x01(\x04R\x05token\"\xee\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12)\n" +
@@ -3142,7 +3436,23 @@ const file_farm_proto_rawDesc = "" +
 	"\tsets_done\x18\x05 \x01(\rR\bsetsDone\x12\x1a\n" +
 	"\bfailures\x18\x06 \x01(\rR\bfailures\x12\x1a\n" +
 	"\bexcluded\x18\a \x01(\bR\bexcluded\x123\n" +
-	"\abreaker\x18\b \x01(\v2\x19.framefarm.v1.BreakerInfoR\abreaker\"H\n" +
+	"\abreaker\x18\b \x01(\v2\x19.framefarm.v1.BreakerInfoR\abreaker\x12\x18\n" +
+	"\aproblem\x18\t \x01(\tR\aproblem\x12\x1e\n" +
+	"\vlink_rtt_ms\x18\n" +
+	" \x01(\rR\tlinkRttMs\x12#\n" +
+	"\rexcluded_from\x18\v \x03(\tR\fexcludedFrom\">\n" +
+	"\x10ListNodesRequest\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"Y\n" +
+	"\x11ListNodesResponse\x12.\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x18.framefarm.v1.NodeStatusR\x05nodes\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\rR\x05total\"?\n" +
+	"\x12ForgiveNodeRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\"E\n" +
+	"\x13ForgiveNodeResponse\x12\x12\n" +
+	"\x04jobs\x18\x01 \x01(\rR\x04jobs\x12\x1a\n" +
+	"\bfailures\x18\x02 \x01(\rR\bfailures\"H\n" +
 	"\x12WatchEventsRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"\xc1\x01\n" +
@@ -3248,7 +3558,7 @@ const file_farm_proto_rawDesc = "" +
 	"\n" +
 	"UploadPart\x12\x1f.framefarm.v1.UploadPartRequest\x1a .framefarm.v1.UploadPartResponse(\x01\x12O\n" +
 	"\n" +
-	"ReleaseSet\x12\x1f.framefarm.v1.ReleaseSetRequest\x1a .framefarm.v1.ReleaseSetResponse2\xc1\x06\n" +
+	"ReleaseSet\x12\x1f.framefarm.v1.ReleaseSetRequest\x1a .framefarm.v1.ReleaseSetResponse2\xe3\a\n" +
 	"\vFarmService\x12>\n" +
 	"\x06GetJob\x12\x1b.framefarm.v1.GetJobRequest\x1a\x17.framefarm.v1.JobStatus\x12F\n" +
 	"\vWatchEvents\x12 .framefarm.v1.WatchEventsRequest\x1a\x13.framefarm.v1.Event0\x01\x12O\n" +
@@ -3260,7 +3570,9 @@ const file_farm_proto_rawDesc = "" +
 	"\vSetPriority\x12 .framefarm.v1.SetPriorityRequest\x1a\x18.framefarm.v1.JobSummary\x12F\n" +
 	"\tDeleteJob\x12\x18.framefarm.v1.JobRequest\x1a\x1f.framefarm.v1.DeleteJobResponse\x12U\n" +
 	"\fListUploaded\x12!.framefarm.v1.ListUploadedRequest\x1a\".framefarm.v1.ListUploadedResponse\x12W\n" +
-	"\fUploadFrames\x12!.framefarm.v1.UploadFramesRequest\x1a\".framefarm.v1.UploadFramesResponse(\x01B-Z+github.com/framefarm/framefarm/proto;farmpbb\x06proto3"
+	"\fUploadFrames\x12!.framefarm.v1.UploadFramesRequest\x1a\".framefarm.v1.UploadFramesResponse(\x01\x12L\n" +
+	"\tListNodes\x12\x1e.framefarm.v1.ListNodesRequest\x1a\x1f.framefarm.v1.ListNodesResponse\x12R\n" +
+	"\vForgiveNode\x12 .framefarm.v1.ForgiveNodeRequest\x1a!.framefarm.v1.ForgiveNodeResponseB-Z+github.com/framefarm/framefarm/proto;farmpbb\x06proto3"
 
 var (
 	file_farm_proto_rawDescOnce sync.Once
@@ -3274,7 +3586,7 @@ func file_farm_proto_rawDescGZIP() []byte {
 	return file_farm_proto_rawDescData
 }
 
-var file_farm_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_farm_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_farm_proto_goTypes = []any{
 	(*AcquireSetRequest)(nil),    // 0: framefarm.v1.AcquireSetRequest
 	(*AcquireSetResponse)(nil),   // 1: framefarm.v1.AcquireSetResponse
@@ -3296,23 +3608,27 @@ var file_farm_proto_goTypes = []any{
 	(*JobStatus)(nil),            // 17: framefarm.v1.JobStatus
 	(*SetStatus)(nil),            // 18: framefarm.v1.SetStatus
 	(*NodeStatus)(nil),           // 19: framefarm.v1.NodeStatus
-	(*WatchEventsRequest)(nil),   // 20: framefarm.v1.WatchEventsRequest
-	(*Event)(nil),                // 21: framefarm.v1.Event
-	(*DownloadVideoRequest)(nil), // 22: framefarm.v1.DownloadVideoRequest
-	(*VideoChunk)(nil),           // 23: framefarm.v1.VideoChunk
-	(*SubmitJobRequest)(nil),     // 24: framefarm.v1.SubmitJobRequest
-	(*JobSummary)(nil),           // 25: framefarm.v1.JobSummary
-	(*ListJobsRequest)(nil),      // 26: framefarm.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),     // 27: framefarm.v1.ListJobsResponse
-	(*JobRequest)(nil),           // 28: framefarm.v1.JobRequest
-	(*ResetJobRequest)(nil),      // 29: framefarm.v1.ResetJobRequest
-	(*SetPriorityRequest)(nil),   // 30: framefarm.v1.SetPriorityRequest
-	(*DeleteJobResponse)(nil),    // 31: framefarm.v1.DeleteJobResponse
-	(*UploadedFile)(nil),         // 32: framefarm.v1.UploadedFile
-	(*ListUploadedRequest)(nil),  // 33: framefarm.v1.ListUploadedRequest
-	(*ListUploadedResponse)(nil), // 34: framefarm.v1.ListUploadedResponse
-	(*UploadFramesRequest)(nil),  // 35: framefarm.v1.UploadFramesRequest
-	(*UploadFramesResponse)(nil), // 36: framefarm.v1.UploadFramesResponse
+	(*ListNodesRequest)(nil),     // 20: framefarm.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),    // 21: framefarm.v1.ListNodesResponse
+	(*ForgiveNodeRequest)(nil),   // 22: framefarm.v1.ForgiveNodeRequest
+	(*ForgiveNodeResponse)(nil),  // 23: framefarm.v1.ForgiveNodeResponse
+	(*WatchEventsRequest)(nil),   // 24: framefarm.v1.WatchEventsRequest
+	(*Event)(nil),                // 25: framefarm.v1.Event
+	(*DownloadVideoRequest)(nil), // 26: framefarm.v1.DownloadVideoRequest
+	(*VideoChunk)(nil),           // 27: framefarm.v1.VideoChunk
+	(*SubmitJobRequest)(nil),     // 28: framefarm.v1.SubmitJobRequest
+	(*JobSummary)(nil),           // 29: framefarm.v1.JobSummary
+	(*ListJobsRequest)(nil),      // 30: framefarm.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),     // 31: framefarm.v1.ListJobsResponse
+	(*JobRequest)(nil),           // 32: framefarm.v1.JobRequest
+	(*ResetJobRequest)(nil),      // 33: framefarm.v1.ResetJobRequest
+	(*SetPriorityRequest)(nil),   // 34: framefarm.v1.SetPriorityRequest
+	(*DeleteJobResponse)(nil),    // 35: framefarm.v1.DeleteJobResponse
+	(*UploadedFile)(nil),         // 36: framefarm.v1.UploadedFile
+	(*ListUploadedRequest)(nil),  // 37: framefarm.v1.ListUploadedRequest
+	(*ListUploadedResponse)(nil), // 38: framefarm.v1.ListUploadedResponse
+	(*UploadFramesRequest)(nil),  // 39: framefarm.v1.UploadFramesRequest
+	(*UploadFramesResponse)(nil), // 40: framefarm.v1.UploadFramesResponse
 }
 var file_farm_proto_depIdxs = []int32{
 	2,  // 0: framefarm.v1.AcquireSetResponse.assignment:type_name -> framefarm.v1.Assignment
@@ -3325,46 +3641,51 @@ var file_farm_proto_depIdxs = []int32{
 	18, // 7: framefarm.v1.JobStatus.sets:type_name -> framefarm.v1.SetStatus
 	19, // 8: framefarm.v1.JobStatus.nodes:type_name -> framefarm.v1.NodeStatus
 	6,  // 9: framefarm.v1.NodeStatus.breaker:type_name -> framefarm.v1.BreakerInfo
-	25, // 10: framefarm.v1.ListJobsResponse.jobs:type_name -> framefarm.v1.JobSummary
-	32, // 11: framefarm.v1.ListUploadedResponse.files:type_name -> framefarm.v1.UploadedFile
-	32, // 12: framefarm.v1.UploadFramesRequest.file:type_name -> framefarm.v1.UploadedFile
-	0,  // 13: framefarm.v1.NodeService.AcquireSet:input_type -> framefarm.v1.AcquireSetRequest
-	5,  // 14: framefarm.v1.NodeService.Heartbeat:input_type -> framefarm.v1.HeartbeatRequest
-	8,  // 15: framefarm.v1.NodeService.StreamFrames:input_type -> framefarm.v1.StreamFramesRequest
-	10, // 16: framefarm.v1.NodeService.UploadPart:input_type -> framefarm.v1.UploadPartRequest
-	14, // 17: framefarm.v1.NodeService.ReleaseSet:input_type -> framefarm.v1.ReleaseSetRequest
-	16, // 18: framefarm.v1.FarmService.GetJob:input_type -> framefarm.v1.GetJobRequest
-	20, // 19: framefarm.v1.FarmService.WatchEvents:input_type -> framefarm.v1.WatchEventsRequest
-	22, // 20: framefarm.v1.FarmService.DownloadVideo:input_type -> framefarm.v1.DownloadVideoRequest
-	24, // 21: framefarm.v1.FarmService.SubmitJob:input_type -> framefarm.v1.SubmitJobRequest
-	26, // 22: framefarm.v1.FarmService.ListJobs:input_type -> framefarm.v1.ListJobsRequest
-	28, // 23: framefarm.v1.FarmService.CancelJob:input_type -> framefarm.v1.JobRequest
-	29, // 24: framefarm.v1.FarmService.ResetJob:input_type -> framefarm.v1.ResetJobRequest
-	30, // 25: framefarm.v1.FarmService.SetPriority:input_type -> framefarm.v1.SetPriorityRequest
-	28, // 26: framefarm.v1.FarmService.DeleteJob:input_type -> framefarm.v1.JobRequest
-	33, // 27: framefarm.v1.FarmService.ListUploaded:input_type -> framefarm.v1.ListUploadedRequest
-	35, // 28: framefarm.v1.FarmService.UploadFrames:input_type -> framefarm.v1.UploadFramesRequest
-	1,  // 29: framefarm.v1.NodeService.AcquireSet:output_type -> framefarm.v1.AcquireSetResponse
-	7,  // 30: framefarm.v1.NodeService.Heartbeat:output_type -> framefarm.v1.HeartbeatResponse
-	9,  // 31: framefarm.v1.NodeService.StreamFrames:output_type -> framefarm.v1.FrameChunk
-	13, // 32: framefarm.v1.NodeService.UploadPart:output_type -> framefarm.v1.UploadPartResponse
-	15, // 33: framefarm.v1.NodeService.ReleaseSet:output_type -> framefarm.v1.ReleaseSetResponse
-	17, // 34: framefarm.v1.FarmService.GetJob:output_type -> framefarm.v1.JobStatus
-	21, // 35: framefarm.v1.FarmService.WatchEvents:output_type -> framefarm.v1.Event
-	23, // 36: framefarm.v1.FarmService.DownloadVideo:output_type -> framefarm.v1.VideoChunk
-	25, // 37: framefarm.v1.FarmService.SubmitJob:output_type -> framefarm.v1.JobSummary
-	27, // 38: framefarm.v1.FarmService.ListJobs:output_type -> framefarm.v1.ListJobsResponse
-	25, // 39: framefarm.v1.FarmService.CancelJob:output_type -> framefarm.v1.JobSummary
-	25, // 40: framefarm.v1.FarmService.ResetJob:output_type -> framefarm.v1.JobSummary
-	25, // 41: framefarm.v1.FarmService.SetPriority:output_type -> framefarm.v1.JobSummary
-	31, // 42: framefarm.v1.FarmService.DeleteJob:output_type -> framefarm.v1.DeleteJobResponse
-	34, // 43: framefarm.v1.FarmService.ListUploaded:output_type -> framefarm.v1.ListUploadedResponse
-	36, // 44: framefarm.v1.FarmService.UploadFrames:output_type -> framefarm.v1.UploadFramesResponse
-	29, // [29:45] is the sub-list for method output_type
-	13, // [13:29] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	19, // 10: framefarm.v1.ListNodesResponse.nodes:type_name -> framefarm.v1.NodeStatus
+	29, // 11: framefarm.v1.ListJobsResponse.jobs:type_name -> framefarm.v1.JobSummary
+	36, // 12: framefarm.v1.ListUploadedResponse.files:type_name -> framefarm.v1.UploadedFile
+	36, // 13: framefarm.v1.UploadFramesRequest.file:type_name -> framefarm.v1.UploadedFile
+	0,  // 14: framefarm.v1.NodeService.AcquireSet:input_type -> framefarm.v1.AcquireSetRequest
+	5,  // 15: framefarm.v1.NodeService.Heartbeat:input_type -> framefarm.v1.HeartbeatRequest
+	8,  // 16: framefarm.v1.NodeService.StreamFrames:input_type -> framefarm.v1.StreamFramesRequest
+	10, // 17: framefarm.v1.NodeService.UploadPart:input_type -> framefarm.v1.UploadPartRequest
+	14, // 18: framefarm.v1.NodeService.ReleaseSet:input_type -> framefarm.v1.ReleaseSetRequest
+	16, // 19: framefarm.v1.FarmService.GetJob:input_type -> framefarm.v1.GetJobRequest
+	24, // 20: framefarm.v1.FarmService.WatchEvents:input_type -> framefarm.v1.WatchEventsRequest
+	26, // 21: framefarm.v1.FarmService.DownloadVideo:input_type -> framefarm.v1.DownloadVideoRequest
+	28, // 22: framefarm.v1.FarmService.SubmitJob:input_type -> framefarm.v1.SubmitJobRequest
+	30, // 23: framefarm.v1.FarmService.ListJobs:input_type -> framefarm.v1.ListJobsRequest
+	32, // 24: framefarm.v1.FarmService.CancelJob:input_type -> framefarm.v1.JobRequest
+	33, // 25: framefarm.v1.FarmService.ResetJob:input_type -> framefarm.v1.ResetJobRequest
+	34, // 26: framefarm.v1.FarmService.SetPriority:input_type -> framefarm.v1.SetPriorityRequest
+	32, // 27: framefarm.v1.FarmService.DeleteJob:input_type -> framefarm.v1.JobRequest
+	37, // 28: framefarm.v1.FarmService.ListUploaded:input_type -> framefarm.v1.ListUploadedRequest
+	39, // 29: framefarm.v1.FarmService.UploadFrames:input_type -> framefarm.v1.UploadFramesRequest
+	20, // 30: framefarm.v1.FarmService.ListNodes:input_type -> framefarm.v1.ListNodesRequest
+	22, // 31: framefarm.v1.FarmService.ForgiveNode:input_type -> framefarm.v1.ForgiveNodeRequest
+	1,  // 32: framefarm.v1.NodeService.AcquireSet:output_type -> framefarm.v1.AcquireSetResponse
+	7,  // 33: framefarm.v1.NodeService.Heartbeat:output_type -> framefarm.v1.HeartbeatResponse
+	9,  // 34: framefarm.v1.NodeService.StreamFrames:output_type -> framefarm.v1.FrameChunk
+	13, // 35: framefarm.v1.NodeService.UploadPart:output_type -> framefarm.v1.UploadPartResponse
+	15, // 36: framefarm.v1.NodeService.ReleaseSet:output_type -> framefarm.v1.ReleaseSetResponse
+	17, // 37: framefarm.v1.FarmService.GetJob:output_type -> framefarm.v1.JobStatus
+	25, // 38: framefarm.v1.FarmService.WatchEvents:output_type -> framefarm.v1.Event
+	27, // 39: framefarm.v1.FarmService.DownloadVideo:output_type -> framefarm.v1.VideoChunk
+	29, // 40: framefarm.v1.FarmService.SubmitJob:output_type -> framefarm.v1.JobSummary
+	31, // 41: framefarm.v1.FarmService.ListJobs:output_type -> framefarm.v1.ListJobsResponse
+	29, // 42: framefarm.v1.FarmService.CancelJob:output_type -> framefarm.v1.JobSummary
+	29, // 43: framefarm.v1.FarmService.ResetJob:output_type -> framefarm.v1.JobSummary
+	29, // 44: framefarm.v1.FarmService.SetPriority:output_type -> framefarm.v1.JobSummary
+	35, // 45: framefarm.v1.FarmService.DeleteJob:output_type -> framefarm.v1.DeleteJobResponse
+	38, // 46: framefarm.v1.FarmService.ListUploaded:output_type -> framefarm.v1.ListUploadedResponse
+	40, // 47: framefarm.v1.FarmService.UploadFrames:output_type -> framefarm.v1.UploadFramesResponse
+	21, // 48: framefarm.v1.FarmService.ListNodes:output_type -> framefarm.v1.ListNodesResponse
+	23, // 49: framefarm.v1.FarmService.ForgiveNode:output_type -> framefarm.v1.ForgiveNodeResponse
+	32, // [32:50] is the sub-list for method output_type
+	14, // [14:32] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_farm_proto_init() }
@@ -3382,7 +3703,7 @@ func file_farm_proto_init() {
 		(*UploadPartRequest_Chunk)(nil),
 		(*UploadPartRequest_Trailer)(nil),
 	}
-	file_farm_proto_msgTypes[35].OneofWrappers = []any{
+	file_farm_proto_msgTypes[39].OneofWrappers = []any{
 		(*UploadFramesRequest_Upload)(nil),
 		(*UploadFramesRequest_File)(nil),
 		(*UploadFramesRequest_Chunk)(nil),
@@ -3393,7 +3714,7 @@ func file_farm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_farm_proto_rawDesc), len(file_farm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -304,6 +304,8 @@ const (
 	FarmService_DeleteJob_FullMethodName     = "/framefarm.v1.FarmService/DeleteJob"
 	FarmService_ListUploaded_FullMethodName  = "/framefarm.v1.FarmService/ListUploaded"
 	FarmService_UploadFrames_FullMethodName  = "/framefarm.v1.FarmService/UploadFrames"
+	FarmService_ListNodes_FullMethodName     = "/framefarm.v1.FarmService/ListNodes"
+	FarmService_ForgiveNode_FullMethodName   = "/framefarm.v1.FarmService/ForgiveNode"
 )
 
 // FarmServiceClient is the client API for FarmService service.
@@ -340,6 +342,13 @@ type FarmServiceClient interface {
 	// for each file a header, then its bytes in chunks. A file is kept only
 	// once all of it has arrived.
 	UploadFrames(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadFramesRequest, UploadFramesResponse], error)
+	// The nodes the farm knows, by name, a page at a time, with the jobs
+	// each is excluded from.
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// Forgets a node's failures (in one job, or in every job): it is no
+	// longer excluded, and the sets it failed may go to it again. For an
+	// operator who fixed the node.
+	ForgiveNode(ctx context.Context, in *ForgiveNodeRequest, opts ...grpc.CallOption) (*ForgiveNodeResponse, error)
 }
 
 type farmServiceClient struct {
@@ -481,6 +490,26 @@ func (c *farmServiceClient) UploadFrames(ctx context.Context, opts ...grpc.CallO
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FarmService_UploadFramesClient = grpc.ClientStreamingClient[UploadFramesRequest, UploadFramesResponse]
 
+func (c *farmServiceClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, FarmService_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *farmServiceClient) ForgiveNode(ctx context.Context, in *ForgiveNodeRequest, opts ...grpc.CallOption) (*ForgiveNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForgiveNodeResponse)
+	err := c.cc.Invoke(ctx, FarmService_ForgiveNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FarmServiceServer is the server API for FarmService service.
 // All implementations must embed UnimplementedFarmServiceServer
 // for forward compatibility.
@@ -515,6 +544,13 @@ type FarmServiceServer interface {
 	// for each file a header, then its bytes in chunks. A file is kept only
 	// once all of it has arrived.
 	UploadFrames(grpc.ClientStreamingServer[UploadFramesRequest, UploadFramesResponse]) error
+	// The nodes the farm knows, by name, a page at a time, with the jobs
+	// each is excluded from.
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// Forgets a node's failures (in one job, or in every job): it is no
+	// longer excluded, and the sets it failed may go to it again. For an
+	// operator who fixed the node.
+	ForgiveNode(context.Context, *ForgiveNodeRequest) (*ForgiveNodeResponse, error)
 	mustEmbedUnimplementedFarmServiceServer()
 }
 
@@ -557,6 +593,12 @@ func (UnimplementedFarmServiceServer) ListUploaded(context.Context, *ListUploade
 }
 func (UnimplementedFarmServiceServer) UploadFrames(grpc.ClientStreamingServer[UploadFramesRequest, UploadFramesResponse]) error {
 	return status.Error(codes.Unimplemented, "method UploadFrames not implemented")
+}
+func (UnimplementedFarmServiceServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedFarmServiceServer) ForgiveNode(context.Context, *ForgiveNodeRequest) (*ForgiveNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForgiveNode not implemented")
 }
 func (UnimplementedFarmServiceServer) mustEmbedUnimplementedFarmServiceServer() {}
 func (UnimplementedFarmServiceServer) testEmbeddedByValue()                     {}
@@ -752,6 +794,42 @@ func _FarmService_UploadFrames_Handler(srv interface{}, stream grpc.ServerStream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FarmService_UploadFramesServer = grpc.ClientStreamingServer[UploadFramesRequest, UploadFramesResponse]
 
+func _FarmService_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FarmServiceServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FarmService_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FarmServiceServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FarmService_ForgiveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForgiveNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FarmServiceServer).ForgiveNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FarmService_ForgiveNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FarmServiceServer).ForgiveNode(ctx, req.(*ForgiveNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FarmService_ServiceDesc is the grpc.ServiceDesc for FarmService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -790,6 +868,14 @@ var FarmService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListUploaded",
 			Handler:    _FarmService_ListUploaded_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _FarmService_ListNodes_Handler,
+		},
+		{
+			MethodName: "ForgiveNode",
+			Handler:    _FarmService_ForgiveNode_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -38,6 +38,8 @@ func commands() []command {
 		{"reset", "put a failed or cancelled job back in the queue", runReset},
 		{"priority", "move a job in the queue", runPriority},
 		{"delete", "remove a finished job and its files", runDelete},
+		{"nodes", "list the farm's nodes, their failures and problems", runNodes},
+		{"forgive", "forget a node's failures, so that it is excluded no more", runForgive},
 		{"status", "show a job's progress per set and node", runStatus},
 		{"fetch", "download the finished video", runFetch},
 		{"version", "print the version", runVersion},

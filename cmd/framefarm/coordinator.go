@@ -38,6 +38,8 @@ stopped, and submits nothing twice.`)
 	f.StringVar(&cfg.TLS.Cert, "tls-cert", "", "serve TLS with the certificate in `FILE` (PEM)")
 	f.StringVar(&cfg.TLS.Key, "tls-key", "", "the TLS key `FILE` (PEM)")
 	f.StringVar(&cfg.TLS.ClientCA, "tls-client-ca", "", "require client certificates signed by the CA in `FILE` (mutual TLS)")
+	f.IntVar(&cfg.MaxConns, "max-conns", 0, "serve at most `N` connections at once (0: the descriptor limit less a reserve for the farm's files)")
+	f.IntVar(&cfg.MaxConnsPerPeer, "max-conns-per-peer", coordinator.DefaultMaxConnsPerPeer, "serve at most `N` connections from one address (0: no bound)")
 	f.BoolVar(&cfg.Reflection, "reflection", false, "list the gRPC services to any client (grpcurl)")
 	var mf metricsFlags
 	mf.register(f)

@@ -133,6 +133,10 @@ func TestFaultDataFull(t *testing.T) {
 			}
 		}
 		time.Sleep(2 * time.Second) // a few more tries while full
+		// status shows it as the coordinator's own fault.
+		if st := runCmd(t, binary, "status", "--coordinator", f.addr); !strings.Contains(st, "coordinator's own fault") || !strings.Contains(st, "free space there") {
+			t.Errorf("status does not show the coordinator's own fault:\n%s", st)
+		}
 		if err := os.Remove(filler); err != nil {
 			t.Fatal(err)
 		}

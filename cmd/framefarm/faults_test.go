@@ -823,7 +823,9 @@ func TestFaultZombieUpload(t *testing.T) {
 	})
 }
 
-const diskFull = "[out#0/nut @ 0x55d0] Error writing trailer of part.nut: No space left on device"
+// ffmpegFails is what a failing ffmpeg says: an encoder it cannot open (a
+// full disk would be the machine's fault, not the set's: see TestFaultNodeEnv).
+const ffmpegFails = "[vost#0:0 @ 0x55d0] Error while opening encoder - maybe incorrect parameters such as bit_rate, rate, width or height"
 
 // (f) ffmpeg failing on a node: the set is given back with ffmpeg's own
 // words; a node that failed 3 sets gets no more (trial 1); a set that
@@ -833,7 +835,7 @@ func TestFaultFFmpegFails(t *testing.T) {
 	frames := filepath.Join(t.TempDir(), "frames")
 	genFrames(t, frames, 80, 1, "320x240")
 	want := reference(t, frames, 1)
-	failing := fmt.Sprintf("echo %q >&2\nexit 1", diskFull)
+	failing := fmt.Sprintf("echo %q >&2\nexit 1", ffmpegFails)
 	scenario(t, "ffmpeg-fail", 2, func(t *testing.T, i int) {
 		out := filepath.Join(t.TempDir(), "out.mkv")
 		if i == 0 {
@@ -852,7 +854,7 @@ func TestFaultFFmpegFails(t *testing.T) {
 			for _, e := range w.events() {
 				if e.Kind == "set_failed" && e.Node == "bad" {
 					failedSets[e.SetIndex] = true
-					if !strings.Contains(e.Detail, diskFull) {
+					if !strings.Contains(e.Detail, ffmpegFails) {
 						t.Errorf("set_failed without ffmpeg's words: %q", e.Detail)
 					}
 				}
@@ -877,7 +879,7 @@ func TestFaultFFmpegFails(t *testing.T) {
 			checkEvents(t, w.events(), 8)
 			checkExact(t, out, want)
 			for _, s := range getJob(t, f.addr).Sets {
-				if failedSets[int32(s.Index)] && (s.Failures != 1 || !strings.Contains(s.LastError, "No space left on device")) {
+				if failedSets[int32(s.Index)] && (s.Failures != 1 || !strings.Contains(s.LastError, "Error while opening encoder")) {
 					t.Errorf("set %d: %d failures, last error %q", s.Index, s.Failures, s.LastError)
 				}
 			}
@@ -892,7 +894,7 @@ func TestFaultFFmpegFails(t *testing.T) {
 			bad = append(bad, addNode(t, f, fmt.Sprintf("bad%d", k), nodeOpts{ffmpeg: failing}))
 		}
 		e := w.waitFor(t, "the job failed", time.Minute, kind("job_failed", -1, ""))
-		if !strings.Contains(e.Detail, "failed 3 times") || !strings.Contains(e.Detail, diskFull) {
+		if !strings.Contains(e.Detail, "failed 3 times") || !strings.Contains(e.Detail, ffmpegFails) {
 			t.Errorf("job_failed: %q, want the set's 3 failures and ffmpeg's words", e.Detail)
 		}
 		for _, b := range bad {
@@ -917,7 +919,7 @@ func TestFaultFFmpegFails(t *testing.T) {
 		for _, s := range st.Sets {
 			if s.State == "F" {
 				fsets = append(fsets, s.Index)
-				if s.Failures != 3 || !strings.Contains(s.LastError, "No space left on device") {
+				if s.Failures != 3 || !strings.Contains(s.LastError, "Error while opening encoder") {
 					t.Errorf("failed set %d: %d failures, last error %q", s.Index, s.Failures, s.LastError)
 				}
 			}
@@ -930,7 +932,7 @@ func TestFaultFFmpegFails(t *testing.T) {
 			t.Errorf("status text does not show the failure:\n%s", text)
 		}
 		fetch := exec.Command(binary, "fetch", "--coordinator", f.addr, "-o", filepath.Join(t.TempDir(), "x.mkv"), "--wait")
-		if b, err := fetch.CombinedOutput(); err == nil || !strings.Contains(string(b), "No space left on device") {
+		if b, err := fetch.CombinedOutput(); err == nil || !strings.Contains(string(b), "Error while opening encoder") {
 			t.Errorf("fetch --wait of a failed job: %v\n%s", err, b)
 		}
 		note(t, "sets in F: %v; the job failed once, with the first: %.90s...", fsets, e.Detail)

@@ -26,8 +26,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/framefarm/framefarm/internal/creds"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
@@ -67,8 +67,12 @@ func note(t *testing.T, format string, args ...any) {
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))
+	// The environment's token, as every framefarm command takes it.
+	opts, err := creds.DialOptions(creds.Token(""), creds.ClientTLS{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr, append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -692,4 +696,15 @@ func plainColourOf(t *testing.T, frame, codec, pixFmt, finalExt, space, rng stri
 	}
 	ext := filepath.Ext(frame)
 	return col.InputArgs(ext), ffmpeg.ColourArgs(col, pixFmt, ext, vf...)
+}
+
+// countKind counts the events of a kind.
+func countKind(evs []*farmpb.Event, kind string) int {
+	n := 0
+	for _, e := range evs {
+		if e.Kind == kind {
+			n++
+		}
+	}
+	return n
 }

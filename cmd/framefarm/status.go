@@ -165,6 +165,17 @@ func renderStatus(w io.Writer, st *farmpb.JobStatus, now time.Time, bars bool) {
 				yesNo(n.Excluded), describeBreaker(n.Breaker))
 		}
 		tw.Flush()
+		for _, n := range st.Nodes {
+			if n.Problem != "" {
+				fmt.Fprintf(w, "node %s asks for no work: %s\n", n.Name, oneLine(n.Problem))
+			}
+		}
+		if more := int(st.NodesTotal) - len(st.Nodes); more > 0 {
+			fmt.Fprintf(w, "and %d more nodes: framefarm nodes lists them all\n", more)
+		}
+	}
+	if st.OwnFault != "" {
+		fmt.Fprintf(w, "\ncoordinator's own fault, %s (charged to no node): %s\n", ago(now, st.OwnFaultUnixMs), oneLine(st.OwnFault))
 	}
 
 	if st.State == jobDone {

@@ -59,6 +59,10 @@ type Set struct {
 	// gives every B set a fresh heartbeat window.
 	LastBeat, LastProgress time.Time
 	FramesDone             int
+	// Slack is how much later than the heartbeat timeout the next beat may
+	// come: the round trip of the holder's link, over which a beat sent in
+	// time arrives late.
+	Slack time.Duration
 	// FailedOn lists the node of each failure of this set, in order.
 	FailedOn  []string
 	LastError string
@@ -92,6 +96,7 @@ const (
 	EvJobCancelled EventKind = "job_cancelled"
 	EvJobReset     EventKind = "job_reset"
 	EvJobPriority  EventKind = "job_priority"
+	EvNodeForgiven EventKind = "node_forgiven"
 	// EvJobDeleted is the one event of a job kept after it is deleted: the
 	// farm's stream says what became of it, and its number stays taken.
 	EvJobDeleted EventKind = "job_deleted"
@@ -256,7 +261,7 @@ func (j *Job) Grant(node string, now time.Time) (*Set, []Event, error) {
 	j.NextToken++
 	j.setState(pick, Assigned)
 	pick.Node, pick.Token = node, j.NextToken
-	pick.LastBeat, pick.LastProgress, pick.FramesDone = now, now, 0
+	pick.LastBeat, pick.LastProgress, pick.FramesDone, pick.Slack = now, now, 0, 0
 	return pick, []Event{{At: now, Kind: EvSetGranted, Set: pick.Index, Node: node,
 		Detail: fmt.Sprintf("token %d, frames %d", pick.Token, pick.Count)}}, nil
 }
@@ -278,14 +283,16 @@ func (j *Job) lease(index int, token uint64) (*Set, error) {
 }
 
 // Beat keeps a lease alive. Progress (more frames done) also renews the
-// no-progress lease, so long sets on slow nodes are not taken away.
-func (j *Job) Beat(index int, token uint64, framesDone int, now time.Time) error {
+// no-progress lease, so long sets on slow nodes are not taken away. rtt is
+// the holder's link's round trip, allowed on top of the heartbeat timeout
+// until the next beat.
+func (j *Job) Beat(index int, token uint64, framesDone int, rtt time.Duration, now time.Time) error {
 	s, err := j.lease(index, token)
 	if err != nil {
 		return err
 	}
 	j.ran(now)
-	s.LastBeat = now
+	s.LastBeat, s.Slack = now, rtt
 	// A node cannot have done more frames than the set has.
 	framesDone = min(framesDone, s.Count)
 	if framesDone > s.FramesDone {
@@ -426,7 +433,7 @@ func (j *Job) Expire(now time.Time, heartbeatTimeout, lease time.Duration) []Eve
 		}
 		var why string
 		switch {
-		case now.Sub(s.LastBeat) > heartbeatTimeout:
+		case now.Sub(s.LastBeat) > heartbeatTimeout+s.Slack:
 			why = fmt.Sprintf("no heartbeat for %s", now.Sub(s.LastBeat).Round(time.Millisecond))
 		case now.Sub(s.LastProgress) > lease:
 			why = fmt.Sprintf("no progress for %s", now.Sub(s.LastProgress).Round(time.Millisecond))
@@ -499,6 +506,30 @@ func (j *Job) Reset(all bool, redo map[int]bool, now time.Time) ([]*Set, []Event
 		detail += fmt.Sprintf(", and %d rendered sets whose frames changed", again)
 	}
 	return dirty, []Event{{At: now, Kind: EvJobReset, Set: -1, Detail: detail}}, nil
+}
+
+// Forgive forgets node's failures in this job, as an operator does once the
+// node is fixed: the sets it failed keep their other failures, and it is no
+// longer excluded. A failed job stays failed (Reset resumes it). It returns
+// the sets changed and how many failures were forgotten.
+func (j *Job) Forgive(node string, now time.Time) ([]*Set, []Event, int) {
+	var dirty []*Set
+	forgot := 0
+	for _, s := range j.Sets {
+		kept := slices.DeleteFunc(slices.Clone(s.FailedOn), func(n string) bool { return n == node })
+		if len(kept) == len(s.FailedOn) {
+			continue
+		}
+		forgot += len(s.FailedOn) - len(kept)
+		s.FailedOn = kept
+		dirty = append(dirty, s)
+	}
+	if forgot == 0 {
+		return nil, nil, 0
+	}
+	delete(j.NodeFailures, node)
+	return dirty, []Event{{At: now, Kind: EvNodeForgiven, Set: -1, Node: node,
+		Detail: fmt.Sprintf("%d failures of %s forgotten; it may get this job's sets again", forgot, node)}}, forgot
 }
 
 // SetPriority moves the job in the queue.

@@ -69,7 +69,7 @@ func TestTransitions(t *testing.T) {
 		{"B back to A on release", []step{
 			{"grant", grant("n1"), Assigned, nil},
 			{"release", func(j *Job) error { _, err := j.Release(0, 1, "", t0); return err }, Available, nil},
-			{"stale heartbeat after release", func(j *Job) error { return j.Beat(0, 1, 5, t0) }, Available, ErrStaleToken},
+			{"stale heartbeat after release", func(j *Job) error { return j.Beat(0, 1, 5, 0, t0) }, Available, ErrStaleToken},
 		}},
 		{"C never goes back", []step{
 			{"grant", grant("n1"), Assigned, nil},
@@ -84,11 +84,11 @@ func TestTransitions(t *testing.T) {
 			{"regrant", func(j *Job) error { _, _, err := j.Grant("n2", t0.Add(hb+time.Second)); return err }, Assigned, nil},
 			{"zombie upload", func(j *Job) error { _, err := j.Complete(0, 1, PartInfo{}, t0); return err }, Assigned, ErrStaleToken},
 			{"zombie release", func(j *Job) error { _, err := j.Release(0, 1, "boom", t0); return err }, Assigned, ErrStaleToken},
-			{"zombie heartbeat", func(j *Job) error { return j.Beat(0, 1, 9, t0) }, Assigned, ErrStaleToken},
+			{"zombie heartbeat", func(j *Job) error { return j.Beat(0, 1, 9, 0, t0) }, Assigned, ErrStaleToken},
 			{"current holder completes", func(j *Job) error { _, err := j.Complete(0, 2, PartInfo{}, t0); return err }, Completed, nil},
 		}},
 		{"unknown set", []step{
-			{"beat set 99", func(j *Job) error { return j.Beat(99, 1, 0, t0) }, Available, ErrNotFound},
+			{"beat set 99", func(j *Job) error { return j.Beat(99, 1, 0, 0, t0) }, Available, ErrNotFound},
 		}},
 	}
 	for _, tc := range tests {
@@ -156,7 +156,7 @@ func TestExpire(t *testing.T) {
 					if j.Sets[0].State != Assigned {
 						break
 					}
-					if err := j.Beat(0, s.Token, done, t0.Add(tc.beats[next])); err != nil {
+					if err := j.Beat(0, s.Token, done, 0, t0.Add(tc.beats[next])); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -286,7 +286,7 @@ func TestPausedCoordinatorKeepsLeases(t *testing.T) {
 	dead, _, _ := j.Grant("dead", t0)
 	alive, _, _ := j.Grant("alive", t0)
 	sweep(j, 5*time.Second, 20*time.Second, 5*time.Second, hb, lease)
-	if err := j.Beat(alive.Index, alive.Token, 1, t0.Add(20*time.Second)); err != nil {
+	if err := j.Beat(alive.Index, alive.Token, 1, 0, t0.Add(20*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	// Paused from 20s to 80s: no sweep, no heartbeat.
@@ -295,7 +295,7 @@ func TestPausedCoordinatorKeepsLeases(t *testing.T) {
 	}
 	// The live node heartbeats again; the dead one never does.
 	for at := 81 * time.Second; at <= 120*time.Second; at += 5 * time.Second {
-		if err := j.Beat(alive.Index, alive.Token, 1, t0.Add(at)); err != nil {
+		if err := j.Beat(alive.Index, alive.Token, 1, 0, t0.Add(at)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -323,7 +323,7 @@ func TestPauseDoesNotCountAsNoProgress(t *testing.T) {
 		var ev []Event
 		for at := from; at <= to; at += 5 * time.Second {
 			if j.Sets[0].State == Assigned {
-				_ = j.Beat(0, s.Token, 0, t0.Add(at)) // alive, no progress
+				_ = j.Beat(0, s.Token, 0, 0, t0.Add(at)) // alive, no progress
 			}
 			ev = append(ev, j.Expire(t0.Add(at), hb, lease)...)
 		}
@@ -379,8 +379,8 @@ func TestEveryTransition(t *testing.T) {
 		do    func(j *Job, tok uint64) error
 	}{
 		{"grant", current, func(j *Job, _ uint64) error { _, _, err := j.Grant("n4", t0); return err }},
-		{"beat", current, func(j *Job, tok uint64) error { return j.Beat(0, tok, 3, t0) }},
-		{"beat", stale, func(j *Job, tok uint64) error { return j.Beat(0, tok, 3, t0) }},
+		{"beat", current, func(j *Job, tok uint64) error { return j.Beat(0, tok, 3, 0, t0) }},
+		{"beat", stale, func(j *Job, tok uint64) error { return j.Beat(0, tok, 3, 0, t0) }},
 		{"complete", current, func(j *Job, tok uint64) error {
 			_, err := j.Complete(0, tok, PartInfo{Name: "q", SHA256: "bb", Node: "x"}, t0)
 			return err
@@ -552,7 +552,7 @@ func TestPauseBeforeTheFirstSweep(t *testing.T) {
 	hb, lease := 10*time.Second, 10*time.Minute
 	j := newJob(1, 1)
 	s := mustGrant(t, j, "n")
-	if err := j.Beat(0, s.Token, 1, t0.Add(time.Second)); err != nil {
+	if err := j.Beat(0, s.Token, 1, 0, t0.Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if ev := j.Expire(t0.Add(35*time.Second), hb, lease); len(ev) != 0 {
@@ -571,13 +571,13 @@ func TestPauseNoticedByAHeartbeatFirst(t *testing.T) {
 	a, b := mustGrant(t, j, "a"), mustGrant(t, j, "b")
 	sweep(j, 2500*time.Millisecond, 5*time.Second, 2500*time.Millisecond, hb, lease)
 	// Paused from 5s to 40s; a's heartbeat, queued meanwhile, comes first.
-	if err := j.Beat(a.Index, a.Token, 1, t0.Add(40*time.Second)); err != nil {
+	if err := j.Beat(a.Index, a.Token, 1, 0, t0.Add(40*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if ev := j.Expire(t0.Add(40*time.Second+time.Millisecond), hb, lease); len(ev) != 0 {
 		t.Fatalf("b's lease was charged the pause: %v", ev)
 	}
-	if err := j.Beat(b.Index, b.Token, 1, t0.Add(41*time.Second)); err != nil {
+	if err := j.Beat(b.Index, b.Token, 1, 0, t0.Add(41*time.Second)); err != nil {
 		t.Fatalf("b after the pause: %v", err)
 	}
 }
@@ -699,13 +699,73 @@ func TestPauseBeforeTheFirstSweepNoticedByAHeartbeat(t *testing.T) {
 	j.WatchForPauses(hb)
 	a, b := mustGrant(t, j, "a"), mustGrant(t, j, "b")
 	// Paused from 1s to 31s; a's heartbeat, queued meanwhile, comes first.
-	if err := j.Beat(a.Index, a.Token, 1, t0.Add(31*time.Second)); err != nil {
+	if err := j.Beat(a.Index, a.Token, 1, 0, t0.Add(31*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if ev := j.Expire(t0.Add(31*time.Second+10*time.Millisecond), hb, lease); len(ev) != 0 {
 		t.Fatalf("b's lease was charged the pause: %v", ev)
 	}
-	if err := j.Beat(b.Index, b.Token, 1, t0.Add(32*time.Second)); err != nil {
+	if err := j.Beat(b.Index, b.Token, 1, 0, t0.Add(32*time.Second)); err != nil {
 		t.Fatalf("b after the pause: %v", err)
+	}
+}
+
+// TestForgive: an operator forgives a node excluded from a job: its
+// failures go, the other nodes' stay, and it gets sets again.
+func TestForgive(t *testing.T) {
+	j := newJob(40, 4)
+	for i := range MaxFailures {
+		s, _, err := j.Grant("bad", t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := j.Release(s.Index, s.Token, "its disk was full", t0); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			o, _, _ := j.Grant("other", t0)
+			if _, err := j.Release(o.Index, o.Token, "ffmpeg failed", t0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !j.Excluded("bad") {
+		t.Fatal("bad is not excluded after failing 3 sets")
+	}
+	dirty, ev, n := j.Forgive("bad", t0)
+	if n != MaxFailures || len(dirty) != MaxFailures || len(ev) != 1 || ev[0].Kind != EvNodeForgiven {
+		t.Fatalf("Forgive: %d failures, %d sets, events %v", n, len(dirty), ev)
+	}
+	if j.Excluded("bad") || j.NodeFailures["bad"] != 0 || j.NodeFailures["other"] != 1 {
+		t.Fatalf("after Forgive: failures %v", j.NodeFailures)
+	}
+	if _, _, err := j.Grant("bad", t0); err != nil {
+		t.Fatalf("a forgiven node gets no set: %v", err)
+	}
+	if _, ev, n := j.Forgive("bad", t0); n != 0 || ev != nil {
+		t.Fatalf("forgiving again: %d, %v", n, ev)
+	}
+}
+
+// TestSlackAllowsTheLinksRoundTrip: a beat that says its link's round trip
+// lets the next one come that much after the heartbeat timeout.
+func TestSlackAllowsTheLinksRoundTrip(t *testing.T) {
+	hb := 3 * time.Second
+	j := newJob(2, 2)
+	slow, _, _ := j.Grant("slow", t0)
+	fast, _, _ := j.Grant("fast", t0)
+	if err := j.Beat(slow.Index, slow.Token, 0, 2*time.Second, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Beat(fast.Index, fast.Token, 0, 0, t0); err != nil {
+		t.Fatal(err)
+	}
+	step := 500 * time.Millisecond
+	ev := sweep(j, step, 4*time.Second, step, hb, time.Hour)
+	if len(ev) != 1 || ev[0].Node != "fast" {
+		t.Fatalf("by 4s: %v, want only the fast node's lease expired", ev)
+	}
+	if ev := sweep(j, 4*time.Second+step, 5500*time.Millisecond, step, hb, time.Hour); len(ev) != 1 || ev[0].Node != "slow" {
+		t.Fatalf("by 5.5s: %v, want the slow node's lease expired", ev)
 	}
 }

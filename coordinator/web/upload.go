@@ -128,7 +128,7 @@ func (s *Server) refuse(w http.ResponseWriter, rc *receiver, err error) {
 		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{Error: fmt.Sprintf("the upload is larger than the farm takes (%s in all): send fewer frames per job",
 			text.Size(rc.lim.TotalBytes)), Field: "frames"})
 	default:
-		st := coordinator.Status(err)
+		st := s.c.Status(err)
 		e := apiError{Error: st.Message()}
 		if m := flagField.FindStringSubmatch(st.Message()); m != nil {
 			e.Field = strings.ReplaceAll(m[1], "-", "_")

@@ -313,7 +313,7 @@ func httpCode(c codes.Code) int {
 
 // fail answers err as the gRPC service would, in JSON.
 func (s *Server) fail(w http.ResponseWriter, err error) {
-	st := coordinator.Status(err)
+	st := s.c.Status(err)
 	e := apiError{Error: st.Message(), Reason: reason.Of(st.Err())}
 	writeJSON(w, httpCode(st.Code()), e)
 }
