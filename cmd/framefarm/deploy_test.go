@@ -306,7 +306,6 @@ type composeService struct {
 	Volumes         []string          `json:"volumes"`
 	StopGracePeriod string            `json:"stop_grace_period"`
 	DependsOn       []string          `json:"depends_on"`
-	NetworkMode     string            `json:"network_mode"`
 }
 
 func composeCommandLines(t *testing.T) []commandLine {
@@ -320,24 +319,28 @@ func composeCommandLines(t *testing.T) []commandLine {
 		t.Fatalf("compose.yaml: %v", err)
 	}
 	var out []commandLine
-	nodes := 0
+	nodes, ambassadors := 0, map[string]int{}
 	for name, s := range c.Services {
 		if !s.ReadOnly || !slices.Contains(s.CapDrop, "ALL") || !slices.Contains(s.SecurityOpt, "no-new-privileges") || s.User == "" {
 			t.Errorf("compose.yaml, service %s: want read_only, cap_drop ALL, no-new-privileges and a non-root user", name)
 		}
 		if len(s.Command) > 0 && s.Command[0] == "node" {
 			nodes++
-			if amb, ok := strings.CutPrefix(s.NetworkMode, "service:"); !ok || c.Services[amb].Command[0] != "ambassador" {
-				t.Errorf("compose.yaml, service %s: network_mode %q, want its ambassador's (service:NAME)", name, s.NetworkMode)
+			// Each node has an ambassador of its own, on the port it listens on.
+			host, port, _ := net.SplitHostPort(flagValue(s.Command, "--ambassador"))
+			amb, ok := c.Services[host]
+			if _, lp, _ := net.SplitHostPort(flagValue(amb.Command, "--listen")); !ok || len(amb.Command) == 0 || amb.Command[0] != "ambassador" || lp != port {
+				t.Errorf("compose.yaml, service %s: --ambassador %s:%s is not an ambassador service listening on that port", name, host, port)
 			}
+			ambassadors[host]++
 			if _, ok := s.Environment["FRAMEFARM_TOKEN"]; ok {
 				t.Errorf("compose.yaml, service %s: a node holds no token, its ambassador does", name)
 			}
 		}
 		out = append(out, commandLine{"compose.yaml, service " + name, s.Command})
 	}
-	if nodes != 2 {
-		t.Errorf("compose.yaml runs %d nodes, want 2", nodes)
+	if nodes != 2 || len(ambassadors) != 2 {
+		t.Errorf("compose.yaml runs %d nodes through %d ambassadors, want 2 nodes, each with its own", nodes, len(ambassadors))
 	}
 	return out
 }
