@@ -56,3 +56,13 @@ fuzz:
 .PHONY: test-faults
 test-faults: deps
 	GO=$(GO) bash scripts/faults.sh
+
+# Deployment test (issue 15): builds the Dockerfile's image with podman (no
+# registry needed: base images made with debootstrap and cached under
+# ~/.cache/framefarm-deploy), renders a job on Kubernetes pods played by
+# podman and on the compose file, each video checked frame by frame, and
+# runs systemd-analyze verify on the units. Installs podman, runc,
+# debootstrap and podman-compose; needs root.
+.PHONY: test-deploy
+test-deploy: deps
+	GO=$(GO) bash scripts/deploy-test.sh
