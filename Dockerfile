@@ -15,11 +15,13 @@ FROM ${GO_IMAGE} AS build
 WORKDIR /src
 ENV CGO_ENABLED=0 GOFLAGS=-trimpath
 # Modules first, so that a change to the code does not download them again.
+# The cache mounts are the golang image's module cache (GOPATH=/go) and
+# build cache (root's): kept between builds, never in a layer.
 COPY go.mod go.sum ./
-RUN --mount=type=cache,target=/root/go/pkg/mod \
+RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download
 COPY . .
-RUN --mount=type=cache,target=/root/go/pkg/mod \
+RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     go build -ldflags="-s -w" -o /out/framefarm ./cmd/framefarm
 

@@ -80,7 +80,7 @@ EOF
 export CONTAINERS_STORAGE_CONF=$BUILD/storage.conf CONTAINERS_CONF=$BUILD/containers.conf
 # buildah keeps the RUN --mount=type=cache folders (Go's module and build
 # caches) under TMPDIR: in the cache, they make a warm build quick.
-export TMPDIR=$CACHE/tmp
+build() { TMPDIR=$CACHE/tmp podman build --pull=never "$@"; }
 
 # What netavark changes on the host, to put back at the end.
 forward_before=$(sysctl -n net.ipv4.ip_forward)
@@ -175,13 +175,13 @@ WORKDIR /go
 EOF
   cp /etc/ssl/certs/ca-certificates.crt "$BUILD/goimage/"
   cp -a "$goroot" "$BUILD/goimage/go"
-  podman build --pull=never -q -t "$GO_IMAGE" -f "$BUILD/goimage/Containerfile" "$BUILD/goimage" >/dev/null
+  build -q -t "$GO_IMAGE" -f "$BUILD/goimage/Containerfile" "$BUILD/goimage" >/dev/null
   rm -rf "$BUILD/goimage"
 fi
 
 # --- the image ----------------------------------------------------------------
 say "podman build the Dockerfile"
-podman build --pull=never -t "$IMAGE" . >"$BUILD/build.log" 2>&1 || { tail -30 "$BUILD/build.log"; fail "podman build"; }
+build -t "$IMAGE" . >"$BUILD/build.log" 2>&1 || { tail -30 "$BUILD/build.log"; fail "podman build"; }
 podman run --rm "$IMAGE" version
 [ "$(podman image inspect -f '{{.Config.User}}' "$IMAGE")" = 10001:10001 ] || fail "the image does not run as uid 10001"
 
