@@ -42,6 +42,11 @@ for cmd in podman:podman runc:runc debootstrap:debootstrap podman-compose:podman
   ffmpeg:ffmpeg iptables:iptables systemd-analyze:systemd; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd#*:}")
 done
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+# netavark networks, and aardvark-dns by which the pods find each other.
+for helper in netavark aardvark-dns; do
+  [ -x /usr/lib/podman/$helper ] || need+=("$helper")
+done
 if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || fail "install ${need[*]} (the test runs podman as root)"
   say "installing ${need[*]}"
