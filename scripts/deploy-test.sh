@@ -276,6 +276,16 @@ render_job "127.0.0.1:$port" compose
 COMPOSED=
 say "compose: done"
 
+# --- the kustomization renders (kubectl is not in Debian: only where present) --
+if command -v kubectl >/dev/null 2>&1; then
+  say "kubectl kustomize deploy/k8s"
+  cp -r deploy/k8s "$BUILD/k8s" && printf %s "$TOKEN" >"$BUILD/k8s/token"
+  kubectl kustomize "$BUILD/k8s" >"$BUILD/k8s-rendered.yaml" || fail "kubectl kustomize deploy/k8s"
+  grep -q 'name: framefarm-token-' "$BUILD/k8s-rendered.yaml" || fail "the kustomization made no token secret"
+else
+  echo "kubectl is not installed: the kustomization is not rendered (its files are decoded by the Go test)"
+fi
+
 # --- systemd units ------------------------------------------------------------
 say "systemd-analyze verify deploy/systemd"
 $GO test -count=1 -run TestDeployFiles -v ./cmd/framefarm
