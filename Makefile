@@ -72,3 +72,13 @@ test-browser: deps
 	bash scripts/install-chromium.sh
 	$(GO) build -o $(BIN) ./cmd/framefarm
 	FRAMEFARM_ARTIFACTS=$(FRAMEFARM_ARTIFACTS) $(GO) test -count=1 -tags browser -timeout 20m -run 'Browser' -v ./cmd/framefarm/
+
+# Deployment test (issue 15): builds the Dockerfile's image with podman (no
+# registry needed: base images made with debootstrap and cached under
+# ~/.cache/framefarm-deploy), renders a job on Kubernetes pods played by
+# podman and on the compose file, each video checked frame by frame, and
+# runs systemd-analyze verify on the units. Installs podman, runc,
+# debootstrap and podman-compose; needs root.
+.PHONY: test-deploy
+test-deploy: deps
+	GO=$(GO) bash scripts/deploy-test.sh

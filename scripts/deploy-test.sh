@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# The deployment test (issue 15): builds the Dockerfile's image with podman,
+# then renders a real job on it twice, each time checked frame by frame
+# (framemd5 of FFV1) against one plain ffmpeg run:
+#   1. `podman kube play deploy/podman/farm.yaml`: the coordinator pod and two
+#      node pods, each running the node and its ambassador side by side;
+#   2. `podman-compose -f deploy/compose.yaml up`: the one-machine topology.
+# It also runs `systemd-analyze verify` on the units in deploy/systemd.
+# Run through `make test-deploy`.
+#
+# No container registry is needed (none is reachable on the test machines):
+# the Dockerfile's base images are made here, debian:bookworm-slim by
+# debootstrap from the machine's own Debian mirror and golang:1.26-bookworm
+# from it plus this machine's Go toolchain, and cached (with podman's whole
+# image store, so the layers of the apt and go steps too) under
+# $FRAMEFARM_DEPLOY_CACHE (default ~/.cache/framefarm-deploy).
+#
+# Everything podman touches is under that cache and build/deploy: its own
+# storage.conf and containers.conf (runc, cgroupfs, file events, ulimits
+# within the machine's hard limits), its own network configuration. What
+# netavark changes on the host (IP forwarding, its firewall chains) is put
+# back when the test ends, and so are the pods, volumes, secrets and network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+GO=${GO:-go}
+BUILD=$REPO/build/deploy
+CACHE=${FRAMEFARM_DEPLOY_CACHE:-$HOME/.cache/framefarm-deploy}
+IMAGE=localhost/framefarm:test
+GO_IMAGE=docker.io/library/golang:1.26-bookworm
+BASE_IMAGE=docker.io/library/debian:bookworm-slim
+NET=framefarm-test
+TOKEN=deploy-test-$RANDOM$RANDOM
+start=$(date +%s)
+
+say() { printf '== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# --- what the test needs on a fresh Debian ------------------------------------
+need=()
+for cmd in podman:podman runc:runc debootstrap:debootstrap podman-compose:podman-compose \
+  ffmpeg:ffmpeg iptables:iptables systemd-analyze:systemd; do
+  command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd#*:}")
+done
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+# netavark networks, and aardvark-dns by which the pods find each other.
+for helper in netavark aardvark-dns; do
+  [ -x /usr/lib/podman/$helper ] || need+=("$helper")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || fail "install ${need[*]} (the test runs podman as root)"
+  say "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+[ "$(id -u)" = 0 ] || fail "run as root: the pods use podman's rootful networking"
+
+# --- podman confined to the build folder and the cache ------------------------
+rm -rf "$BUILD"
+mkdir -p "$BUILD/networks" "$BUILD/runroot" "$CACHE/tmp" "$CACHE/storage"
+cat >"$BUILD/storage.conf" <<EOF
+[storage]
+driver = "overlay"
+graphroot = "$CACHE/storage"
+runroot = "$BUILD/runroot"
+EOF
+# crun refuses the hybrid cgroups of these machines; runc runs. The default
+# ulimits must stay within the machine's hard limits or no container starts.
+nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)
+[ "$nofile" = unlimited ] && nofile=1048576
+# runc could not set a hard nproc of 96367 (this machine's) but sets 32768.
+if [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ]; then nproc=32768; fi
+cat >"$BUILD/containers.conf" <<EOF
+[containers]
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$BUILD/events.log"
+[network]
+network_config_dir = "$BUILD/networks"
+EOF
+export CONTAINERS_STORAGE_CONF=$BUILD/storage.conf CONTAINERS_CONF=$BUILD/containers.conf
+# buildah keeps the RUN --mount=type=cache folders (Go's module and build
+# caches) under TMPDIR: in the cache, they make a warm build quick.
+build() { TMPDIR=$CACHE/tmp podman build --pull=never "$@"; }
+
+# What netavark changes on the host, to put back at the end.
+forward_before=$(sysctl -n net.ipv4.ip_forward)
+chains_before=$( (iptables-save; ip6tables-save) 2>/dev/null | grep -c '^:NETAVARK' || true)
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -n "${PLAYED:-}" ]; then
+    podman kube down "$PLAYED" >/dev/null 2>&1
+    podman volume rm -f framefarm-data >/dev/null 2>&1
+    podman secret rm framefarm-token >/dev/null 2>&1
+  fi
+  if [ -n "${COMPOSED:-}" ]; then
+    (cd deploy && podman-compose -p framefarm-test -f compose.yaml down -v) >/dev/null 2>&1
+  fi
+  podman pod rm -f -a >/dev/null 2>&1
+  podman rm -f -a >/dev/null 2>&1
+  podman volume prune -f >/dev/null 2>&1
+  podman network rm -f "$NET" >/dev/null 2>&1
+  podman network prune -f >/dev/null 2>&1
+  # netavark leaves its chains behind, and IP forwarding on.
+  if [ "$chains_before" = 0 ]; then
+    for save in iptables ip6tables; do
+      command -v "$save" >/dev/null || continue
+      for table in nat filter; do
+        "$save" -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j NETAVARK' | while read -r _ rule; do
+          eval "$save -t $table -D $rule"
+        done
+        "$save" -t "$table" -S 2>/dev/null | awk '/^-N NETAVARK/ {print $2}' | while read -r chain; do
+          "$save" -t "$table" -F "$chain"
+        done
+        "$save" -t "$table" -S 2>/dev/null | awk '/^-N NETAVARK/ {print $2}' | while read -r chain; do
+          "$save" -t "$table" -X "$chain"
+        done
+      done
+    done
+  fi
+  sysctl -qw net.ipv4.ip_forward="$forward_before"
+  left=$( (iptables-save; ip6tables-save) 2>/dev/null | grep -c NETAVARK || true)
+  [ "$chains_before" != 0 ] || [ "$left" = 0 ] || echo "WARNING: $left netavark firewall lines left" >&2
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# --- base images, made without a registry -------------------------------------
+mirror() {
+  if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
+  # The first source of bookworm's main suite, in either sources format.
+  {
+    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+      awk '$1 == "deb" { for (i = 2; i < NF; i++) if ($i !~ /^\[/ && $(i+1) == "bookworm") { print $i; exit } }'
+    cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
+      awk 'BEGIN { RS = ""; FS = "\n" } /(^|\n)Suites:[^\n]*[ \t]bookworm([ \t]|\n|$)/ {
+        for (i = 1; i <= NF; i++) if ($i ~ /^URIs:/) { split($i, u, /[ \t]+/); print u[2]; exit } }'
+  } | head -1
+}
+if ! podman image exists "$BASE_IMAGE"; then
+  tarball=$CACHE/bookworm-minbase.tar
+  if [ ! -s "$tarball" ]; then
+    m=$(mirror)
+    [ -n "$m" ] || fail "no bookworm mirror in /etc/apt/sources*: set DEBIAN_MIRROR"
+    say "debootstrap --variant=minbase bookworm from $m"
+    rm -rf "$CACHE/rootfs"
+    debootstrap --variant=minbase bookworm "$CACHE/rootfs" "$m" >"$BUILD/debootstrap.log" 2>&1 ||
+      { tail -20 "$BUILD/debootstrap.log"; fail "debootstrap"; }
+    # The image's apt must reach the same mirror inside the build.
+    echo "deb $m bookworm main" >"$CACHE/rootfs/etc/apt/sources.list"
+    tar -C "$CACHE/rootfs" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+    rm -rf "$CACHE/rootfs"
+  fi
+  say "importing $BASE_IMAGE"
+  podman import --change 'CMD ["bash"]' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    "$tarball" "$BASE_IMAGE" >/dev/null
+fi
+if ! podman image exists "$GO_IMAGE"; then
+  goroot=$($GO env GOROOT)
+  want=$(awk '$1 == "go" { split($2, v, "."); print v[1] "." v[2]; exit }' go.mod)
+  have=$($GO env GOVERSION)
+  case "$have" in go"$want"*) ;; *) fail "$GO is $have, go.mod wants go$want for $GO_IMAGE";; esac
+  say "making $GO_IMAGE from $BASE_IMAGE and $goroot ($have)"
+  mkdir -p "$BUILD/goimage"
+  cat >"$BUILD/goimage/Containerfile" <<EOF
+FROM $BASE_IMAGE
+COPY go /usr/local/go
+# The real image has Debian's ca-certificates; this machine's bundle is what
+# reaches the Go module proxy from here.
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+ENV GOPATH=/go PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+WORKDIR /go
+EOF
+  cp /etc/ssl/certs/ca-certificates.crt "$BUILD/goimage/"
+  cp -a "$goroot" "$BUILD/goimage/go"
+  build -q -t "$GO_IMAGE" -f "$BUILD/goimage/Containerfile" "$BUILD/goimage" >/dev/null
+  rm -rf "$BUILD/goimage"
+fi
+
+# --- the image ----------------------------------------------------------------
+say "podman build the Dockerfile"
+build -t "$IMAGE" . >"$BUILD/build.log" 2>&1 || { tail -30 "$BUILD/build.log"; fail "podman build"; }
+podman run --rm "$IMAGE" version
+[ "$(podman image inspect -f '{{.Config.User}}' "$IMAGE")" = 10001:10001 ] || fail "the image does not run as uid 10001"
+
+# --- frames and the reference video -------------------------------------------
+$GO build -o "$BUILD/framefarm" ./cmd/framefarm
+frames=$BUILD/frames
+mkdir -p "$frames"
+ffmpeg -v error -f lavfi -i testsrc2=size=320x240:rate=24 -frames:v 96 -start_number 1 "$frames/f_%04d.png"
+ffmpeg -v error -framerate 24 -start_number 1 -i "$frames/f_%04d.png" -c:v ffv1 -level 3 -pix_fmt yuv420p "$BUILD/ref.mkv"
+ffmpeg -v error -i "$BUILD/ref.mkv" -f framemd5 - | grep -v '^#' | cut -d, -f6 >"$BUILD/ref.md5"
+[ "$(wc -l <"$BUILD/ref.md5")" = 96 ] || fail "the reference has $(wc -l <"$BUILD/ref.md5") frames, want 96"
+
+# nodes_joined CONTAINER: wait until the coordinator in CONTAINER has seen
+# both nodes, so that the job is shared between them.
+nodes_joined() {
+  for _ in $(seq 120); do
+    [ "$(podman logs "$1" 2>&1 | grep -c 'msg="node joined"')" -ge 2 ] && return 0
+    sleep 1
+  done
+  podman logs "$1" 2>&1 | tail -20
+  fail "the nodes did not join the coordinator in $1 within 2 minutes"
+}
+
+# render_job ADDR NAME: submit the frames to the farm at ADDR (uploaded from
+# here, since the coordinator's container does not see them), fetch the
+# video and hold it to the reference frame by frame.
+render_job() {
+  local addr=$1 name=$2 ff=("$BUILD/framefarm")
+  export FRAMEFARM_TOKEN=$TOKEN
+  for _ in $(seq 120); do
+    "${ff[@]}" jobs --coordinator "$addr" >/dev/null 2>&1 && break
+    sleep 1
+  done
+  "${ff[@]}" jobs --coordinator "$addr" >/dev/null || fail "$name: the coordinator at $addr does not answer"
+  local job
+  job=$("${ff[@]}" submit --coordinator "$addr" --frames "$frames" --upload --codec ffv1 --sets 6 --name "$name" 2>/dev/null | tail -1)
+  [ -n "$job" ] || fail "$name: submit gave no job id"
+  timeout 300 "${ff[@]}" fetch --coordinator "$addr" --job "$job" --wait -o "$BUILD/$name.mkv" ||
+    { "${ff[@]}" status --coordinator "$addr" --job "$job" || true; fail "$name: fetch"; }
+  ffmpeg -v error -i "$BUILD/$name.mkv" -f framemd5 - | grep -v '^#' | cut -d, -f6 >"$BUILD/$name.md5"
+  if ! cmp -s "$BUILD/ref.md5" "$BUILD/$name.md5"; then
+    diff "$BUILD/ref.md5" "$BUILD/$name.md5" | head -5
+    fail "$name: the video differs from one ffmpeg run (framemd5)"
+  fi
+  # Both node pods (or services) rendered: every set is done, by more than one node.
+  local nodes
+  nodes=$("${ff[@]}" status --coordinator "$addr" --job "$job" --json |
+    grep -o '"node": *"[^"][^"]*"' | sort -u | wc -l)
+  echo "$name: 96 frames equal to one ffmpeg run (framemd5), sets rendered by $nodes nodes"
+  [ "$nodes" -ge 2 ] || fail "$name: only $nodes node rendered; want both"
+  unset FRAMEFARM_TOKEN
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- Kubernetes pods, played by podman ----------------------------------------
+podman network create "$NET" >/dev/null
+port=$(free_port)
+sed -e "s/hostPort: 5555/hostPort: $port/" -e "s#image: ghcr.io/framefarm/framefarm:latest#image: $IMAGE#" \
+  deploy/podman/farm.yaml >"$BUILD/farm.yaml"
+printf '{"token": "%s"}' "$(printf %s "$TOKEN" | base64 -w0)" | podman secret create framefarm-token - >/dev/null
+say "podman kube play deploy/podman/farm.yaml (port $port)"
+PLAYED=$BUILD/farm.yaml
+podman kube play --network "$NET" "$PLAYED" >"$BUILD/play.log" 2>&1 || { cat "$BUILD/play.log"; fail "kube play"; }
+pods=$(podman pod ps --format '{{.Name}}' | sort | tr '\n' ' ')
+echo "pods: $pods"
+nodes_joined framefarm-coordinator-pod-0-coordinator
+render_job "127.0.0.1:$port" kube || { podman pod logs --tail 20 -a 2>/dev/null; exit 1; }
+# kube down leaves the volumes (the PVC's and the emptyDirs') and the secret.
+podman kube down "$PLAYED" >>"$BUILD/play.log" 2>&1
+podman volume prune -f >/dev/null
+podman secret rm framefarm-token >/dev/null
+PLAYED=
+say "kube play: done"
+
+# --- compose ------------------------------------------------------------------
+say "podman-compose -f deploy/compose.yaml up"
+port=$(free_port)
+COMPOSED=1
+(cd deploy && FRAMEFARM_IMAGE=$IMAGE FRAMEFARM_TOKEN=$TOKEN FRAMEFARM_PORT=$port \
+  podman-compose -p framefarm-test -f compose.yaml up -d) >"$BUILD/compose.log" 2>&1 ||
+  { cat "$BUILD/compose.log"; fail "podman-compose up"; }
+nodes_joined framefarm-test_coordinator_1
+render_job "127.0.0.1:$port" compose
+(cd deploy && FRAMEFARM_IMAGE=$IMAGE FRAMEFARM_TOKEN=$TOKEN FRAMEFARM_PORT=$port \
+  podman-compose -p framefarm-test -f compose.yaml down -v) >>"$BUILD/compose.log" 2>&1
+COMPOSED=
+say "compose: done"
+
+# --- the kustomization renders (kubectl is not in Debian: only where present) --
+if command -v kubectl >/dev/null 2>&1; then
+  say "kubectl kustomize deploy/k8s"
+  cp -r deploy/k8s "$BUILD/k8s" && printf %s "$TOKEN" >"$BUILD/k8s/token"
+  kubectl kustomize "$BUILD/k8s" >"$BUILD/k8s-rendered.yaml" || fail "kubectl kustomize deploy/k8s"
+  grep -q 'name: framefarm-token-' "$BUILD/k8s-rendered.yaml" || fail "the kustomization made no token secret"
+else
+  echo "kubectl is not installed: the kustomization is not rendered (its files are decoded by the Go test)"
+fi
+
+# --- systemd units ------------------------------------------------------------
+say "systemd-analyze verify deploy/systemd"
+$GO test -count=1 -run TestDeployFiles -v ./cmd/framefarm
+
+say "deploy tests passed"
