@@ -304,21 +304,7 @@ func rgbPSNR(t *testing.T, video, frames string, start int, rgb string) float64 
 	if p[3] == "pc" {
 		rng = "pc"
 	}
-	out, err := exec.Command("ffmpeg", "-v", "info", "-nostats", "-i", video, "-start_number", strconv.Itoa(start), "-i", frames, "-lavfi",
-		fmt.Sprintf("[0:v]settb=1/24,setpts=N,scale=in_color_matrix=%s:in_range=%s,format=%s[a];[1:v]settb=1/24,setpts=N,format=%s[b];[a][b]psnr", matrix, rng, rgb, rgb),
-		"-f", "null", "-").CombinedOutput()
-	if err != nil {
-		t.Fatalf("psnr: %v\n%s", err, out)
-	}
-	m := regexp.MustCompile(`average:([0-9.]+|inf)`).FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("no PSNR in:\n%s", out)
-	}
-	if string(m[1]) == "inf" {
-		return math.Inf(1)
-	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return v
+	return psnrVia(t, video, frames, start, fmt.Sprintf("scale=in_color_matrix=%s:in_range=%s,format=%s", matrix, rng, rgb), "format="+rgb)
 }
 
 // TestColourAccuracy: SMPTE HD bars and testsrc2, x264 at crf 12, come

@@ -318,8 +318,21 @@ func sortFloats(f []float64) {
 // source frames.
 func psnr(t *testing.T, video, framesPattern string, startNumber int) float64 {
 	t.Helper()
+	return psnrVia(t, video, framesPattern, startNumber, "", "format=yuv420p")
+}
+
+// psnrVia is psnr with each side through its own filters first (video's
+// and the frames'; "" for none).
+func psnrVia(t *testing.T, video, framesPattern string, startNumber int, videoVF, framesVF string) float64 {
+	t.Helper()
+	join := func(vf string) string {
+		if vf == "" {
+			return ""
+		}
+		return "," + vf
+	}
 	cmd := exec.Command("ffmpeg", "-v", "info", "-nostats", "-i", video, "-start_number", strconv.Itoa(startNumber), "-i", framesPattern,
-		"-lavfi", "[0:v]settb=1/24,setpts=N[a];[1:v]settb=1/24,setpts=N,format=yuv420p[b];[a][b]psnr", "-f", "null", "-")
+		"-lavfi", "[0:v]settb=1/24,setpts=N"+join(videoVF)+"[a];[1:v]settb=1/24,setpts=N"+join(framesVF)+"[b];[a][b]psnr", "-f", "null", "-")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("psnr: %v\n%s", err, out)

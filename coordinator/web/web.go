@@ -6,12 +6,14 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -32,6 +34,11 @@ import (
 
 //go:embed assets
 var assets embed.FS
+
+// The signed-in pages, each filled into layout.html's frame.
+//
+//go:embed pages
+var pageFiles embed.FS
 
 // Options are what the web app is started with.
 type Options struct {
@@ -96,8 +103,12 @@ func New(c *coordinator.Coordinator, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	pages, err := renderPages()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{c: c, o: o, log: o.Logger, auth: a, ready: make(chan struct{})}
-	s.handler = s.routes()
+	s.handler = s.routes(pages)
 	return s, nil
 }
 
@@ -172,13 +183,35 @@ func (s *Server) removeCutUploads(ctx context.Context) {
 const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; connect-src 'self'; " +
 	"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
-func (s *Server) routes() http.Handler {
+// renderPages fills each signed-in page into its frame once: the pages
+// hold no data (their scripts fetch it), only their title and script.
+func renderPages() (map[string][]byte, error) {
+	t, err := template.ParseFS(pageFiles, "pages/*.html")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for page, title := range map[string]string{"jobs": "Jobs", "job": "Job", "nodes": "Nodes", "submit": "Submit"} {
+		var b bytes.Buffer
+		if err := t.ExecuteTemplate(&b, page+".html", struct{ Page, Title string }{page, title}); err != nil {
+			return nil, fmt.Errorf("page %s: %w", page, err)
+		}
+		out[page+".html"] = b.Bytes()
+	}
+	return out, nil
+}
+
+func (s *Server) routes(pages map[string][]byte) http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(assets, "assets")
 	files := http.FileServerFS(static)
 	page := func(name string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Cache-Control", "no-store")
+			if b, ok := pages[name]; ok {
+				http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(b))
+				return
+			}
 			http.ServeFileFS(w, r, static, name)
 		}
 	}

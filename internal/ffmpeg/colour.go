@@ -144,10 +144,6 @@ func (c Colour) filters(pixFmt, ext string) []string {
 		return nil
 	}
 	t := spaceTags[c.Space]
-	matrix := t.matrix
-	if isRGB(pixFmt) {
-		matrix = "gbr"
-	}
 	var conv string
 	switch {
 	case isRGB(pixFmt):
@@ -160,7 +156,9 @@ func (c Colour) filters(pixFmt, ext string) []string {
 		// own default is bilinear, whose chroma is softer).
 		conv = fmt.Sprintf("scale=out_color_matrix=%s:out_range=%s:flags=bicubic", t.sws, c.Range)
 	}
-	return []string{conv, fmt.Sprintf("setparams=colorspace=%s:color_primaries=%s:color_trc=%s:range=%s", matrix, t.primaries, c.transfer(ext), c.Range)}
+	// setparams names RGB "gbr" where the encoder options say "rgb".
+	return []string{conv, fmt.Sprintf("setparams=colorspace=%s:color_primaries=%s:color_trc=%s:range=%s",
+		c.matrix(pixFmt, "gbr"), t.primaries, c.transfer(ext), c.Range)}
 }
 
 // tags are the encoder options that write the colour into the bitstream
@@ -172,11 +170,16 @@ func (c Colour) tags(pixFmt, ext string) []string {
 		return nil
 	}
 	t := spaceTags[c.Space]
-	matrix := t.matrix
+	return []string{"-colorspace", c.matrix(pixFmt, "rgb"), "-color_primaries", t.primaries, "-color_trc", c.transfer(ext), "-color_range", c.Range}
+}
+
+// matrix is the matrix tag of c for pixFmt: rgb (as each tool spells it)
+// for RGB pixel formats, the space's own otherwise.
+func (c Colour) matrix(pixFmt, rgb string) string {
 	if isRGB(pixFmt) {
-		matrix = "rgb"
+		return rgb
 	}
-	return []string{"-colorspace", matrix, "-color_primaries", t.primaries, "-color_trc", c.transfer(ext), "-color_range", c.Range}
+	return spaceTags[c.Space].matrix
 }
 
 // ColourArgs are the output options that convert frames with the file

@@ -76,12 +76,7 @@ func (t *tail) String() string {
 // Cancelling ctx stops ffmpeg with SIGTERM (it finishes cleanly), then
 // SIGKILL after StopGrace.
 func (r Runner) Run(ctx context.Context, args []string, progress func(frames int64)) error {
-	cmd := exec.CommandContext(ctx, r.bin(r.FFmpeg, "ffmpeg"), args...)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = r.StopGrace
-	if cmd.WaitDelay == 0 {
-		cmd.WaitDelay = 5 * time.Second
-	}
+	cmd := r.command(ctx, args)
 	errTail := &tail{max: 4096}
 	cmd.Stderr = errTail
 	stdout, err := cmd.StdoutPipe()
@@ -197,16 +192,23 @@ func (r Runner) probeJSON(ctx context.Context, path string, args []string, doc a
 	return nil
 }
 
-// Pipe runs ffmpeg with args reading stdin from in (pipe:0) and writing
-// stdout to out (pipe:1), for small one-shot conversions (a thumbnail). It
-// is stopped as Run stops it.
-func (r Runner) Pipe(ctx context.Context, args []string, in io.Reader, out io.Writer) error {
+// command is ffmpeg with args, stopped when ctx ends with SIGTERM (it
+// finishes cleanly), then SIGKILL after StopGrace.
+func (r Runner) command(ctx context.Context, args []string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, r.bin(r.FFmpeg, "ffmpeg"), args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = r.StopGrace
 	if cmd.WaitDelay == 0 {
 		cmd.WaitDelay = 5 * time.Second
 	}
+	return cmd
+}
+
+// Pipe runs ffmpeg with args reading stdin from in (pipe:0) and writing
+// stdout to out (pipe:1), for small one-shot conversions (a thumbnail). It
+// is stopped as Run stops it.
+func (r Runner) Pipe(ctx context.Context, args []string, in io.Reader, out io.Writer) error {
+	cmd := r.command(ctx, args)
 	errTail := &tail{max: 4096}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, out, errTail
 	if err := cmd.Run(); err != nil {
