@@ -196,6 +196,7 @@ type nodeInfo struct {
 	// measured it.
 	problem string
 	rtt     time.Duration
+	slots   int
 }
 
 // JobSpec is what a job is submitted with: its frames and settings.

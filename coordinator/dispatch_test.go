@@ -192,3 +192,26 @@ func TestOnceIsToldWhenNoWorkIsLeft(t *testing.T) {
 		t.Fatal("a node without once was answered on an idle farm")
 	}
 }
+
+// The farm's view of a node names the sets it holds and the slots it said
+// it has, as the nodes page and `framefarm nodes` show them.
+func TestSnapshotNamesTheSetsANodeHolds(t *testing.T) {
+	c := farmFixture(t)
+	addTestJob(t, c, "a", 0, 3, 0)
+	if err := c.touchNode("n1", nodeReport{hasLoad: true, free: 4, slots: 2}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, ok := offered(t, wait(t, c, "n1", 4, 0, false)); !ok {
+			t.Fatal("no set, with sets available")
+		}
+	}
+	s := c.Snapshot(context.Background())
+	if len(s.Nodes) != 1 {
+		t.Fatalf("nodes %v, want n1 alone", s.Nodes)
+	}
+	n := s.Nodes[0]
+	if got := fmt.Sprint(n.WorkingOn); n.Slots != 2 || got != "[a/0 a/1]" {
+		t.Errorf("n1: slots %d, working on %s; want 2 and [a/0 a/1]", n.Slots, got)
+	}
+}

@@ -60,9 +60,37 @@ func (c *Coordinator) nodeStatusLocked(name string) *farmpb.NodeStatus {
 	if ni := c.nodes[name]; ni != nil {
 		ns.LastSeenUnixMs = ni.lastSeen.UnixMilli()
 		ns.CpuLoad, ns.FreeCores, ns.SetsDone, ns.Breaker = ni.cpuLoad, ni.freeCores, uint32(ni.setsDone), ni.breaker
-		ns.Problem, ns.LinkRttMs = ni.problem, uint32(ni.rtt.Milliseconds())
+		ns.Problem, ns.LinkRttMs, ns.Slots = ni.problem, uint32(ni.rtt.Milliseconds()), uint32(ni.slots)
 	}
 	return ns
+}
+
+// farmNodeLocked is a node as the whole farm sees it: what
+// nodeStatusLocked says, its failures in every job and the jobs that
+// exclude it, and the sets it holds (working, from workingLocked).
+func (c *Coordinator) farmNodeLocked(name string, working map[string][]string) *farmpb.NodeStatus {
+	ns := c.nodeStatusLocked(name)
+	for _, jr := range c.queue {
+		ns.Failures += uint32(jr.job.NodeFailures[name])
+		if jr.job.Excluded(name) {
+			ns.ExcludedFrom = append(ns.ExcludedFrom, jr.rec.ID)
+		}
+	}
+	ns.WorkingOn = working[name]
+	return ns
+}
+
+// workingLocked maps each node to the sets it holds, as JOB/INDEX.
+func (c *Coordinator) workingLocked() map[string][]string {
+	w := map[string][]string{}
+	for _, jr := range c.queue {
+		for _, s := range jr.job.Sets {
+			if s.State == job.Assigned {
+				w[s.Node] = append(w[s.Node], fmt.Sprintf("%s/%d", jr.rec.ID, s.Index))
+			}
+		}
+	}
+	return w
 }
 
 func unixMilli(t time.Time) int64 {
@@ -100,7 +128,8 @@ type Snapshot struct {
 	// Jobs in queue order: higher priority first, then the earlier
 	// submitted.
 	Jobs []*farmpb.JobSummary
-	// Nodes are every node that called, by name, without per-job counts.
+	// Nodes are every node that called, by name, with their failures in
+	// all jobs, the jobs that exclude them and the sets they hold.
 	Nodes []*farmpb.NodeStatus
 	// Waiting is how many requests for work wait for a set.
 	Waiting int
@@ -116,8 +145,9 @@ func (c *Coordinator) Snapshot(ctx context.Context) Snapshot {
 	for _, jr := range c.queue {
 		s.Jobs = append(s.Jobs, summaryLocked(jr))
 	}
+	working := c.workingLocked()
 	for _, name := range slices.Sorted(maps.Keys(c.nodes)) {
-		s.Nodes = append(s.Nodes, c.nodeStatusLocked(name))
+		s.Nodes = append(s.Nodes, c.farmNodeLocked(name, working))
 	}
 	b := c.pending()
 	c.mu.Unlock()

@@ -83,6 +83,7 @@ func (f *farmService) ListNodes(ctx context.Context, req *farmpb.ListNodesReques
 		}
 	}
 	resp := &farmpb.ListNodesResponse{Total: uint32(len(names))}
+	working := c.workingLocked()
 	for _, name := range slices.Sorted(maps.Keys(names)) {
 		if name <= req.After {
 			continue
@@ -90,14 +91,7 @@ func (f *farmService) ListNodes(ctx context.Context, req *farmpb.ListNodesReques
 		if len(resp.Nodes) == limit {
 			break
 		}
-		ns := c.nodeStatusLocked(name)
-		for _, jr := range c.queue {
-			ns.Failures += uint32(jr.job.NodeFailures[name])
-			if jr.job.Excluded(name) {
-				ns.ExcludedFrom = append(ns.ExcludedFrom, jr.rec.ID)
-			}
-		}
-		resp.Nodes = append(resp.Nodes, ns)
+		resp.Nodes = append(resp.Nodes, c.farmNodeLocked(name, working))
 	}
 	b := c.pending()
 	c.mu.Unlock()

@@ -104,7 +104,7 @@ func (n *nodeService) AcquireSet(ctx context.Context, req *farmpb.AcquireSetRequ
 		return nil, err
 	}
 	// Asking for work says the node is healthy again, whatever it said before.
-	if err := c.touchNode(req.Node, nodeReport{load: req.CpuLoad, free: req.FreeCores, hasLoad: true, healthy: true}); err != nil {
+	if err := c.touchNode(req.Node, nodeReport{load: req.CpuLoad, free: req.FreeCores, hasLoad: true, healthy: true, slots: int(req.Slots)}); err != nil {
 		return nil, err
 	}
 	w := &waiter{node: req.Node, once: req.Once, free: req.FreeCores, load: req.CpuLoad, got: make(chan offer, 1)}
@@ -268,6 +268,8 @@ type nodeReport struct {
 	problem string
 	healthy bool
 	rtt     time.Duration
+	// slots is how many sets the node works on at once (0: not said).
+	slots int
 }
 
 // The node registry's bounds: token holders must not grow the
@@ -322,6 +324,9 @@ func (c *Coordinator) touchNode(name string, r nodeReport) error {
 	}
 	if r.hasLoad {
 		ni.cpuLoad, ni.freeCores = r.load, r.free
+	}
+	if r.slots > 0 {
+		ni.slots = r.slots
 	}
 	if b := r.breaker; b != nil {
 		// The state is one of three words; anything else is kept as

@@ -209,7 +209,7 @@ func (n *Node) work(ctx context.Context, work string, log *slog.Logger) {
 			continue
 		}
 		load, free := n.load.sample()
-		resp, err := n.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: n.cfg.Name, Once: n.cfg.Once, CpuLoad: load, FreeCores: free})
+		resp, err := n.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: n.cfg.Name, Once: n.cfg.Once, CpuLoad: load, FreeCores: free, Slots: uint32(n.cfg.Slots)})
 		if err != nil {
 			if ctx.Err() != nil {
 				break

@@ -37,8 +37,10 @@ type AcquireSetRequest struct {
 	// The node's load, as in its heartbeats: when several nodes wait for
 	// work, a set that becomes available goes to the one with the most free
 	// cores, then the least loaded.
-	CpuLoad       float64 `protobuf:"fixed64,3,opt,name=cpu_load,json=cpuLoad,proto3" json:"cpu_load,omitempty"`
-	FreeCores     float64 `protobuf:"fixed64,4,opt,name=free_cores,json=freeCores,proto3" json:"free_cores,omitempty"`
+	CpuLoad   float64 `protobuf:"fixed64,3,opt,name=cpu_load,json=cpuLoad,proto3" json:"cpu_load,omitempty"`
+	FreeCores float64 `protobuf:"fixed64,4,opt,name=free_cores,json=freeCores,proto3" json:"free_cores,omitempty"`
+	// How many sets the node works on at once (its --slots), for status.
+	Slots         uint32 `protobuf:"varint,5,opt,name=slots,proto3" json:"slots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -97,6 +99,13 @@ func (x *AcquireSetRequest) GetCpuLoad() float64 {
 func (x *AcquireSetRequest) GetFreeCores() float64 {
 	if x != nil {
 		return x.FreeCores
+	}
+	return 0
+}
+
+func (x *AcquireSetRequest) GetSlots() uint32 {
+	if x != nil {
+		return x.Slots
 	}
 	return 0
 }
@@ -1729,8 +1738,13 @@ type NodeStatus struct {
 	// What the node says keeps it from asking for work, if anything.
 	Problem   string `protobuf:"bytes,9,opt,name=problem,proto3" json:"problem,omitempty"`
 	LinkRttMs uint32 `protobuf:"varint,10,opt,name=link_rtt_ms,json=linkRttMs,proto3" json:"link_rtt_ms,omitempty"`
-	// In ListNodes: the jobs that give the node no more sets.
-	ExcludedFrom  []string `protobuf:"bytes,11,rep,name=excluded_from,json=excludedFrom,proto3" json:"excluded_from,omitempty"`
+	// In ListNodes and the farm's snapshot: the jobs that give the node no
+	// more sets.
+	ExcludedFrom []string `protobuf:"bytes,11,rep,name=excluded_from,json=excludedFrom,proto3" json:"excluded_from,omitempty"`
+	// The sets the node holds now, as JOB/INDEX.
+	WorkingOn []string `protobuf:"bytes,12,rep,name=working_on,json=workingOn,proto3" json:"working_on,omitempty"`
+	// How many sets it works on at once, as it last said (0: not said).
+	Slots         uint32 `protobuf:"varint,13,opt,name=slots,proto3" json:"slots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1840,6 +1854,20 @@ func (x *NodeStatus) GetExcludedFrom() []string {
 		return x.ExcludedFrom
 	}
 	return nil
+}
+
+func (x *NodeStatus) GetWorkingOn() []string {
+	if x != nil {
+		return x.WorkingOn
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetSlots() uint32 {
+	if x != nil {
+		return x.Slots
+	}
+	return 0
 }
 
 type ListNodesRequest struct {
@@ -3271,13 +3299,14 @@ var File_farm_proto protoreflect.FileDescriptor
 const file_farm_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"farm.proto\x12\fframefarm.v1\"u\n" +
+	"farm.proto\x12\fframefarm.v1\"\x8b\x01\n" +
 	"\x11AcquireSetRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04once\x18\x02 \x01(\bR\x04once\x12\x19\n" +
 	"\bcpu_load\x18\x03 \x01(\x01R\acpuLoad\x12\x1d\n" +
 	"\n" +
-	"free_cores\x18\x04 \x01(\x01R\tfreeCores\"\x98\x01\n" +
+	"free_cores\x18\x04 \x01(\x01R\tfreeCores\x12\x14\n" +
+	"\x05slots\x18\x05 \x01(\rR\x05slots\"\x98\x01\n" +
 	"\x12AcquireSetResponse\x12:\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x18.framefarm.v1.AssignmentH\x00R\n" +
@@ -3425,7 +3454,7 @@ const file_farm_proto_rawDesc = "" +
 	" \x01(\rR\bfailures\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\v \x01(\tR\tlastError\x12\x14\n" +
-	"\x05token\x18\f \x01(\x04R\x05token\"\xee\x02\n" +
+	"\x05token\x18\f \x01(\x04R\x05token\"\xa3\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12)\n" +
@@ -3440,7 +3469,10 @@ const file_farm_proto_rawDesc = "" +
 	"\aproblem\x18\t \x01(\tR\aproblem\x12\x1e\n" +
 	"\vlink_rtt_ms\x18\n" +
 	" \x01(\rR\tlinkRttMs\x12#\n" +
-	"\rexcluded_from\x18\v \x03(\tR\fexcludedFrom\">\n" +
+	"\rexcluded_from\x18\v \x03(\tR\fexcludedFrom\x12\x1d\n" +
+	"\n" +
+	"working_on\x18\f \x03(\tR\tworkingOn\x12\x14\n" +
+	"\x05slots\x18\r \x01(\rR\x05slots\">\n" +
 	"\x10ListNodesRequest\x12\x14\n" +
 	"\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"Y\n" +

@@ -290,8 +290,8 @@ func TestBrowserDashboard(t *testing.T) {
 	js = try(fc.GetJob(context.Background(), &farmpb.GetJobRequest{JobId: id})).must(t, "GetJob")
 	for _, n := range js.Nodes {
 		row := eval[[]string](t, nodes, `[...document.querySelectorAll('tr[data-node="`+n.Name+`"] td')].map((td) => td.textContent)`)
-		if len(row) < 5 || row[0] != n.Name || row[4] != strconv.Itoa(int(n.SetsDone)) {
-			t.Errorf("nodes page row %v; gRPC: %s with %d sets done", row, n.Name, n.SetsDone)
+		if len(row) < 7 || row[0] != n.Name || row[4] != strconv.Itoa(int(n.SetsDone)) || row[5] != strconv.Itoa(int(n.Slots)) || row[6] != "—" {
+			t.Errorf("nodes page row %v; gRPC: %s with %d sets done, %d slots, none held", row, n.Name, n.SetsDone, n.Slots)
 		}
 	}
 	do(t, ctx, "the jobs page, done", chromedp.Navigate(w.base+"/"), chromedp.WaitVisible(chromedp.CSS(`tr[data-job="`+id+`"] [data-act=download]`)))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -44,29 +45,24 @@ func renderNodes(w io.Writer, nodes []*farmpb.NodeStatus, now time.Time) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSEEN\tLOAD\tDONE\tFAILED\tEXCLUDED FROM\tBREAKER\tRTT\tPROBLEM")
+	fmt.Fprintln(tw, "NODE\tSEEN\tLOAD\tSLOTS\tWORKING ON\tDONE\tFAILED\tEXCLUDED FROM\tBREAKER\tRTT\tPROBLEM")
 	for _, n := range nodes {
 		seen := "-"
 		if n.LastSeenUnixMs > 0 {
 			seen = now.Sub(time.UnixMilli(n.LastSeenUnixMs)).Round(time.Second).String() + " ago"
 		}
-		excluded := strings.Join(n.ExcludedFrom, ",")
-		if excluded == "" {
-			excluded = "-"
+		excluded, working := orDash(strings.Join(n.ExcludedFrom, ",")), orDash(strings.Join(n.WorkingOn, ","))
+		slots := "-"
+		if n.Slots > 0 {
+			slots = strconv.Itoa(int(n.Slots))
 		}
-		breaker := n.GetBreaker().GetState()
-		if breaker == "" {
-			breaker = "-"
-		}
+		breaker := orDash(n.GetBreaker().GetState())
 		rtt := "-"
 		if n.LinkRttMs > 0 {
 			rtt = fmt.Sprintf("%dms", n.LinkRttMs)
 		}
-		problem := n.Problem
-		if problem == "" {
-			problem = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f%%\t%d\t%d\t%s\t%s\t%s\t%s\n", n.Name, seen, n.CpuLoad*100, n.SetsDone, n.Failures, excluded, breaker, rtt, problem)
+		fmt.Fprintf(tw, "%s\t%s\t%.0f%%\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", n.Name, seen, n.CpuLoad*100, slots, working,
+			n.SetsDone, n.Failures, excluded, breaker, rtt, orDash(n.Problem))
 	}
 	tw.Flush()
 }
@@ -92,3 +88,4 @@ reset puts it back in the queue, keeping its rendered sets.`,
 			return nil
 		})
 }
+

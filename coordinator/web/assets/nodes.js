@@ -6,7 +6,9 @@
 
   function draw(r) {
     const n = r.node, b = n.breaker || {};
-    r.tr.replaceChildren(...[n.name, ff.ago(n.last_seen_unix_ms), Number(n.cpu_load).toFixed(2), Number(n.free_cores).toFixed(1), n.sets_done,
+    const list = (xs) => (xs && xs.length ? xs.join(" ") : "—");
+    r.tr.replaceChildren(...[n.name, ff.ago(n.last_seen_unix_ms), Number(n.cpu_load).toFixed(2), Number(n.free_cores).toFixed(1), n.sets_done || 0,
+      n.slots || "—", list(n.working_on), n.failures || 0, list(n.excluded_from), n.problem || "—",
       b.state || "—", b.opens || 0, Number(b.last_opened_unix_ms) ? ff.time(b.last_opened_unix_ms) : "—", b.total_failures || 0]
       .map((v) => ff.el("td", {}, String(v))));
   }
