@@ -395,6 +395,8 @@ func TestWebUploadRefusals(t *testing.T) {
 		{"a container with a path", append([]formPart{{"container", "", []byte("../../evil")}}, good...), 400, "container", "container"},
 		{"a container the codec cannot fill", append([]formPart{{"container", "", []byte("webm")}}, good...), 400, "webm", "container"},
 		{"a bad sets", append([]formPart{{"sets", "", []byte("0")}}, good...), 400, "--sets", "sets"},
+		{"a range the codec cannot take", append([]formPart{{"codec", "", []byte("prores_ks")}, {"range", "", []byte("pc")}}, good...), 400, "--range", "range"},
+		{"an unknown colour", append([]formPart{{"color", "", []byte("srgb")}}, good...), 400, "--color", "color"},
 		{"an unknown field", append([]formPart{{"frames_dir", "", []byte("/etc")}}, good...), 400, "unknown field", "frames_dir"},
 		{"a name with a path", append([]formPart{{"name", "", []byte(strings.Repeat("../", 100))}}, good...), 400, "at most 200", "name"},
 		{"a name too long for a form", append([]formPart{{"name", "", []byte(strings.Repeat("../", 400))}}, good...), 400, "at most 1024", "name"},

@@ -55,7 +55,7 @@ func tooLarge(field, file, format string, args ...any) *uploadErr {
 }
 
 // settingFields are the form fields a job takes.
-const settingFields = "codec, container, fps, crf, preset, sets, priority, name, gaps, pix_fmt"
+const settingFields = "codec, container, fps, crf, preset, sets, priority, name, gaps, pix_fmt, color, range, exr_transfer, alpha"
 
 func isSetting(field string) bool {
 	return field != "" && !strings.ContainsAny(field, ", ") && slices.Contains(strings.Split(settingFields, ", "), field)
@@ -63,7 +63,7 @@ func isSetting(field string) bool {
 
 // flagField maps the flags `framefarm submit`'s errors name to the form's
 // fields, so that the page shows an error beside its field.
-var flagField = regexp.MustCompile(`--(codec|out|fps|crf|preset|sets|priority|name|gaps|audio|pix-fmt|scale)\b`)
+var flagField = regexp.MustCompile(`--(codec|out|fps|crf|preset|sets|priority|name|gaps|audio|pix-fmt|scale|color|range|exr-transfer|alpha)\b`)
 
 var (
 	audioExt      = regexp.MustCompile(`^\.[a-z0-9]{1,8}$`)
@@ -378,7 +378,8 @@ func (rc *receiver) archive(ctx context.Context, name string, r io.Reader) error
 func (rc *receiver) spec() (coordinator.JobSpec, error) {
 	f := rc.fields
 	spec := coordinator.JobSpec{FramesDir: rc.dir, Name: f["name"], Codec: f["codec"], FPS: f["fps"], Preset: f["preset"],
-		Container: f["container"], Gaps: f["gaps"], PixFmt: f["pix_fmt"], Audio: rc.audio, Sets: 8, CRF: -1}
+		Container: f["container"], Gaps: f["gaps"], PixFmt: f["pix_fmt"], Audio: rc.audio, Sets: 8, CRF: -1,
+		Color: f["color"], Range: f["range"], EXRTransfer: f["exr_transfer"], Alpha: f["alpha"]}
 	if spec.Codec == "" {
 		spec.Codec = "libx264"
 	}

@@ -156,6 +156,8 @@
     const fps = st.fps_den && st.fps_den !== "1" ? st.fps_num + "/" + st.fps_den : st.fps_num;
     const rows = [["Job", j.job_id], ["Frames", j.frames_dir], ["Codec", st.codec], ["fps", fps], ["CRF", st.crf < 0 ? "default" : st.crf],
       ["Preset", st.preset || "default"], ["Pixel format", st.pix_fmt], ["Size", st.width + "×" + st.height + (st.pad_even ? " (padded to even)" : "")],
+      ["Colour", st.color ? st.color + " " + st.color_range : "untagged (a job from before colour settings)"],
+      ["OpenEXR frames", st.exr_transfer || "—"], ["Alpha", st.alpha || "drop"],
       ["Parts", st.part_ext], ["Priority", j.priority], ["Submitted", ff.time(j.submitted_unix_ms)], ["Finished", ff.time(j.finished_unix_ms) || "—"],
       ["Output", j.out_path || "—"], ["SHA-256", j.final_sha256 || "—"]];
     $("settings").replaceChildren(...rows.flatMap(([k, v]) => [ff.el("dt", {}, k), ff.el("dd", {}, String(v))]));
