@@ -263,6 +263,20 @@ func TestWebSignInAndCSRF(t *testing.T) {
 	if r3, err := bare.Do(req); err != nil || r3.StatusCode != 401 {
 		t.Errorf("the old session after sign-out: %v %v, want 401", r3.Status, err)
 	}
+	// Guessing: three wrong tokens were given above; after ten in a
+	// minute this address is refused, the right token too, for a minute.
+	wrong := 3
+	for ; wrong < 10; wrong++ {
+		if resp, b := w.do(t, "GET", "/api/jobs", nil, map[string]string{"Authorization": "Bearer guess"}); resp.StatusCode != 401 {
+			t.Fatalf("wrong token %d: %s %s, want 401", wrong+1, resp.Status, b)
+		}
+	}
+	for _, tc := range []struct{ method, path, body string }{{"POST", "/api/login", `{"token":"` + token + `"}`}, {"GET", "/api/jobs", ""}} {
+		resp, b := w.do(t, tc.method, tc.path, strings.NewReader(tc.body), map[string]string{"Content-Type": "application/json", "Authorization": "Bearer " + token})
+		if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || !bytes.Contains(b, []byte("too many wrong tokens")) {
+			t.Errorf("%s %s with the right token after %d wrong ones: %s %s, want 429 with Retry-After", tc.method, tc.path, wrong, resp.Status, b)
+		}
+	}
 }
 
 const csrfHeaderName = "X-CSRF-Token"

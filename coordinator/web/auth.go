@@ -7,8 +7,11 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -40,10 +43,28 @@ type auth struct {
 
 	mu       sync.Mutex
 	sessions map[string]time.Time // id → expiry
+	// guessers are the clients (by address) that gave a wrong token in
+	// their current window.
+	guessers map[string]*guesser
+}
+
+// A client that keeps giving wrong tokens gets only a few tries a minute:
+// the sign-in page and the API are on the network, and a token may be
+// short. The table of clients is bounded like the sessions.
+const (
+	maxGuesses  = 10
+	guessWindow = time.Minute
+	maxGuessers = 10_000
+)
+
+// guesser counts one client's wrong tokens since its window began.
+type guesser struct {
+	wrong int
+	since time.Time
 }
 
 func newAuth(token string, now func() time.Time) (*auth, error) {
-	a := &auth{now: now, sessions: map[string]time.Time{}}
+	a := &auth{now: now, sessions: map[string]time.Time{}, guessers: map[string]*guesser{}}
 	if token != "" {
 		a.token, a.set = sha256.Sum256([]byte(token)), true
 	}
@@ -60,32 +81,79 @@ func (a *auth) tokenOK(got string) bool {
 	return subtle.ConstantTimeCompare(sum[:], a.token[:]) == 1
 }
 
-// who says how r is signed in: "bearer", "session" (with its id), or ""
-// when it is not. A farm without a token lets everyone in as the session "".
-func (a *auth) who(r *http.Request) (how, session string) {
-	if h := r.Header.Get("Authorization"); h != "" {
-		if t, ok := strings.CutPrefix(h, "Bearer "); ok && a.set && a.tokenOK(t) {
-			return "bearer", ""
+// errGuessing refuses a client that gave too many wrong tokens lately.
+var errGuessing = fmt.Errorf("too many wrong tokens from this address: wait a minute (at most %d tries a minute)", maxGuesses)
+
+// guess checks a token r's client gives, counting the wrong ones: after
+// maxGuesses in guessWindow the client is refused, right token or not,
+// until its window ends.
+func (a *auth) guess(r *http.Request, token string) (bool, error) {
+	client, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		client = r.RemoteAddr
+	}
+	now := a.now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	g := a.guessers[client]
+	if g != nil && now.Sub(g.since) >= guessWindow {
+		delete(a.guessers, client)
+		g = nil
+	}
+	if g != nil && g.wrong >= maxGuesses {
+		return false, errGuessing
+	}
+	if a.tokenOK(token) {
+		return true, nil
+	}
+	if g == nil {
+		if len(a.guessers) >= maxGuessers {
+			for k, o := range a.guessers {
+				if now.Sub(o.since) >= guessWindow {
+					delete(a.guessers, k)
+				}
+			}
 		}
-		if a.set {
-			return "", ""
+		if len(a.guessers) >= maxGuessers {
+			// Full of clients guessing right now: count this one with
+			// them all, under one key, rather than grow.
+			client = "*"
+		}
+		if g = a.guessers[client]; g == nil {
+			g = &guesser{since: now}
+			a.guessers[client] = g
 		}
 	}
+	g.wrong++
+	return false, nil
+}
+
+// who says how r is signed in: "bearer", "session" (with its id), or ""
+// when it is not (with errGuessing for a client refused for its wrong
+// tokens). A farm without a token lets everyone in as the session "".
+func (a *auth) who(r *http.Request) (how, session string, err error) {
+	if h := r.Header.Get("Authorization"); h != "" && a.set {
+		t, _ := strings.CutPrefix(h, "Bearer ")
+		if ok, err := a.guess(r, t); !ok {
+			return "", "", err
+		}
+		return "bearer", "", nil
+	}
 	if !a.set {
-		return "open", ""
+		return "open", "", nil
 	}
 	c, err := r.Cookie(cookieName)
 	if err != nil {
-		return "", ""
+		return "", "", nil
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	exp, ok := a.sessions[c.Value]
 	if !ok || a.now().After(exp) {
 		delete(a.sessions, c.Value)
-		return "", ""
+		return "", "", nil
 	}
-	return "session", c.Value
+	return "session", c.Value, nil
 }
 
 // csrf is the CSRF token of a session.
@@ -119,7 +187,12 @@ func crossSite(r *http.Request) bool {
 // they come from our own pages (or a script holding the token).
 func (a *auth) require(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		how, session := a.who(r)
+		how, session, err := a.who(r)
+		if err != nil {
+			w.Header().Set("Retry-After", strconv.Itoa(int(guessWindow.Seconds())))
+			writeJSON(w, http.StatusTooManyRequests, apiError{Error: err.Error()})
+			return
+		}
 		if how == "" {
 			if r.Method == http.MethodGet && !strings.HasPrefix(r.URL.Path, "/api/") && r.URL.Path != "/metrics" {
 				http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
@@ -146,7 +219,7 @@ func (a *auth) require(next http.Handler) http.Handler {
 
 // session tells a page its CSRF token and whether the farm has a token.
 func (a *auth) session(w http.ResponseWriter, r *http.Request) {
-	_, session := a.who(r)
+	_, session, _ := a.who(r)
 	writeJSON(w, http.StatusOK, map[string]any{"csrf": a.csrf(session), "token_required": a.set})
 }
 
@@ -169,7 +242,11 @@ func (a *auth) login(w http.ResponseWriter, r *http.Request) {
 	} else {
 		body.Token = r.PostFormValue("token")
 	}
-	if !a.tokenOK(body.Token) {
+	if ok, err := a.guess(r, body.Token); err != nil {
+		w.Header().Set("Retry-After", strconv.Itoa(int(guessWindow.Seconds())))
+		writeJSON(w, http.StatusTooManyRequests, apiError{Error: err.Error(), Field: "token"})
+		return
+	} else if !ok {
 		writeJSON(w, http.StatusUnauthorized, apiError{Error: "wrong token: use the coordinator's --token (or its FRAMEFARM_TOKEN)", Field: "token"})
 		return
 	}
