@@ -88,4 +88,3 @@ reset puts it back in the queue, keeping its rendered sets.`,
 			return nil
 		})
 }
-
