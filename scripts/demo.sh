@@ -40,6 +40,12 @@ for _ in $(seq 50); do "$BIN" status --coordinator "$COORD" >/dev/null 2>&1 && b
 echo "demo: farm started (coordinator $COORD, 2 nodes); logs in $DEMO/logs"
 echo "demo: watch progress from another terminal with:"
 echo "        $BIN status --coordinator $COORD --watch"
+# The web app is on 127.0.0.1:8080 unless that port was taken (the
+# coordinator then runs without it and says so in its log).
+web=$(sed -n 's/.*msg="web app listening" addr=\([^ ]*\).*/\1/p' "$DEMO/logs/coordinator.log" | head -1)
+if [ -n "$web" ]; then
+  echo "demo: or in a browser (jobs, the sets live, nodes): http://$web/"
+fi
 "$BIN" fetch --coordinator "$COORD" -o "$DEMO/fetched.mp4" --wait
 "$BIN" status --coordinator "$COORD" | tee "$DEMO/status.txt"
 echo
