@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/framefarm/framefarm/internal/reason"
 	farmpb "github.com/framefarm/framefarm/proto"
 	"google.golang.org/grpc/codes"
@@ -118,9 +120,14 @@ func TestOutOfDescriptorsIsOwnFault(t *testing.T) {
 	if rerr := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); rerr != nil {
 		t.Fatal(rerr)
 	}
-	st := toStatus(err)
+	c := farmFixture(t)
+	st := c.answer(err)
 	if !errors.Is(err, errOwnFault) || errors.Is(err, ErrFrameChanged) || status.Code(st) != codes.ResourceExhausted || reason.Of(st) != reason.CoordinatorFault {
 		t.Fatalf("out of descriptors: %v (%v), want the coordinator's own fault", err, st)
+	}
+	// Answered, it is noted for status and counted in the metrics.
+	if c.lastOwnFault.msg == "" || testutil.ToFloat64(c.metrics.ownFaults) != 1 {
+		t.Errorf("own fault noted %q, counted %v; want noted and counted once", c.lastOwnFault.msg, testutil.ToFloat64(c.metrics.ownFaults))
 	}
 	fh, err := openFrame(dir, f)
 	if err != nil {

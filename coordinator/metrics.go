@@ -35,6 +35,7 @@ type metrics struct {
 	partUploadBytes  prometheus.Counter
 	frameUploadBytes prometheus.Counter
 	frameStreamBytes prometheus.Counter
+	ownFaults        prometheus.Counter
 }
 
 // The reasons of framefarm_lease_expiries_total.
@@ -65,6 +66,8 @@ func newMetrics(c *Coordinator) *metrics {
 		partUploadBytes:  f.counter("framefarm_part_upload_bytes_total", "Bytes of parts received whole from nodes, accepted or not."),
 		frameUploadBytes: f.counter("framefarm_frame_upload_bytes_total", "Bytes of frames stored from uploads (submit --upload)."),
 		frameStreamBytes: f.counter("framefarm_frame_stream_bytes_total", "Bytes of frames streamed to nodes."),
+		ownFaults: f.counter("framefarm_own_faults_total",
+			"Calls the coordinator answered with a fault of its own (its disk, descriptors or store), never counted against a node or set."),
 	}
 	m.expiries.WithLabelValues(expiredHeartbeat)
 	m.expiries.WithLabelValues(expiredProgress)

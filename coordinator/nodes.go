@@ -144,6 +144,7 @@ func (c *Coordinator) noteOwnFault(err error) {
 	c.mu.Lock()
 	c.lastOwnFault = ownFault{msg: text.Truncate(err.Error(), 1000), at: c.cfg.Now()}
 	c.mu.Unlock()
+	c.metrics.ownFaults.Inc()
 }
 
 // problemText is what is kept of a node's problem.
