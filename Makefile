@@ -69,7 +69,7 @@ test-faults: deps
 FRAMEFARM_ARTIFACTS ?=
 .PHONY: test-browser
 test-browser: deps
-	bash scripts/install-chromium.sh
+	bash scripts/install-deps.sh browser
 	$(GO) build -o $(BIN) ./cmd/framefarm
 	FRAMEFARM_ARTIFACTS=$(FRAMEFARM_ARTIFACTS) $(GO) test -count=1 -tags browser -timeout 20m -run 'Browser' -v ./cmd/framefarm/
 

@@ -1,7 +1,7 @@
 //go:build browser
 
 // Browser tests (make test-browser): the web app in real headless Chromium
-// (Debian's chromium, scripts/install-chromium.sh), driven with chromedp,
+// (Debian's chromium, scripts/install-deps.sh browser), driven with chromedp,
 // over a farm of real processes. Screenshots go to $FRAMEFARM_ARTIFACTS, or
 // a folder the test prints.
 
@@ -54,7 +54,7 @@ func newBrowser(t *testing.T) context.Context {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
-		t.Fatalf("chromium is required (run scripts/install-chromium.sh): %v", err)
+		t.Fatalf("chromium is required (run scripts/install-deps.sh browser): %v", err)
 	}
 	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]), chromedp.ExecPath(path), chromedp.NoSandbox,
 		chromedp.DisableGPU, chromedp.WindowSize(1280, 900), chromedp.Flag("autoplay-policy", "no-user-gesture-required"))

@@ -41,7 +41,7 @@ func TestBrowserColourOfBars(t *testing.T) {
 	needFFmpeg(t)
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
-		t.Fatal("no chromium: run scripts/install-chromium.sh (make test-browser does)")
+		t.Fatal("no chromium: run scripts/install-deps.sh browser (make test-browser does)")
 	}
 	root := t.TempDir()
 	frames := filepath.Join(root, "frames")
