@@ -5,11 +5,16 @@
 # test-browser).
 set -euo pipefail
 
-# need CMD PACKAGE...: installs the packages with apt-get unless CMD runs.
+# need "CMD..." PACKAGE...: installs the packages with apt-get unless every
+# CMD is there.
 need() {
-  local cmd=$1
+  local cmd missing=""
+  for cmd in $1; do
+    command -v "$cmd" >/dev/null 2>&1 || missing="$missing $cmd"
+  done
   shift
-  command -v "$cmd" >/dev/null 2>&1 && return 0
+  [ -z "$missing" ] && return 0
+  cmd=${missing# }
   local sudo=""
   if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null 2>&1 || { echo "install-deps: $cmd is missing and I am not root: install $1 with your package manager" >&2; exit 1; }
@@ -25,8 +30,7 @@ need() {
   $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-need ffmpeg ffmpeg
-need ffprobe ffmpeg
+need "ffmpeg ffprobe" ffmpeg
 if [ "${1:-}" = browser ]; then
   need chromium chromium fonts-dejavu-core
 fi
