@@ -171,6 +171,20 @@ func TestStorageOutS3(t *testing.T) {
 		t.Fatal("the S3 secret key appears in the coordinator's log or status")
 	}
 	t.Logf("event: %s", e.Detail)
+
+	// The same to a file:// URL (another set count, so another job).
+	dir := t.TempDir()
+	id2 := f.submit(t, "--frames", frames, "--sets", "2", "--codec", "ffv1", "--out", "file://"+dir+"/final.mkv")
+	fetched2 := filepath.Join(tmp, "fetched2.mkv")
+	f.fetchJob(t, id2, fetched2)
+	w.waitCount(t, "the second copy to --out", 2*time.Minute, 2, outCopyEvent)
+	if n := countKind(w.events(), "out_copied"); n != 2 {
+		t.Fatalf("%d copies landed, want 2:\n%s", n, formatEvents(w.events()))
+	}
+	if a, b := sha(t, filepath.Join(dir, "final.mkv")), sha(t, fetched2); a != b {
+		t.Fatalf("file:// copy sha256 %s, fetched %s", a, b)
+	}
+	checkExact(t, filepath.Join(dir, "final.mkv"), want)
 }
 
 // TestStorageOutRetried: the S3 server is down when the final is ready; the
