@@ -33,6 +33,13 @@ func (c *Coordinator) copyOut(ctx context.Context, jr *jobRun, final, raw string
 	start := c.cfg.Now()
 	wait := outRetryFirst
 	for attempt := 1; ; attempt++ {
+		c.mu.Lock()
+		deleted := c.jobs[jr.rec.ID] != jr
+		c.mu.Unlock()
+		if deleted {
+			log.Info("job deleted before its final was copied to --out", "attempt", attempt)
+			return
+		}
 		t0 := time.Now()
 		err := storage.PutFile(ctx, final, loc)
 		if err == nil {
