@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -37,6 +38,7 @@ import (
 	"github.com/framefarm/framefarm/internal/creds"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/frameseq"
+	"github.com/framefarm/framefarm/internal/storage"
 	"github.com/framefarm/framefarm/internal/text"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
@@ -130,6 +132,9 @@ type Coordinator struct {
 	log   *slog.Logger
 	store stateStore
 
+	// copies are the copies of finals to --out URLs under way.
+	copies sync.WaitGroup
+
 	mu sync.Mutex
 	// jobs holds every job the farm knows; queue the same jobs in the order
 	// sets are granted from them (see sortQueue).
@@ -183,6 +188,9 @@ type jobRun struct {
 	// legacyFP, set on a job being prepared with default colour settings,
 	// is the fingerprint the same job had before colour settings.
 	legacyFP string
+	// outCopy is how the copy of the final to an --out URL stands (under
+	// c.mu), for status; its outcome is also an event.
+	outCopy string
 }
 
 type nodeInfo struct {
@@ -409,13 +417,17 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 		c.log.Warn("frames have an odd dimension; padding to even, as 4:2:0 and 4:2:2 need",
 			"width", settings.Width, "height", settings.Height, "pix_fmt", settings.PixFmt)
 	}
-	out := ""
-	if spec.Out != "" {
+	// An --out URL was checked with the settings; its bucket is reached
+	// only after the join, with retries, so an unreachable server never
+	// refuses a job.
+	out, localOut := spec.Out, ""
+	if out != "" && !storage.IsURL(out) {
 		if out, err = filepath.Abs(spec.Out); err != nil {
 			return nil, nil, err
 		}
+		localOut = out
 	}
-	if err := checkOutputs(out, c.cfg.Data, settings, frames); err != nil {
+	if err := checkOutputs(localOut, c.cfg.Data, settings, frames); err != nil {
 		return nil, nil, err
 	}
 	fp := fingerprint(settings, frames, spec.Sets)
@@ -466,7 +478,16 @@ func checkSettings(cfg JobSpec) (jobSettings, error) {
 	if cfg.Container != "" {
 		finalExt = strings.TrimPrefix(strings.ToLower(cfg.Container), ".")
 	}
-	if cfg.Out != "" {
+	if storage.IsURL(cfg.Out) {
+		loc, err := storage.Parse(cfg.Out)
+		if err != nil {
+			return jobSettings{}, fmt.Errorf("--out: %w", err)
+		}
+		finalExt = strings.TrimPrefix(strings.ToLower(path.Ext(loc.Key)), ".")
+		if finalExt == "" {
+			return jobSettings{}, fmt.Errorf("--out %s has no extension: end its key in .%s to pick the container", loc, strings.Join(codec.Finals, ", ."))
+		}
+	} else if cfg.Out != "" {
 		finalExt = strings.TrimPrefix(strings.ToLower(filepath.Ext(cfg.Out)), ".")
 		if finalExt == "" {
 			return jobSettings{}, fmt.Errorf("--out %s has no extension: end it in .%s to pick the container", cfg.Out, strings.Join(codec.Finals, ", ."))
@@ -645,6 +666,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 	cancel()
 	wg.Wait()
+	c.copies.Wait()
 	return err
 }
 

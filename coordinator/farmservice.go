@@ -28,7 +28,7 @@ func (c *Coordinator) statusLocked(jr *jobRun) *farmpb.JobStatus {
 		JobId: jr.rec.ID, Name: jr.rec.Name, State: string(jr.job.State), Reason: jr.job.Reason, Priority: int32(jr.job.Priority),
 		FramesDir: jr.rec.FramesDir, TotalFrames: uint32(len(jr.frames)), OutPath: jr.rec.OutPath, LastEventSeq: jr.job.LastSeq,
 		FinalSize: jr.rec.FinalSize, FinalSha256: jr.rec.FinalSHA, Settings: jr.encodeSettings(),
-		SubmittedUnixMs: jr.rec.Created.UnixMilli(), FinishedUnixMs: unixMilli(jr.rec.Finished),
+		SubmittedUnixMs: jr.rec.Created.UnixMilli(), FinishedUnixMs: unixMilli(jr.rec.Finished), OutCopy: jr.outCopy,
 	}
 	budget := setErrorBudget(len(jr.job.Sets))
 	for _, s := range jr.job.Sets {

@@ -18,6 +18,7 @@ import (
 	"github.com/framefarm/framefarm/internal/atomicfile"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	"github.com/framefarm/framefarm/internal/mp4"
+	"github.com/framefarm/framefarm/internal/storage"
 )
 
 // joiner joins the parts of every job that reaches the joining state, one
@@ -61,7 +62,7 @@ func (c *Coordinator) joinJob(ctx context.Context, jr *jobRun) {
 	if ctx.Err() != nil {
 		return
 	}
-	detail := ""
+	detail, copyURL := "", ""
 	if err == nil {
 		if err = c.store.setFinal(ctx, jr.rec.ID, name, size, sum); err == nil {
 			c.mu.Lock()
@@ -69,7 +70,11 @@ func (c *Coordinator) joinJob(ctx context.Context, jr *jobRun) {
 			out := jr.rec.OutPath
 			c.mu.Unlock()
 			detail = fmt.Sprintf("%s, %d bytes, sha256 %s, joined in %s %s", name, size, sum, time.Since(start).Round(time.Millisecond), how)
-			if out != "" {
+			switch {
+			case storage.IsURL(out):
+				copyURL = out
+				detail += ", being copied to " + storage.Redact(out)
+			case out != "":
 				if cerr := copyAtomic(filepath.Join(jr.dir, name), out); cerr != nil {
 					log.Error("copying the final video to --out failed; it stays in the data folder", "err", cerr)
 				} else {
@@ -84,6 +89,9 @@ func (c *Coordinator) joinJob(ctx context.Context, jr *jobRun) {
 	}); cerr != nil {
 		log.Error("recording the join failed", "err", cerr)
 		return
+	}
+	if copyURL != "" {
+		c.copies.Go(func() { c.copyOut(ctx, jr, filepath.Join(jr.dir, name), copyURL) })
 	}
 	if err == nil && !c.cfg.KeepParts {
 		for _, s := range c.snapshotSets(jr) {

@@ -1417,7 +1417,10 @@ type JobStatus struct {
 	OwnFaultUnixMs int64  `protobuf:"varint,19,opt,name=own_fault_unix_ms,json=ownFaultUnixMs,proto3" json:"own_fault_unix_ms,omitempty"`
 	// How many nodes the farm knows; nodes lists at most a page of them
 	// (those of this job first; ListNodes pages through all).
-	NodesTotal    uint32 `protobuf:"varint,20,opt,name=nodes_total,json=nodesTotal,proto3" json:"nodes_total,omitempty"`
+	NodesTotal uint32 `protobuf:"varint,20,opt,name=nodes_total,json=nodesTotal,proto3" json:"nodes_total,omitempty"`
+	// How the copy of the final to an --out URL stands: retrying (with the
+	// last error), copied, or given up. Empty for a local --out or none.
+	OutCopy       string `protobuf:"bytes,21,opt,name=out_copy,json=outCopy,proto3" json:"out_copy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1590,6 +1593,13 @@ func (x *JobStatus) GetNodesTotal() uint32 {
 		return x.NodesTotal
 	}
 	return 0
+}
+
+func (x *JobStatus) GetOutCopy() string {
+	if x != nil {
+		return x.OutCopy
+	}
+	return ""
 }
 
 type SetStatus struct {
@@ -3409,7 +3419,7 @@ const file_farm_proto_rawDesc = "" +
 	"\x05error\x18\x05 \x01(\tR\x05error\"\x14\n" +
 	"\x12ReleaseSetResponse\"&\n" +
 	"\rGetJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xbc\x05\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xd7\x05\n" +
 	"\tJobStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -3435,7 +3445,8 @@ const file_farm_proto_rawDesc = "" +
 	"\town_fault\x18\x12 \x01(\tR\bownFault\x12)\n" +
 	"\x11own_fault_unix_ms\x18\x13 \x01(\x03R\x0eownFaultUnixMs\x12\x1f\n" +
 	"\vnodes_total\x18\x14 \x01(\rR\n" +
-	"nodesTotal\"\xd8\x02\n" +
+	"nodesTotal\x12\x19\n" +
+	"\bout_copy\x18\x15 \x01(\tR\aoutCopy\"\xd8\x02\n" +
 	"\tSetStatus\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1f\n" +

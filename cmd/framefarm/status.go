@@ -184,6 +184,9 @@ func renderStatus(w io.Writer, st *farmpb.JobStatus, now time.Time, bars bool) {
 			where = fmt.Sprintf("fetch it with: framefarm fetch --coordinator ADDR --job %s -o FILE", st.JobId)
 		}
 		fmt.Fprintf(w, "\nfinal video: %s, %s, sha256 %s\n", where, humanSize(st.FinalSize), st.FinalSha256)
+		if st.OutCopy != "" {
+			fmt.Fprintf(w, "copy to --out: %s\n", oneLine(st.OutCopy))
+		}
 	}
 }
 

@@ -97,6 +97,11 @@ const (
 	EvJobReset     EventKind = "job_reset"
 	EvJobPriority  EventKind = "job_priority"
 	EvNodeForgiven EventKind = "node_forgiven"
+	// EvOutCopied and EvOutFailed end the copy of a done job's final to an
+	// --out URL: it landed, or the retries were given up (the final stays
+	// in the data folder either way).
+	EvOutCopied EventKind = "out_copied"
+	EvOutFailed EventKind = "out_failed"
 	// EvJobDeleted is the one event of a job kept after it is deleted: the
 	// farm's stream says what became of it, and its number stays taken.
 	EvJobDeleted EventKind = "job_deleted"

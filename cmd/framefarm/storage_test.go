@@ -1,0 +1,265 @@
+//go:build storage
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/framefarm/framefarm/internal/storage"
+	farmpb "github.com/framefarm/framefarm/proto"
+)
+
+// The S3 server's root keys; the coordinator gets them from the standard
+// AWS environment, and its log must never show the secret.
+const (
+	s3Access = "framefarmtest"
+	s3Secret = "s3cr3t-never-logged-7f3a9c"
+)
+
+// s3Server is a real versitygw process (posix backend in a temp folder) on
+// a loopback port that stays the same across restarts.
+type s3Server struct {
+	bin, root, meta, addr string
+	cmd                   *exec.Cmd
+	out                   *syncBuffer
+}
+
+func startS3(t *testing.T, buckets ...string) *s3Server {
+	t.Helper()
+	bin := os.Getenv("VERSITYGW")
+	if bin == "" {
+		bin, _ = filepath.Abs("../../bin/versitygw")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("versitygw is required (run scripts/install-versitygw.sh or set VERSITYGW): %v", err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	dir := t.TempDir()
+	s := &s3Server{bin: bin, root: filepath.Join(dir, "root"), meta: filepath.Join(dir, "meta"), addr: addr, out: &syncBuffer{}}
+	for _, d := range append([]string{s.meta}, buckets...) {
+		if d != s.meta {
+			d = filepath.Join(s.root, d) // a bucket is a folder of the posix backend
+		}
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.start(t)
+	t.Cleanup(func() {
+		s.kill(t)
+		if t.Failed() {
+			t.Logf("--- versitygw output:\n%s", s.out.String())
+		}
+	})
+	t.Setenv("AWS_ACCESS_KEY_ID", s3Access)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s3Secret)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "no-aws-config"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "no-aws-credentials"))
+	return s
+}
+
+func (s *s3Server) start(t *testing.T) {
+	t.Helper()
+	s.cmd = exec.Command(s.bin, "--port", s.addr, "posix", "--sidecar", s.meta, s.root)
+	s.cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+s3Access, "ROOT_SECRET_ACCESS_KEY="+s3Secret)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if c, err := net.DialTimeout("tcp", s.addr, time.Second); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("versitygw not listening on %s after 20s:\n%s", s.addr, s.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *s3Server) kill(t *testing.T) {
+	t.Helper()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// url is an object URL on this server.
+func (s *s3Server) url(bucket, key string) string {
+	return fmt.Sprintf("s3://%s/%s?endpoint=http://%s&region=us-east-1&use_path_style=true", bucket, key, s.addr)
+}
+
+// getObject downloads an object through the storage package.
+func getObject(t *testing.T, raw, to string) {
+	t.Helper()
+	loc, err := storage.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := storage.Open(context.Background(), loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	f, err := os.Create(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func outCopyEvent(e *farmpb.Event) bool { return e.Kind == "out_copied" || e.Kind == "out_failed" }
+
+// TestStorageOutS3: a job with --out s3://... lands its final in the bucket,
+// byte for byte what fetch gives, frame by frame one plain ffmpeg run; the
+// S3 secret never reaches the coordinator's log.
+func TestStorageOutS3(t *testing.T) {
+	needFFmpeg(t)
+	s3 := startS3(t, "finals")
+	frames := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, frames, 72, 1, "320x240")
+	want := reference(t, frames, 1)
+	f := colourFarm(t)
+	w := watch(t, f.addr)
+	out := s3.url("finals", "shots/final.mkv")
+	id := f.submit(t, "--frames", frames, "--sets", "3", "--codec", "ffv1", "--out", out)
+	tmp := t.TempDir()
+	fetched := filepath.Join(tmp, "fetched.mkv")
+	f.fetchJob(t, id, fetched)
+	e := w.waitFor(t, "the copy to --out", 2*time.Minute, outCopyEvent)
+	if e.Kind != "out_copied" {
+		t.Fatalf("copy to --out: %s %s", e.Kind, e.Detail)
+	}
+	got := filepath.Join(tmp, "object.mkv")
+	getObject(t, out, got)
+	if a, b := sha(t, got), sha(t, fetched); a != b {
+		t.Fatalf("object sha256 %s, fetched %s", a, b)
+	}
+	checkExact(t, got, want)
+	loc, _ := storage.Parse(out)
+	if a, err := storage.Stat(context.Background(), loc); err != nil || a.ContentType != "video/x-matroska" {
+		t.Fatalf("object attributes: %+v %v", a, err)
+	}
+	st := runCmd(t, binary, "status", "--coordinator", f.addr, "--job", id)
+	if !strings.Contains(st, "copy to --out: copied to s3://finals/shots/final.mkv") {
+		t.Fatalf("status does not show the copy:\n%s", st)
+	}
+	if strings.Contains(f.coord.out.String(), s3Secret) || strings.Contains(st, s3Secret) {
+		t.Fatal("the S3 secret key appears in the coordinator's log or status")
+	}
+	t.Logf("event: %s", e.Detail)
+
+	// The same to a file:// URL (another set count, so another job).
+	dir := t.TempDir()
+	id2 := f.submit(t, "--frames", frames, "--sets", "2", "--codec", "ffv1", "--out", "file://"+dir+"/final.mkv")
+	fetched2 := filepath.Join(tmp, "fetched2.mkv")
+	f.fetchJob(t, id2, fetched2)
+	w.waitCount(t, "the second copy to --out", 2*time.Minute, 2, outCopyEvent)
+	if n := countKind(w.events(), "out_copied"); n != 2 {
+		t.Fatalf("%d copies landed, want 2:\n%s", n, formatEvents(w.events()))
+	}
+	if a, b := sha(t, filepath.Join(dir, "final.mkv")), sha(t, fetched2); a != b {
+		t.Fatalf("file:// copy sha256 %s, fetched %s", a, b)
+	}
+	checkExact(t, filepath.Join(dir, "final.mkv"), want)
+}
+
+// TestStorageOutRetried: the S3 server is down when the final is ready; the
+// copy is retried and lands once the server is back a few seconds later.
+func TestStorageOutRetried(t *testing.T) {
+	needFFmpeg(t)
+	s3 := startS3(t, "finals")
+	s3.kill(t)
+	frames := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, frames, 48, 1, "320x240")
+	f := colourFarm(t)
+	w := watch(t, f.addr)
+	out := s3.url("finals", "retried/final.mkv")
+	id := f.submit(t, "--frames", frames, "--sets", "2", "--codec", "ffv1", "--out", out)
+	w.waitDone(t, 3*time.Minute)
+	// The first attempt fails while the server is down...
+	retry := regexp.MustCompile(`copying the final video to --out failed; retrying`)
+	deadline := time.Now().Add(time.Minute)
+	for len(logLines(f.coord, 0, retry)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no retry logged:\n%s", f.coord.out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := countKind(w.events(), "out_copied"); n != 0 {
+		t.Fatalf("copied with the server down")
+	}
+	st := runCmd(t, binary, "status", "--coordinator", f.addr, "--job", id)
+	if !strings.Contains(st, "copy to --out: retrying") {
+		t.Fatalf("status does not show the retry:\n%s", st)
+	}
+	time.Sleep(3 * time.Second)
+	restarted := time.Now()
+	s3.start(t)
+	e := w.waitFor(t, "the copy to --out", 2*time.Minute, outCopyEvent)
+	if e.Kind != "out_copied" {
+		t.Fatalf("copy to --out: %s %s", e.Kind, e.Detail)
+	}
+	t.Logf("landed %s after the server came back (%d retries logged): %s",
+		time.Since(restarted).Round(time.Millisecond), len(logLines(f.coord, 0, retry)), e.Detail)
+	tmp := t.TempDir()
+	fetched, got := filepath.Join(tmp, "fetched.mkv"), filepath.Join(tmp, "object.mkv")
+	f.fetchJob(t, id, fetched)
+	getObject(t, out, got)
+	if a, b := sha(t, got), sha(t, fetched); a != b {
+		t.Fatalf("object sha256 %s, fetched %s", a, b)
+	}
+	if strings.Contains(f.coord.out.String(), s3Secret) {
+		t.Fatal("the S3 secret key appears in the coordinator's log")
+	}
+}
+
+// TestStorageOutRefused: a bad --out URL is refused at submit, naming --out.
+func TestStorageOutRefused(t *testing.T) {
+	needFFmpeg(t)
+	frames := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, frames, 4, 1, "64x48")
+	f := colourFarm(t)
+	for _, c := range []struct{ out, says string }{
+		{"s3:///final.mkv?region=us-east-1", "names no bucket"},
+		{"s3://bucket/shots/", "names no object"},
+		{"gs://bucket/final.mkv", "not supported yet"},
+		{"ftp://bucket/final.mkv", "unknown storage scheme"},
+		{"s3://AKIAX:" + s3Secret + "@bucket/final.mkv", "holds credentials"},
+		{"s3://bucket/final?region=us-east-1", "has no extension"},
+	} {
+		said := f.refused(t, "--frames", frames, "--out", c.out)
+		if !strings.Contains(said, "--out") || !strings.Contains(said, c.says) {
+			t.Errorf("--out %s: submit said %q, want --out and %q", c.out, said, c.says)
+		}
+		if strings.Contains(said, s3Secret) {
+			t.Errorf("--out %s: the refusal shows the secret: %s", c.out, said)
+		}
+	}
+	if strings.Contains(f.coord.out.String(), s3Secret) {
+		t.Fatal("the secret appears in the coordinator's log")
+	}
+}

@@ -1,0 +1,243 @@
+// Package storage puts files into and reads them from object storage named
+// by a URL, through gocloud.dev/blob. Two drivers are linked for now:
+// file:///path (a folder) and s3://bucket/prefix (any S3-compatible server:
+// ?endpoint=&region=&use_path_style=true, on aws-sdk-go-v2, credentials
+// from the standard AWS environment and files). gs:// and azblob:// come
+// later, with their drivers.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/url"
+	"os"
+	"path"
+	"strings"
+
+	"gocloud.dev/blob"
+	_ "gocloud.dev/blob/fileblob" // file://
+	_ "gocloud.dev/blob/s3blob"   // s3://
+)
+
+// Location is a storage URL split into the bucket it opens and the key of
+// one object inside it.
+type Location struct {
+	// Bucket is the URL gocloud opens (scheme, bucket, query).
+	Bucket string
+	// Key is the object's key inside the bucket.
+	Key string
+}
+
+// IsURL reports whether s names object storage rather than a local path.
+func IsURL(s string) bool {
+	i := strings.Index(s, "://")
+	return i > 0 && !strings.ContainsAny(s[:i], "/\\.")
+}
+
+// Parse checks an object URL such as s3://bucket/shots/final.mkv?region=...
+// or file:///srv/finals/final.mkv and splits it. Credentials in the URL are
+// refused: they would end up in logs and the job's record.
+func Parse(raw string) (Location, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return Location{}, fmt.Errorf("%s is not a URL: %w", Redact(raw), unwrapURLError(err))
+	}
+	if u.User != nil {
+		return Location{}, fmt.Errorf("%s holds credentials: give them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or ~/.aws) instead", Redact(raw))
+	}
+	for k := range u.Query() {
+		if secretParam(k) {
+			return Location{}, fmt.Errorf("%s holds credentials (%s): give them in the environment instead", Redact(raw), k)
+		}
+	}
+	switch u.Scheme {
+	case "s3":
+		if u.Host == "" {
+			return Location{}, fmt.Errorf("%s names no bucket: write s3://BUCKET/KEY", Redact(raw))
+		}
+		key := strings.TrimPrefix(u.Path, "/")
+		if key == "" || strings.HasSuffix(key, "/") {
+			return Location{}, fmt.Errorf("%s names no object: write s3://%s/KEY", Redact(raw), u.Host)
+		}
+		b := *u
+		b.Path = ""
+		return Location{Bucket: b.String(), Key: key}, nil
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return Location{}, fmt.Errorf("%s: a file URL names a path on this machine: write file:///PATH", Redact(raw))
+		}
+		if !path.IsAbs(u.Path) || strings.HasSuffix(u.Path, "/") {
+			return Location{}, fmt.Errorf("%s names no file: write file:///FOLDER/NAME", Redact(raw))
+		}
+		dir, name := path.Split(u.Path)
+		b := url.URL{Scheme: "file", Path: dir, RawQuery: u.RawQuery}
+		return Location{Bucket: b.String(), Key: name}, nil
+	case "gs", "azblob":
+		return Location{}, fmt.Errorf("%s: %s:// is not supported yet (s3:// and file:// are)", Redact(raw), u.Scheme)
+	default:
+		return Location{}, fmt.Errorf("%s: unknown storage scheme %q (s3:// and file:// are supported)", Redact(raw), u.Scheme)
+	}
+}
+
+// String is the location as one URL, for logs and errors (redacted).
+func (l Location) String() string {
+	u, err := url.Parse(l.Bucket)
+	if err != nil {
+		return Redact(l.Bucket) + " " + l.Key
+	}
+	u.Path = path.Join("/", u.Path, l.Key)
+	return Redact(u.String())
+}
+
+// PutFile streams a local file to the location: blob.Writer uploads it in
+// parts (multipart on S3), so memory stays bounded whatever the file's size.
+// The object appears only once the whole file is written.
+func PutFile(ctx context.Context, local string, loc Location) (err error) {
+	f, err := os.Open(local)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b, err := blob.OpenBucket(ctx, loc.Bucket)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", loc, redactErr(err))
+	}
+	defer b.Close()
+	wctx, cancel := context.WithCancel(ctx)
+	// Cancelling before Close abandons the upload instead of completing a
+	// partial object.
+	defer cancel()
+	w, err := b.NewWriter(wctx, loc.Key, &blob.WriterOptions{ContentType: ContentType(loc.Key)})
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", loc, redactErr(err))
+	}
+	if _, err := io.Copy(w, f); err != nil {
+		cancel()
+		_ = w.Close()
+		return fmt.Errorf("writing %s: %w", loc, redactErr(err))
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", loc, redactErr(err))
+	}
+	return nil
+}
+
+// Stat returns the object's attributes (size, content type, ETag).
+func Stat(ctx context.Context, loc Location) (*blob.Attributes, error) {
+	b, err := blob.OpenBucket(ctx, loc.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", loc, redactErr(err))
+	}
+	defer b.Close()
+	a, err := b.Attributes(ctx, loc.Key)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", loc, redactErr(err))
+	}
+	return a, nil
+}
+
+// Open returns a reader of the object; the caller closes it.
+func Open(ctx context.Context, loc Location) (io.ReadCloser, error) {
+	b, err := blob.OpenBucket(ctx, loc.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", loc, redactErr(err))
+	}
+	r, err := b.NewReader(ctx, loc.Key, nil)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("reading %s: %w", loc, redactErr(err))
+	}
+	return &bucketReader{Reader: r, b: b}, nil
+}
+
+type bucketReader struct {
+	*blob.Reader
+	b *blob.Bucket
+}
+
+func (r *bucketReader) Close() error {
+	return errors.Join(r.Reader.Close(), r.b.Close())
+}
+
+// ContentType is the media type of a video file by its extension.
+func ContentType(key string) string {
+	switch strings.ToLower(path.Ext(key)) {
+	case ".mkv":
+		return "video/x-matroska"
+	case ".mov":
+		return "video/quicktime"
+	}
+	if t := mime.TypeByExtension(path.Ext(key)); t != "" {
+		return t
+	}
+	return "application/octet-stream"
+}
+
+// Redact removes credentials from a URL: its user information and any query
+// parameter that carries a key, secret, token or signature.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		// Unparseable: keep only the scheme, as the rest may hold anything.
+		if i := strings.Index(raw, "://"); i > 0 {
+			return raw[:i] + "://REDACTED"
+		}
+		return "REDACTED"
+	}
+	if u.User != nil {
+		u.User = url.User("REDACTED")
+	}
+	q := u.Query()
+	changed := false
+	for k := range q {
+		if secretParam(k) {
+			q.Set(k, "REDACTED")
+			changed = true
+		}
+	}
+	if changed {
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+func secretParam(k string) bool {
+	k = strings.ToLower(k)
+	for _, s := range []string{"secret", "key", "token", "signature", "credential", "password", "sig"} {
+		if strings.Contains(k, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// redactErr keeps the error's chain (for errors.Is and gcerrors) while its
+// message loses any URL credentials that a driver may have quoted.
+func redactErr(err error) error {
+	return &redacted{err: err}
+}
+
+type redacted struct{ err error }
+
+func (r *redacted) Error() string {
+	words := strings.Fields(r.err.Error())
+	for i, w := range words {
+		if IsURL(strings.Trim(w, `"'`)) || strings.Contains(w, "://") {
+			words[i] = Redact(strings.Trim(w, `"'`))
+		}
+	}
+	return strings.Join(words, " ")
+}
+
+func (r *redacted) Unwrap() error { return r.err }
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
