@@ -288,6 +288,6 @@ fi
 
 # --- systemd units ------------------------------------------------------------
 say "systemd-analyze verify deploy/systemd"
-$GO test -count=1 -run TestDeployFiles -v ./cmd/framefarm
+FRAMEFARM_REQUIRE=1 $GO test -count=1 -run TestDeployFiles -v ./cmd/framefarm
 
 say "deploy tests passed"

@@ -2,13 +2,13 @@
 # The fault tests (issue 3): kill -9 of nodes and of the coordinator, SIGTERM,
 # zombies, corrupt uploads, a failing ffmpeg, a 30s coordinator outage and a
 # cut network link (a network namespace; skipped, and said so, where
-# `ip netns add` is not permitted), graceful shutdown; and (issue 17) the
+# `ip netns add` is not permitted and this is not root), graceful shutdown; and (issue 17) the
 # coordinator's --data full, a node's own machine failing it (no ffmpeg, a
 # full --work), hostile HTTP/2 clients (slow senders, a connection flood,
 # under a descriptor limit set with prlimit) and a slow lossy link (tc tbf,
 # iptables, a delaying proxy). Every trial renders a fresh job and checks its
 # video frame by frame against one ffmpeg run.
-# Run through `make test-faults`. About 15 minutes on 2 cores.
+# Run through `make test-faults`. About 6 minutes on 2 cores.
 #
 # It prints one line per scenario, "name: N passed, M failed", and exits
 # non-zero if any trial failed. FAULTS_RUN narrows the scenarios (a -run
@@ -19,8 +19,11 @@ GO=${GO:-go}
 RUN=${FAULTS_RUN:-TestFault}
 LOG=${FAULTS_LOG:-$(mktemp -t framefarm-faults-XXXXXX.log)}
 
-# The network scenarios need ip, tc and iptables, the flood prlimit.
+# The network scenarios need ip, tc and iptables, the flood prlimit. As
+# root with apt-get they are installed, and then a scenario that finds
+# something missing fails rather than skips (FRAMEFARM_REQUIRE).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  export FRAMEFARM_REQUIRE=1
   missing=""
   for c in ip:iproute2 tc:iproute2 iptables:iptables prlimit:util-linux; do
     command -v "${c%%:*}" >/dev/null 2>&1 || missing="$missing ${c#*:}"

@@ -446,7 +446,7 @@ func TestDeployFilesCommandLines(t *testing.T) {
 // An unknown key is only a warning there (exit 0), so that fails too.
 func TestDeployFilesSystemdVerify(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("systemd-analyze is not installed")
+		lacking(t, "systemd-analyze is not installed (make test-deploy installs it)")
 	}
 	// verify checks that ExecStart's program is executable: the units are
 	// copied with /usr/local/bin/framefarm pointing at an executable that

@@ -191,7 +191,7 @@ func withNofile(n int) func(*exec.Cmd) {
 func TestFaultFlood(t *testing.T) {
 	needFFmpeg(t)
 	if _, err := exec.LookPath("prlimit"); err != nil {
-		t.Skipf("skipped: no prlimit (util-linux): %v", err)
+		lacking(t, "no prlimit (util-linux): %v", err)
 	}
 	frames := filepath.Join(t.TempDir(), "frames")
 	genFrames(t, frames, 64, 1, "320x240")

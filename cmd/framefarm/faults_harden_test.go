@@ -35,7 +35,7 @@ func shape(t *testing.T, ns, dev, rate, loss string) {
 			continue // the namespace's side drops both ways
 		}
 		if out, err := c.CombinedOutput(); err != nil {
-			t.Skipf("skipped: cannot shape the link (%s: %v: %s)", strings.Join(args, " "), err, out)
+			lacking(t, "cannot shape the link (%s: %v: %s)", strings.Join(args, " "), err, out)
 		}
 	}
 }
@@ -174,7 +174,7 @@ func TestFaultNodeEnv(t *testing.T) {
 	scenario(t, "node-env", 1, func(t *testing.T, _ int) {
 		mnt := t.TempDir()
 		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", mnt).CombinedOutput(); err != nil {
-			t.Skipf("skipped: cannot mount a tmpfs here (%v: %s)", err, out)
+			lacking(t, "cannot mount a tmpfs here (%v: %s)", err, out)
 		}
 		t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
 		filler := filepath.Join(mnt, "filler")
