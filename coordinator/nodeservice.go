@@ -56,6 +56,11 @@ func (c *Coordinator) grant(x changes, node string) (*jobRun, *job.Set, error) {
 	now := c.cfg.Now()
 	for _, jr := range c.queue {
 		if s, ev, err := jr.job.Grant(node, now); err == nil {
+			// The grant's answer crosses the node's link behind whatever
+			// frames and parts its other slots move on it, so its first
+			// heartbeat may come a heartbeat timeout late; from then on
+			// the measured round trip is the allowance (Beat).
+			s.Slack = min(c.cfg.HeartbeatTimeout, maxRTTAllowance)
 			x.add(jr, []*job.Set{s}, ev)
 			return jr, s, nil
 		}
