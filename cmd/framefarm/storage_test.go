@@ -4,11 +4,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -16,98 +13,9 @@ import (
 	"time"
 
 	"github.com/framefarm/framefarm/internal/storage"
+	"github.com/framefarm/framefarm/internal/storage/storagetest"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
-
-// The S3 server's root keys; the coordinator gets them from the standard
-// AWS environment, and its log must never show the secret.
-const (
-	s3Access = "framefarmtest"
-	s3Secret = "s3cr3t-never-logged-7f3a9c"
-)
-
-// s3Server is a real versitygw process (posix backend in a temp folder) on
-// a loopback port that stays the same across restarts.
-type s3Server struct {
-	bin, root, meta, addr string
-	cmd                   *exec.Cmd
-	out                   *syncBuffer
-}
-
-func startS3(t *testing.T, buckets ...string) *s3Server {
-	t.Helper()
-	bin := os.Getenv("VERSITYGW")
-	if bin == "" {
-		bin, _ = filepath.Abs("../../bin/versitygw")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("versitygw is required (run scripts/install-versitygw.sh or set VERSITYGW): %v", err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
-	dir := t.TempDir()
-	s := &s3Server{bin: bin, root: filepath.Join(dir, "root"), meta: filepath.Join(dir, "meta"), addr: addr, out: &syncBuffer{}}
-	for _, d := range append([]string{s.meta}, buckets...) {
-		if d != s.meta {
-			d = filepath.Join(s.root, d) // a bucket is a folder of the posix backend
-		}
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.start(t)
-	t.Cleanup(func() {
-		s.kill(t)
-		if t.Failed() {
-			t.Logf("--- versitygw output:\n%s", s.out.String())
-		}
-	})
-	t.Setenv("AWS_ACCESS_KEY_ID", s3Access)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", s3Secret)
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "no-aws-config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "no-aws-credentials"))
-	return s
-}
-
-func (s *s3Server) start(t *testing.T) {
-	t.Helper()
-	s.cmd = exec.Command(s.bin, "--port", s.addr, "posix", "--sidecar", s.meta, s.root)
-	s.cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+s3Access, "ROOT_SECRET_ACCESS_KEY="+s3Secret)
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if c, err := net.DialTimeout("tcp", s.addr, time.Second); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("versitygw not listening on %s after 20s:\n%s", s.addr, s.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (s *s3Server) kill(t *testing.T) {
-	t.Helper()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	s.cmd = nil
-}
-
-// url is an object URL on this server.
-func (s *s3Server) url(bucket, key string) string {
-	return fmt.Sprintf("s3://%s/%s?endpoint=http://%s&region=us-east-1&use_path_style=true", bucket, key, s.addr)
-}
 
 // getObject downloads an object through the storage package.
 func getObject(t *testing.T, raw, to string) {
@@ -138,13 +46,13 @@ func outCopyEvent(e *farmpb.Event) bool { return e.Kind == "out_copied" || e.Kin
 // S3 secret never reaches the coordinator's log.
 func TestStorageOutS3(t *testing.T) {
 	needFFmpeg(t)
-	s3 := startS3(t, "finals")
+	s3 := storagetest.StartS3(t, "finals")
 	frames := filepath.Join(t.TempDir(), "frames")
 	genFrames(t, frames, 72, 1, "320x240")
 	want := reference(t, frames, 1)
 	f := colourFarm(t)
 	w := watch(t, f.addr)
-	out := s3.url("finals", "shots/final.mkv")
+	out := s3.URL("finals", "shots/final.mkv")
 	id := f.submit(t, "--frames", frames, "--sets", "3", "--codec", "ffv1", "--out", out)
 	tmp := t.TempDir()
 	fetched := filepath.Join(tmp, "fetched.mkv")
@@ -167,7 +75,7 @@ func TestStorageOutS3(t *testing.T) {
 	if !strings.Contains(st, "copy to --out: copied to s3://finals/shots/final.mkv") {
 		t.Fatalf("status does not show the copy:\n%s", st)
 	}
-	if strings.Contains(f.coord.out.String(), s3Secret) || strings.Contains(st, s3Secret) {
+	if strings.Contains(f.coord.out.String(), storagetest.Secret) || strings.Contains(st, storagetest.Secret) {
 		t.Fatal("the S3 secret key appears in the coordinator's log or status")
 	}
 	t.Logf("event: %s", e.Detail)
@@ -191,13 +99,13 @@ func TestStorageOutS3(t *testing.T) {
 // copy is retried and lands once the server is back a few seconds later.
 func TestStorageOutRetried(t *testing.T) {
 	needFFmpeg(t)
-	s3 := startS3(t, "finals")
-	s3.kill(t)
+	s3 := storagetest.StartS3(t, "finals")
+	s3.Kill(t)
 	frames := filepath.Join(t.TempDir(), "frames")
 	genFrames(t, frames, 48, 1, "320x240")
 	f := colourFarm(t)
 	w := watch(t, f.addr)
-	out := s3.url("finals", "retried/final.mkv")
+	out := s3.URL("finals", "retried/final.mkv")
 	id := f.submit(t, "--frames", frames, "--sets", "2", "--codec", "ffv1", "--out", out)
 	w.waitDone(t, 3*time.Minute)
 	// The first attempt fails while the server is down...
@@ -218,7 +126,7 @@ func TestStorageOutRetried(t *testing.T) {
 	}
 	time.Sleep(3 * time.Second)
 	restarted := time.Now()
-	s3.start(t)
+	s3.Start(t)
 	e := w.waitFor(t, "the copy to --out", 2*time.Minute, outCopyEvent)
 	if e.Kind != "out_copied" {
 		t.Fatalf("copy to --out: %s %s", e.Kind, e.Detail)
@@ -232,7 +140,7 @@ func TestStorageOutRetried(t *testing.T) {
 	if a, b := sha(t, got), sha(t, fetched); a != b {
 		t.Fatalf("object sha256 %s, fetched %s", a, b)
 	}
-	if strings.Contains(f.coord.out.String(), s3Secret) {
+	if strings.Contains(f.coord.out.String(), storagetest.Secret) {
 		t.Fatal("the S3 secret key appears in the coordinator's log")
 	}
 }
@@ -248,18 +156,18 @@ func TestStorageOutRefused(t *testing.T) {
 		{"s3://bucket/shots/", "names no object"},
 		{"gs://bucket/final.mkv", "not supported yet"},
 		{"ftp://bucket/final.mkv", "unknown storage scheme"},
-		{"s3://AKIAX:" + s3Secret + "@bucket/final.mkv", "holds credentials"},
+		{"s3://AKIAX:" + storagetest.Secret + "@bucket/final.mkv", "holds credentials"},
 		{"s3://bucket/final?region=us-east-1", "has no extension"},
 	} {
 		said := f.refused(t, "--frames", frames, "--out", c.out)
 		if !strings.Contains(said, "--out") || !strings.Contains(said, c.says) {
 			t.Errorf("--out %s: submit said %q, want --out and %q", c.out, said, c.says)
 		}
-		if strings.Contains(said, s3Secret) {
+		if strings.Contains(said, storagetest.Secret) {
 			t.Errorf("--out %s: the refusal shows the secret: %s", c.out, said)
 		}
 	}
-	if strings.Contains(f.coord.out.String(), s3Secret) {
+	if strings.Contains(f.coord.out.String(), storagetest.Secret) {
 		t.Fatal("the secret appears in the coordinator's log")
 	}
 }
