@@ -71,6 +71,9 @@ type Frame struct {
 	// so that a file swapped in later under the same name with the same
 	// size and time is told apart.
 	Dev, Ino uint64
+	// ETag is a bucket object's ETag from its listing (ScanObjects), so
+	// that an object overwritten later is told apart; "" for files.
+	ETag string
 }
 
 // Pattern is a naming pattern: prefix, frame number, extension.
@@ -92,7 +95,7 @@ func (p Pattern) String() string {
 
 // Sequence is the ordered frames of one naming pattern in one folder.
 type Sequence struct {
-	Dir     string // absolute path of the folder
+	Dir     string // absolute path of the folder; for ScanObjects, the redacted folder URL
 	Pattern Pattern
 	Frames  []Frame // sorted by Number ascending, each Number once
 	// Width and Height come from the image headers when the format's header

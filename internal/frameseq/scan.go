@@ -91,8 +91,19 @@ func Scan(dir string, opts Options) (*Sequence, error) {
 	if err != nil {
 		return nil, fmt.Errorf("frames folder %q: %w", dir, err)
 	}
+	return check(dir, abs, len(entries), cands, ign, opts, func(cands []*candidate, header bool) []probeResult {
+		return probeAll(abs, cands, header)
+	})
+}
+
+// check turns the candidates of a listing into the sequence, refusing what
+// would not make a correct video; dir names the listing in messages, seqDir
+// becomes Sequence.Dir. probe reads the picked candidates' information and
+// (when header is set) image headers.
+func check(dir, seqDir string, entries int, cands []*candidate, ign *ignored, opts Options,
+	probe func(cands []*candidate, header bool) []probeResult) (*Sequence, error) {
 	if len(cands) == 0 {
-		return nil, noFramesError(dir, len(entries), ign)
+		return nil, noFramesError(dir, entries, ign)
 	}
 
 	g, err := pick(dir, groupCandidates(cands), opts.Pattern)
@@ -109,7 +120,7 @@ func Scan(dir string, opts Options) (*Sequence, error) {
 		return nil, err
 	}
 
-	seq := &Sequence{Dir: abs, Pattern: g.pat, Frames: make([]Frame, len(g.cands))}
+	seq := &Sequence{Dir: seqDir, Pattern: g.pat, Frames: make([]Frame, len(g.cands))}
 	for i, c := range g.cands {
 		seq.Frames[i] = Frame{Number: c.number, Name: c.name}
 	}
@@ -119,11 +130,12 @@ func Scan(dir string, opts Options) (*Sequence, error) {
 		}
 	}
 
-	results := probeAll(abs, g.cands, headerChecked(g.pat.Ext))
+	results := probe(g.cands, headerChecked(g.pat.Ext))
 	for i, r := range results {
 		seq.Frames[i].Size = r.size
 		seq.Frames[i].ModTime = r.modTime
 		seq.Frames[i].Dev, seq.Frames[i].Ino = r.dev, r.ino
+		seq.Frames[i].ETag = r.etag
 	}
 	if err := checkUnreadable(dir, seq.Frames, results); err != nil {
 		return nil, err
