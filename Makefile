@@ -86,10 +86,14 @@ test-deploy: deps
 # Storage tests (issue 15): --out to S3 against a real versitygw process
 # (pinned, from the Go module proxy, into bin/) on loopback, with real
 # ffmpeg and the real binary; the copy retried across a server restart.
+# gs:// and azblob:// against real emulators (fake-gcs-server from the Go
+# module proxy, Azurite from npm, pinned, into bin/); FRAMEFARM_REQUIRE=1
+# makes a missing emulator a failure rather than a skip.
 .PHONY: test-storage
 test-storage: deps
 	GO=$(GO) bash scripts/install-versitygw.sh
+	GO=$(GO) bash scripts/install-storage-emulators.sh
 	$(GO) build -o $(BIN) ./cmd/framefarm
 	$(GO) vet -tags storage ./...
-	$(GO) test -count=1 -tags storage ./internal/storage/
-	VERSITYGW=$(CURDIR)/bin/versitygw $(GO) test -count=1 -tags storage -timeout 15m -run 'Storage' -v ./cmd/framefarm/
+	FRAMEFARM_REQUIRE=1 $(GO) test -count=1 -tags storage ./internal/storage/
+	FRAMEFARM_REQUIRE=1 VERSITYGW=$(CURDIR)/bin/versitygw $(GO) test -count=1 -tags storage -timeout 15m -run 'Storage' -v ./cmd/framefarm/

@@ -28,7 +28,7 @@ type jobFlags struct {
 }
 
 func registerJobFlags(f *cmdFlags, spec *coordinator.JobSpec) jobFlags {
-	f.StringVar(&spec.Out, "out", "", "also copy the final video to `FILE` or object URL (s3://BUCKET/KEY?endpoint=&region=&use_path_style=true, file:///PATH; credentials from the AWS environment); its extension picks the container (.mp4 .mkv .mov .webm)")
+	f.StringVar(&spec.Out, "out", "", "also copy the final video to `FILE` or object URL (s3://BUCKET/KEY?endpoint=&region=&use_path_style=true, gs://BUCKET/KEY, azblob://CONTAINER/KEY, file:///PATH; credentials from each cloud's standard environment); its extension picks the container (.mp4 .mkv .mov .webm)")
 	f.IntVar(&spec.Sets, "sets", 8, "split the frames into `N` sets of near-equal size")
 	f.StringVar(&spec.FPS, "fps", "24", "frame `RATE`: an integer, a decimal or a ratio such as 24000/1001")
 	f.StringVar(&spec.Codec, "codec", "libx264", "encoder `NAME`: "+strings.Join(ffmpeg.Codecs(), ", "))

@@ -1,9 +1,20 @@
 // Package storage puts files into and reads them from object storage named
-// by a URL, through gocloud.dev/blob. Two drivers are linked for now:
-// file:///path (a folder) and s3://bucket/prefix (any S3-compatible server:
-// ?endpoint=&region=&use_path_style=true, on aws-sdk-go-v2, credentials
-// from the standard AWS environment and files). gs:// and azblob:// come
-// later, with their drivers.
+// by a URL, through gocloud.dev/blob. Four drivers are linked:
+//   - file:///path: a folder on this machine.
+//   - s3://bucket/key: any S3-compatible server (?endpoint=&region=
+//     &use_path_style=true), on aws-sdk-go-v2; credentials from the standard
+//     AWS environment and files (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+//     ~/.aws).
+//   - gs://bucket/key: Google Cloud Storage; credentials from Application
+//     Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's file, the
+//     metadata server); STORAGE_EMULATOR_HOST points it at an emulator.
+//   - azblob://container/key: Azure Blob Storage; the account and its
+//     credentials from AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or
+//     AZURE_STORAGE_SAS_TOKEN, or AZURE_STORAGE_CONNECTION_STRING, else
+//     Azure's default credential chain (?domain=&protocol=&localemu=true
+//     reach an emulator on loopback).
+//
+// Credentials never go in a URL: they would end up in logs and job records.
 package storage
 
 import (
@@ -18,8 +29,10 @@ import (
 	"strings"
 
 	"gocloud.dev/blob"
-	_ "gocloud.dev/blob/fileblob" // file://
-	_ "gocloud.dev/blob/s3blob"   // s3://
+	_ "gocloud.dev/blob/azureblob" // azblob://
+	_ "gocloud.dev/blob/fileblob"  // file://
+	_ "gocloud.dev/blob/gcsblob"   // gs://
+	_ "gocloud.dev/blob/s3blob"    // s3://
 )
 
 // Location is a storage URL split into the bucket it opens and the key of
@@ -37,35 +50,28 @@ func IsURL(s string) bool {
 	return i > 0 && !strings.ContainsAny(s[:i], "/\\.")
 }
 
-// Parse checks an object URL such as s3://bucket/shots/final.mkv?region=...
-// or file:///srv/finals/final.mkv and splits it. Credentials in the URL are
+// Parse checks an object URL such as s3://bucket/shots/final.mkv?region=...,
+// gs://bucket/final.mkv, azblob://container/final.mkv or
+// file:///srv/finals/final.mkv and splits it. Credentials in the URL are
 // refused: they would end up in logs and the job's record.
 func Parse(raw string) (Location, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return Location{}, fmt.Errorf("%s is not a URL: %w", Redact(raw), unwrapURLError(err))
 	}
+	c, cloud := cloudScheme(u.Scheme)
 	if u.User != nil {
-		return Location{}, fmt.Errorf("%s holds credentials: give them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or ~/.aws) instead", Redact(raw))
+		return Location{}, fmt.Errorf("%s holds credentials: give them in the environment%s instead", Redact(raw), c.credsHint())
 	}
 	for k := range u.Query() {
 		if secretParam(k) {
-			return Location{}, fmt.Errorf("%s holds credentials (%s): give them in the environment instead", Redact(raw), k)
+			return Location{}, fmt.Errorf("%s holds credentials (%s): give them in the environment%s instead", Redact(raw), k, c.credsHint())
 		}
 	}
-	switch u.Scheme {
-	case "s3":
-		if u.Host == "" {
-			return Location{}, fmt.Errorf("%s names no bucket: write s3://BUCKET/KEY", Redact(raw))
-		}
-		key := strings.TrimPrefix(u.Path, "/")
-		if key == "" || strings.HasSuffix(key, "/") {
-			return Location{}, fmt.Errorf("%s names no object: write s3://%s/KEY", Redact(raw), u.Host)
-		}
-		b := *u
-		b.Path = ""
-		return Location{Bucket: b.String(), Key: key}, nil
-	case "file":
+	switch {
+	case cloud:
+		return c.location(raw, u)
+	case u.Scheme == "file":
 		if u.Host != "" && u.Host != "localhost" {
 			return Location{}, fmt.Errorf("%s: a file URL names a path on this machine: write file:///PATH", Redact(raw))
 		}
@@ -75,11 +81,55 @@ func Parse(raw string) (Location, error) {
 		dir, name := path.Split(u.Path)
 		b := url.URL{Scheme: "file", Path: dir, RawQuery: u.RawQuery}
 		return Location{Bucket: b.String(), Key: name}, nil
-	case "gs", "azblob":
-		return Location{}, fmt.Errorf("%s: %s:// is not supported yet (s3:// and file:// are)", Redact(raw), u.Scheme)
 	default:
-		return Location{}, fmt.Errorf("%s: unknown storage scheme %q (s3:// and file:// are supported)", Redact(raw), u.Scheme)
+		return Location{}, fmt.Errorf("%s: unknown storage scheme %q (%s are supported)", Redact(raw), u.Scheme, Schemes)
 	}
+}
+
+// Schemes lists the storage URLs Parse takes, for messages and help.
+const Schemes = "s3://, gs://, azblob:// and file://"
+
+// cloud is what Parse knows of one cloud's scheme: the name of its bucket
+// and where its driver reads credentials.
+type cloud struct {
+	scheme, bucket, env string
+}
+
+// cloudScheme is the cloud of a URL scheme; ok is false for file:// and
+// unknown schemes.
+func cloudScheme(scheme string) (c cloud, ok bool) {
+	switch scheme {
+	case "s3":
+		return cloud{"s3", "BUCKET", "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or ~/.aws"}, true
+	case "gs":
+		return cloud{"gs", "BUCKET", "GOOGLE_APPLICATION_CREDENTIALS or gcloud's application default credentials"}, true
+	case "azblob":
+		return cloud{"azblob", "CONTAINER", "AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN, or AZURE_STORAGE_CONNECTION_STRING"}, true
+	}
+	return cloud{}, false
+}
+
+// credsHint names the cloud's credential environment in a refusal.
+func (c cloud) credsHint() string {
+	if c.env == "" {
+		return ""
+	}
+	return " (" + c.env + ")"
+}
+
+// location splits scheme://BUCKET/KEY?query into the bucket URL gocloud
+// opens (the query is the driver's options) and the object's key.
+func (c cloud) location(raw string, u *url.URL) (Location, error) {
+	if u.Host == "" {
+		return Location{}, fmt.Errorf("%s names no %s: write %s://%s/KEY", Redact(raw), strings.ToLower(c.bucket), c.scheme, c.bucket)
+	}
+	key := strings.TrimPrefix(u.Path, "/")
+	if key == "" || strings.HasSuffix(key, "/") {
+		return Location{}, fmt.Errorf("%s names no object: write %s://%s/KEY", Redact(raw), c.scheme, u.Host)
+	}
+	b := *u
+	b.Path = ""
+	return Location{Bucket: b.String(), Key: key}, nil
 }
 
 // String is the location as one URL, for logs and errors (redacted).
