@@ -169,6 +169,13 @@ func (p *Proxy) DelayNext(n int, d time.Duration) {
 	p.plan(fault{n: n, delay: d})
 }
 
+// Clear drops the faults and delays still planned.
+func (p *Proxy) Clear() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.faults = nil
+}
+
 // Requests is how many requests reached the proxy.
 func (p *Proxy) Requests() int { return int(p.requests.Load()) }
 
