@@ -91,5 +91,5 @@ test-storage: deps
 	GO=$(GO) bash scripts/install-versitygw.sh
 	$(GO) build -o $(BIN) ./cmd/framefarm
 	$(GO) vet -tags storage ./...
-	$(GO) test -count=1 -tags storage ./internal/storage/
+	VERSITYGW=$(CURDIR)/bin/versitygw $(GO) test -count=1 -tags storage ./internal/storage/...
 	VERSITYGW=$(CURDIR)/bin/versitygw $(GO) test -count=1 -tags storage -timeout 15m -run 'Storage' -v ./cmd/framefarm/
