@@ -51,6 +51,7 @@ func StartProxy(t testing.TB, s *S3) *Proxy {
 		t.Fatal(err)
 	}
 	p := &Proxy{s: s, lis: lis}
+	tr := &http.Transport{DisableCompression: true}
 	rp := &httputil.ReverseProxy{
 		// Only where the request goes changes; req.Host (the signed host)
 		// stays the proxy's address.
@@ -60,12 +61,8 @@ func StartProxy(t testing.TB, s *S3) *Proxy {
 			r.Out.Host = r.In.Host
 			// No X-Forwarded-*: the request reaches S3 as the client sent it.
 		},
-		Transport: &http.Transport{
-			Proxy:             nil,
-			DisableKeepAlives: false,
-			// No gzip negotiation of its own: bytes pass through as they are.
-			DisableCompression: true,
-		},
+		// No gzip negotiation of its own: bytes pass through as they are.
+		Transport:     tr,
 		FlushInterval: -1,
 		ModifyResponse: func(resp *http.Response) error {
 			resp.Body = &countingBody{ReadCloser: resp.Body, n: &p.bytes}
@@ -111,7 +108,10 @@ func StartProxy(t testing.TB, s *S3) *Proxy {
 			t.Logf("storagetest proxy: %v", err)
 		}
 	}()
-	t.Cleanup(func() { _ = p.srv.Close() })
+	t.Cleanup(func() {
+		_ = p.srv.Close()
+		tr.CloseIdleConnections()
+	})
 	return p
 }
 
@@ -165,6 +165,8 @@ func (p *Proxy) FailNextMatching(n int, method string, status int, code string) 
 }
 
 // DelayNext holds each of the next n requests for d before forwarding it.
+// Planned faults are not combined: a request takes the first one planned
+// (in the order of the calls) that matches its method.
 func (p *Proxy) DelayNext(n int, d time.Duration) {
 	p.plan(fault{n: n, delay: d})
 }
