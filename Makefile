@@ -95,5 +95,5 @@ test-storage: deps
 	GO=$(GO) bash scripts/install-storage-emulators.sh
 	$(GO) build -o $(BIN) ./cmd/framefarm
 	$(GO) vet -tags storage ./...
-	FRAMEFARM_REQUIRE=1 $(GO) test -count=1 -tags storage ./internal/storage/
+	FRAMEFARM_REQUIRE=1 VERSITYGW=$(CURDIR)/bin/versitygw $(GO) test -count=1 -tags storage ./internal/storage/... ./internal/frameseq/
 	FRAMEFARM_REQUIRE=1 VERSITYGW=$(CURDIR)/bin/versitygw $(GO) test -count=1 -tags storage -timeout 15m -run 'Storage' -v ./cmd/framefarm/

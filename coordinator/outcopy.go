@@ -13,7 +13,9 @@ import (
 // outRetryFirst up to outRetryMax, until outRetryFor has passed: a storage
 // server restarted or briefly unreachable costs the copy a few seconds, and
 // one down for longer is given up with an event, never failing the job
-// (its final stays in the data folder, for fetch).
+// (its final stays in the data folder, for fetch). An error that waiting
+// cannot cure (no such bucket, wrong or unauthorised keys) ends the copy at
+// once, saying what to change.
 const (
 	outRetryFirst = time.Second
 	outRetryMax   = 30 * time.Second
@@ -49,6 +51,14 @@ func (c *Coordinator) copyOut(ctx context.Context, jr *jobRun, final, raw string
 		}
 		if ctx.Err() != nil {
 			log.Warn("stopped before the final video was copied to --out; fetch it from the data folder", "attempt", attempt)
+			return
+		}
+		if storage.Permanent(err) {
+			hint := storage.Hint(err)
+			log.Error("the final video cannot be copied to --out until the storage is fixed; it stays in the data folder",
+				"attempt", attempt, "fix", hint, "err", err)
+			c.outCopyDone(ctx, jr, job.EvOutFailed, fmt.Sprintf("not copied to %s: %s (the storage answered %s); the final stays in the data folder, for fetch",
+				loc, hint, storage.Answer(err)))
 			return
 		}
 		if c.cfg.Now().Sub(start)+wait > outRetryFor {

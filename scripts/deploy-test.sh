@@ -4,7 +4,10 @@
 # (framemd5 of FFV1) against one plain ffmpeg run:
 #   1. `podman kube play deploy/podman/farm.yaml`: the coordinator pod and two
 #      node pods, each running the node and its ambassador side by side;
-#   2. `podman-compose -f deploy/compose.yaml up`: the one-machine topology.
+#   2. `podman-compose -f deploy/compose.yaml up`: the one-machine topology,
+#      with its S3 server (versitygw, deploy/versitygw/Dockerfile): the job
+#      there also goes to --out s3://finals/..., and the object, read back
+#      with curl --aws-sigv4, must be the very bytes fetch gives.
 # It also runs `systemd-analyze verify` on the units in deploy/systemd.
 # Run through `make test-deploy`.
 #
@@ -27,6 +30,9 @@ GO=${GO:-go}
 BUILD=$REPO/build/deploy
 CACHE=${FRAMEFARM_DEPLOY_CACHE:-$HOME/.cache/framefarm-deploy}
 IMAGE=localhost/framefarm:test
+S3_IMAGE=localhost/framefarm-s3:test
+S3_ACCESS=deploy-test
+S3_SECRET=s3-deploy-test-$RANDOM$RANDOM$RANDOM
 GO_IMAGE=docker.io/library/golang:1.26-bookworm
 BASE_IMAGE=docker.io/library/debian:bookworm-slim
 NET=framefarm-test
@@ -100,7 +106,7 @@ cleanup() {
     podman secret rm framefarm-token >/dev/null 2>&1
   fi
   if [ -n "${COMPOSED:-}" ]; then
-    (cd deploy && podman-compose -p framefarm-test -f compose.yaml down -v) >/dev/null 2>&1
+    (cd deploy && FRAMEFARM_TOKEN=x podman-compose -p framefarm-test -f compose.yaml down -v) >/dev/null 2>&1
   fi
   podman pod rm -f -a >/dev/null 2>&1
   podman rm -f -a >/dev/null 2>&1
@@ -189,6 +195,9 @@ say "podman build the Dockerfile"
 build -t "$IMAGE" . >"$BUILD/build.log" 2>&1 || { tail -30 "$BUILD/build.log"; fail "podman build"; }
 podman run --rm "$IMAGE" version
 [ "$(podman image inspect -f '{{.Config.User}}' "$IMAGE")" = 10001:10001 ] || fail "the image does not run as uid 10001"
+say "podman build deploy/versitygw"
+build -t "$S3_IMAGE" deploy/versitygw >"$BUILD/build-s3.log" 2>&1 || { tail -30 "$BUILD/build-s3.log"; fail "podman build deploy/versitygw"; }
+podman run --rm "$S3_IMAGE" --version
 
 # --- frames and the reference video -------------------------------------------
 $GO build -o "$BUILD/framefarm" ./cmd/framefarm
@@ -210,11 +219,12 @@ nodes_joined() {
   fail "the nodes did not join the coordinator in $1 within 2 minutes"
 }
 
-# render_job ADDR NAME: submit the frames to the farm at ADDR (uploaded from
-# here, since the coordinator's container does not see them), fetch the
-# video and hold it to the reference frame by frame.
+# render_job ADDR NAME [SUBMIT ARGS...]: submit the frames to the farm at
+# ADDR (uploaded from here, since the coordinator's container does not see
+# them), fetch the video and hold it to the reference frame by frame.
 render_job() {
   local addr=$1 name=$2 ff=("$BUILD/framefarm")
+  shift 2
   export FRAMEFARM_TOKEN=$TOKEN
   for _ in $(seq 120); do
     "${ff[@]}" jobs --coordinator "$addr" >/dev/null 2>&1 && break
@@ -222,7 +232,7 @@ render_job() {
   done
   "${ff[@]}" jobs --coordinator "$addr" >/dev/null || fail "$name: the coordinator at $addr does not answer"
   local job
-  job=$("${ff[@]}" submit --coordinator "$addr" --frames "$frames" --upload --codec ffv1 --sets 6 --name "$name" 2>/dev/null | tail -1)
+  job=$("${ff[@]}" submit --coordinator "$addr" --frames "$frames" --upload --codec ffv1 --sets 6 --name "$name" "$@" 2>/dev/null | tail -1)
   [ -n "$job" ] || fail "$name: submit gave no job id"
   timeout 300 "${ff[@]}" fetch --coordinator "$addr" --job "$job" --wait -o "$BUILD/$name.mkv" ||
     { "${ff[@]}" status --coordinator "$addr" --job "$job" || true; fail "$name: fetch"; }
@@ -238,6 +248,14 @@ render_job() {
   echo "$name: 96 frames equal to one ffmpeg run (framemd5), sets rendered by $nodes nodes"
   [ "$nodes" -ge 2 ] || fail "$name: only $nodes node rendered; want both"
   unset FRAMEFARM_TOKEN
+  JOB=$job
+}
+
+# s3curl ARGS...: curl signed with the S3 server's root keys (SigV4; versitygw
+# wants the payload's hash or UNSIGNED-PAYLOAD in x-amz-content-sha256).
+s3curl() {
+  curl -sS --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_ACCESS:$S3_SECRET" \
+    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -264,15 +282,42 @@ say "kube play: done"
 
 # --- compose ------------------------------------------------------------------
 say "podman-compose -f deploy/compose.yaml up"
-port=$(free_port)
+port=$(free_port) s3port=$(free_port)
+export FRAMEFARM_IMAGE=$IMAGE FRAMEFARM_S3_IMAGE=$S3_IMAGE FRAMEFARM_PORT=$port FRAMEFARM_S3_PORT=$s3port \
+  FRAMEFARM_S3_ACCESS_KEY=$S3_ACCESS FRAMEFARM_S3_SECRET_KEY=$S3_SECRET
 COMPOSED=1
-(cd deploy && FRAMEFARM_IMAGE=$IMAGE FRAMEFARM_TOKEN=$TOKEN FRAMEFARM_PORT=$port \
-  podman-compose -p framefarm-test -f compose.yaml up -d) >"$BUILD/compose.log" 2>&1 ||
+(cd deploy && FRAMEFARM_TOKEN=$TOKEN podman-compose -p framefarm-test -f compose.yaml up -d) >"$BUILD/compose.log" 2>&1 ||
   { cat "$BUILD/compose.log"; fail "podman-compose up"; }
+# The bucket, made through the S3 API as any client would.
+for _ in $(seq 60); do
+  s3curl -o /dev/null "http://127.0.0.1:$s3port/" 2>/dev/null && break
+  sleep 1
+done
+[ "$(s3curl -o "$BUILD/mb.xml" -w '%{http_code}' -X PUT "http://127.0.0.1:$s3port/finals")" = 200 ] ||
+  { cat "$BUILD/mb.xml"; podman logs framefarm-test_s3_1 2>&1 | tail -20; fail "creating the bucket finals on the s3 service"; }
 nodes_joined framefarm-test_coordinator_1
-render_job "127.0.0.1:$port" compose
-(cd deploy && FRAMEFARM_IMAGE=$IMAGE FRAMEFARM_TOKEN=$TOKEN FRAMEFARM_PORT=$port \
-  podman-compose -p framefarm-test -f compose.yaml down -v) >>"$BUILD/compose.log" 2>&1
+key=compose/final.mkv
+render_job "127.0.0.1:$port" compose --out "s3://finals/$key?endpoint=http://s3:7070&region=us-east-1&use_path_style=true"
+# The copy to --out follows the join: the object appears once it is whole.
+code=
+for _ in $(seq 60); do
+  code=$(s3curl -o "$BUILD/compose-s3.mkv" -w '%{http_code}' "http://127.0.0.1:$s3port/finals/$key" 2>/dev/null || true)
+  [ "$code" = 200 ] && break
+  sleep 1
+done
+if [ "$code" != 200 ]; then
+  FRAMEFARM_TOKEN=$TOKEN "$BUILD/framefarm" status --coordinator "127.0.0.1:$port" --job "$JOB" || true
+  podman logs framefarm-test_coordinator_1 2>&1 | tail -20
+  fail "compose: the final is not in s3://finals/$key after a minute (HTTP $code)"
+fi
+cmp "$BUILD/compose.mkv" "$BUILD/compose-s3.mkv" || fail "compose: the object in s3://finals/$key differs from the fetched final"
+FRAMEFARM_TOKEN=$TOKEN "$BUILD/framefarm" status --coordinator "127.0.0.1:$port" --job "$JOB" |
+  grep -q "copy to --out: copied to s3://finals/$key" || fail "compose: status does not show the copy to --out"
+if podman logs framefarm-test_coordinator_1 2>&1 | grep -qF "$S3_SECRET"; then
+  fail "compose: the S3 secret key appears in the coordinator's log"
+fi
+echo "compose: s3://finals/$key is byte for byte the fetched final ($(stat -c %s "$BUILD/compose-s3.mkv") bytes)"
+(cd deploy && FRAMEFARM_TOKEN=$TOKEN podman-compose -p framefarm-test -f compose.yaml down -v) >>"$BUILD/compose.log" 2>&1
 COMPOSED=
 say "compose: done"
 

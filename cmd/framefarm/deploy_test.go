@@ -321,8 +321,17 @@ func composeCommandLines(t *testing.T) []commandLine {
 	var out []commandLine
 	nodes, ambassadors := 0, map[string]int{}
 	for name, s := range c.Services {
-		if !s.ReadOnly || !slices.Contains(s.CapDrop, "ALL") || !slices.Contains(s.SecurityOpt, "no-new-privileges") || s.User == "" {
+		if !s.ReadOnly || !slices.Contains(s.CapDrop, "ALL") || !slices.Contains(s.SecurityOpt, "no-new-privileges") || s.User == "" || strings.HasPrefix(s.User, "0") {
 			t.Errorf("compose.yaml, service %s: want read_only, cap_drop ALL, no-new-privileges and a non-root user", name)
+		}
+		if name == "s3" {
+			checkComposeS3(t, c)
+			continue
+		}
+		for k := range s.Environment {
+			if strings.HasPrefix(k, "AWS_") && name != "coordinator" {
+				t.Errorf("compose.yaml, service %s holds %s: only the coordinator talks to the bucket", name, k)
+			}
 		}
 		if len(s.Command) > 0 && s.Command[0] == "node" {
 			nodes++
@@ -343,6 +352,61 @@ func composeCommandLines(t *testing.T) []commandLine {
 		t.Errorf("compose.yaml runs %d nodes through %d ambassadors, want 2 nodes, each with its own", nodes, len(ambassadors))
 	}
 	return out
+}
+
+// checkComposeS3 holds the compose file's S3 server to its shape: versitygw
+// built by deploy/versitygw/Dockerfile at the version the storage tests run,
+// its posix backend on a named volume, its root keys from the environment
+// (never written in the file) and the very ones the coordinator signs with.
+func checkComposeS3(t *testing.T, c composeFile) {
+	t.Helper()
+	s := c.Services["s3"]
+	if s.Build["context"] != "versitygw" || s.Build["dockerfile"] != "Dockerfile" || !strings.Contains(s.Image, "${FRAMEFARM_S3_IMAGE") {
+		t.Errorf("compose.yaml, service s3: build %v image %q, want deploy/versitygw/Dockerfile, image named by FRAMEFARM_S3_IMAGE", s.Build, s.Image)
+	}
+	docker, err := os.ReadFile(filepath.Join(deployDir, "versitygw", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	install, err := os.ReadFile("../../scripts/install-versitygw.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := regexp.MustCompile(`(?m)^VERSION=(v[0-9.]+)$`).FindSubmatch(install)
+	if v == nil || !bytes.Contains(docker, []byte("ARG VERSITYGW_VERSION="+string(v[1])+"\n")) {
+		t.Errorf("deploy/versitygw/Dockerfile does not build versitygw %s, the version the storage tests run", v)
+	}
+	// Its keys and the coordinator's are the same variables, required.
+	keyRef := regexp.MustCompile(`^\$\{(FRAMEFARM_S3_[A-Z_]+):\?[^}]+\}$`)
+	coord := c.Services["coordinator"]
+	for root, aws := range map[string]string{"ROOT_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "ROOT_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"} {
+		m := keyRef.FindStringSubmatch(s.Environment[root])
+		if m == nil {
+			t.Errorf("compose.yaml, service s3: %s is %q, want a required ${FRAMEFARM_S3_...:?...} variable", root, s.Environment[root])
+			continue
+		}
+		if cm := keyRef.FindStringSubmatch(coord.Environment[aws]); cm == nil || cm[1] != m[1] {
+			t.Errorf("compose.yaml: the coordinator's %s is %q, want ${%s} like the S3 server's %s", aws, coord.Environment[aws], m[1], root)
+		}
+	}
+	// The posix backend's folders on a named volume, so objects outlive
+	// the container.
+	vol := ""
+	for _, v := range s.Volumes {
+		if name, at, _ := strings.Cut(v, ":"); at == "/data" {
+			vol = name
+		}
+	}
+	if _, ok := c.Volumes[vol]; !ok || vol == "" {
+		t.Errorf("compose.yaml, service s3: volumes %v, want a named volume at /data", s.Volumes)
+	}
+	i := slices.Index(s.Command, "posix")
+	if i < 0 || !slices.Contains(s.Command[i:], "--sidecar") || !strings.HasPrefix(s.Command[len(s.Command)-1], "/data/") {
+		t.Errorf("compose.yaml, service s3: command %q, want the posix backend under /data with --sidecar", s.Command)
+	}
+	if len(s.Ports) != 1 || !strings.HasSuffix(s.Ports[0], ":7070") || flagValue(s.Command, "--port") != ":7070" {
+		t.Errorf("compose.yaml, service s3: listens on %q, publishes %v: want :7070", flagValue(s.Command, "--port"), s.Ports)
+	}
 }
 
 // systemdCommandLines returns every unit's ExecStart, with the variables

@@ -1,0 +1,201 @@
+package storagetest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Proxy is a fault-injecting reverse proxy on a loopback port in front of an
+// S3: tests point clients at it and make the next requests fail or wait.
+//
+// It forwards every request as the client sent it, Host header included:
+// SigV4 signs the host the client dialled (the proxy's), and versitygw checks
+// the signature against the Host header it receives, so signed requests and
+// pre-signed URLs verify through the proxy as they would directly.
+type Proxy struct {
+	s   *S3
+	lis net.Listener
+	srv *http.Server
+
+	mu     sync.Mutex
+	faults []fault // applied in order, each to the next requests it matches
+
+	requests atomic.Int64
+	faulted  atomic.Int64
+	bytes    atomic.Int64
+}
+
+// fault is one planned misbehaviour for the next n matching requests.
+type fault struct {
+	n      int
+	method string // "" matches any
+	status int    // 0: no error answer, only the delay
+	code   string
+	delay  time.Duration
+}
+
+// StartProxy starts a proxy in front of s, stopped when the test ends.
+func StartProxy(t testing.TB, s *S3) *Proxy {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{s: s, lis: lis}
+	tr := &http.Transport{DisableCompression: true}
+	rp := &httputil.ReverseProxy{
+		// Only where the request goes changes; req.Host (the signed host)
+		// stays the proxy's address.
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.Out.URL.Scheme = "http"
+			r.Out.URL.Host = s.Addr
+			r.Out.Host = r.In.Host
+			// No X-Forwarded-*: the request reaches S3 as the client sent it.
+		},
+		// No gzip negotiation of its own: bytes pass through as they are.
+		Transport:     tr,
+		FlushInterval: -1,
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Body = &countingBody{ReadCloser: resp.Body, n: &p.bytes}
+			return nil
+		},
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	p.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p.requests.Add(1)
+			f, ok := p.take(r.Method)
+			if ok && f.delay > 0 {
+				select {
+				case <-time.After(f.delay):
+				case <-r.Context().Done():
+					return
+				}
+			}
+			if ok && f.status != 0 {
+				p.faulted.Add(1)
+				// The body is drained so a client that sent one (a PUT)
+				// reads the answer rather than a reset connection.
+				_, _ = io.Copy(io.Discard, r.Body)
+				body := fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>`+"\n"+
+					`<Error><Code>%s</Code><Message>injected by storagetest.Proxy</Message><Resource>%s</Resource><RequestId>proxy-%d</RequestId></Error>`,
+					f.code, r.URL.Path, p.requests.Load())
+				w.Header().Set("Content-Type", "application/xml")
+				w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+				w.WriteHeader(f.status)
+				if r.Method != http.MethodHead {
+					n, _ := io.WriteString(w, body)
+					p.bytes.Add(int64(n))
+				}
+				return
+			}
+			rp.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          log.New(io.Discard, "", 0),
+	}
+	go func() {
+		if err := p.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Logf("storagetest proxy: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		_ = p.srv.Close()
+		tr.CloseIdleConnections()
+	})
+	return p
+}
+
+// take consumes one use of the first planned fault that matches method.
+func (p *Proxy) take(method string) (fault, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.faults {
+		f := &p.faults[i]
+		if f.method != "" && f.method != method {
+			continue
+		}
+		got := *f
+		f.n--
+		if f.n <= 0 {
+			p.faults = append(p.faults[:i], p.faults[i+1:]...)
+		}
+		return got, true
+	}
+	return fault{}, false
+}
+
+func (p *Proxy) plan(f fault) {
+	if f.n <= 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.faults = append(p.faults, f)
+}
+
+// Addr is the proxy's host:port.
+func (p *Proxy) Addr() string { return p.lis.Addr().String() }
+
+// URL is like S3.URL, through the proxy.
+func (p *Proxy) URL(bucket, key string) string {
+	return fmt.Sprintf("s3://%s/%s?endpoint=http://%s&region=us-east-1&use_path_style=true", bucket, key, p.Addr())
+}
+
+// FailNext answers the next n requests with an S3 XML error of the given
+// status and code (503 SlowDown, 500 InternalError, 403 AccessDenied...)
+// without forwarding them.
+func (p *Proxy) FailNext(n int, status int, code string) {
+	p.FailNextMatching(n, "", status, code)
+}
+
+// FailNextMatching is FailNext for requests of one method only (GET, PUT,
+// HEAD, POST; "" for any): others pass untouched.
+func (p *Proxy) FailNextMatching(n int, method string, status int, code string) {
+	p.plan(fault{n: n, method: method, status: status, code: code})
+}
+
+// DelayNext holds each of the next n requests for d before forwarding it.
+// Planned faults are not combined: a request takes the first one planned
+// (in the order of the calls) that matches its method.
+func (p *Proxy) DelayNext(n int, d time.Duration) {
+	p.plan(fault{n: n, delay: d})
+}
+
+// Clear drops the faults and delays still planned.
+func (p *Proxy) Clear() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.faults = nil
+}
+
+// Requests is how many requests reached the proxy.
+func (p *Proxy) Requests() int { return int(p.requests.Load()) }
+
+// Faulted is how many requests were answered with an injected error.
+func (p *Proxy) Faulted() int { return int(p.faulted.Load()) }
+
+// Bytes is how many response body bytes went to clients (forwarded and
+// injected).
+func (p *Proxy) Bytes() int64 { return p.bytes.Load() }
+
+// countingBody counts what a client is sent of a forwarded response.
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c *countingBody) Read(b []byte) (int, error) {
+	n, err := c.ReadCloser.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
