@@ -43,22 +43,23 @@ func ParsePrefix(raw string) (bucketURL, prefix string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("%s is not a URL: %w", Redact(raw), unwrapURLError(err))
 	}
+	c, cloud := cloudScheme(u.Scheme)
 	if u.User != nil {
-		return "", "", fmt.Errorf("%s holds credentials: give them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or ~/.aws) instead", Redact(raw))
+		return "", "", fmt.Errorf("%s holds credentials: give them in the environment%s instead", Redact(raw), c.credsHint())
 	}
 	for k := range u.Query() {
 		if secretParam(k) {
-			return "", "", fmt.Errorf("%s holds credentials (%s): give them in the environment instead", Redact(raw), k)
+			return "", "", fmt.Errorf("%s holds credentials (%s): give them in the environment%s instead", Redact(raw), k, c.credsHint())
 		}
 	}
-	switch u.Scheme {
-	case "s3":
+	switch {
+	case cloud:
 		if u.Host == "" {
-			return "", "", fmt.Errorf("%s names no bucket: write s3://BUCKET/FOLDER/", Redact(raw))
+			return "", "", fmt.Errorf("%s names no %s: write %s://%s/FOLDER/", Redact(raw), strings.ToLower(c.bucket), c.scheme, c.bucket)
 		}
 		prefix = strings.TrimPrefix(u.Path, "/")
 		if strings.HasPrefix(prefix, "/") || strings.Contains(prefix, "//") {
-			return "", "", fmt.Errorf("%s has an empty folder name (//) in its path: write s3://%s/FOLDER/", Redact(raw), u.Host)
+			return "", "", fmt.Errorf("%s has an empty folder name (//) in its path: write %s://%s/FOLDER/", Redact(raw), c.scheme, u.Host)
 		}
 		if prefix != "" && !strings.HasSuffix(prefix, "/") {
 			prefix += "/"
@@ -66,7 +67,7 @@ func ParsePrefix(raw string) (bucketURL, prefix string, err error) {
 		b := *u
 		b.Path, b.RawPath = "", ""
 		return b.String(), prefix, nil
-	case "file":
+	case u.Scheme == "file":
 		if u.Host != "" && u.Host != "localhost" {
 			return "", "", fmt.Errorf("%s: a file URL names a path on this machine: write file:///FOLDER/", Redact(raw))
 		}
@@ -81,12 +82,10 @@ func ParsePrefix(raw string) (bucketURL, prefix string, err error) {
 		}
 		b := url.URL{Scheme: "file", Path: dir, RawQuery: u.RawQuery}
 		return b.String(), "", nil
-	case "gs", "azblob":
-		return "", "", fmt.Errorf("%s: %s:// is not supported yet (s3:// and file:// are)", Redact(raw), u.Scheme)
-	case "":
+	case u.Scheme == "":
 		return "", "", fmt.Errorf("%s is not a storage URL: write s3://BUCKET/FOLDER/ or file:///FOLDER/", Redact(raw))
 	default:
-		return "", "", fmt.Errorf("%s: unknown storage scheme %q (s3:// and file:// are supported)", Redact(raw), u.Scheme)
+		return "", "", fmt.Errorf("%s: unknown storage scheme %q (%s are supported)", Redact(raw), u.Scheme, Schemes)
 	}
 }
 

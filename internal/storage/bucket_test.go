@@ -25,6 +25,8 @@ func TestParsePrefix(t *testing.T) {
 		{"file:///srv/frames", "file:///srv/frames/", ""},
 		{"file://localhost/srv/frames/", "file:///srv/frames/", ""},
 		{"file:///", "file:///", ""},
+		{"gs://b/shots/sh010", "gs://b", "shots/sh010/"},
+		{"azblob://c/shots/?domain=127.0.0.1:10000&protocol=http", "azblob://c?domain=127.0.0.1:10000&protocol=http", "shots/"},
 	} {
 		b, p, err := ParsePrefix(c.in)
 		if err != nil || b != c.bucket || p != c.prefix {
@@ -38,7 +40,8 @@ func TestParsePrefix(t *testing.T) {
 		{"s3://b/shots/?X-Amz-Signature=sekrit", "holds credentials"},
 		{"s3://b//shots/", "empty folder name"},
 		{"s3://b/shots//sh010/", "empty folder name"},
-		{"gs://b/shots/", "gs:// is not supported yet"},
+		{"azblob:///shots/", "names no container: write azblob://CONTAINER/FOLDER/"},
+		{"gs://b/shots/?access_id=x&private_key_path=sekrit", "holds credentials"},
 		{"ftp://b/shots/", `unknown storage scheme "ftp"`},
 		{"file://host/srv/frames/", "write file:///FOLDER/"},
 		{"file:frames/", "names no folder: write file:///FOLDER/"},
