@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	be "encoding/binary"
 	"fmt"
 	"image"
@@ -22,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // colourFarm is a standing farm of one node, for many small jobs.
@@ -51,10 +53,14 @@ func (f *farm) refused(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// fetchJob waits for the job's video and downloads it to out.
+// fetchJob waits for the job's video and downloads it to out. A job that
+// hangs fails the test after five minutes, with the farm's logs, rather
+// than the whole run at its timeout with none.
 func (f *farm) fetchJob(t *testing.T, id, out string) {
 	t.Helper()
-	if b, err := exec.Command(binary, "fetch", "--coordinator", f.addr, "--job", id, "-o", out, "--wait").CombinedOutput(); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if b, err := exec.CommandContext(ctx, binary, "fetch", "--coordinator", f.addr, "--job", id, "-o", out, "--wait").CombinedOutput(); err != nil {
 		t.Fatalf("fetch %s: %v\n%s", id, err, b)
 	}
 }
