@@ -167,7 +167,7 @@ func (c *Coordinator) Thumbnail(ctx context.Context, id string, index int) (stri
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	src, err := openFrame(jr.rec.FramesDir, frame)
+	src, err := c.openJobFrame(ctx, jr.rec.FramesDir, frame)
 	if err != nil {
 		return "", err
 	}

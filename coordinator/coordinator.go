@@ -53,6 +53,12 @@ type Config struct {
 	Lease            time.Duration
 	HeartbeatTimeout time.Duration
 	KeepParts        bool
+	// Storage, when set, is a bucket URL (s3://bucket/prefix/?endpoint=...)
+	// where nodes put their parts through pre-signed URLs, each valid for
+	// PresignExpiry (default an hour), as are the URLs of frames in a
+	// bucket.
+	Storage       string
+	PresignExpiry time.Duration
 	// Token, when set, must come with every call (UNAUTHENTICATED otherwise).
 	Token string
 	TLS   creds.ServerTLS
@@ -134,6 +140,11 @@ type Coordinator struct {
 
 	// copies are the copies of finals to --out URLs under way.
 	copies sync.WaitGroup
+	// buckets are the open buckets of frames and parts; parts is the
+	// --storage bucket (nil without one), partsPrefix its keys' prefix.
+	buckets     buckets
+	parts       *storage.Bucket
+	partsPrefix string
 
 	mu sync.Mutex
 	// jobs holds every job the farm knows; queue the same jobs in the order
@@ -271,6 +282,9 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		joinWant: map[string]bool{}, joinReq: make(chan struct{}, 1), ready: make(chan struct{}), srvOpts: tlsOpts,
 	}
 	c.metrics = newMetrics(c)
+	if err := c.openStorage(ctx); err != nil {
+		return nil, err
+	}
 	var prepared *jobRun
 	var created []job.Event
 	if cfg.FramesDir != "" {
@@ -359,9 +373,11 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 	if spec.FramesDir == "" {
 		return nil, nil, errors.New("--frames is required: the folder of numbered images to encode")
 	}
-	dir, err := filepath.Abs(spec.FramesDir)
-	if err != nil {
-		return nil, nil, err
+	dir := spec.FramesDir
+	if !inBucket(dir) {
+		if dir, err = filepath.Abs(spec.FramesDir); err != nil {
+			return nil, nil, err
+		}
 	}
 	if spec.Gaps != "" && spec.Gaps != "refuse" && spec.Gaps != "hold" && spec.Gaps != "skip" {
 		return nil, nil, fmt.Errorf("--gaps %q: use refuse (the default), hold (repeat the previous frame) or skip (close the gaps up)", spec.Gaps)
@@ -373,8 +389,14 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 			return nil, nil, fmt.Errorf("--scale %q: give the size as WIDTHxHEIGHT, e.g. 1920x1080", spec.Scale)
 		}
 	}
-	seq, err := frameseq.Scan(dir, frameseq.Options{Pattern: spec.Pattern,
-		AllowGaps: spec.Gaps == "hold" || spec.Gaps == "skip", AllowMixedDimensions: spec.Scale != ""})
+	opts := frameseq.Options{Pattern: spec.Pattern,
+		AllowGaps: spec.Gaps == "hold" || spec.Gaps == "skip", AllowMixedDimensions: spec.Scale != ""}
+	var seq *frameseq.Sequence
+	if inBucket(dir) {
+		seq, err = c.scanBucket(ctx, dir, opts)
+	} else {
+		seq, err = frameseq.Scan(dir, opts)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -400,11 +422,22 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 		settings.Width, settings.Height = settings.ScaleW, settings.ScaleH
 	}
 	if settings.Width == 0 || settings.Height == 0 {
-		p, err := c.cfg.FFmpeg.ProbeVideo(ctx, filepath.Join(dir, frames[0].Name), false)
+		probe := func(path string) error {
+			p, err := c.cfg.FFmpeg.ProbeVideo(ctx, path, false)
+			if err != nil {
+				return err
+			}
+			settings.Width, settings.Height = p.Width, p.Height
+			return nil
+		}
+		if inBucket(dir) {
+			err = c.probeBucketFrame(ctx, dir, frames[0], probe)
+		} else {
+			err = probe(filepath.Join(dir, frames[0].Name))
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("reading frame %d (%s): %w", frames[0].Number, frames[0].Name, err)
 		}
-		settings.Width, settings.Height = p.Width, p.Height
 	}
 	codec, _ := ffmpeg.LookupCodec(settings.Codec)
 	col, err := ffmpeg.ResolveColour(codec, settings.PixFmt, settings.FinalExt, settings.Height, spec.Color, spec.Range, spec.EXRTransfer, spec.Alpha)
@@ -446,7 +479,7 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 	now := c.cfg.Now()
 	name := spec.Name
 	if name == "" {
-		name = filepath.Base(dir)
+		name = jobName(dir)
 	}
 	jr := &jobRun{
 		rec:      jobRecord{ID: newID(), Name: name, Created: now, FramesDir: dir, OutPath: out, Settings: settings, Fingerprint: fp},
@@ -526,6 +559,11 @@ func fingerprint(s jobSettings, frames []frameRecord, sets int) string {
 	fmt.Fprintf(h, "sets=%d\n", sets)
 	for _, f := range frames {
 		fmt.Fprintf(h, "%d\x00%s\x00%d\x00%d\n", f.Number, f.Name, f.Size, f.ModTime.UnixNano())
+		if f.ETag != "" {
+			// Only for frames in a bucket: folders' fingerprints stay as
+			// they were, and their jobs resume.
+			fmt.Fprintf(h, "etag=%s\n", f.ETag)
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -157,7 +157,12 @@ func (c *Coordinator) reset(ctx context.Context, id string, all bool) (*jobRun, 
 		return nil, err
 	}
 	// Read outside the lock: a folder on a slow mount holds no grant up.
-	changed, err := rereadFrames(jr.rec.FramesDir, frames)
+	var changed map[int]frameRecord
+	if inBucket(jr.rec.FramesDir) {
+		changed, err = c.rereadBucket(ctx, jr.rec.FramesDir, frames)
+	} else {
+		changed, err = rereadFrames(jr.rec.FramesDir, frames)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errRefused, err)
 	}

@@ -28,10 +28,10 @@ func sequenceFrames(seq *frameseq.Sequence, hold bool) []frameRecord {
 		if hold && i > 0 {
 			prev := out[len(out)-1]
 			for n := seq.Frames[i-1].Number + 1; n < f.Number; n++ {
-				out = append(out, frameRecord{Number: n, Name: prev.Name, Size: prev.Size, ModTime: prev.ModTime, Dev: prev.Dev, Ino: prev.Ino})
+				out = append(out, frameRecord{Number: n, Name: prev.Name, Size: prev.Size, ModTime: prev.ModTime, Dev: prev.Dev, Ino: prev.Ino, ETag: prev.ETag})
 			}
 		}
-		out = append(out, frameRecord{Number: f.Number, Name: f.Name, Size: f.Size, ModTime: f.ModTime, Dev: f.Dev, Ino: f.Ino})
+		out = append(out, frameRecord{Number: f.Number, Name: f.Name, Size: f.Size, ModTime: f.ModTime, Dev: f.Dev, Ino: f.Ino, ETag: f.ETag})
 	}
 	return out
 }

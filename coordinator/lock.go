@@ -44,6 +44,7 @@ func lockData(dir string) (*os.File, error) {
 
 // close releases the data folder: the store, then the lock.
 func (c *Coordinator) close() {
+	c.buckets.close()
 	if c.store != nil {
 		c.store.Close()
 	}

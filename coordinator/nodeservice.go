@@ -256,9 +256,12 @@ func (c *Coordinator) assignment(jr *jobRun, s *job.Set) *farmpb.Assignment {
 		Settings:            jr.encodeSettings(),
 		FramesDir:           jr.rec.FramesDir,
 	}
-	for _, f := range jr.frames[s.First : s.First+s.Count] {
-		a.Frames = append(a.Frames, &farmpb.FrameInfo{Number: f.Number, Name: f.Name, Size: f.Size, MtimeNs: f.ModTime.UnixNano(), Inode: f.Ino})
+	frames := jr.frames[s.First : s.First+s.Count]
+	for _, f := range frames {
+		a.Frames = append(a.Frames, &farmpb.FrameInfo{Number: f.Number, Name: f.Name, Size: f.Size, MtimeNs: f.ModTime.UnixNano(), Inode: f.Ino, Etag: f.ETag})
 	}
+	a.FrameUrls = c.frameURLs(context.Background(), jr.rec.FramesDir, frames)
+	a.PartUrl = c.partURL(context.Background(), jr, s.Index, s.Token)
 	return a
 }
 
@@ -511,7 +514,7 @@ func (n *nodeService) StreamFrames(req *farmpb.StreamFramesRequest, stream farmp
 // read: the chunk goes out through chunk.Codec without a copy, and its
 // buffer comes back to the pool once gRPC has written it.
 func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, dir string, pos uint32, f frameRecord, pool *framebuf.Pool) error {
-	fh, err := openFrame(dir, f)
+	fh, err := c.openJobFrame(stream.Context(), dir, f)
 	if err != nil {
 		return err
 	}
@@ -534,7 +537,7 @@ func (c *Coordinator) streamFrame(stream farmpb.NodeService_StreamFramesServer, 
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("reading frame %d (%s): %w", f.Number, f.Name, err)
+			return fmt.Errorf("%w: reading frame %d (%s): %w", errOwnFault, f.Number, f.Name, err)
 		}
 		if sent > f.Size {
 			break
@@ -572,7 +575,12 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		return err
 	}
 	log := c.log.With("job", jr.rec.ID, "set", s.Index, "node", h.Node, "token", h.Token)
-	f, sum, size, err := receivePart(stream, jr, h, s)
+	if h.InBucket {
+		// Checked or refused, the object has served: the coordinator keeps
+		// its own copy, and another lease puts under another key.
+		defer c.dropPart(context.WithoutCancel(ctx), c.partKey(jr, s.Index, h.Token))
+	}
+	f, sum, size, err := c.receivePart(stream, jr, h, s)
 	if f != nil {
 		defer func() {
 			f.Close()
@@ -580,7 +588,9 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		}()
 	}
 	if err == nil {
-		c.metrics.partUploadBytes.Add(float64(size))
+		if !h.InBucket {
+			c.metrics.partUploadBytes.Add(float64(size))
+		}
 		// From the file still open: no second open of what was just written.
 		err = verifyPart(jr.rec.Settings, f, size, s)
 	}
@@ -642,9 +652,10 @@ func maxPartBytes(st jobSettings, s job.Set) int64 {
 	return raw + 16<<20
 }
 
-// receivePart writes the upload to a temp file, hashing it on the way, and
-// returns that file open (nil when none was made); the caller closes it.
-func receivePart(stream farmpb.NodeService_UploadPartServer, jr *jobRun, h *farmpb.PartHeader, s job.Set) (*os.File, string, int64, error) {
+// receivePart writes the upload (or the part the node put in the --storage
+// bucket) to a temp file, hashing it on the way, and returns that file open
+// (nil when none was made); the caller closes it.
+func (c *Coordinator) receivePart(stream farmpb.NodeService_UploadPartServer, jr *jobRun, h *farmpb.PartHeader, s job.Set) (*os.File, string, int64, error) {
 	limit := maxPartBytes(jr.rec.Settings, s)
 	if h.Size <= 0 || h.Size > limit {
 		return nil, "", 0, fmt.Errorf("%w: set %d: a part of %d bytes is out of bounds (1 to %d)", ErrBadPart, s.Index, h.Size, limit)
@@ -664,6 +675,22 @@ func receivePart(stream farmpb.NodeService_UploadPartServer, jr *jobRun, h *farm
 	hash := sha256.New()
 	var size int64
 	var trailer *farmpb.PartTrailer
+	if h.InBucket {
+		m, err := stream.Recv()
+		if err == io.EOF || (err == nil && m.GetTrailer() == nil) {
+			return f, "", 0, fmt.Errorf("%w: set %d: a part put in the bucket is announced by its header and trailer only", ErrBadPart, s.Index)
+		}
+		if err != nil {
+			return f, "", 0, err
+		}
+		trailer = m.GetTrailer()
+		// An S3 PUT stores the whole object or nothing, and the key is this
+		// lease's: what is there is checked below like any upload, so a
+		// part cut short or from another try is refused, never taken.
+		if size, err = c.fetchPart(stream.Context(), c.partKey(jr, s.Index, h.Token), h.Size, io.MultiWriter(f, hash)); err != nil {
+			return f, "", 0, err
+		}
+	}
 	for trailer == nil {
 		m, err := stream.Recv()
 		if err == io.EOF {

@@ -104,6 +104,9 @@ CREATE INDEX events_by_fseq ON events (fseq);`,
 	// frame's name (a link to a file outside the folder) is told apart.
 	`ALTER TABLE frames ADD COLUMN dev INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE frames ADD COLUMN ino INTEGER NOT NULL DEFAULT 0;`,
+	// 4: the ETag of a frame in a bucket, so that an object replaced under
+	// the frame's key is told apart.
+	`ALTER TABLE frames ADD COLUMN etag TEXT NOT NULL DEFAULT '';`,
 }
 
 func openStore(dir string) (*store, error) {
@@ -192,6 +195,8 @@ type frameRecord struct {
 	// Dev and Ino identify the file as the scan found it (0 for jobs of
 	// versions before they were recorded).
 	Dev, Ino uint64
+	// ETag identifies the object of a frame in a bucket ("" in a folder).
+	ETag string
 }
 
 // insertJob writes a new job's rows.
@@ -205,13 +210,13 @@ func insertJob(ctx context.Context, tx *sql.Tx, jr *jobRun) error {
 		rec.ID, rec.Name, rec.Created.UnixMilli(), rec.FramesDir, rec.OutPath, string(settings), rec.Fingerprint, job.State, job.Priority); err != nil {
 		return err
 	}
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO frames (job_id, pos, number, name, size, mtime_ns, dev, ino) VALUES (?,?,?,?,?,?,?,?)`)
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO frames (job_id, pos, number, name, size, mtime_ns, dev, ino, etag) VALUES (?,?,?,?,?,?,?,?,?)`)
 	if err != nil {
 		return err
 	}
 	defer ins.Close()
 	for i, f := range jr.frames {
-		if _, err := ins.ExecContext(ctx, rec.ID, i, f.Number, f.Name, f.Size, f.ModTime.UnixNano(), int64(f.Dev), int64(f.Ino)); err != nil {
+		if _, err := ins.ExecContext(ctx, rec.ID, i, f.Number, f.Name, f.Size, f.ModTime.UnixNano(), int64(f.Dev), int64(f.Ino), f.ETag); err != nil {
 			return err
 		}
 	}
@@ -261,7 +266,7 @@ func writeBatch(ctx context.Context, tx *sql.Tx, s *store, b *batch) error {
 			return err
 		}
 		for _, f := range jb.frames {
-			if _, err := tx.ExecContext(ctx, `UPDATE frames SET size=?, mtime_ns=?, dev=?, ino=? WHERE job_id=? AND pos=?`, f.Size, f.ModTime.UnixNano(), int64(f.Dev), int64(f.Ino), id, f.Pos); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE frames SET size=?, mtime_ns=?, dev=?, ino=?, etag=? WHERE job_id=? AND pos=?`, f.Size, f.ModTime.UnixNano(), int64(f.Dev), int64(f.Ino), f.ETag, id, f.Pos); err != nil {
 				return err
 			}
 		}
@@ -354,12 +359,12 @@ func (s *store) loadJob(ctx context.Context, id string) (jobRecord, []frameRecor
 		rec.Finished = time.UnixMilli(finished)
 	}
 	if rec.Name == "" {
-		rec.Name = filepath.Base(rec.FramesDir)
+		rec.Name = jobName(rec.FramesDir)
 	}
 	if err := json.Unmarshal([]byte(settings), &rec.Settings); err != nil {
 		return rec, nil, nil, fmt.Errorf("loading job %s settings: %w", id, err)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT number, name, size, mtime_ns, dev, ino FROM frames WHERE job_id=? ORDER BY pos`, id)
+	rows, err := s.db.QueryContext(ctx, `SELECT number, name, size, mtime_ns, dev, ino, etag FROM frames WHERE job_id=? ORDER BY pos`, id)
 	if err != nil {
 		return rec, nil, nil, err
 	}
@@ -367,7 +372,7 @@ func (s *store) loadJob(ctx context.Context, id string) (jobRecord, []frameRecor
 	for rows.Next() {
 		var f frameRecord
 		var mt, dev, ino int64
-		if err := rows.Scan(&f.Number, &f.Name, &f.Size, &mt, &dev, &ino); err != nil {
+		if err := rows.Scan(&f.Number, &f.Name, &f.Size, &mt, &dev, &ino, &f.ETag); err != nil {
 			rows.Close()
 			return rec, nil, nil, err
 		}

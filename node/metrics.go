@@ -19,6 +19,7 @@ type metrics struct {
 	sets           *prometheus.CounterVec
 	frames         prometheus.Counter
 	uploadBytes    prometheus.Counter
+	bucketBytes    prometheus.Counter
 }
 
 // The outcomes of framefarm_node_sets_total: how a set granted to the node
@@ -46,11 +47,13 @@ func newMetrics() *metrics {
 			Help: "Frames of the sets uploaded."}),
 		uploadBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "framefarm_node_upload_bytes_total",
 			Help: "Bytes of parts uploaded and accepted."}),
+		bucketBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "framefarm_node_bucket_bytes_total",
+			Help: "Bytes of frames read from a bucket and of parts put into one, through pre-signed URLs (not through the coordinator)."}),
 	}
 	for _, o := range []string{setUploaded, setFailed, setRefused, setLost, setGivenBack} {
 		m.sets.WithLabelValues(o)
 	}
-	reg.MustRegister(m.encodeSeconds, m.ffmpegFailures, m.sets, m.frames, m.uploadBytes,
+	reg.MustRegister(m.encodeSeconds, m.ffmpegFailures, m.sets, m.frames, m.uploadBytes, m.bucketBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -74,6 +75,9 @@ type Node struct {
 	client  farmpb.NodeServiceClient
 	load    *loadMeter
 	metrics *metrics
+	// bucket reads frames from and puts parts into buckets through
+	// pre-signed URLs.
+	bucket *http.Client
 	// ownFaults counts the sets in a row that failed for this machine's
 	// own reason (see ownFault).
 	ownFaults atomic.Int32
@@ -121,7 +125,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ambassador address %q: %w", cfg.Ambassador, err)
 	}
-	return &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), conn: conn,
+	return &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), conn: conn, bucket: newBucketClient(),
 		client: farmpb.NewNodeServiceClient(conn), load: newLoadMeter(), metrics: newMetrics()}, nil
 }
 
@@ -374,7 +378,8 @@ func (n *Node) heartbeat(ctx context.Context, stop <-chan struct{}, a *farmpb.As
 }
 
 // renderSet renders the set and uploads its part. It says where the frames
-// came from: "shared" (read from the coordinator's folder, see linkShared)
+// came from: "bucket" (read through pre-signed URLs, see fetchFrames),
+// "shared" (read from the coordinator's folder, see linkShared)
 // or "streamed".
 func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment, done *atomic.Int64, log *slog.Logger) (string, error) {
 	s := a.Settings
@@ -387,7 +392,13 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	}
 	defer os.RemoveAll(dir)
 	from := "streamed"
-	if n.cfg.FramesFrom == FramesAuto {
+	if n.cfg.FramesFrom == FramesAuto && len(a.FrameUrls) > 0 {
+		if err := n.fetchFrames(ctx, dir, a); err != nil {
+			log.Warn("reading the frames from the bucket failed; streaming them through the coordinator", "err", err)
+		} else {
+			from = "bucket"
+		}
+	} else if n.cfg.FramesFrom == FramesAuto {
 		if err := linkShared(dir, a); err != nil {
 			log.Debug("streaming the frames: the coordinator's folder is not shared here", "why", err)
 		} else {
@@ -421,7 +432,25 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	if err != nil {
 		return from, err
 	}
-	return from, n.retry(ctx, log, "uploading the part", func() error { return n.upload(ctx, part, a, encodeMS) })
+	put := a.PartUrl != ""
+	return from, n.retry(ctx, log, "uploading the part", func() error {
+		if put {
+			err := n.putPart(ctx, part, a.PartUrl)
+			if err == nil {
+				if err = n.upload(ctx, part, a, encodeMS, true); err == nil {
+					return nil
+				}
+			}
+			// Once the bucket failed this set, the coordinator takes the
+			// part: an expired URL or a bucket out of reach stays so.
+			put = false
+			log.Warn("putting the part into the bucket failed; uploading it through the coordinator", "err", err)
+			if status.Code(err) != codes.Unknown {
+				return err // the coordinator's answer: retried or not as any upload's
+			}
+		}
+		return n.upload(ctx, part, a, encodeMS, false)
+	})
 }
 
 // encode runs ffmpeg on the set's frame sequence in dir and checks the part
@@ -558,7 +587,9 @@ func (n *Node) receiveFrames(ctx context.Context, dir string, a *farmpb.Assignme
 	})
 }
 
-func (n *Node) upload(ctx context.Context, path string, a *farmpb.Assignment, encodeMS uint64) error {
+// upload sends the part to the coordinator; with inBucket only its header
+// and checksum, the part being in the --storage bucket already.
+func (n *Node) upload(ctx context.Context, path string, a *farmpb.Assignment, encodeMS uint64, inBucket bool) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -584,12 +615,17 @@ func (n *Node) upload(ctx context.Context, path string, a *farmpb.Assignment, en
 	}
 	if err := send(&farmpb.UploadPartRequest{Msg: &farmpb.UploadPartRequest_Header{Header: &farmpb.PartHeader{
 		Node: n.cfg.Name, JobId: a.JobId, SetIndex: a.SetIndex, Token: a.Token,
-		Size: st.Size(), Frames: uint32(len(a.Frames)), EncodeMs: encodeMS}}}); err != nil {
+		Size: st.Size(), Frames: uint32(len(a.Frames)), EncodeMs: encodeMS, InBucket: inBucket}}}); err != nil {
 		return err
 	}
 	h := sha256.New()
+	if inBucket {
+		if _, err := io.Copy(h, f); err != nil {
+			return err
+		}
+	}
 	buf := make([]byte, chunk.Size)
-	for {
+	for !inBucket {
 		k, rerr := io.ReadFull(f, buf)
 		if k > 0 {
 			h.Write(buf[:k])
@@ -610,7 +646,9 @@ func (n *Node) upload(ctx context.Context, path string, a *farmpb.Assignment, en
 	if _, err = stream.CloseAndRecv(); err != nil {
 		return err
 	}
-	n.metrics.uploadBytes.Add(float64(st.Size()))
+	if !inBucket {
+		n.metrics.uploadBytes.Add(float64(st.Size()))
+	}
 	return nil
 }
 

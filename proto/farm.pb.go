@@ -224,8 +224,20 @@ type Assignment struct {
 	// The coordinator's frames folder, an absolute path on its machine. A
 	// node that sees the same files there (same host, or a shared mount:
 	// each frame with the size and modification time below) may read them
-	// from there instead of streaming them.
-	FramesDir     string `protobuf:"bytes,7,opt,name=frames_dir,json=framesDir,proto3" json:"frames_dir,omitempty"`
+	// from there instead of streaming them. For a job whose frames are in a
+	// bucket, the bucket's URL (never with credentials).
+	FramesDir string `protobuf:"bytes,7,opt,name=frames_dir,json=framesDir,proto3" json:"frames_dir,omitempty"`
+	// For a job whose frames are in a bucket that can sign URLs: one
+	// pre-signed GET URL per frame, in the order of frames, valid for a short
+	// while. A node that can reach the bucket reads the frames from there
+	// (checking each frame's size and ETag); one that cannot, or whose URL
+	// expired, streams the set through the coordinator as ever.
+	FrameUrls []string `protobuf:"bytes,8,rep,name=frame_urls,json=frameUrls,proto3" json:"frame_urls,omitempty"`
+	// When the coordinator keeps parts in a bucket (--storage): a pre-signed
+	// PUT URL for this set's part under this lease. A node that put its part
+	// there sends UploadPart with in_bucket and no chunks; one that could not
+	// uploads the part's bytes as ever.
+	PartUrl       string `protobuf:"bytes,9,opt,name=part_url,json=partUrl,proto3" json:"part_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -309,6 +321,20 @@ func (x *Assignment) GetFramesDir() string {
 	return ""
 }
 
+func (x *Assignment) GetFrameUrls() []string {
+	if x != nil {
+		return x.FrameUrls
+	}
+	return nil
+}
+
+func (x *Assignment) GetPartUrl() string {
+	if x != nil {
+		return x.PartUrl
+	}
+	return ""
+}
+
 type FrameInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Frame number as found in the file name.
@@ -321,7 +347,10 @@ type FrameInfo struct {
 	// The file's inode number at the coordinator (0: not recorded), so that
 	// a node reading the folder in place tells a file swapped in under the
 	// frame's name (a link to another file) from the frame.
-	Inode         uint64 `protobuf:"varint,5,opt,name=inode,proto3" json:"inode,omitempty"`
+	Inode uint64 `protobuf:"varint,5,opt,name=inode,proto3" json:"inode,omitempty"`
+	// The object's ETag (without quotes) for a frame in a bucket; "" for a
+	// frame in a folder.
+	Etag          string `protobuf:"bytes,6,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -389,6 +418,13 @@ func (x *FrameInfo) GetInode() uint64 {
 		return x.Inode
 	}
 	return 0
+}
+
+func (x *FrameInfo) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
 }
 
 type EncodeSettings struct {
@@ -1062,14 +1098,18 @@ func (*UploadPartRequest_Chunk) isUploadPartRequest_Msg() {}
 func (*UploadPartRequest_Trailer) isUploadPartRequest_Msg() {}
 
 type PartHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	SetIndex      uint32                 `protobuf:"varint,3,opt,name=set_index,json=setIndex,proto3" json:"set_index,omitempty"`
-	Token         uint64                 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
-	Size          int64                  `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
-	Frames        uint32                 `protobuf:"varint,6,opt,name=frames,proto3" json:"frames,omitempty"`
-	EncodeMs      uint64                 `protobuf:"varint,7,opt,name=encode_ms,json=encodeMs,proto3" json:"encode_ms,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Node     string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	JobId    string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	SetIndex uint32                 `protobuf:"varint,3,opt,name=set_index,json=setIndex,proto3" json:"set_index,omitempty"`
+	Token    uint64                 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
+	Size     int64                  `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	Frames   uint32                 `protobuf:"varint,6,opt,name=frames,proto3" json:"frames,omitempty"`
+	EncodeMs uint64                 `protobuf:"varint,7,opt,name=encode_ms,json=encodeMs,proto3" json:"encode_ms,omitempty"`
+	// The part was put at the assignment's part_url: no chunks follow, only
+	// the trailer, and the coordinator reads the part from its bucket and
+	// checks it (size, SHA-256, index) as it checks an upload.
+	InBucket      bool `protobuf:"varint,8,opt,name=in_bucket,json=inBucket,proto3" json:"in_bucket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1151,6 +1191,13 @@ func (x *PartHeader) GetEncodeMs() uint64 {
 		return x.EncodeMs
 	}
 	return 0
+}
+
+func (x *PartHeader) GetInBucket() bool {
+	if x != nil {
+		return x.InBucket
+	}
+	return false
 }
 
 type PartTrailer struct {
@@ -3323,7 +3370,7 @@ const file_farm_proto_rawDesc = "" +
 	"assignment\x12&\n" +
 	"\x0eretry_after_ms\x18\x02 \x01(\rH\x00R\fretryAfterMs\x12\x14\n" +
 	"\x04done\x18\x03 \x01(\tH\x00R\x04doneB\b\n" +
-	"\x06result\"\x94\x02\n" +
+	"\x06result\"\xce\x02\n" +
 	"\n" +
 	"Assignment\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
@@ -3333,13 +3380,17 @@ const file_farm_proto_rawDesc = "" +
 	"\bsettings\x18\x05 \x01(\v2\x1c.framefarm.v1.EncodeSettingsR\bsettings\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x06 \x01(\rR\x13heartbeatIntervalMs\x12\x1d\n" +
 	"\n" +
-	"frames_dir\x18\a \x01(\tR\tframesDir\"|\n" +
+	"frames_dir\x18\a \x01(\tR\tframesDir\x12\x1d\n" +
+	"\n" +
+	"frame_urls\x18\b \x03(\tR\tframeUrls\x12\x19\n" +
+	"\bpart_url\x18\t \x01(\tR\apartUrl\"\x90\x01\n" +
 	"\tFrameInfo\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x03R\x06number\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x19\n" +
 	"\bmtime_ns\x18\x04 \x01(\x03R\amtimeNs\x12\x14\n" +
-	"\x05inode\x18\x05 \x01(\x04R\x05inode\"\xf7\x03\n" +
+	"\x05inode\x18\x05 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04etag\x18\x06 \x01(\tR\x04etag\"\xf7\x03\n" +
 	"\x0eEncodeSettings\x12\x14\n" +
 	"\x05codec\x18\x01 \x01(\tR\x05codec\x12\x17\n" +
 	"\afps_num\x18\x02 \x01(\x03R\x06fpsNum\x12\x17\n" +
@@ -3398,7 +3449,7 @@ const file_farm_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x18.framefarm.v1.PartHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunk\x125\n" +
 	"\atrailer\x18\x03 \x01(\v2\x19.framefarm.v1.PartTrailerH\x00R\atrailerB\x05\n" +
-	"\x03msg\"\xb3\x01\n" +
+	"\x03msg\"\xd0\x01\n" +
 	"\n" +
 	"PartHeader\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x15\n" +
@@ -3407,7 +3458,8 @@ const file_farm_proto_rawDesc = "" +
 	"\x05token\x18\x04 \x01(\x04R\x05token\x12\x12\n" +
 	"\x04size\x18\x05 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06frames\x18\x06 \x01(\rR\x06frames\x12\x1b\n" +
-	"\tencode_ms\x18\a \x01(\x04R\bencodeMs\"%\n" +
+	"\tencode_ms\x18\a \x01(\x04R\bencodeMs\x12\x1b\n" +
+	"\tin_bucket\x18\b \x01(\bR\binBucket\"%\n" +
 	"\vPartTrailer\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\fR\x06sha256\"\x14\n" +
 	"\x12UploadPartResponse\"\x87\x01\n" +

@@ -26,13 +26,15 @@ each job's final video. With --frames it also submits that folder as a job
 at start. Started again on the same --data, it resumes every job where it
 stopped, and submits nothing twice.`)
 	var cfg coordinator.Config
-	f.StringVar(&cfg.FramesDir, "frames", "", "also submit this folder of numbered frames (`DIR`) as a job, with the encode flags")
+	f.StringVar(&cfg.FramesDir, "frames", "", "also submit this folder of numbered frames (`DIR`, or a bucket prefix URL such as s3://BUCKET/shots/sh010/?endpoint=...) as a job, with the encode flags")
 	jobFlags := registerJobFlags(f, &cfg.JobSpec)
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:5555", "`ADDR` to serve nodes, status and fetch on (gRPC)")
 	f.StringVar(&cfg.Data, "data", "./framefarm-data", "`DIR` for the farm's state and each job's parts and final video")
 	f.DurationVar(&cfg.Lease, "lease", 10*time.Minute, "take a set back from a node that made no progress for `DURATION`")
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 30*time.Second, "take a set back from a node silent for `DURATION`")
-	f.BoolVar(&cfg.KeepParts, "keep-parts", false, "keep the encoded parts after the join")
+	f.BoolVar(&cfg.KeepParts, "keep-parts", false, "keep the encoded parts after the join (and in the --storage bucket)")
+	f.StringVar(&cfg.Storage, "storage", "", "a bucket `URL` (s3://BUCKET/PREFIX/?endpoint=&region=&use_path_style=true) that nodes put their parts in through pre-signed URLs; credentials from the cloud's standard environment. Without it parts are uploaded to the coordinator")
+	f.DurationVar(&cfg.PresignExpiry, "presign-expiry", time.Hour, "how long the pre-signed URLs of frames in a bucket and of parts for --storage stay valid (`DURATION`); a node whose URL expired streams instead")
 	f.DurationVar(&cfg.PollWindow, "poll-window", 20*time.Second, "how long a node's request for work waits (`DURATION`) before it is told to ask again")
 	f.StringVar(&cfg.Token, "token", "", "require this `TOKEN` on every call (default $"+creds.EnvToken+")")
 	f.StringVar(&cfg.TLS.Cert, "tls-cert", "", "serve TLS with the certificate in `FILE` (PEM)")

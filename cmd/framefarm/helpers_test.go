@@ -364,6 +364,8 @@ type nodeOpts struct {
 	ambDebug bool
 	// token is the farm's, given to the ambassador.
 	token string
+	// framesFrom is the node's --frames-from; stream by default.
+	framesFrom string
 }
 
 type farmNode struct {
@@ -409,8 +411,13 @@ func addNode(t *testing.T, f *farm, name string, o nodeOpts) *farmNode {
 		}
 		env = append(env, "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	}
-	// Streamed: the faults are the network's, between the machines.
-	nodeArgs := []string{"node", "--ambassador", n.ambAddr, "--name", name, "--work", n.work, "--frames-from", "stream"}
+	// Streamed unless said: the faults are the network's, between the
+	// machines.
+	from := o.framesFrom
+	if from == "" {
+		from = "stream"
+	}
+	nodeArgs := []string{"node", "--ambassador", n.ambAddr, "--name", name, "--work", n.work, "--frames-from", from}
 	if !o.noOnce {
 		nodeArgs = append(nodeArgs, "--once")
 	}

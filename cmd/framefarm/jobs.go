@@ -17,6 +17,7 @@ import (
 	"github.com/framefarm/framefarm/coordinator"
 	"github.com/framefarm/framefarm/internal/chunk"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
+	"github.com/framefarm/framefarm/internal/storage"
 	farmpb "github.com/framefarm/framefarm/proto"
 )
 
@@ -178,14 +179,16 @@ func uploadErr(stream farmpb.FarmService_UploadFramesClient, err error) error {
 func runSubmit(ctx context.Context, e *env, args []string) error {
 	f := newFlags("submit", "--frames DIR [flags]",
 		`Adds a job to the farm's queue and prints its id. --frames is a folder on
-the coordinator's machine (or a mount it shares). The frames and settings are
+the coordinator's machine (or a mount it shares), or a bucket prefix URL
+(s3://BUCKET/shots/sh010/?endpoint=...) that the coordinator lists and reads
+with the credentials in its own environment. The frames and settings are
 checked as the coordinator checks them: a refused job names the file or flag
 and what to do, and nothing of it is kept.`)
 	var cc clientCreds
 	cc.register(f)
 	addr := f.String("coordinator", "127.0.0.1:5555", "the coordinator's `ADDR`")
 	var spec coordinator.JobSpec
-	f.StringVar(&spec.FramesDir, "frames", "", "the folder of numbered frames (`DIR`, on the coordinator's machine, or here with --upload; required)")
+	f.StringVar(&spec.FramesDir, "frames", "", "the folder of numbered frames (`DIR`, on the coordinator's machine, or here with --upload), or a bucket prefix URL; required")
 	upload := f.Bool("upload", false, "send the frames from this machine to the coordinator, which keeps them under its --data; run again, it sends only what is missing")
 	jf := registerJobFlags(f, &spec)
 	if err := f.parse(e, args); err != nil {
@@ -201,6 +204,9 @@ and what to do, and nothing of it is kept.`)
 	}
 	defer c.Close()
 	req := &farmpb.SubmitJobRequest{FramesDir: spec.FramesDir}
+	if *upload && storage.IsURL(spec.FramesDir) {
+		return f.usageErr("--upload sends a folder from this machine; %s is a bucket, which the coordinator reads itself: drop --upload", storage.Redact(spec.FramesDir))
+	}
 	if *upload {
 		if req.Upload, err = uploadFrames(ctx, e, c, spec.FramesDir); err != nil {
 			return interrupted(ctx, c.explain(ctx, err))

@@ -1,0 +1,285 @@
+//go:build storage
+
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/framefarm/framefarm/internal/storage"
+	"github.com/framefarm/framefarm/internal/storage/storagetest"
+	farmpb "github.com/framefarm/framefarm/proto"
+)
+
+// putFrames uploads a folder's frames to the bucket under prefix.
+func putFrames(t *testing.T, s3 *storagetest.S3, dir, bucket, prefix string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		loc, err := storage.Parse(s3.URL(bucket, prefix+e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.PutFile(context.Background(), filepath.Join(dir, e.Name()), loc); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// bucketFarm is a standing farm whose nodes put parts in the --storage
+// bucket parts/farm/ of s3, with the coordinator's metrics on metrics.
+func bucketFarm(t *testing.T, s3 *storagetest.S3, extra ...string) (f *farm, metrics string) {
+	t.Helper()
+	data := filepath.Join(t.TempDir(), "data")
+	metrics = freeAddr(t)
+	args := append([]string{"coordinator", "--data", data, "--listen", "127.0.0.1:0", "--heartbeat-timeout", "5s", "--poll-window", "2s",
+		"--storage", s3.URL("parts", "farm/"), "--metrics", metrics}, extra...)
+	coord, m := start(t, "coordinator", farmReady, args...)
+	return &farm{coord: coord, addr: m[1], data: data, coordArgs: args}, metrics
+}
+
+func counter(fams map[string]*dto.MetricFamily, name string) float64 {
+	f := fams[name]
+	if f == nil || len(f.Metric) == 0 || f.Metric[0].Counter == nil {
+		return -1
+	}
+	return f.Metric[0].Counter.GetValue()
+}
+
+// bucketKeys lists what is left under a prefix of the server's bucket.
+func bucketKeys(t *testing.T, s3 *storagetest.S3, bucket, prefix string) []string {
+	t.Helper()
+	var keys []string
+	root := filepath.Join(s3.Root, bucket)
+	_ = filepath.Walk(filepath.Join(root, prefix), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			rel, _ := filepath.Rel(root, p)
+			keys = append(keys, rel)
+		}
+		return nil
+	})
+	return keys
+}
+
+var fromBucket = regexp.MustCompile(`part uploaded.*frames=bucket`)
+
+// TestStorageFramesDirect: a job whose frames are in a bucket, rendered by
+// two nodes that read the frames from the bucket and put their parts into
+// it through pre-signed URLs: frame-exact, and not one frame byte nor part
+// byte went through the coordinator; the parts are gone from the bucket
+// once joined.
+func TestStorageFramesDirect(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "frames", "parts")
+	local := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, local, 48, 1, "320x240")
+	want := reference(t, local, 1)
+	putFrames(t, s3, local, "frames", "shots/sh010/")
+	f, metrics := bucketFarm(t, s3)
+	var nodes []*farmNode
+	for _, name := range []string{"a", "b"} {
+		nodes = append(nodes, addNode(t, f, name, nodeOpts{framesFrom: "auto", noOnce: true}))
+	}
+	id := f.submit(t, "--frames", s3.URL("frames", "shots/sh010/"), "--sets", "6", "--codec", "ffv1")
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, out)
+	checkExact(t, out, want)
+
+	fams := scrape(t, metrics, "")
+	if got := counter(fams, "framefarm_frame_stream_bytes_total"); got != 0 {
+		t.Errorf("%v frame bytes went through the coordinator, want 0", got)
+	}
+	if got := counter(fams, "framefarm_part_upload_bytes_total"); got != 0 {
+		t.Errorf("%v part bytes were uploaded to the coordinator, want 0", got)
+	}
+	for _, n := range nodes {
+		t.Logf("node %s: %d sets from the bucket", n.name, len(logLines(n.node, 0, fromBucket)))
+	}
+	if n := len(logLines(nodes[0].node, 0, fromBucket)) + len(logLines(nodes[1].node, 0, fromBucket)); n != 6 {
+		t.Errorf("%d sets read their frames from the bucket, want 6", n)
+	}
+	if left := bucketKeys(t, s3, "parts", "farm"); len(left) != 0 {
+		t.Errorf("parts left in the bucket after the join: %v", left)
+	}
+	st := runCmd(t, binary, "status", "--coordinator", f.addr, "--job", id)
+	if !strings.Contains(st, "s3://frames/shots/sh010/") {
+		t.Errorf("status does not name the bucket:\n%s", st)
+	}
+	if strings.Contains(f.coord.out.String(), storagetest.Secret) || strings.Contains(st, storagetest.Secret) {
+		t.Fatal("the S3 secret key appears in the coordinator's log or status")
+	}
+}
+
+// TestStorageFramesChanged: a frame replaced in the bucket after submit
+// fails the job, naming the frame.
+func TestStorageFramesChanged(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "frames", "parts")
+	local := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, local, 16, 1, "320x240")
+	putFrames(t, s3, local, "frames", "sh/")
+	f, _ := bucketFarm(t, s3)
+	w := watch(t, f.addr)
+	id := f.submit(t, "--frames", s3.URL("frames", "sh/"), "--sets", "2", "--codec", "ffv1")
+	// Replaced before any node comes: another image under the same key.
+	other := filepath.Join(t.TempDir(), "other")
+	genFrames(t, other, 1, 12, "320x240")
+	runCmd(t, "ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=red:s=320x240", "-frames:v", "1", filepath.Join(other, "f_0012.png"))
+	loc, _ := storage.Parse(s3.URL("frames", "sh/f_0012.png"))
+	if err := storage.PutFile(context.Background(), filepath.Join(other, "f_0012.png"), loc); err != nil {
+		t.Fatal(err)
+	}
+	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
+	e := w.waitFor(t, "the job to fail", 2*time.Minute, kind("job_failed", -1, ""))
+	if !strings.Contains(e.Detail, "f_0012.png") {
+		t.Errorf("the job failed without naming the frame: %s", e.Detail)
+	}
+	st := runCmd(t, binary, "status", "--coordinator", f.addr, "--job", id)
+	t.Logf("failed: %s", e.Detail)
+	if !strings.Contains(st, "failed") {
+		t.Errorf("status does not show the job failed:\n%s", st)
+	}
+}
+
+// TestStorageFramesRefused: bad bucket input is refused at submit with an
+// error naming the URL or frame and what to do; nothing is kept.
+func TestStorageFramesRefused(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "frames", "parts")
+	local := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, local, 6, 1, "64x48")
+	os.Remove(filepath.Join(local, "f_0004.png"))
+	putFrames(t, s3, local, "frames", "gappy/")
+	f, _ := bucketFarm(t, s3)
+	for _, c := range []struct{ frames, says string }{
+		{s3.URL("frames", "empty/"), "no numbered images"},
+		{s3.URL("frames", "gappy/"), "1 frame missing"},
+		{s3.URL("nosuchbucket", "x/"), "nosuchbucket"},
+		{"s3://AKIAX:" + storagetest.Secret + "@frames/x/", "credentials"},
+	} {
+		said := f.refused(t, "--frames", c.frames)
+		if !strings.Contains(said, c.says) {
+			t.Errorf("--frames %s: submit said %q, want %q", c.frames, said, c.says)
+		}
+		if strings.Contains(said, storagetest.Secret) {
+			t.Errorf("--frames %s: the refusal shows the secret: %s", c.frames, said)
+		}
+	}
+	resp := listJobs(t, f.addr)
+	if len(resp) != 0 {
+		t.Errorf("refused jobs were kept: %v", resp)
+	}
+}
+
+// TestStorageFramesCutOff: of two nodes, one in a network namespace cannot
+// reach the bucket (its loopback is its own): it streams its sets through
+// the coordinator, the other reads the bucket; the video is frame-exact.
+func TestStorageFramesCutOff(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "frames", "parts")
+	local := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, local, 48, 1, "320x240")
+	want := reference(t, local, 1)
+	putFrames(t, s3, local, "frames", "sh/")
+	ns, hostIP, _, _ := netns(t, 7)
+	f, metrics := bucketFarm(t, s3)
+	link := startProxy(t, hostIP+":0", f.addr)
+	cut := addNode(t, f, "cut", nodeOpts{framesFrom: "auto", noOnce: true, via: link.addr(), prep: inNetns(ns), slow: 500 * time.Millisecond})
+	home := addNode(t, f, "home", nodeOpts{framesFrom: "auto", noOnce: true, slow: 500 * time.Millisecond})
+	id := f.submit(t, "--frames", s3.URL("frames", "sh/"), "--sets", "8", "--codec", "ffv1")
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, out)
+	checkExact(t, out, want)
+	streamed := regexp.MustCompile(`part uploaded.*frames=streamed`)
+	cutStreamed, homeBucket := len(logLines(cut.node, 0, streamed)), len(logLines(home.node, 0, fromBucket))
+	t.Logf("cut node: %d sets streamed; home node: %d sets from the bucket", cutStreamed, homeBucket)
+	if cutStreamed == 0 || homeBucket == 0 {
+		t.Errorf("want both nodes to render: the cut one streaming (%d sets), the other from the bucket (%d)", cutStreamed, homeBucket)
+	}
+	if n := len(logLines(cut.node, 0, regexp.MustCompile(`reading the frames from the bucket failed`))); n == 0 {
+		t.Errorf("the cut node never tried the bucket")
+	}
+	if got := counter(scrape(t, metrics, ""), "framefarm_frame_stream_bytes_total"); got <= 0 {
+		t.Errorf("no frame bytes streamed for the cut node")
+	}
+}
+
+// TestStorageServerRestarted: the S3 server is killed mid-job and comes
+// back 4 s later: nodes fall back or retry, the job ends frame-exact.
+func TestStorageServerRestarted(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "frames", "parts")
+	local := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, local, 64, 1, "320x240")
+	want := reference(t, local, 1)
+	putFrames(t, s3, local, "frames", "sh/")
+	f, _ := bucketFarm(t, s3)
+	w := watch(t, f.addr)
+	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true, slow: time.Second})
+	addNode(t, f, "b", nodeOpts{framesFrom: "auto", noOnce: true, slow: time.Second})
+	id := f.submit(t, "--frames", s3.URL("frames", "sh/"), "--sets", "8", "--codec", "ffv1")
+	w.waitFor(t, "a first part", 2*time.Minute, kind("part_accepted", -1, ""))
+	s3.Kill(t)
+	time.Sleep(4 * time.Second)
+	s3.Start(t)
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, out)
+	checkExact(t, out, want)
+	t.Logf("events: %d sets completed, %d released", countKind(w.events(), "part_accepted"), countKind(w.events(), "set_released"))
+}
+
+// TestStorageURLExpired: with pre-signed URLs valid for 1 s, a node that
+// was stopped past their expiry gets 403 from the bucket, streams the set
+// and uploads the part instead; the video is frame-exact.
+func TestStorageURLExpired(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "frames", "parts")
+	local := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, local, 16, 1, "320x240")
+	want := reference(t, local, 1)
+	putFrames(t, s3, local, "frames", "sh/")
+	f, metrics := bucketFarm(t, s3, "--presign-expiry", "1s")
+	w := watch(t, f.addr)
+	n := addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
+	time.Sleep(time.Second) // the node's request for work is waiting
+	if err := n.node.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	id := f.submit(t, "--frames", s3.URL("frames", "sh/"), "--sets", "1", "--codec", "ffv1")
+	w.waitFor(t, "the grant", time.Minute, kind("set_granted", -1, "a"))
+	time.Sleep(2500 * time.Millisecond)
+	if err := n.node.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, out)
+	checkExact(t, out, want)
+	if len(logLines(n.node, 0, regexp.MustCompile(`reading the frames from the bucket failed.*403`))) == 0 {
+		t.Errorf("the node did not see its URLs expire:\n%s", n.node.out.String())
+	}
+	if got := counter(scrape(t, metrics, ""), "framefarm_frame_stream_bytes_total"); got <= 0 {
+		t.Errorf("the expired set was not streamed")
+	}
+}
+
+func listJobs(t *testing.T, addr string) []*farmpb.JobSummary {
+	t.Helper()
+	conn := dial(t, addr)
+	defer conn.Close()
+	resp, err := farmpb.NewFarmServiceClient(conn).ListJobs(context.Background(), &farmpb.ListJobsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Jobs
+}

@@ -1,0 +1,177 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/framefarm/framefarm/internal/ffmpeg"
+	farmpb "github.com/framefarm/framefarm/proto"
+)
+
+// Reading frames from a bucket and putting parts into one, through the
+// pre-signed URLs the coordinator hands out with a set: the node needs no
+// bucket credentials, and the coordinator's network carries neither. Any
+// failure (no route to the bucket, an expired URL, a frame that is not the
+// one recorded) makes the node use the coordinator for that set instead,
+// so a node cut off from the bucket renders all the same.
+
+// bucketParallel is how many frames of a set are read from the bucket at
+// once: each is a round trip to a server that may be far away.
+const bucketParallel = 4
+
+// bucketTimeout bounds one request to the bucket with no answer: a bucket
+// out of reach must not hold a set long before the node streams it.
+const bucketTimeout = 30 * time.Second
+
+func newBucketClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = bucketTimeout
+	t.MaxIdleConnsPerHost = bucketParallel
+	// The URLs name their server; no proxy from the environment is in the
+	// way a pre-signed request was signed for.
+	return &http.Client{Transport: t}
+}
+
+// fetchFrames downloads the set's frames from their pre-signed URLs into
+// dir as the sequence ffmpeg reads, checking each frame's size and ETag
+// against what the coordinator recorded. It leaves nothing in dir when it
+// fails.
+func (n *Node) fetchFrames(ctx context.Context, dir string, a *farmpb.Assignment) (err error) {
+	if len(a.FrameUrls) != len(a.Frames) {
+		return fmt.Errorf("the coordinator gave %d frame URLs for %d frames", len(a.FrameUrls), len(a.Frames))
+	}
+	defer func() {
+		if err != nil {
+			removeSequence(dir, a, len(a.Frames))
+		}
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(a.Frames))
+	sem := make(chan struct{}, bucketParallel)
+	var wg sync.WaitGroup
+	for pos, f := range a.Frames {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if errs[pos] = n.fetchFrame(ctx, filepath.Join(dir, ffmpeg.SequenceName(pos, a.Settings.FrameExt)), a.FrameUrls[pos], f); errs[pos] != nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	// The first failure, not the cancellations it caused.
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (n *Node) fetchFrame(ctx context.Context, path, url string, f *farmpb.FrameInfo) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("frame %d (%s): %w", f.Number, f.Name, err)
+	}
+	resp, err := n.bucket.Do(req)
+	if err != nil {
+		return fmt.Errorf("frame %d (%s): %w", f.Number, f.Name, redactURLError(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("frame %d (%s): the bucket answered %s%s", f.Number, f.Name, resp.Status, s3Code(resp.Body))
+	}
+	if etag := strings.Trim(resp.Header.Get("ETag"), `"`); f.Etag != "" && etag != f.Etag {
+		return fmt.Errorf("frame %d (%s) in the bucket is not the one the job recorded (ETag %s, not %s)", f.Number, f.Name, etag, f.Etag)
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength != f.Size {
+		return fmt.Errorf("frame %d (%s) in the bucket is %d bytes, not %d", f.Number, f.Name, resp.ContentLength, f.Size)
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	got, err := io.Copy(out, io.LimitReader(resp.Body, f.Size+1))
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("frame %d (%s): %w", f.Number, f.Name, redactURLError(err))
+	}
+	if got != f.Size {
+		return fmt.Errorf("frame %d (%s): read %d bytes from the bucket, expected %d", f.Number, f.Name, got, f.Size)
+	}
+	n.metrics.bucketBytes.Add(float64(got))
+	return nil
+}
+
+// putPart puts the part at the set's pre-signed PUT URL. S3 stores a PUT
+// whole or not at all; the coordinator checks what it finds there anyway.
+func (n *Node) putPart(ctx context.Context, path, url string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, f)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = st.Size()
+	// A body that can be read again, so that a redirect or a retried
+	// connection sends the whole part.
+	req.GetBody = func() (io.ReadCloser, error) { return os.Open(path) }
+	resp, err := n.bucket.Do(req)
+	if err != nil {
+		return redactURLError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("the bucket answered %s%s", resp.Status, s3Code(resp.Body))
+	}
+	n.metrics.bucketBytes.Add(float64(st.Size()))
+	return nil
+}
+
+// s3Code is the error code and message of an S3 error answer, for logs.
+func s3Code(body io.Reader) string {
+	b, _ := io.ReadAll(io.LimitReader(body, 4096))
+	s := string(b)
+	var parts []string
+	for _, tag := range []string{"Code", "Message"} {
+		if i := strings.Index(s, "<"+tag+">"); i >= 0 {
+			if j := strings.Index(s[i:], "</"+tag+">"); j > 0 {
+				parts = append(parts, s[i+len(tag)+2:i+j])
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ": ") + ")"
+}
+
+// redactURLError drops the URL from a client error: a pre-signed URL's
+// query is a credential for as long as it is valid.
+func redactURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s to the bucket: %w", ue.Op, ue.Err)
+	}
+	return err
+}
