@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -29,6 +30,9 @@ import (
 type buckets struct {
 	mu   sync.Mutex
 	open map[string]*storage.Bucket
+	// unsigned holds the buckets whose failure to sign was logged: once
+	// per bucket, not at every set.
+	unsigned map[string]bool
 }
 
 func (b *buckets) get(ctx context.Context, url string) (*storage.Bucket, error) {
@@ -46,6 +50,28 @@ func (b *buckets) get(ctx context.Context, url string) (*storage.Bucket, error) 
 	}
 	b.open[url] = bk
 	return bk, nil
+}
+
+// cannotSign logs, once per bucket, that it could not pre-sign a URL and
+// what the farm does instead. A file:// bucket never signs, and says so
+// only at debug level; a cloud bucket without a signing key (GCS without a
+// service account key, say) is a set-up to fix.
+func (b *buckets) cannotSign(log *slog.Logger, bucket string, err error, instead string, attrs ...any) {
+	b.mu.Lock()
+	first := !b.unsigned[bucket]
+	if b.unsigned == nil {
+		b.unsigned = map[string]bool{}
+	}
+	b.unsigned[bucket] = true
+	b.mu.Unlock()
+	level := slog.LevelWarn
+	if !first {
+		level = slog.LevelDebug
+	} else if errors.Is(err, storage.ErrNoSigner) && strings.HasPrefix(bucket, "file:") {
+		level = slog.LevelDebug
+	}
+	log.Log(context.Background(), level, "the bucket cannot pre-sign URLs; "+instead+" (said once per bucket)",
+		append(attrs, "bucket", bucket, "err", err)...)
 }
 
 func (b *buckets) close() {
@@ -186,9 +212,7 @@ func (c *Coordinator) frameURLs(ctx context.Context, framesDir string, frames []
 	urls := make([]string, len(frames))
 	for i, f := range frames {
 		if urls[i], err = b.SignedURL(ctx, prefix+f.Name, http.MethodGet, c.cfg.PresignExpiry); err != nil {
-			if !errors.Is(err, storage.ErrNoSigner) {
-				c.log.Warn("pre-signing a frame's URL failed; the node streams the set", "frame", f.Name, "err", err)
-			}
+			c.buckets.cannotSign(c.log, b.String(), err, "the nodes stream the frames through the coordinator", "frame", f.Name)
 			return nil
 		}
 	}
@@ -202,20 +226,18 @@ func (c *Coordinator) partKey(jr *jobRun, set int, token uint64) string {
 	return fmt.Sprintf("%sparts/%s/set-%05d-t%d.%s", c.partsPrefix, jr.rec.ID, set, token, jr.rec.Settings.PartExt)
 }
 
-// partURL pre-signs the PUT of a set's part; "" without --storage, or when
-// its bucket cannot sign.
-func (c *Coordinator) partURL(ctx context.Context, jr *jobRun, set int, token uint64) string {
+// partURL pre-signs the PUT of a set's part, with the headers the PUT
+// must carry; "" without --storage, or when its bucket cannot sign.
+func (c *Coordinator) partURL(ctx context.Context, jr *jobRun, set int, token uint64) (string, map[string]string) {
 	if c.parts == nil {
-		return ""
+		return "", nil
 	}
 	u, err := c.parts.SignedURL(ctx, c.partKey(jr, set, token), http.MethodPut, c.cfg.PresignExpiry)
 	if err != nil {
-		if !errors.Is(err, storage.ErrNoSigner) {
-			c.log.Warn("pre-signing a part's URL failed; the node uploads the part to the coordinator", "job", jr.rec.ID, "set", set, "err", err)
-		}
-		return ""
+		c.buckets.cannotSign(c.log, c.parts.String(), err, "the nodes upload parts to the coordinator", "job", jr.rec.ID, "set", set)
+		return "", nil
 	}
-	return u
+	return u, c.parts.PutHeaders()
 }
 
 // openStorage opens the --storage bucket parts go through.

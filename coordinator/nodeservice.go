@@ -261,7 +261,7 @@ func (c *Coordinator) assignment(jr *jobRun, s *job.Set) *farmpb.Assignment {
 		a.Frames = append(a.Frames, &farmpb.FrameInfo{Number: f.Number, Name: f.Name, Size: f.Size, MtimeNs: f.ModTime.UnixNano(), Inode: f.Ino, Etag: f.ETag})
 	}
 	a.FrameUrls = c.frameURLs(context.Background(), jr.rec.FramesDir, frames)
-	a.PartUrl = c.partURL(context.Background(), jr, s.Index, s.Token)
+	a.PartUrl, a.PartHeaders = c.partURL(context.Background(), jr, s.Index, s.Token)
 	return a
 }
 

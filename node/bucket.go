@@ -118,7 +118,7 @@ func (n *Node) fetchFrame(ctx context.Context, path, url string, f *farmpb.Frame
 
 // putPart puts the part at the set's pre-signed PUT URL. S3 stores a PUT
 // whole or not at all; the coordinator checks what it finds there anyway.
-func (n *Node) putPart(ctx context.Context, path, url string) error {
+func (n *Node) putPart(ctx context.Context, path, url string, headers map[string]string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -133,6 +133,9 @@ func (n *Node) putPart(ctx context.Context, path, url string) error {
 		return err
 	}
 	req.ContentLength = st.Size()
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
 	// A body that can be read again, so that a redirect or a retried
 	// connection sends the whole part.
 	req.GetBody = func() (io.ReadCloser, error) { return os.Open(path) }

@@ -112,7 +112,7 @@ func New(cfg Config) (*Node, error) {
 		cfg.FramesFrom = FramesAuto
 	case FramesAuto, FramesStream:
 	default:
-		return nil, fmt.Errorf("--frames-from %q: use auto (read the coordinator's folder when this machine sees it, else stream) or stream", cfg.FramesFrom)
+		return nil, fmt.Errorf("--frames-from %q: use auto (read the coordinator's folder when this machine sees it, or the bucket, else stream) or stream", cfg.FramesFrom)
 	}
 	conn, err := grpc.NewClient(cfg.Ambassador, append(TransportOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -435,7 +435,7 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	put := a.PartUrl != ""
 	return from, n.retry(ctx, log, "uploading the part", func() error {
 		if put {
-			err := n.putPart(ctx, part, a.PartUrl)
+			err := n.putPart(ctx, part, a.PartUrl, a.PartHeaders)
 			if err == nil {
 				if err = n.upload(ctx, part, a, encodeMS, true); err == nil {
 					return nil

@@ -237,7 +237,10 @@ type Assignment struct {
 	// PUT URL for this set's part under this lease. A node that put its part
 	// there sends UploadPart with in_bucket and no chunks; one that could not
 	// uploads the part's bytes as ever.
-	PartUrl       string `protobuf:"bytes,9,opt,name=part_url,json=partUrl,proto3" json:"part_url,omitempty"`
+	PartUrl string `protobuf:"bytes,9,opt,name=part_url,json=partUrl,proto3" json:"part_url,omitempty"`
+	// Headers the PUT to part_url must carry, as the URL was signed for them
+	// (Azure's x-ms-blob-type); none for S3 and GCS.
+	PartHeaders   map[string]string `protobuf:"bytes,10,rep,name=part_headers,json=partHeaders,proto3" json:"part_headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -333,6 +336,13 @@ func (x *Assignment) GetPartUrl() string {
 		return x.PartUrl
 	}
 	return ""
+}
+
+func (x *Assignment) GetPartHeaders() map[string]string {
+	if x != nil {
+		return x.PartHeaders
+	}
+	return nil
 }
 
 type FrameInfo struct {
@@ -3370,7 +3380,7 @@ const file_farm_proto_rawDesc = "" +
 	"assignment\x12&\n" +
 	"\x0eretry_after_ms\x18\x02 \x01(\rH\x00R\fretryAfterMs\x12\x14\n" +
 	"\x04done\x18\x03 \x01(\tH\x00R\x04doneB\b\n" +
-	"\x06result\"\xce\x02\n" +
+	"\x06result\"\xdc\x03\n" +
 	"\n" +
 	"Assignment\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
@@ -3383,7 +3393,12 @@ const file_farm_proto_rawDesc = "" +
 	"frames_dir\x18\a \x01(\tR\tframesDir\x12\x1d\n" +
 	"\n" +
 	"frame_urls\x18\b \x03(\tR\tframeUrls\x12\x19\n" +
-	"\bpart_url\x18\t \x01(\tR\apartUrl\"\x90\x01\n" +
+	"\bpart_url\x18\t \x01(\tR\apartUrl\x12L\n" +
+	"\fpart_headers\x18\n" +
+	" \x03(\v2).framefarm.v1.Assignment.PartHeadersEntryR\vpartHeaders\x1a>\n" +
+	"\x10PartHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
 	"\tFrameInfo\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x03R\x06number\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -3681,7 +3696,7 @@ func file_farm_proto_rawDescGZIP() []byte {
 	return file_farm_proto_rawDescData
 }
 
-var file_farm_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_farm_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_farm_proto_goTypes = []any{
 	(*AcquireSetRequest)(nil),    // 0: framefarm.v1.AcquireSetRequest
 	(*AcquireSetResponse)(nil),   // 1: framefarm.v1.AcquireSetResponse
@@ -3724,63 +3739,65 @@ var file_farm_proto_goTypes = []any{
 	(*ListUploadedResponse)(nil), // 38: framefarm.v1.ListUploadedResponse
 	(*UploadFramesRequest)(nil),  // 39: framefarm.v1.UploadFramesRequest
 	(*UploadFramesResponse)(nil), // 40: framefarm.v1.UploadFramesResponse
+	nil,                          // 41: framefarm.v1.Assignment.PartHeadersEntry
 }
 var file_farm_proto_depIdxs = []int32{
 	2,  // 0: framefarm.v1.AcquireSetResponse.assignment:type_name -> framefarm.v1.Assignment
 	3,  // 1: framefarm.v1.Assignment.frames:type_name -> framefarm.v1.FrameInfo
 	4,  // 2: framefarm.v1.Assignment.settings:type_name -> framefarm.v1.EncodeSettings
-	6,  // 3: framefarm.v1.HeartbeatRequest.breaker:type_name -> framefarm.v1.BreakerInfo
-	11, // 4: framefarm.v1.UploadPartRequest.header:type_name -> framefarm.v1.PartHeader
-	12, // 5: framefarm.v1.UploadPartRequest.trailer:type_name -> framefarm.v1.PartTrailer
-	4,  // 6: framefarm.v1.JobStatus.settings:type_name -> framefarm.v1.EncodeSettings
-	18, // 7: framefarm.v1.JobStatus.sets:type_name -> framefarm.v1.SetStatus
-	19, // 8: framefarm.v1.JobStatus.nodes:type_name -> framefarm.v1.NodeStatus
-	6,  // 9: framefarm.v1.NodeStatus.breaker:type_name -> framefarm.v1.BreakerInfo
-	19, // 10: framefarm.v1.ListNodesResponse.nodes:type_name -> framefarm.v1.NodeStatus
-	29, // 11: framefarm.v1.ListJobsResponse.jobs:type_name -> framefarm.v1.JobSummary
-	36, // 12: framefarm.v1.ListUploadedResponse.files:type_name -> framefarm.v1.UploadedFile
-	36, // 13: framefarm.v1.UploadFramesRequest.file:type_name -> framefarm.v1.UploadedFile
-	0,  // 14: framefarm.v1.NodeService.AcquireSet:input_type -> framefarm.v1.AcquireSetRequest
-	5,  // 15: framefarm.v1.NodeService.Heartbeat:input_type -> framefarm.v1.HeartbeatRequest
-	8,  // 16: framefarm.v1.NodeService.StreamFrames:input_type -> framefarm.v1.StreamFramesRequest
-	10, // 17: framefarm.v1.NodeService.UploadPart:input_type -> framefarm.v1.UploadPartRequest
-	14, // 18: framefarm.v1.NodeService.ReleaseSet:input_type -> framefarm.v1.ReleaseSetRequest
-	16, // 19: framefarm.v1.FarmService.GetJob:input_type -> framefarm.v1.GetJobRequest
-	24, // 20: framefarm.v1.FarmService.WatchEvents:input_type -> framefarm.v1.WatchEventsRequest
-	26, // 21: framefarm.v1.FarmService.DownloadVideo:input_type -> framefarm.v1.DownloadVideoRequest
-	28, // 22: framefarm.v1.FarmService.SubmitJob:input_type -> framefarm.v1.SubmitJobRequest
-	30, // 23: framefarm.v1.FarmService.ListJobs:input_type -> framefarm.v1.ListJobsRequest
-	32, // 24: framefarm.v1.FarmService.CancelJob:input_type -> framefarm.v1.JobRequest
-	33, // 25: framefarm.v1.FarmService.ResetJob:input_type -> framefarm.v1.ResetJobRequest
-	34, // 26: framefarm.v1.FarmService.SetPriority:input_type -> framefarm.v1.SetPriorityRequest
-	32, // 27: framefarm.v1.FarmService.DeleteJob:input_type -> framefarm.v1.JobRequest
-	37, // 28: framefarm.v1.FarmService.ListUploaded:input_type -> framefarm.v1.ListUploadedRequest
-	39, // 29: framefarm.v1.FarmService.UploadFrames:input_type -> framefarm.v1.UploadFramesRequest
-	20, // 30: framefarm.v1.FarmService.ListNodes:input_type -> framefarm.v1.ListNodesRequest
-	22, // 31: framefarm.v1.FarmService.ForgiveNode:input_type -> framefarm.v1.ForgiveNodeRequest
-	1,  // 32: framefarm.v1.NodeService.AcquireSet:output_type -> framefarm.v1.AcquireSetResponse
-	7,  // 33: framefarm.v1.NodeService.Heartbeat:output_type -> framefarm.v1.HeartbeatResponse
-	9,  // 34: framefarm.v1.NodeService.StreamFrames:output_type -> framefarm.v1.FrameChunk
-	13, // 35: framefarm.v1.NodeService.UploadPart:output_type -> framefarm.v1.UploadPartResponse
-	15, // 36: framefarm.v1.NodeService.ReleaseSet:output_type -> framefarm.v1.ReleaseSetResponse
-	17, // 37: framefarm.v1.FarmService.GetJob:output_type -> framefarm.v1.JobStatus
-	25, // 38: framefarm.v1.FarmService.WatchEvents:output_type -> framefarm.v1.Event
-	27, // 39: framefarm.v1.FarmService.DownloadVideo:output_type -> framefarm.v1.VideoChunk
-	29, // 40: framefarm.v1.FarmService.SubmitJob:output_type -> framefarm.v1.JobSummary
-	31, // 41: framefarm.v1.FarmService.ListJobs:output_type -> framefarm.v1.ListJobsResponse
-	29, // 42: framefarm.v1.FarmService.CancelJob:output_type -> framefarm.v1.JobSummary
-	29, // 43: framefarm.v1.FarmService.ResetJob:output_type -> framefarm.v1.JobSummary
-	29, // 44: framefarm.v1.FarmService.SetPriority:output_type -> framefarm.v1.JobSummary
-	35, // 45: framefarm.v1.FarmService.DeleteJob:output_type -> framefarm.v1.DeleteJobResponse
-	38, // 46: framefarm.v1.FarmService.ListUploaded:output_type -> framefarm.v1.ListUploadedResponse
-	40, // 47: framefarm.v1.FarmService.UploadFrames:output_type -> framefarm.v1.UploadFramesResponse
-	21, // 48: framefarm.v1.FarmService.ListNodes:output_type -> framefarm.v1.ListNodesResponse
-	23, // 49: framefarm.v1.FarmService.ForgiveNode:output_type -> framefarm.v1.ForgiveNodeResponse
-	32, // [32:50] is the sub-list for method output_type
-	14, // [14:32] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	41, // 3: framefarm.v1.Assignment.part_headers:type_name -> framefarm.v1.Assignment.PartHeadersEntry
+	6,  // 4: framefarm.v1.HeartbeatRequest.breaker:type_name -> framefarm.v1.BreakerInfo
+	11, // 5: framefarm.v1.UploadPartRequest.header:type_name -> framefarm.v1.PartHeader
+	12, // 6: framefarm.v1.UploadPartRequest.trailer:type_name -> framefarm.v1.PartTrailer
+	4,  // 7: framefarm.v1.JobStatus.settings:type_name -> framefarm.v1.EncodeSettings
+	18, // 8: framefarm.v1.JobStatus.sets:type_name -> framefarm.v1.SetStatus
+	19, // 9: framefarm.v1.JobStatus.nodes:type_name -> framefarm.v1.NodeStatus
+	6,  // 10: framefarm.v1.NodeStatus.breaker:type_name -> framefarm.v1.BreakerInfo
+	19, // 11: framefarm.v1.ListNodesResponse.nodes:type_name -> framefarm.v1.NodeStatus
+	29, // 12: framefarm.v1.ListJobsResponse.jobs:type_name -> framefarm.v1.JobSummary
+	36, // 13: framefarm.v1.ListUploadedResponse.files:type_name -> framefarm.v1.UploadedFile
+	36, // 14: framefarm.v1.UploadFramesRequest.file:type_name -> framefarm.v1.UploadedFile
+	0,  // 15: framefarm.v1.NodeService.AcquireSet:input_type -> framefarm.v1.AcquireSetRequest
+	5,  // 16: framefarm.v1.NodeService.Heartbeat:input_type -> framefarm.v1.HeartbeatRequest
+	8,  // 17: framefarm.v1.NodeService.StreamFrames:input_type -> framefarm.v1.StreamFramesRequest
+	10, // 18: framefarm.v1.NodeService.UploadPart:input_type -> framefarm.v1.UploadPartRequest
+	14, // 19: framefarm.v1.NodeService.ReleaseSet:input_type -> framefarm.v1.ReleaseSetRequest
+	16, // 20: framefarm.v1.FarmService.GetJob:input_type -> framefarm.v1.GetJobRequest
+	24, // 21: framefarm.v1.FarmService.WatchEvents:input_type -> framefarm.v1.WatchEventsRequest
+	26, // 22: framefarm.v1.FarmService.DownloadVideo:input_type -> framefarm.v1.DownloadVideoRequest
+	28, // 23: framefarm.v1.FarmService.SubmitJob:input_type -> framefarm.v1.SubmitJobRequest
+	30, // 24: framefarm.v1.FarmService.ListJobs:input_type -> framefarm.v1.ListJobsRequest
+	32, // 25: framefarm.v1.FarmService.CancelJob:input_type -> framefarm.v1.JobRequest
+	33, // 26: framefarm.v1.FarmService.ResetJob:input_type -> framefarm.v1.ResetJobRequest
+	34, // 27: framefarm.v1.FarmService.SetPriority:input_type -> framefarm.v1.SetPriorityRequest
+	32, // 28: framefarm.v1.FarmService.DeleteJob:input_type -> framefarm.v1.JobRequest
+	37, // 29: framefarm.v1.FarmService.ListUploaded:input_type -> framefarm.v1.ListUploadedRequest
+	39, // 30: framefarm.v1.FarmService.UploadFrames:input_type -> framefarm.v1.UploadFramesRequest
+	20, // 31: framefarm.v1.FarmService.ListNodes:input_type -> framefarm.v1.ListNodesRequest
+	22, // 32: framefarm.v1.FarmService.ForgiveNode:input_type -> framefarm.v1.ForgiveNodeRequest
+	1,  // 33: framefarm.v1.NodeService.AcquireSet:output_type -> framefarm.v1.AcquireSetResponse
+	7,  // 34: framefarm.v1.NodeService.Heartbeat:output_type -> framefarm.v1.HeartbeatResponse
+	9,  // 35: framefarm.v1.NodeService.StreamFrames:output_type -> framefarm.v1.FrameChunk
+	13, // 36: framefarm.v1.NodeService.UploadPart:output_type -> framefarm.v1.UploadPartResponse
+	15, // 37: framefarm.v1.NodeService.ReleaseSet:output_type -> framefarm.v1.ReleaseSetResponse
+	17, // 38: framefarm.v1.FarmService.GetJob:output_type -> framefarm.v1.JobStatus
+	25, // 39: framefarm.v1.FarmService.WatchEvents:output_type -> framefarm.v1.Event
+	27, // 40: framefarm.v1.FarmService.DownloadVideo:output_type -> framefarm.v1.VideoChunk
+	29, // 41: framefarm.v1.FarmService.SubmitJob:output_type -> framefarm.v1.JobSummary
+	31, // 42: framefarm.v1.FarmService.ListJobs:output_type -> framefarm.v1.ListJobsResponse
+	29, // 43: framefarm.v1.FarmService.CancelJob:output_type -> framefarm.v1.JobSummary
+	29, // 44: framefarm.v1.FarmService.ResetJob:output_type -> framefarm.v1.JobSummary
+	29, // 45: framefarm.v1.FarmService.SetPriority:output_type -> framefarm.v1.JobSummary
+	35, // 46: framefarm.v1.FarmService.DeleteJob:output_type -> framefarm.v1.DeleteJobResponse
+	38, // 47: framefarm.v1.FarmService.ListUploaded:output_type -> framefarm.v1.ListUploadedResponse
+	40, // 48: framefarm.v1.FarmService.UploadFrames:output_type -> framefarm.v1.UploadFramesResponse
+	21, // 49: framefarm.v1.FarmService.ListNodes:output_type -> framefarm.v1.ListNodesResponse
+	23, // 50: framefarm.v1.FarmService.ForgiveNode:output_type -> framefarm.v1.ForgiveNodeResponse
+	33, // [33:51] is the sub-list for method output_type
+	15, // [15:33] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_farm_proto_init() }
@@ -3809,7 +3826,7 @@ func file_farm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_farm_proto_rawDesc), len(file_farm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

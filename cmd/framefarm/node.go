@@ -25,7 +25,7 @@ set in progress back at once.`)
 	f.BoolVar(&cfg.Once, "once", false, "exit when the coordinator has no more work for this node")
 	f.IntVar(&cfg.Slots, "slots", node.DefaultSlots, "work on `N` sets at once: with 2, frames stream in and parts upload while the other set encodes")
 	f.IntVar(&cfg.Threads, "threads", 0, "encoder threads per set (`N`); 0 shares the cores among the slots")
-	f.StringVar(&cfg.FramesFrom, "frames-from", node.FramesAuto, "where a set's frames come from (`MODE`): auto reads them from the coordinator's frames folder when this machine sees the same files there (same host or a shared mount) and streams them otherwise; stream always streams them")
+	f.StringVar(&cfg.FramesFrom, "frames-from", node.FramesAuto, "where a set's frames come from (`MODE`): auto reads them from the coordinator's frames folder when this machine sees the same files there (same host or a shared mount), or from the bucket through the pre-signed URLs the coordinator hands out, and puts the part there (coordinator --storage), and streams them otherwise; stream always streams frames and parts through the coordinator")
 	var mf metricsFlags
 	mf.register(f)
 	level := f.logLevel()

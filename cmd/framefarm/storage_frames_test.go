@@ -22,12 +22,18 @@ import (
 // putFrames uploads a folder's frames to the bucket under prefix.
 func putFrames(t *testing.T, s3 *storagetest.S3, dir, bucket, prefix string) {
 	t.Helper()
+	putFramesAt(t, dir, func(name string) string { return s3.URL(bucket, prefix+name) })
+}
+
+// putFramesAt uploads a folder's frames, each to the object URL at(name).
+func putFramesAt(t *testing.T, dir string, at func(name string) string) {
+	t.Helper()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		loc, err := storage.Parse(s3.URL(bucket, prefix+e.Name()))
+		loc, err := storage.Parse(at(e.Name()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -282,4 +288,62 @@ func listJobs(t *testing.T, addr string) []*farmpb.JobSummary {
 		t.Fatal(err)
 	}
 	return resp.Jobs
+}
+
+// TestStorageFramesClouds: jobs whose frames are in Google Cloud Storage
+// (fake-gcs-server) and in Azure Blob Storage (Azurite), with the parts'
+// --storage on Azure. Azure signs with the account key, so the nodes read
+// the Azure job's frames straight from it; the emulated GCS has no service
+// account key to sign with, so that job's frames stream through the
+// coordinator, which says why. Both frame-exact.
+func TestStorageFramesClouds(t *testing.T) {
+	needFFmpeg(t)
+	// Before the farm: the coordinator takes the emulators' environment.
+	gcs := storagetest.StartGCS(t, "frames")
+	az := storagetest.StartAzurite(t, "frames", "parts")
+	local := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, local, 24, 1, "320x240")
+	want := reference(t, local, 1)
+	putFramesAt(t, local, func(name string) string { return gcs.URL("frames", "sh010/"+name) })
+	putFramesAt(t, local, func(name string) string { return az.URL("frames", "sh010/"+name) })
+	data := filepath.Join(t.TempDir(), "data")
+	metrics := freeAddr(t)
+	args := []string{"coordinator", "--data", data, "--listen", "127.0.0.1:0", "--heartbeat-timeout", "5s",
+		"--storage", az.URL("parts", "farm/"), "--metrics", metrics}
+	coord, m := start(t, "coordinator", farmReady, args...)
+	f := &farm{coord: coord, addr: m[1], data: data, coordArgs: args}
+	n := addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
+
+	azJob := f.submit(t, "--frames", az.URL("frames", "sh010/"), "--sets", "3", "--codec", "ffv1")
+	out := filepath.Join(t.TempDir(), "az.mkv")
+	f.fetchJob(t, azJob, out)
+	checkExact(t, out, want)
+	fams := scrape(t, metrics, "")
+	if got := counter(fams, "framefarm_frame_stream_bytes_total"); got != 0 {
+		t.Errorf("azblob: %v frame bytes went through the coordinator, want 0", got)
+	}
+	if got := counter(fams, "framefarm_part_upload_bytes_total"); got != 0 {
+		t.Errorf("azblob: %v part bytes were uploaded to the coordinator, want 0", got)
+	}
+	if got := len(logLines(n.node, 0, fromBucket)); got != 3 {
+		t.Errorf("azblob: %d sets read their frames from the bucket, want 3", got)
+	}
+
+	gsJob := f.submit(t, "--frames", gcs.URL("frames", "sh010/"), "--sets", "2", "--codec", "ffv1")
+	out = filepath.Join(t.TempDir(), "gs.mkv")
+	f.fetchJob(t, gsJob, out)
+	checkExact(t, out, want)
+	if got := counter(scrape(t, metrics, ""), "framefarm_frame_stream_bytes_total"); got <= 0 {
+		t.Errorf("gs: the frames were not streamed (%v bytes), yet the emulator cannot sign URLs", got)
+	}
+	// Why, with what to do, once: not at every set.
+	if n := strings.Count(f.coord.out.String(), "cannot pre-sign URLs; the nodes stream the frames"); n != 1 {
+		t.Errorf("the coordinator said %d times that it cannot sign gs:// URLs, want once:\n%s", n, f.coord.out.String())
+	}
+	if !strings.Contains(f.coord.out.String(), "GOOGLE_APPLICATION_CREDENTIALS") {
+		t.Errorf("the coordinator does not say how to let it sign gs:// URLs:\n%s", f.coord.out.String())
+	}
+	if strings.Contains(f.coord.out.String(), storagetest.AzureKey) {
+		t.Fatal("the Azure key appears in the coordinator's log")
+	}
 }

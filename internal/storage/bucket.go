@@ -344,11 +344,25 @@ func (b *Bucket) SignedURL(ctx context.Context, key, method string, expiry time.
 	s, err := b.b.SignedURL(ctx, key, &blob.SignedURLOptions{Method: method, Expiry: expiry})
 	if err != nil {
 		if gcerrors.Code(err) == gcerrors.Unimplemented {
-			return "", fmt.Errorf("signing a %s URL for %s: %w", method, b.where(key), ErrNoSigner)
+			hint := ""
+			if strings.HasPrefix(b.url, "gs:") {
+				hint = " (GCS signs with a service account's key: point GOOGLE_APPLICATION_CREDENTIALS at its JSON key file)"
+			}
+			return "", fmt.Errorf("signing a %s URL for %s: %w%s", method, b.where(key), ErrNoSigner, hint)
 		}
 		return "", fmt.Errorf("signing a %s URL for %s: %w", method, b.where(key), redactErr(err))
 	}
 	return s, nil
+}
+
+// PutHeaders are the headers a PUT to a URL that SignedURL made must
+// carry besides the body: Azure refuses a blob PUT without its blob type
+// (and gocloud signs it so); S3 and GCS need none.
+func (b *Bucket) PutHeaders() map[string]string {
+	if strings.HasPrefix(b.url, "azblob:") {
+		return map[string]string{"x-ms-blob-type": "BlockBlob"}
+	}
+	return nil
 }
 
 // Put streams r to key: blob.Writer uploads it in parts (multipart on S3),
