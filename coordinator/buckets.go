@@ -242,6 +242,10 @@ func (c *Coordinator) partURL(ctx context.Context, jr *jobRun, set int, token ui
 
 // openStorage opens the --storage bucket parts go through.
 func (c *Coordinator) openStorage(ctx context.Context) error {
+	var err error
+	if c.cfg.PresignExpiry, err = checkPresignExpiry(c.cfg.PresignExpiry); err != nil {
+		return err
+	}
 	if c.cfg.Storage == "" {
 		return nil
 	}
@@ -254,41 +258,83 @@ func (c *Coordinator) openStorage(ctx context.Context) error {
 		return fmt.Errorf("--storage %s: %w", storage.Redact(c.cfg.Storage), err)
 	}
 	c.parts, c.partsPrefix = b, prefix
-	if c.cfg.PresignExpiry <= 0 {
-		c.cfg.PresignExpiry = time.Hour
+	// Said at start rather than at every set: the farm still works without
+	// the bucket (nodes upload their parts), and the bucket may be on its
+	// way (a server starting beside the coordinator), so this is no reason
+	// to refuse to start.
+	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if _, err := b.List(lctx, prefix); err != nil {
+		c.log.Warn("the --storage bucket cannot be listed; until it can, nodes upload their parts to the coordinator",
+			"storage", storage.Redact(c.cfg.Storage), "answer", storage.Answer(err), "err", err)
 	}
 	return nil
 }
 
+// checkPresignExpiry bounds --presign-expiry: S3 refuses a URL signed for
+// more than 7 days, and one of a second or less is stale before a node uses it.
+func checkPresignExpiry(d time.Duration) (time.Duration, error) {
+	switch {
+	case d == 0:
+		return time.Hour, nil
+	case d < time.Second || d > 7*24*time.Hour:
+		return 0, fmt.Errorf("--presign-expiry %s: give a duration from 1s to 168h (S3 refuses pre-signed URLs valid for longer than 7 days)", d)
+	}
+	return d, nil
+}
+
 // fetchPart copies a part a node put in the --storage bucket into w, for
-// the same checks as an uploaded one; at most limit bytes.
+// the same checks as an uploaded one; at most limit bytes. A part that is
+// not there (this coordinator has no --storage, or another one, since it
+// restarted) is errPartNotInBucket: the node uploads it, and nothing
+// counts against the set.
 func (c *Coordinator) fetchPart(ctx context.Context, key string, limit int64, w io.Writer) (int64, error) {
 	if c.parts == nil {
-		return 0, fmt.Errorf("%w: the part was put in a bucket, but this coordinator has no --storage: upload it", ErrInvalid)
+		return 0, fmt.Errorf("%w: the part was put in a bucket, but this coordinator has no --storage: upload it", errPartNotInBucket)
 	}
 	r, err := c.parts.Open(ctx, key, -1, "")
 	if storage.IsNotFound(err) {
-		return 0, fmt.Errorf("%w: the part is not in %s at %s: put it again or upload it", ErrBadPart, c.parts, key)
+		return 0, fmt.Errorf("%w: the part is not in %s at %s: upload it", errPartNotInBucket, c.parts, key)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("%w: reading the part from %s: %w", errOwnFault, c.parts, err)
+	if err == nil {
+		defer r.Close()
+		var n int64
+		n, err = io.Copy(w, io.LimitReader(r, limit+1))
+		if err == nil {
+			return n, nil
+		}
 	}
-	defer r.Close()
-	n, err := io.Copy(w, io.LimitReader(r, limit+1))
-	if err != nil {
-		return n, fmt.Errorf("%w: reading the part from %s: %w", errOwnFault, c.parts, err)
+	if ctx.Err() != nil {
+		// The node gave up the call: not a failure of the coordinator's.
+		return 0, ctx.Err()
 	}
-	return n, nil
+	return 0, fmt.Errorf("%w: reading the part from %s: %w", errOwnFault, c.parts, err)
 }
 
-// dropPart deletes a part from the --storage bucket once it is checked and
-// kept by the coordinator (unless --keep-parts).
-func (c *Coordinator) dropPart(ctx context.Context, key string) {
+// sweepParts deletes what nodes put under a job's parts/ folder in the
+// --storage bucket (unless --keep-parts): once the job is joined or
+// deleted, since every part the coordinator took it keeps under --data.
+// Not part by part as they are taken: a delete racing a node's PUT into
+// the same folder can fail that PUT on servers that keep folders
+// (versitygw's posix backend answered 409 ExistingObjectIsDirectory), and
+// a part whose check failed on the coordinator's side stays readable for
+// the node's next try.
+func (c *Coordinator) sweepParts(ctx context.Context, jobID string) {
 	if c.parts == nil || c.cfg.KeepParts {
 		return
 	}
-	if err := c.parts.Delete(ctx, key); err != nil && !storage.IsNotFound(err) {
-		c.log.Warn("deleting a checked part from the bucket failed; it stays there", "key", key, "err", err)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	prefix := fmt.Sprintf("%sparts/%s/", c.partsPrefix, jobID)
+	objs, err := c.parts.List(ctx, prefix)
+	if err != nil {
+		c.log.Warn("listing the job's parts in the bucket failed; they stay there", "job", jobID, "err", err)
+		return
+	}
+	for _, o := range objs {
+		if err := c.parts.Delete(ctx, o.Key); err != nil && !storage.IsNotFound(err) {
+			c.log.Warn("deleting a part from the bucket failed; it stays there", "job", jobID, "key", o.Key, "err", err)
+		}
 	}
 }
 

@@ -138,7 +138,8 @@ type Coordinator struct {
 	log   *slog.Logger
 	store stateStore
 
-	// copies are the copies of finals to --out URLs under way.
+	// copies are the copies of finals to --out URLs, and the sweeps of
+	// parts from the --storage bucket, under way.
 	copies sync.WaitGroup
 	// buckets are the open buckets of frames and parts; parts is the
 	// --storage bucket (nil without one), partsPrefix its keys' prefix.

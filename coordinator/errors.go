@@ -18,6 +18,9 @@ var (
 	ErrNotReady     = errors.New("final video not ready")
 	ErrBadPart      = errors.New("part refused")
 	ErrFrameChanged = errors.New("frame changed")
+	// errPartNotInBucket: a part announced as put in the --storage bucket
+	// is not there for this coordinator to read; the node uploads it.
+	errPartNotInBucket = errors.New("part not in the bucket")
 	// errRefused: a job's frames or settings cannot be rendered; the
 	// message names the file or flag and what to do.
 	errRefused = errors.New("job refused")
@@ -54,6 +57,8 @@ func toStatus(err error) error {
 		code, why = codes.FailedPrecondition, reason.LeaseLost
 	case errors.Is(err, job.ErrNotFound):
 		code, why = codes.NotFound, reason.NotFound
+	case errors.Is(err, errPartNotInBucket):
+		code, why = codes.FailedPrecondition, reason.PartNotInBucket
 	case errors.Is(err, ErrBadPart):
 		code, why = codes.InvalidArgument, reason.PartRefused
 	case errors.Is(err, errRefused):

@@ -260,8 +260,12 @@ func (c *Coordinator) assignment(jr *jobRun, s *job.Set) *farmpb.Assignment {
 	for _, f := range frames {
 		a.Frames = append(a.Frames, &farmpb.FrameInfo{Number: f.Number, Name: f.Name, Size: f.Size, MtimeNs: f.ModTime.UnixNano(), Inode: f.Ino, Etag: f.ETag})
 	}
-	a.FrameUrls = c.frameURLs(context.Background(), jr.rec.FramesDir, frames)
-	a.PartUrl, a.PartHeaders = c.partURL(context.Background(), jr, s.Index, s.Token)
+	// Signing is local for S3 and Azure keys, a call for GCS through IAM:
+	// bounded, so a slow signer cannot hold a granted set from its node.
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a.FrameUrls = c.frameURLs(sctx, jr.rec.FramesDir, frames)
+	a.PartUrl, a.PartHeaders = c.partURL(sctx, jr, s.Index, s.Token)
 	return a
 }
 
@@ -575,11 +579,6 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		return err
 	}
 	log := c.log.With("job", jr.rec.ID, "set", s.Index, "node", h.Node, "token", h.Token)
-	if h.InBucket {
-		// Checked or refused, the object has served: the coordinator keeps
-		// its own copy, and another lease puts under another key.
-		defer c.dropPart(context.WithoutCancel(ctx), c.partKey(jr, s.Index, h.Token))
-	}
 	f, sum, size, err := c.receivePart(stream, jr, h, s)
 	if f != nil {
 		defer func() {

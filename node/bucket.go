@@ -36,8 +36,10 @@ func newBucketClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.ResponseHeaderTimeout = bucketTimeout
 	t.MaxIdleConnsPerHost = bucketParallel
-	// The URLs name their server; no proxy from the environment is in the
-	// way a pre-signed request was signed for.
+	// Proxies from the environment are kept (a node may reach the cloud
+	// only through one): over https a proxy tunnels the request and never
+	// sees the URL's signature; over plain http it does, for as long as the
+	// URL is valid (--presign-expiry).
 	return &http.Client{Transport: t}
 }
 
@@ -82,7 +84,7 @@ func (n *Node) fetchFrames(ctx context.Context, dir string, a *farmpb.Assignment
 func (n *Node) fetchFrame(ctx context.Context, path, url string, f *farmpb.FrameInfo) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return fmt.Errorf("frame %d (%s): %w", f.Number, f.Name, err)
+		return fmt.Errorf("frame %d (%s): %w", f.Number, f.Name, redactURLError(err))
 	}
 	resp, err := n.bucket.Do(req)
 	if err != nil {
@@ -130,7 +132,7 @@ func (n *Node) putPart(ctx context.Context, path, url string, headers map[string
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, f)
 	if err != nil {
-		return err
+		return redactURLError(err)
 	}
 	req.ContentLength = st.Size()
 	for k, v := range headers {

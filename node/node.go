@@ -392,9 +392,13 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	}
 	defer os.RemoveAll(dir)
 	from := "streamed"
+	// The part goes into the bucket when the coordinator gave a URL for it,
+	// unless this node streams by choice or just failed to read the bucket.
+	tryPut := n.cfg.FramesFrom == FramesAuto && a.PartUrl != ""
 	if n.cfg.FramesFrom == FramesAuto && len(a.FrameUrls) > 0 {
 		if err := n.fetchFrames(ctx, dir, a); err != nil {
 			log.Warn("reading the frames from the bucket failed; streaming them through the coordinator", "err", err)
+			tryPut = false
 		} else {
 			from = "bucket"
 		}
@@ -432,22 +436,26 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	if err != nil {
 		return from, err
 	}
-	put := a.PartUrl != ""
+	inBucket := false // the part is there: announce it, do not put it again
 	return from, n.retry(ctx, log, "uploading the part", func() error {
-		if put {
-			err := n.putPart(ctx, part, a.PartUrl, a.PartHeaders)
-			if err == nil {
-				if err = n.upload(ctx, part, a, encodeMS, true); err == nil {
-					return nil
-				}
+		if tryPut {
+			tryPut = false
+			if err := n.putPart(ctx, part, a.PartUrl, a.PartHeaders); err != nil {
+				// Once the bucket failed this set, the coordinator takes
+				// the part: an expired URL or a bucket out of reach stays so.
+				log.Warn("putting the part into the bucket failed; uploading it through the coordinator", "err", err)
+			} else {
+				inBucket = true
 			}
-			// Once the bucket failed this set, the coordinator takes the
-			// part: an expired URL or a bucket out of reach stays so.
-			put = false
-			log.Warn("putting the part into the bucket failed; uploading it through the coordinator", "err", err)
-			if status.Code(err) != codes.Unknown {
+		}
+		if inBucket {
+			err := n.upload(ctx, part, a, encodeMS, true)
+			if reason.Of(err) != reason.PartNotInBucket {
 				return err // the coordinator's answer: retried or not as any upload's
 			}
+			// The coordinator restarted without this bucket, or another.
+			inBucket = false
+			log.Warn("the coordinator does not find the part in the bucket; uploading it", "err", err)
 		}
 		return n.upload(ctx, part, a, encodeMS, false)
 	})

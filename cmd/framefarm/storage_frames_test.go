@@ -115,8 +115,13 @@ func TestStorageFramesDirect(t *testing.T) {
 	if n := len(logLines(nodes[0].node, 0, fromBucket)) + len(logLines(nodes[1].node, 0, fromBucket)); n != 6 {
 		t.Errorf("%d sets read their frames from the bucket, want 6", n)
 	}
-	if left := bucketKeys(t, s3, "parts", "farm"); len(left) != 0 {
-		t.Errorf("parts left in the bucket after the join: %v", left)
+	// The parts are swept from the bucket once the job is joined.
+	left := bucketKeys(t, s3, "parts", "farm")
+	for end := time.Now().Add(30 * time.Second); len(left) != 0 && time.Now().Before(end); left = bucketKeys(t, s3, "parts", "farm") {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(left) != 0 {
+		t.Errorf("parts left in the bucket 30s after the join: %v", left)
 	}
 	st := runCmd(t, binary, "status", "--coordinator", f.addr, "--job", id)
 	if !strings.Contains(st, "s3://frames/shots/sh010/") {
@@ -345,5 +350,44 @@ func TestStorageFramesClouds(t *testing.T) {
 	}
 	if strings.Contains(f.coord.out.String(), storagetest.AzureKey) {
 		t.Fatal("the Azure key appears in the coordinator's log")
+	}
+}
+
+// TestStorageRestartedWithoutStorage: the coordinator is killed while its
+// node renders under pre-signed part URLs, and comes back without
+// --storage. The node puts its parts in the bucket as it was told; the
+// coordinator, with no bucket now, answers that it does not find them
+// there, and the node uploads them instead: nothing counts against the
+// sets, and the video is frame-exact.
+func TestStorageRestartedWithoutStorage(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "frames", "parts")
+	local := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, local, 16, 1, "320x240")
+	want := reference(t, local, 1)
+	putFrames(t, s3, local, "frames", "sh/")
+	f, _ := bucketFarm(t, s3)
+	n := addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true, slow: 3 * time.Second})
+	id := f.submit(t, "--frames", s3.URL("frames", "sh/"), "--sets", "2", "--codec", "ffv1")
+	waitOutput(t, n.node, "set granted", time.Minute)
+	_ = f.coord.cmd.Process.Kill()
+	<-f.coord.done
+	var args []string
+	for i := 0; i < len(f.coordArgs); i++ {
+		if f.coordArgs[i] == "--storage" {
+			i++
+			continue
+		}
+		args = append(args, f.coordArgs[i])
+	}
+	f.coord, _ = start(t, "coordinator-again", farmReady, append(args, "--listen", f.addr)...)
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, out)
+	checkExact(t, out, want)
+	if l := logLines(n.node, 0, regexp.MustCompile(`does not find the part in the bucket`)); len(l) == 0 {
+		t.Errorf("the node never heard that the part was not in the bucket:\n%s", n.node.out.String())
+	}
+	if l := logLines(n.node, 0, regexp.MustCompile(`set failed|part refused`)); len(l) != 0 {
+		t.Errorf("a set counted as failed: %v", l)
 	}
 }

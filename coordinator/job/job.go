@@ -291,7 +291,14 @@ func (j *Job) lease(index int, token uint64) (*Set, error) {
 // no-progress lease, so long sets on slow nodes are not taken away. rtt is
 // the holder's link's round trip, allowed on top of the heartbeat timeout
 // until the next beat.
+//
+// A beat for a set completed under the same token is answered as kept: the
+// node's part was taken while its answer was still on the way, and "lease
+// lost" would make the node drop a set that counted.
 func (j *Job) Beat(index int, token uint64, framesDone int, rtt time.Duration, now time.Time) error {
+	if index >= 0 && index < len(j.Sets) && j.Sets[index].State == Completed && j.Sets[index].Token == token {
+		return nil
+	}
 	s, err := j.lease(index, token)
 	if err != nil {
 		return err

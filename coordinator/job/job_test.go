@@ -76,6 +76,9 @@ func TestTransitions(t *testing.T) {
 			{"complete", func(j *Job) error { _, err := j.Complete(0, 1, PartInfo{}, t0); return err }, Completed, nil},
 			{"complete again", func(j *Job) error { _, err := j.Complete(0, 1, PartInfo{}, t0); return err }, Completed, ErrStaleToken},
 			{"release a C set", func(j *Job) error { _, err := j.Release(0, 1, "x", t0); return err }, Completed, ErrStaleToken},
+			// The holder's beat that crossed its upload's answer: kept, not lost.
+			{"late beat of the completing lease", func(j *Job) error { return j.Beat(0, 1, 9, 0, t0) }, Completed, nil},
+			{"beat of another lease", func(j *Job) error { return j.Beat(0, 2, 9, 0, t0) }, Completed, ErrStaleToken},
 			{"expire", func(j *Job) error { j.Expire(t0.Add(time.Hour), hb, lease); return nil }, Completed, nil},
 		}},
 		{"stale token changes nothing", []step{
@@ -416,7 +419,9 @@ func TestEveryTransition(t *testing.T) {
 			"expire/current": {Available, nil},
 		},
 		Completed: {
-			"grant/current": {Completed, ErrJobFinished}, "beat/current": {Completed, ErrStaleToken}, "beat/stale": {Completed, ErrStaleToken},
+			// A beat of the lease the set completed under crossed its
+			// upload's answer: kept (nothing changes), not "lease lost".
+			"grant/current": {Completed, ErrJobFinished}, "beat/current": {Completed, nil}, "beat/stale": {Completed, ErrStaleToken},
 			"complete/current": {Completed, ErrStaleToken}, "complete/stale": {Completed, ErrStaleToken},
 			"release/current": {Completed, ErrStaleToken}, "release/stale": {Completed, ErrStaleToken},
 			"fail/current": {Completed, ErrStaleToken}, "fail/stale": {Completed, ErrStaleToken},

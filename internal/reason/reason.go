@@ -38,6 +38,10 @@ const (
 	// CoordinatorFault: the coordinator's own resources failed (its disk
 	// full, its descriptors): not the caller's fault, and worth trying again.
 	CoordinatorFault = "COORDINATOR_FAULT"
+	// PartNotInBucket: the part announced as put in the bucket is not
+	// where the coordinator looks (restarted without --storage, or with
+	// another): upload its bytes instead. Nothing changed on the set.
+	PartNotInBucket = "PART_NOT_IN_BUCKET"
 )
 
 // Error is a gRPC status error with code, message and reason.
