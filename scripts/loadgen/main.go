@@ -4,6 +4,7 @@
 //
 //	loadgen cycles --coordinator ADDR --nodes 1000 --duration 20s --pid PID
 //	loadgen stream --coordinator ADDR --rounds 5
+//	loadgen put --from DIR --to 's3://BUCKET/PREFIX/?endpoint=...'
 //
 // cycles: every simulated node loops AcquireSet → Heartbeat → UploadPart,
 // like a real node without the encode. The coordinator checks each part's
@@ -17,12 +18,18 @@
 // stream: acquires a set, streams its frames to nowhere, gives the set
 // back, and reports MB/s. Point it at an ambassador to measure that hop too.
 //
+// put: uploads a folder's files (not its sub-folders or dot files) under a
+// bucket prefix, as a user's tools would put frames there before
+// `framefarm submit --frames s3://...`; credentials from the cloud's
+// standard environment, as the coordinator takes them.
+//
 // The last line of output is "RESULT key=value ..." for scripts.
 package main
 
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -42,6 +49,7 @@ import (
 	"github.com/framefarm/framefarm/ambassador"
 	"github.com/framefarm/framefarm/internal/creds"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
+	"github.com/framefarm/framefarm/internal/storage"
 	"github.com/framefarm/framefarm/node"
 	farmpb "github.com/framefarm/framefarm/proto"
 	"google.golang.org/grpc"
@@ -49,7 +57,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen cycles|stream [flags] (loadgen MODE --help)")
+		fmt.Fprintln(os.Stderr, "usage: loadgen cycles|stream|put [flags] (loadgen MODE --help)")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -60,8 +68,10 @@ func main() {
 		err = runCycles(ctx, os.Args[2:])
 	case "stream":
 		err = runStream(ctx, os.Args[2:])
+	case "put":
+		err = runPut(ctx, os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown mode %q: use cycles or stream", os.Args[1])
+		err = fmt.Errorf("unknown mode %q: use cycles, stream or put", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
@@ -681,4 +691,89 @@ func streamOnce(ctx context.Context, cl farmpb.NodeServiceClient, name string) (
 		return n, d, fmt.Errorf("set %d: streamed %d bytes, its frames have %d", a.SetIndex, n, want)
 	}
 	return n, d, nil
+}
+
+// ---- put ----
+
+func runPut(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("put", flag.ExitOnError)
+	from := fs.String("from", "", "the `DIR` whose files to upload")
+	to := fs.String("to", "", "the bucket folder `URL` to put them under (s3://BUCKET/PREFIX/?endpoint=...)")
+	parallel := fs.Int("parallel", 4, "uploads at once")
+	_ = fs.Parse(args)
+	if *from == "" || *to == "" {
+		return fmt.Errorf("put needs --from DIR and --to URL")
+	}
+	bucketURL, prefix, err := storage.ParsePrefix(*to)
+	if err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(*from)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, e := range entries {
+		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	b, err := storage.OpenBucket(ctx, bucketURL)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	start := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var total atomic.Int64
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, max(*parallel, 1))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		sem <- struct{}{}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f, err := os.Open(filepath.Join(*from, name))
+			if err == nil {
+				c := &countingReader{r: f}
+				err = b.Put(ctx, prefix+name, c)
+				f.Close()
+				total.Add(c.n)
+			}
+			if err != nil {
+				errs[i] = err
+				cancel() // one failure is enough to say; the rest would repeat it
+			}
+		})
+	}
+	wg.Wait()
+	// The first failure, not the cancellations it caused.
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	secs := time.Since(start).Seconds()
+	fmt.Printf("loadgen: put %d files (%.1f MB) into %s in %.2f s\n", len(names), float64(total.Load())/1e6, b, secs)
+	fmt.Printf("RESULT mode=put files=%d bytes=%d seconds=%.3f\n", len(names), total.Load(), secs)
+	return nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
