@@ -159,6 +159,37 @@ table() {
 		r=$(ratio "$big" "$small")
 		row 6 "peak RSS of the $name: $M_N 3840x2160 PNG (up to $(getnote m.big) MB each) vs $O_SIZE frames" "$(mb "$big") MiB" "$(mb "$small") MiB" "${r}×" "bounded: ≤ 1.25×" "$(verdict "$r" "<=" 1.25)"
 	done
+	bucket_rows
+}
+
+# Section 7: frames in a bucket, read by the nodes directly vs streamed
+# through the coordinator.
+bucket_rows() {
+	has b.bytes || return 0
+	local n w1=""
+	for n in $(getnote b.nodes); do
+		local dw sw st dst v
+		dw=$(get "b.$n.direct.wall") sw=$(get "b.$n.stream.wall")
+		dst=$(get "b.$n.direct.streamed") st=$(get "b.$n.stream.streamed")
+		# Met when not one frame byte went through the coordinator in any
+		# direct run (the median could hide one).
+		v=$(verdict "$(awk -F'\t' -v k="b.$n.direct.streamed" '$1==k && $2>m{m=$2} END{print m+0}' "$RES")" "==" 0)
+		row 7 "frames in an S3 bucket (versitygw on loopback): $(getnote b.what) → x264 ultrafast, $n node(s) × $(getnote b.cpus) CPU; read **directly** from the bucket (pre-signed GETs) vs **through the coordinator** (\`--frames-from stream\`), submit → job done" \
+			"$(fmt "$dw") s ($(fmt "$(get "b.$n.direct.mbps")" 0) MB/s)" "$(fmt "$sw") s ($(fmt "$(get "b.$n.stream.mbps")" 0) MB/s)" \
+			"$(ratio "$dw" "$sw")×; frame bytes through the coordinator $(fmt "$(calc "$dst/1e6" 1)" 1) vs $(fmt "$(calc "$st/1e6" 1)" 1) MB; per set outside the encode $(fmt "$(get "b.$n.direct.set_ovh")" 0) vs $(fmt "$(get "b.$n.stream.set_ovh")" 0) ms" \
+			"coordinator carries no frame bytes" "$v"
+		if [ -z "$w1" ]; then w1=$dw; fi
+	done
+	local last=${n:-1} first
+	first=$(getnote b.nodes)
+	first=${first%% *}
+	if [ "$last" != "$first" ]; then
+		local sp eff
+		sp=$(ratio "$(get "b.$first.direct.wall")" "$(get "b.$last.direct.wall")")
+		eff=$(calc "$sp * 100 * $first / $last" 0)
+		row 7 "… read directly: $last nodes vs $first (N nodes at N times one node's rate)" "$(fmt "$(get "b.$last.direct.mbps")" 0) MB/s" "$(fmt "$(get "b.$first.direct.mbps")" 0) MB/s" \
+			"speedup ${sp}×, efficiency ${eff}%" "N× (≥ 95%)" "$(verdict "$eff" ">=" 95)"
+	fi
 }
 
 details() {
@@ -191,6 +222,7 @@ details() {
 		"files (warm in the page cache) to /dev/null. The join's parts are FFV1 parts of $J_SRC frames; its baseline is" \
 		"\`cat parts > file\` then fsync (the join also fsyncs)."
 	echo "- 6: x264 ultrafast for the 4K frames, streamed (read in place, a frame's size would cost the roles nothing); the $O_SIZE figures come from the streamed overhead runs."
+	bucket_details
 	if [ "$PROFILE" = 1 ]; then
 		echo "- Profiles (\`go tool pprof -top\`) of the coordinator under loadgen and of a node and the coordinator during a render are in the run folder ($PROF); one run of each kind was profiled."
 	fi
@@ -230,4 +262,14 @@ report() {
 	else
 		{ echo "# framefarm benchmarks"; echo; cat "$body"; } >"$BENCH_OUT"
 	fi
+}
+
+# bucket_details: the notes of section 7.
+bucket_details() {
+	has b.bytes || return 0
+	local n parts=""
+	for n in $(getnote b.nodes); do
+		parts="$parts $n node(s): coordinator $(fmt "$(get "b.$n.direct.cpu_c")" 1) vs $(fmt "$(get "b.$n.stream.cpu_c")" 1), versitygw $(fmt "$(get "b.$n.direct.cpu_s3")" 1) vs $(fmt "$(get "b.$n.stream.cpu_s3")" 1), nodes and ambassadors $(fmt "$(get "b.$n.direct.cpu_n")" 1) vs $(fmt "$(get "b.$n.stream.cpu_n")" 1);"
+	done
+	echo "- 7: $(getnote b.how). Each run is a fresh standing farm whose coordinator has \`--storage\` in the same server, every node already asking for work; the clock runs from \`framefarm submit --frames s3://...\` (the coordinator lists the bucket; $(fmt "$(get "b.${n}.direct.submit")") s at $n nodes) to the coordinator's job_done. Parts go into the bucket through pre-signed PUTs in both runs (the coordinator received $(fmt "$(get "b.${n}.direct.parts_up")" 0) / $(fmt "$(get "b.${n}.stream.parts_up")" 0) part bytes itself); only the frames' path differs. MB/s is the frames' bytes over that wall time; \"per set outside the encode\" is the node's time on a set minus ffmpeg's (frames in, part checked and put, the coordinator's check). The frames were put in the bucket with \`loadgen put\` at $(fmt "$(get b.put_mbps)" 0) MB/s. CPU-s direct vs through the coordinator:$parts the nodes' bucket bytes (frames and parts) $(fmt "$(calc "$(get "b.$n.direct.bucket")/1e6" 1)" 1) vs $(fmt "$(calc "$(get "b.$n.stream.bucket")/1e6" 1)" 1) MB at $n nodes."
 }
