@@ -79,7 +79,7 @@ if [ $QUICK = 1 ]; then
 	C_FRAMES=q16 C_N=1000 C_SETS=40 C_NODES="20" C_UNTIL_DONE=1
 	D_FRAMES=q360 D_SETS=4 D_ROUNDS=3 J_SRC=testsrc2
 	M_FRAMES=q4k M_N=4 M_SRC=testsrc2 M_SETS=2 M_REPS=1
-	B_FRAMES=q360 B_NODES="1 2" B_SETS=4
+	B_FRAMES=q360 B_NODES="1 2" B_SETS=4 B_ROUNDS=2
 	PROFILE=${BENCH_PROFILE:-0}
 else
 	MODE=full
@@ -90,7 +90,7 @@ else
 	C_FRAMES=f16 C_N=100000 C_SETS=25000 C_NODES="100 1000" C_UNTIL_DONE=0 C_WARM=3 C_WIN=10 C_RATE=1000
 	D_FRAMES=f720 D_SETS=8 D_ROUNDS=5 J_SRC=mandelbrot
 	M_FRAMES=f4k M_N=24 M_SRC=mandelbrot M_SETS=4 M_REPS=1
-	B_FRAMES=b720 B_N=240 B_NODES="1 2 4" B_SETS=8
+	B_FRAMES=b720 B_N=240 B_NODES="1 2 4" B_SETS=8 B_ROUNDS=3
 	PROFILE=${BENCH_PROFILE:-1}
 fi
 SETS=8
@@ -584,7 +584,7 @@ metrics_addr() { sed -n 's/.*msg="metrics listening" addr=\([^ ]*\).*/\1/p' "$1"
 # then the job of frames/$B_FRAMES/ is submitted and timed to the
 # coordinator's job_done. Sets B_WALL, B_SUBMIT, B_SET_OVH, B_STREAMED,
 # B_PARTS_UP (coordinator counters), B_BUCKET (nodes' bucket bytes),
-# B_CPU_C, B_CPU_N, B_CPU_S3.
+# B_CPU_C, B_CPU_N, B_CPU_S3, B_LOST, B_PUT_FALLBACK.
 bucket_run() {
 	local tag=$1 mode=$2 nodes=$3 cpus=$4 i
 	local d=$RUN/$tag
@@ -655,19 +655,86 @@ bucket_run() {
 		for ((i = 1; i <= nodes; i++)); do B_CPU_N=$(calc "$B_CPU_N + $(cg_cpu "$tag-n$i") + $(cg_cpu "$tag-a$i")"); done
 	fi
 	cg_rm "${groups[@]}"
-	local want got
+	local want got bytes
+	bytes=$(bytes "$B_FRAMES")
 	want=$(count "$B_FRAMES")
 	got=$(frames_of "$d/out.mp4")
 	[ "$got" = "$want" ] || die "$tag: the farm's video has ${got:-no} frames, the folder has $want"
-	# Every set must have come the way this run measures.
-	local from=bucket sets
-	if [ "$mode" = stream ]; then from=streamed; fi
-	sets=$(cat "$d"/node-*.log | grep -c "msg=\"part uploaded\".* frames=$from" || true)
-	[ "$sets" = "$B_SETS" ] || die "$tag: $sets of $B_SETS sets had frames=$from (see $d/node-*.log)"
+	# Every frame must have come the way this run measures. Counted from
+	# the coordinator's metric and the sets the nodes logged the other way,
+	# not from the sets logged this way: a node whose heartbeat hears that
+	# its set is complete before the answer to its part does drops the set
+	# as a lost lease, without a "part uploaded" line (B_LOST counts them).
+	local other=streamed n_other
+	if [ "$mode" = stream ]; then other=bucket; fi
+	n_other=$(cat "$d"/node-*.log | grep -c "msg=\"part uploaded\".* frames=$other" || true)
+	[ "$n_other" = 0 ] || die "$tag: $n_other set(s) had frames=$other in a --frames-from $mode run (see $d/node-*.log)"
+	if [ "$mode" = stream ]; then
+		[ "$B_STREAMED" -ge "$bytes" ] || die "$tag: the coordinator streamed $B_STREAMED frame bytes of $bytes"
+	else
+		[ "$B_STREAMED" = 0 ] || die "$tag: the coordinator streamed $B_STREAMED frame bytes in a direct run"
+	fi
+	B_LOST=$(cat "$d"/node-*.log | grep -c 'msg="lease lost; dropping the set"' || true)
+	# A part whose PUT failed goes through the coordinator instead; count
+	# them and keep one reason, so the table says why part bytes moved.
+	B_PUT_FALLBACK=$(cat "$d"/node-*.log | grep -c 'msg="putting the part into the bucket failed' || true)
+	if [ "$B_PUT_FALLBACK" != 0 ]; then
+		note b.put_fallback_why "$(cat "$d"/node-*.log | sed -n 's/.*msg="putting the part into the bucket failed.* err=//p' | awk 'NR==1')"
+	fi
 	B_SET_OVH=$(set_overhead "$d")
 	if grep -rqF "$S3_SECRET" "$d"; then die "$tag: the S3 secret key appears in the farm's output (see $d)"; fi
 	if [ "${KEEP_RUNS:-0}" != 1 ]; then rm -rf "$d/data" "$d"/work-* "$d/out.mp4"; fi
 	return 0
+}
+
+# bucket_rates: the read rate alone, without ffmpeg: loadgen acquires sets
+# of the job as N nodes would (N streams, each its own connection) and reads
+# their frames to nowhere, either from their pre-signed URLs or streamed by
+# the coordinator (which reads the bucket itself), B_ROUNDS sets a stream.
+bucket_rates() {
+	local d=$RUN/b-rates r n m
+	mkdir -p "$d"
+	cg_new b-rates-c
+	cg_exec b-rates-c env "${S3_ENV[@]}" "$BIN" coordinator --data "$d/data" --listen 127.0.0.1:0 --http "" \
+		--metrics 127.0.0.1:0 --storage "$(s3_url parts/farm/)" >"$d/coordinator.out" 2>"$d/coordinator.log" &
+	local cpid=$!
+	PIDS+=("$cpid")
+	local caddr
+	caddr=$(wait_addr "$d/coordinator.out" "$cpid") || { tail -5 "$d/coordinator.log" >&2; die "bucket rates: coordinator did not start"; }
+	env "${S3_ENV[@]}" "$BIN" submit --coordinator "$caddr" --frames "$(s3_url "frames/$B_FRAMES/")" --sets "$B_SETS" \
+		--codec libx264 --preset ultrafast --fps 24 >"$d/submit.out" 2>&1 || { cat "$d/submit.out" >&2; die "bucket rates: submit failed"; }
+	local cm
+	cm=$(metrics_addr "$d/coordinator.log")
+	for ((r = 1; r <= REPS; r++)); do
+		for n in $B_NODES; do
+			local order="bucket coordinator"
+			if [ $(((r + n) % 2)) = 0 ]; then order="coordinator bucket"; fi
+			for m in $order; do
+				log "7 bucket: read rate, $n stream(s) from the $m, run $r/$REPS"
+				local s0 out
+				s0=$(scrape "$cm" framefarm_frame_stream_bytes_total)
+				out=$("$LOADGEN" stream --coordinator "$caddr" --from "$m" --parallel "$n" --rounds "$B_ROUNDS" 2>&1) ||
+					{ echo "$out" >&2; tail -5 "$d/coordinator.log" >&2; die "bucket rates: loadgen failed"; }
+				local got streamed
+				got=$(sed -n 's/.* bytes=\([0-9]*\).*/\1/p' <<<"$out" | tail -1)
+				streamed=$(($(scrape "$cm" framefarm_frame_stream_bytes_total) - s0))
+				if [ $m = bucket ]; then
+					[ "$streamed" = 0 ] || die "bucket rates: the coordinator streamed $streamed bytes while the frames were read from the bucket"
+				else
+					[ "$streamed" -ge "$got" ] || die "bucket rates: the coordinator streamed $streamed of $got bytes"
+				fi
+				rec "b.$n.rate.$m" "$(sed -n 's/.* aggregate_mb_per_s=\([^ ]*\).*/\1/p' <<<"$out" | tail -1)"
+				rec "b.$n.rate.$m.each" "$(sed -n 's/.* mb_per_s=\([^ ]*\).*/\1/p' <<<"$out" | tail -1)"
+				rec "b.$n.rate.$m.streamed" "$streamed"
+				rec "b.rate.sets" "$((n * B_ROUNDS))"
+			done
+		done
+	done
+	stop "$cpid"
+	PIDS=("$S3_PID")
+	rec b.rate.cpu_c "$(cg_cpu b-rates-c)"
+	cg_rm b-rates-c
+	if [ "${KEEP_RUNS:-0}" != 1 ]; then rm -rf "$d/data"; fi
 }
 
 bucket() {
@@ -694,6 +761,8 @@ bucket() {
 	rec b.put_mbps "$(calc "$bytes / 1e6 / $(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' <<<"$out")" 0)"
 	note b.what "$(count "$B_FRAMES") $(getsize "$B_FRAMES") PNG ($(calc "$bytes/1e6" 1) MB) in $B_SETS sets"
 	note b.nodes "$B_NODES"
+	note b.rounds "$B_ROUNDS"
+	bucket_rates
 	for ((r = 1; r <= REPS; r++)); do
 		for n in $B_NODES; do
 			# Alternate the order, so drift in the machine's load hits both.
@@ -714,6 +783,8 @@ bucket() {
 				rec "b.$n.$key.cpu_c" "$B_CPU_C"
 				rec "b.$n.$key.cpu_n" "$B_CPU_N"
 				rec "b.$n.$key.cpu_s3" "$B_CPU_S3"
+				rec b.lost "$B_LOST"
+				rec b.put_fallback "$B_PUT_FALLBACK"
 			done
 		done
 	done
