@@ -35,13 +35,16 @@ clean:
 # Benchmarks (issue 5): framefarm side by side with plain ffmpeg, cat and cp.
 # bench writes BENCHMARKS.md (< 20 min on 2 cores); bench-quick is the small
 # CI version (< 3 min) that fails only if the farm breaks, never on timing.
+# Both install versitygw (pinned, into bin/): the bucket section's S3 server.
 .PHONY: bench bench-quick
 bench: deps build
 	$(GO) build -o bin/loadgen ./scripts/loadgen
+	GO=$(GO) bash scripts/install-versitygw.sh
 	bash scripts/bench.sh
 
 bench-quick: deps build
 	$(GO) build -o bin/loadgen ./scripts/loadgen
+	GO=$(GO) bash scripts/install-versitygw.sh
 	bash scripts/bench.sh --quick
 
 # fuzz runs every fuzz target for FUZZTIME each, one after the other.

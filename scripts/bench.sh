@@ -22,7 +22,9 @@
 # folder),
 # KEEP_RUNS=1 (keep data folders), NODE_ARGS (extra flags for every node,
 # e.g. "--slots 1" for a before/after), BENCH_ONLY="capacity dataplane" (run only
-# these sections; the table then goes to the run folder unless BENCH_OUT).
+# these sections; the table then goes to the run folder unless BENCH_OUT),
+# VERSITYGW (the S3 server of the bucket section; default bin/versitygw,
+# which scripts/install-versitygw.sh puts there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -58,6 +60,7 @@ for tool in ffmpeg ffprobe awk taskset; do
 done
 [ -x "$BIN" ] || die "$BIN is missing: run make build"
 [ -x "$LOADGEN" ] || die "$LOADGEN is missing: go build -o bin/loadgen ./scripts/loadgen"
+VERSITYGW=${VERSITYGW:-$ROOT/bin/versitygw}
 
 T_START=$EPOCHREALTIME
 cg_init
@@ -76,6 +79,7 @@ if [ $QUICK = 1 ]; then
 	C_FRAMES=q16 C_N=1000 C_SETS=40 C_NODES="20" C_UNTIL_DONE=1
 	D_FRAMES=q360 D_SETS=4 D_ROUNDS=3 J_SRC=testsrc2
 	M_FRAMES=q4k M_N=4 M_SRC=testsrc2 M_SETS=2 M_REPS=1
+	B_FRAMES=q360 B_NODES="1 2" B_SETS=4 B_ROUNDS=2
 	PROFILE=${BENCH_PROFILE:-0}
 else
 	MODE=full
@@ -86,6 +90,7 @@ else
 	C_FRAMES=f16 C_N=100000 C_SETS=25000 C_NODES="100 1000" C_UNTIL_DONE=0 C_WARM=3 C_WIN=10 C_RATE=1000
 	D_FRAMES=f720 D_SETS=8 D_ROUNDS=5 J_SRC=mandelbrot
 	M_FRAMES=f4k M_N=24 M_SRC=mandelbrot M_SETS=4 M_REPS=1
+	B_FRAMES=b720 B_N=240 B_NODES="1 2 4" B_SETS=8 B_ROUNDS=3
 	PROFILE=${BENCH_PROFILE:-1}
 fi
 SETS=8
@@ -120,9 +125,12 @@ subset() {
 count() { find -L "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' 2>/dev/null | wc -l; }
 bytes() { find -L "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' -printf '%s\n' 2>/dev/null | awk '{s+=$1} END{print s+0}'; }
 getsize() { ffprobe -v error -show_entries stream=width,height -of csv=p=0:s=x "$(find -L "$FRAMES_DIR/$1" -maxdepth 1 -name 'f_*.png' | awk 'NR==1')"; }
-SECTIONS=${BENCH_ONLY:-overhead scaling poorthreads capacity dataplane memory}
+SECTIONS=${BENCH_ONLY:-overhead scaling poorthreads capacity dataplane memory bucket}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
-if want overhead || want scaling || want dataplane || want memory || [ "$PROFILE" = 1 ]; then
+if want bucket; then
+	[ -x "$VERSITYGW" ] || die "$VERSITYGW is missing (the bucket section's S3 server): run scripts/install-versitygw.sh or set VERSITYGW"
+fi
+if want overhead || want scaling || want dataplane || want memory || [ "$PROFILE" = 1 ] || { want bucket && [ $QUICK = 1 ]; }; then
 	gen "$O_FRAMES" "$O_N" "$O_SIZE" "$O_SRC"
 	rec in.o.bytes "$(bytes "$O_FRAMES")"
 fi
@@ -136,6 +144,7 @@ if want memory; then
 	gen "$M_FRAMES" "$M_N" 3840x2160 "$M_SRC"
 	rec in.m.bytes "$(bytes "$M_FRAMES")"
 fi
+if want bucket && [ $QUICK = 0 ]; then gen "$B_FRAMES" "$B_N" 1280x720 mandelbrot; fi
 T_INPUTS=$(elapsed "$T_START")
 
 # What starting one ffprobe costs on this machine (the farm starts an
@@ -519,6 +528,270 @@ memory() {
 		rec m.4k.a "$R_HWM_A"
 		rec m.4k.n "$R_HWM_N"
 	done
+}
+
+# ---------------------------------------------------------------- 7 bucket
+# Frames in an S3 bucket (versitygw, posix backend, on loopback), rendered
+# by N emulated machines that read them straight from the server through the
+# coordinator's pre-signed GETs (--frames-from auto with --storage), against
+# the same job with every frame streamed through the coordinator, which
+# reads the bucket itself (--frames-from stream). Parts go into the bucket
+# through pre-signed PUTs in both, so only the frames' path differs. x264
+# ultrafast: the cheapest encode the farm offers (ffv1 costs 3x its CPU per
+# 720p frame here), so that moving the frames weighs as much as it can.
+
+# s3_start DIR: versitygw on a free loopback port with fresh root keys, in
+# its own group (its CPU is reported). Sets S3_PID, S3_ADDR, S3_ENV (the
+# AWS environment for the coordinator and the upload, never the nodes: they
+# hold no keys, only the URLs).
+s3_start() {
+	local d=$1 try port secret
+	mkdir -p "$d/root" "$d/meta"
+	secret=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+	S3_ENV=(AWS_ACCESS_KEY_ID=framefarmbench "AWS_SECRET_ACCESS_KEY=$secret" AWS_EC2_METADATA_DISABLED=true
+		"AWS_CONFIG_FILE=$d/no-aws-config" "AWS_SHARED_CREDENTIALS_FILE=$d/no-aws-credentials")
+	S3_SECRET=$secret
+	cg_new s3
+	for try in 1 2 3 4 5; do
+		port=$((20000 + RANDOM % 30000))
+		if (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi # taken
+		cg_exec s3 env ROOT_ACCESS_KEY_ID=framefarmbench "ROOT_SECRET_ACCESS_KEY=$secret" \
+			"$VERSITYGW" --port "127.0.0.1:$port" posix --sidecar "$d/meta" "$d/root" >"$d/versitygw.log" 2>&1 &
+		S3_PID=$!
+		S3_ADDR=127.0.0.1:$port
+		local i
+		for i in $(seq 200); do
+			if (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && kill -0 "$S3_PID" 2>/dev/null; then return 0; fi
+			kill -0 "$S3_PID" 2>/dev/null || break
+			sleep 0.05
+		done
+		stop "$S3_PID"
+	done
+	tail -5 "$d/versitygw.log" >&2
+	die "bucket: versitygw did not start"
+}
+s3_url() { echo "s3://$1?endpoint=http://$S3_ADDR&region=us-east-1&use_path_style=true"; }
+
+# scrape URL NAME: a counter's value ("-1" if not there).
+scrape() {
+	curl -sf "http://$1/metrics" | awk -v n="$2" '$1==n{printf "%.0f\n", $2; f=1} END{if (!f) print -1}'
+}
+metrics_addr() { sed -n 's/.*msg="metrics listening" addr=\([^ ]*\).*/\1/p' "$1" 2>/dev/null | awk 'NR==1'; }
+
+# bucket_run TAG MODE NODES CPUS: a fresh standing farm (coordinator with
+# --storage in the bucket "parts"), NODES machines (ambassador + node with
+# --frames-from MODE, the node under a CPUS quota), all waiting for work;
+# then the job of frames/$B_FRAMES/ is submitted and timed to the
+# coordinator's job_done. Sets B_WALL, B_SUBMIT, B_SET_OVH, B_STREAMED,
+# B_PARTS_UP (coordinator counters), B_BUCKET (nodes' bucket bytes),
+# B_CPU_C, B_CPU_N, B_CPU_S3, B_LOST, B_PUT_FALLBACK.
+bucket_run() {
+	local tag=$1 mode=$2 nodes=$3 cpus=$4 i
+	local d=$RUN/$tag
+	rm -rf "$d"
+	mkdir -p "$d"
+	local groups=("$tag-c")
+	cg_new "$tag-c"
+	cg_exec "$tag-c" env "${S3_ENV[@]}" "$BIN" coordinator --data "$d/data" --listen 127.0.0.1:0 --http "" \
+		--metrics 127.0.0.1:0 --storage "$(s3_url parts/farm/)" >"$d/coordinator.out" 2>"$d/coordinator.log" &
+	local cpid=$!
+	PIDS+=("$cpid")
+	local caddr
+	caddr=$(wait_addr "$d/coordinator.out" "$cpid") || { tail -5 "$d/coordinator.log" >&2; die "$tag: coordinator did not start"; }
+	local apids=() npids=()
+	for ((i = 1; i <= nodes; i++)); do
+		cg_new "$tag-a$i"
+		cg_new "$tag-n$i" "$cpus"
+		groups+=("$tag-a$i" "$tag-n$i")
+		cg_exec "$tag-a$i" "$BIN" ambassador --coordinator "$caddr" --listen 127.0.0.1:0 >"$d/ambassador-$i.out" 2>"$d/ambassador-$i.log" &
+		apids+=($!)
+		PIDS+=($!)
+	done
+	for ((i = 1; i <= nodes; i++)); do
+		local aaddr
+		aaddr=$(wait_addr "$d/ambassador-$i.out" "${apids[$((i - 1))]}") || die "$tag: ambassador $i did not start"
+		local pin=()
+		if [ "$CG_MODE" = none ] && [ -n "$cpus" ]; then pin=(taskset -c $(((i - 1) % $(nproc)))); fi
+		cg_exec "$tag-n$i" "${pin[@]}" "$BIN" node --ambassador "$aaddr" --name "$tag-n$i" --work "$d/work-$i" \
+			--frames-from "$mode" --metrics 127.0.0.1:0 ${NODE_ARGS:-} >"$d/node-$i.out" 2>"$d/node-$i.log" &
+		npids+=($!)
+		PIDS+=($!)
+	done
+	# Every node asking for work before the job comes, so the clock holds
+	# the job and not the farm's start-up.
+	local t=0
+	while [ "$("$BIN" nodes --coordinator "$caddr" 2>/dev/null | awk 'NR>1' | wc -l)" -lt "$nodes" ]; do
+		t=$((t + 1))
+		[ $t -lt 600 ] || die "$tag: not all $nodes node(s) reached the coordinator in 60 s"
+		sleep 0.1
+	done
+	local s3cpu0 t0 id
+	s3cpu0=$(cg_cpu s3)
+	t0=$EPOCHREALTIME
+	id=$(env "${S3_ENV[@]}" "$BIN" submit --coordinator "$caddr" --frames "$(s3_url "frames/$B_FRAMES/")" --sets "$B_SETS" \
+		--codec libx264 --preset ultrafast --fps 24 2>"$d/submit.log") || { cat "$d/submit.log" >&2; die "$tag: submit failed"; }
+	B_SUBMIT=$(elapsed "$t0")
+	timeout "${FETCH_TIMEOUT:-1800}" "$BIN" fetch --coordinator "$caddr" --job "$id" -o "$d/out.mp4" --wait >"$d/fetch.out" 2>"$d/fetch.log" ||
+		{ tail -n 3 "$d/fetch.log" "$d/coordinator.log" >&2; die "$tag: fetch failed (see $d)"; }
+	local done_at
+	done_at=$(sed -n 's/^time=\([^ ]*\) .*msg=job_done.*/\1/p' "$d/coordinator.log" | awk 'NR==1')
+	[ -n "$done_at" ] || die "$tag: no job_done in the coordinator's log"
+	B_WALL=$(calc "$(date -d "$done_at" +%s.%N) - $t0")
+	B_CPU_S3=$(calc "$(cg_cpu s3) - $s3cpu0")
+	local cm
+	cm=$(metrics_addr "$d/coordinator.log")
+	B_STREAMED=$(scrape "$cm" framefarm_frame_stream_bytes_total)
+	B_PARTS_UP=$(scrape "$cm" framefarm_part_upload_bytes_total)
+	B_BUCKET=0
+	for ((i = 1; i <= nodes; i++)); do
+		B_BUCKET=$((B_BUCKET + $(scrape "$(metrics_addr "$d/node-$i.log")" framefarm_node_bucket_bytes_total)))
+	done
+	stop "$cpid" "${apids[@]}" "${npids[@]}"
+	PIDS=("$S3_PID")
+	B_CPU_C=-1 B_CPU_N=-1
+	if [ "$CG_MODE" != none ]; then
+		B_CPU_C=$(cg_cpu "$tag-c")
+		B_CPU_N=0
+		for ((i = 1; i <= nodes; i++)); do B_CPU_N=$(calc "$B_CPU_N + $(cg_cpu "$tag-n$i") + $(cg_cpu "$tag-a$i")"); done
+	fi
+	cg_rm "${groups[@]}"
+	local want got bytes
+	bytes=$(bytes "$B_FRAMES")
+	want=$(count "$B_FRAMES")
+	got=$(frames_of "$d/out.mp4")
+	[ "$got" = "$want" ] || die "$tag: the farm's video has ${got:-no} frames, the folder has $want"
+	# Every frame must have come the way this run measures. Counted from
+	# the coordinator's metric and the sets the nodes logged the other way,
+	# not from the sets logged this way: a node whose heartbeat hears that
+	# its set is complete before the answer to its part does drops the set
+	# as a lost lease, without a "part uploaded" line (B_LOST counts them).
+	local other=streamed n_other
+	if [ "$mode" = stream ]; then other=bucket; fi
+	n_other=$(cat "$d"/node-*.log | grep -c "msg=\"part uploaded\".* frames=$other" || true)
+	[ "$n_other" = 0 ] || die "$tag: $n_other set(s) had frames=$other in a --frames-from $mode run (see $d/node-*.log)"
+	if [ "$mode" = stream ]; then
+		[ "$B_STREAMED" -ge "$bytes" ] || die "$tag: the coordinator streamed $B_STREAMED frame bytes of $bytes"
+	else
+		[ "$B_STREAMED" = 0 ] || die "$tag: the coordinator streamed $B_STREAMED frame bytes in a direct run"
+	fi
+	B_LOST=$(cat "$d"/node-*.log | grep -c 'msg="lease lost; dropping the set"' || true)
+	# A part whose PUT failed goes through the coordinator instead; count
+	# them and keep one reason, so the table says why part bytes moved.
+	B_PUT_FALLBACK=$(cat "$d"/node-*.log | grep -c 'msg="putting the part into the bucket failed' || true)
+	if [ "$B_PUT_FALLBACK" != 0 ]; then
+		note b.put_fallback_why "$(cat "$d"/node-*.log | sed -n 's/.*msg="putting the part into the bucket failed.* err=//p' | awk 'NR==1')"
+	fi
+	B_SET_OVH=$(set_overhead "$d")
+	if grep -rqF "$S3_SECRET" "$d"; then die "$tag: the S3 secret key appears in the farm's output (see $d)"; fi
+	if [ "${KEEP_RUNS:-0}" != 1 ]; then rm -rf "$d/data" "$d"/work-* "$d/out.mp4"; fi
+	return 0
+}
+
+# bucket_rates: the read rate alone, without ffmpeg: loadgen acquires sets
+# of the job as N nodes would (N streams, each its own connection) and reads
+# their frames to nowhere, either from their pre-signed URLs or streamed by
+# the coordinator (which reads the bucket itself), B_ROUNDS sets a stream.
+bucket_rates() {
+	local d=$RUN/b-rates r n m
+	mkdir -p "$d"
+	cg_new b-rates-c
+	cg_exec b-rates-c env "${S3_ENV[@]}" "$BIN" coordinator --data "$d/data" --listen 127.0.0.1:0 --http "" \
+		--metrics 127.0.0.1:0 --storage "$(s3_url parts/farm/)" >"$d/coordinator.out" 2>"$d/coordinator.log" &
+	local cpid=$!
+	PIDS+=("$cpid")
+	local caddr
+	caddr=$(wait_addr "$d/coordinator.out" "$cpid") || { tail -5 "$d/coordinator.log" >&2; die "bucket rates: coordinator did not start"; }
+	env "${S3_ENV[@]}" "$BIN" submit --coordinator "$caddr" --frames "$(s3_url "frames/$B_FRAMES/")" --sets "$B_SETS" \
+		--codec libx264 --preset ultrafast --fps 24 >"$d/submit.out" 2>&1 || { cat "$d/submit.out" >&2; die "bucket rates: submit failed"; }
+	local cm
+	cm=$(metrics_addr "$d/coordinator.log")
+	for ((r = 1; r <= REPS; r++)); do
+		for n in $B_NODES; do
+			local order="bucket coordinator"
+			if [ $(((r + n) % 2)) = 0 ]; then order="coordinator bucket"; fi
+			for m in $order; do
+				log "7 bucket: read rate, $n stream(s) from the $m, run $r/$REPS"
+				local s0 out
+				s0=$(scrape "$cm" framefarm_frame_stream_bytes_total)
+				out=$("$LOADGEN" stream --coordinator "$caddr" --from "$m" --parallel "$n" --rounds "$B_ROUNDS" 2>&1) ||
+					{ echo "$out" >&2; tail -5 "$d/coordinator.log" >&2; die "bucket rates: loadgen failed"; }
+				local got streamed
+				got=$(sed -n 's/.* bytes=\([0-9]*\).*/\1/p' <<<"$out" | tail -1)
+				streamed=$(($(scrape "$cm" framefarm_frame_stream_bytes_total) - s0))
+				if [ $m = bucket ]; then
+					[ "$streamed" = 0 ] || die "bucket rates: the coordinator streamed $streamed bytes while the frames were read from the bucket"
+				else
+					[ "$streamed" -ge "$got" ] || die "bucket rates: the coordinator streamed $streamed of $got bytes"
+				fi
+				rec "b.$n.rate.$m" "$(sed -n 's/.* aggregate_mb_per_s=\([^ ]*\).*/\1/p' <<<"$out" | tail -1)"
+				rec "b.$n.rate.$m.each" "$(sed -n 's/.* mb_per_s=\([^ ]*\).*/\1/p' <<<"$out" | tail -1)"
+				rec "b.$n.rate.$m.streamed" "$streamed"
+				rec "b.rate.sets" "$((n * B_ROUNDS))"
+			done
+		done
+	done
+	stop "$cpid"
+	PIDS=("$S3_PID")
+	rec b.rate.cpu_c "$(cg_cpu b-rates-c)"
+	cg_rm b-rates-c
+	if [ "${KEEP_RUNS:-0}" != 1 ]; then rm -rf "$d/data"; fi
+}
+
+bucket() {
+	local cpus="" r n m
+	if [ "$CG_MODE" != none ]; then
+		cpus=0.5
+		note b.how "each node and its ffmpeg in a cgroup with a 0.5 CPU quota (an emulated machine); versitygw, the coordinator and the ambassadors without one"
+	else
+		note b.how "no cgroups ($CG_REASON): nodes without a CPU quota, sharing the machine's $(nproc) cores"
+	fi
+	note b.cpus "${cpus:-all}"
+	local d=$RUN/s3
+	s3_start "$d"
+	PIDS=("$S3_PID")
+	mkdir -p "$d/root/frames" "$d/root/parts"
+	local out
+	out=$(env "${S3_ENV[@]}" "$LOADGEN" put --from "$FRAMES_DIR/$B_FRAMES" --to "$(s3_url "frames/$B_FRAMES/")") ||
+		{ tail -5 "$d/versitygw.log" >&2; die "bucket: uploading the frames failed: $out"; }
+	sed -n '/^loadgen:/p' <<<"$out" | sed 's/^/  /' >&2
+	local bytes
+	bytes=$(sed -n 's/.* bytes=\([0-9]*\).*/\1/p' <<<"$out")
+	[ "$bytes" = "$(bytes "$B_FRAMES")" ] || die "bucket: put $bytes bytes, the folder has $(bytes "$B_FRAMES")"
+	rec b.bytes "$bytes"
+	rec b.put_mbps "$(calc "$bytes / 1e6 / $(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' <<<"$out")" 0)"
+	note b.what "$(count "$B_FRAMES") $(getsize "$B_FRAMES") PNG ($(calc "$bytes/1e6" 1) MB) in $B_SETS sets"
+	note b.nodes "$B_NODES"
+	note b.rounds "$B_ROUNDS"
+	bucket_rates
+	for ((r = 1; r <= REPS; r++)); do
+		for n in $B_NODES; do
+			# Alternate the order, so drift in the machine's load hits both.
+			local order="auto stream"
+			if [ $(((r + n) % 2)) = 0 ]; then order="stream auto"; fi
+			for m in $order; do
+				local key=direct
+				if [ $m = stream ]; then key=stream; fi
+				log "7 bucket: $n node(s), frames $([ $m = auto ] && echo "read from the bucket" || echo "streamed through the coordinator"), run $r/$REPS"
+				bucket_run "b-$key$n-$r" "$m" "$n" "$cpus"
+				rec "b.$n.$key.wall" "$B_WALL"
+				rec "b.$n.$key.mbps" "$(calc "$bytes / 1e6 / $B_WALL" 1)"
+				rec "b.$n.$key.submit" "$B_SUBMIT"
+				rec "b.$n.$key.set_ovh" "$B_SET_OVH"
+				rec "b.$n.$key.streamed" "$B_STREAMED"
+				rec "b.$n.$key.parts_up" "$B_PARTS_UP"
+				rec "b.$n.$key.bucket" "$B_BUCKET"
+				rec "b.$n.$key.cpu_c" "$B_CPU_C"
+				rec "b.$n.$key.cpu_n" "$B_CPU_N"
+				rec "b.$n.$key.cpu_s3" "$B_CPU_S3"
+				rec b.lost "$B_LOST"
+				rec b.put_fallback "$B_PUT_FALLBACK"
+			done
+		done
+	done
+	stop "$S3_PID"
+	PIDS=()
+	cg_rm s3
+	if [ "${KEEP_RUNS:-0}" != 1 ]; then rm -rf "$d/root" "$d/meta"; fi
 }
 
 # ---------------------------------------------------------------- profiles

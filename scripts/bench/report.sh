@@ -159,6 +159,55 @@ table() {
 		r=$(ratio "$big" "$small")
 		row 6 "peak RSS of the $name: $M_N 3840x2160 PNG (up to $(getnote m.big) MB each) vs $O_SIZE frames" "$(mb "$big") MiB" "$(mb "$small") MiB" "${r}×" "bounded: ≤ 1.25×" "$(verdict "$r" "<=" 1.25)"
 	done
+	bucket_rows
+}
+
+# Section 7: frames in a bucket, read by the nodes directly vs streamed
+# through the coordinator.
+bucket_rows() {
+	has b.bytes || return 0
+	local n w1="" r1=""
+	for n in $(getnote b.nodes); do
+		local rb rc
+		rb=$(get "b.$n.rate.bucket") rc=$(get "b.$n.rate.coordinator")
+		row 7 "frames in an S3 bucket read by $n node(s) at once, no encode (loadgen: sets acquired as nodes do, frames read to nowhere): **directly** from the bucket (pre-signed GETs, 4 at a time) vs **streamed by the coordinator** (it reads the bucket)" \
+			"$(fmt "$rb" 0) MB/s ($(fmt "$(get "b.$n.rate.bucket.each")" 0) a node)" "$(fmt "$rc" 0) MB/s ($(fmt "$(get "b.$n.rate.coordinator.each")" 0) a node)" \
+			"$(ratio "$rb" "$rc")×; frame bytes through the coordinator $(fmt "$(calc "$(get "b.$n.rate.bucket.streamed")/1e6" 1)" 1) vs $(fmt "$(calc "$(get "b.$n.rate.coordinator.streamed")/1e6" 1)" 1) MB" \
+			"coordinator carries no frame bytes" "$(verdict "$(awk -F'\t' -v k="b.$n.rate.bucket.streamed" '$1==k && $2>m{m=$2} END{print m+0}' "$RES")" "==" 0)"
+		if [ -z "$r1" ]; then r1=$rb; fi
+	done
+	local rn
+	rn=$(get "b.$n.rate.bucket")
+	if [ "$n" != "$(getnote b.nodes | awk '{print $1}')" ]; then
+		local first sp eff
+		first=$(getnote b.nodes | awk '{print $1}')
+		sp=$(ratio "$rn" "$r1")
+		eff=$(calc "$sp * 100 * $first / $n" 0)
+		row 7 "… read directly, $n nodes vs $first: N nodes at N times one node's rate" "$(fmt "$rn" 0) MB/s" "$(fmt "$r1" 0) MB/s" "${sp}× (${eff}% of ${n}×)" "N× (≥ 95%)" "$(verdict "$eff" ">=" 95)"
+	fi
+	for n in $(getnote b.nodes); do
+		local dw sw st dst v
+		dw=$(get "b.$n.direct.wall") sw=$(get "b.$n.stream.wall")
+		dst=$(get "b.$n.direct.streamed") st=$(get "b.$n.stream.streamed")
+		# Met when not one frame byte went through the coordinator in any
+		# direct run (the median could hide one).
+		v=$(verdict "$(awk -F'\t' -v k="b.$n.direct.streamed" '$1==k && $2>m{m=$2} END{print m+0}' "$RES")" "==" 0)
+		row 7 "frames in an S3 bucket (versitygw on loopback): $(getnote b.what) → x264 ultrafast, $n node(s) × $(getnote b.cpus) CPU; read **directly** from the bucket (pre-signed GETs) vs **through the coordinator** (\`--frames-from stream\`), submit → job done" \
+			"$(fmt "$dw") s ($(fmt "$(get "b.$n.direct.mbps")" 0) MB/s)" "$(fmt "$sw") s ($(fmt "$(get "b.$n.stream.mbps")" 0) MB/s)" \
+			"$(ratio "$dw" "$sw")×; frame bytes through the coordinator $(fmt "$(calc "$dst/1e6" 1)" 1) vs $(fmt "$(calc "$st/1e6" 1)" 1) MB; per set outside the encode $(fmt "$(get "b.$n.direct.set_ovh")" 0) vs $(fmt "$(get "b.$n.stream.set_ovh")" 0) ms" \
+			"coordinator carries no frame bytes" "$v"
+		if [ -z "$w1" ]; then w1=$dw; fi
+	done
+	local last=${n:-1} first
+	first=$(getnote b.nodes)
+	first=${first%% *}
+	if [ "$last" != "$first" ]; then
+		local sp eff
+		sp=$(ratio "$(get "b.$first.direct.wall")" "$(get "b.$last.direct.wall")")
+		eff=$(calc "$sp * 100 * $first / $last" 0)
+		row 7 "… whole job, frames read directly: $last nodes vs $first" "$(fmt "$(get "b.$last.direct.wall")") s" "$(fmt "$(get "b.$first.direct.wall")") s" \
+			"speedup ${sp}×, efficiency ${eff}%" "—" "—"
+	fi
 }
 
 details() {
@@ -191,6 +240,7 @@ details() {
 		"files (warm in the page cache) to /dev/null. The join's parts are FFV1 parts of $J_SRC frames; its baseline is" \
 		"\`cat parts > file\` then fsync (the join also fsyncs)."
 	echo "- 6: x264 ultrafast for the 4K frames, streamed (read in place, a frame's size would cost the roles nothing); the $O_SIZE figures come from the streamed overhead runs."
+	bucket_details
 	if [ "$PROFILE" = 1 ]; then
 		echo "- Profiles (\`go tool pprof -top\`) of the coordinator under loadgen and of a node and the coordinator during a render are in the run folder ($PROF); one run of each kind was profiled."
 	fi
@@ -229,5 +279,25 @@ report() {
 		{ echo; cat "$body"; } >>"$BENCH_OUT"
 	else
 		{ echo "# framefarm benchmarks"; echo; cat "$body"; } >"$BENCH_OUT"
+	fi
+}
+
+# bucket_details: the notes of section 7.
+bucket_details() {
+	has b.bytes || return 0
+	local n parts=""
+	for n in $(getnote b.nodes); do
+		parts="$parts $n node(s): coordinator $(fmt "$(get "b.$n.direct.cpu_c")" 1) vs $(fmt "$(get "b.$n.stream.cpu_c")" 1), versitygw $(fmt "$(get "b.$n.direct.cpu_s3")" 1) vs $(fmt "$(get "b.$n.stream.cpu_s3")" 1), nodes and ambassadors $(fmt "$(get "b.$n.direct.cpu_n")" 1) vs $(fmt "$(get "b.$n.stream.cpu_n")" 1);"
+	done
+	echo "- 7, read rates: one coordinator with \`--storage\` and the job queued, no encode; each stream is a simulated node on its own connection straight to the coordinator (no ambassador; row 5 shows that hop's cost) reading $(getnote b.rounds) sets one after the other; MB/s in all is the streams' bytes over the wall time, \"a node\" a stream's bytes over its own time. The coordinator used $(fmt "$(get b.rate.cpu_c)" 1) CPU-s over all the rate runs. versitygw's posix backend reads the frames from the page cache."
+	echo "- 7, whole jobs: $(getnote b.how). Each run is a fresh standing farm whose coordinator has \`--storage\` in the same server, every node already asking for work; the clock runs from \`framefarm submit --frames s3://...\` (the coordinator lists the bucket; $(fmt "$(get "b.${n}.direct.submit")") s at $n nodes) to the coordinator's job_done. Parts go into the bucket through pre-signed PUTs in both runs (a failed PUT falls back to the coordinator; said below when it happened); only the frames' path differs. MB/s is the frames' bytes over that wall time; \"per set outside the encode\" is the node's time on a set minus ffmpeg's (frames in, part checked and put, the coordinator's check). The frames were put in the bucket with \`loadgen put\` at $(fmt "$(get b.put_mbps)" 0) MB/s. CPU-s direct vs through the coordinator:$parts the nodes' bucket bytes (frames and parts) $(fmt "$(calc "$(get "b.$n.direct.bucket")/1e6" 1)" 1) vs $(fmt "$(calc "$(get "b.$n.stream.bucket")/1e6" 1)" 1) MB at $n nodes."
+	local lost fb
+	fb=$(awk -F'\t' '$1=="b.put_fallback"{s+=$2} END{print s+0}' "$RES")
+	if [ "$fb" != 0 ]; then
+		echo "  In $fb set(s) over all runs a node's PUT of its part into the bucket failed and the part went through the coordinator instead, as designed (one reason: $(getnote b.put_fallback_why))."
+	fi
+	lost=$(awk -F'\t' '$1=="b.lost"{s+=$2} END{print s+0}' "$RES")
+	if [ "$lost" != 0 ]; then
+		echo "  In $lost set(s) over all runs a node dropped its set as a lost lease after the coordinator had accepted its part (a heartbeat heard that the set was complete before the answer to the part came, and cancelled that call); the job was not affected."
 	fi
 }

@@ -3,7 +3,8 @@
 // runs ffmpeg while it measures.
 //
 //	loadgen cycles --coordinator ADDR --nodes 1000 --duration 20s --pid PID
-//	loadgen stream --coordinator ADDR --rounds 5
+//	loadgen stream --coordinator ADDR --rounds 5 [--parallel N] [--from bucket]
+//	loadgen put --from DIR --to 's3://BUCKET/PREFIX/?endpoint=...'
 //
 // cycles: every simulated node loops AcquireSet → Heartbeat → UploadPart,
 // like a real node without the encode. The coordinator checks each part's
@@ -16,6 +17,14 @@
 //
 // stream: acquires a set, streams its frames to nowhere, gives the set
 // back, and reports MB/s. Point it at an ambassador to measure that hop too.
+// With --from bucket it reads the set's frames from their pre-signed URLs
+// instead (a job whose frames are in a bucket, on a coordinator with
+// --storage): the two paths a node has to such frames.
+//
+// put: uploads a folder's files (not its sub-folders or dot files) under a
+// bucket prefix, as a user's tools would put frames there before
+// `framefarm submit --frames s3://...`; credentials from the cloud's
+// standard environment, as the coordinator takes them.
 //
 // The last line of output is "RESULT key=value ..." for scripts.
 package main
@@ -23,9 +32,11 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -42,6 +53,7 @@ import (
 	"github.com/framefarm/framefarm/ambassador"
 	"github.com/framefarm/framefarm/internal/creds"
 	"github.com/framefarm/framefarm/internal/ffmpeg"
+	"github.com/framefarm/framefarm/internal/storage"
 	"github.com/framefarm/framefarm/node"
 	farmpb "github.com/framefarm/framefarm/proto"
 	"google.golang.org/grpc"
@@ -49,7 +61,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen cycles|stream [flags] (loadgen MODE --help)")
+		fmt.Fprintln(os.Stderr, "usage: loadgen cycles|stream|put [flags] (loadgen MODE --help)")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -60,8 +72,10 @@ func main() {
 		err = runCycles(ctx, os.Args[2:])
 	case "stream":
 		err = runStream(ctx, os.Args[2:])
+	case "put":
+		err = runPut(ctx, os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown mode %q: use cycles or stream", os.Args[1])
+		err = fmt.Errorf("unknown mode %q: use cycles, stream or put", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
@@ -592,7 +606,14 @@ func runStream(ctx context.Context, args []string) error {
 	parallel := fs.Int("parallel", 1, "streams at once, each its own node and connection")
 	window := fs.Int("window", 0, "HTTP/2 stream and connection flow-control window in `BYTES` (0: gRPC's default, dynamic)")
 	readBuf := fs.Int("read-buffer", 0, "gRPC read buffer in `BYTES` (0: default 32 KiB)")
+	from := fs.String("from", "coordinator", "where the frames come `FROM`: coordinator (streamed over gRPC) or bucket (GETs of the set's pre-signed URLs, as a node with --frames-from auto reads them; the job's frames must be in a bucket)")
 	_ = fs.Parse(args)
+	if *from != "coordinator" && *from != "bucket" {
+		return fmt.Errorf("--from %q: use coordinator or bucket", *from)
+	}
+	// The node's own bucket client settings: 4 frames at once, each on a
+	// kept-alive connection.
+	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: bucketParallel, ResponseHeaderTimeout: 30 * time.Second}}
 	if *window > 0 {
 		extraDial = append(extraDial, grpc.WithInitialWindowSize(int32(*window)), grpc.WithInitialConnWindowSize(int32(*window)))
 	}
@@ -618,7 +639,7 @@ func runStream(ctx context.Context, args []string) error {
 		name := fmt.Sprintf("streamer-%d", i)
 		wg.Go(func() {
 			for r := 0; r < *rounds; r++ {
-				n, d, err := streamOnce(ctx, cl, name)
+				n, d, err := streamOnce(ctx, cl, name, *from == "bucket", httpc)
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
@@ -641,9 +662,9 @@ func runStream(ctx context.Context, args []string) error {
 	// busy is summed over the streams: the per-stream rate is bytes/busy.
 	perStream := mb / (float64(busy.Load()) / 1e9)
 	agg := mb / wall.Seconds()
-	fmt.Printf("loadgen: streamed %.1f MB in %d sets over %d stream(s): %.0f MB/s per stream, %.0f MB/s in all\n",
-		mb, *rounds**parallel, *parallel, perStream, agg)
-	fmt.Printf("RESULT mode=stream parallel=%d bytes=%d mb_per_s=%.1f aggregate_mb_per_s=%.1f\n", *parallel, total.Load(), perStream, agg)
+	fmt.Printf("loadgen: read %.1f MB from the %s in %d sets over %d stream(s): %.0f MB/s per stream, %.0f MB/s in all\n",
+		mb, *from, *rounds**parallel, *parallel, perStream, agg)
+	fmt.Printf("RESULT mode=stream from=%s parallel=%d bytes=%d mb_per_s=%.1f aggregate_mb_per_s=%.1f\n", *from, *parallel, total.Load(), perStream, agg)
 	return nil
 }
 
@@ -653,8 +674,9 @@ type counter struct{ n *int64 }
 func (c *counter) Write(p []byte) (int, error) { *c.n += int64(len(p)); return len(p), nil }
 func (c *counter) Close() error                { return nil }
 
-// streamOnce acquires a set, streams its frames to nowhere and gives it back.
-func streamOnce(ctx context.Context, cl farmpb.NodeServiceClient, name string) (int64, time.Duration, error) {
+// streamOnce acquires a set, streams its frames to nowhere (or, fromBucket,
+// reads them from their pre-signed URLs) and gives it back.
+func streamOnce(ctx context.Context, cl farmpb.NodeServiceClient, name string, fromBucket bool, httpc *http.Client) (int64, time.Duration, error) {
 	resp, err := cl.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: name})
 	if err != nil {
 		return 0, 0, err
@@ -669,10 +691,14 @@ func streamOnce(ctx context.Context, cl farmpb.NodeServiceClient, name string) (
 		want += f.Size
 	}
 	t0 := time.Now()
-	// The node's own receive path, with its files replaced by a counter.
 	var n int64
-	err = node.ReceiveFrames(ctx, cl, &farmpb.StreamFramesRequest{Node: name, JobId: a.JobId, SetIndex: a.SetIndex, Token: a.Token},
-		a.Frames, func(int) (io.WriteCloser, error) { return &counter{n: &n}, nil })
+	if fromBucket {
+		n, err = getFrames(ctx, httpc, a)
+	} else {
+		// The node's own receive path, with its files replaced by a counter.
+		err = node.ReceiveFrames(ctx, cl, &farmpb.StreamFramesRequest{Node: name, JobId: a.JobId, SetIndex: a.SetIndex, Token: a.Token},
+			a.Frames, func(int) (io.WriteCloser, error) { return &counter{n: &n}, nil })
+	}
 	if err != nil {
 		return n, 0, err
 	}
@@ -681,4 +707,134 @@ func streamOnce(ctx context.Context, cl farmpb.NodeServiceClient, name string) (
 		return n, d, fmt.Errorf("set %d: streamed %d bytes, its frames have %d", a.SetIndex, n, want)
 	}
 	return n, d, nil
+}
+
+// bucketParallel is the node's: how many frames of a set it reads from the
+// bucket at once.
+const bucketParallel = 4
+
+// getFrames reads a set's frames from their pre-signed URLs to nowhere,
+// bucketParallel at once as a node does, and returns the bytes read.
+func getFrames(ctx context.Context, httpc *http.Client, a *farmpb.Assignment) (int64, error) {
+	if len(a.FrameUrls) != len(a.Frames) {
+		return 0, fmt.Errorf("set %d: %d frame URLs for %d frames (is the job's --frames a bucket, and the coordinator's --storage set?)",
+			a.SetIndex, len(a.FrameUrls), len(a.Frames))
+	}
+	var total atomic.Int64
+	errs := make([]error, len(a.Frames))
+	sem := make(chan struct{}, bucketParallel)
+	var wg sync.WaitGroup
+	for i, f := range a.Frames {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = func() error {
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.FrameUrls[i], nil)
+				if err != nil {
+					return err
+				}
+				resp, err := httpc.Do(req)
+				if err != nil {
+					return fmt.Errorf("frame %s: %w", f.Name, err)
+				}
+				defer resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("frame %s: the bucket answered %s", f.Name, resp.Status)
+				}
+				n, err := io.Copy(io.Discard, resp.Body)
+				total.Add(n)
+				if err == nil && n != f.Size {
+					err = fmt.Errorf("frame %s: read %d bytes, the job recorded %d", f.Name, n, f.Size)
+				}
+				return err
+			}()
+		})
+	}
+	wg.Wait()
+	return total.Load(), errors.Join(errs...)
+}
+
+// ---- put ----
+
+func runPut(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("put", flag.ExitOnError)
+	from := fs.String("from", "", "the `DIR` whose files to upload")
+	to := fs.String("to", "", "the bucket folder `URL` to put them under (s3://BUCKET/PREFIX/?endpoint=...)")
+	parallel := fs.Int("parallel", 4, "uploads at once")
+	_ = fs.Parse(args)
+	if *from == "" || *to == "" {
+		return fmt.Errorf("put needs --from DIR and --to URL")
+	}
+	bucketURL, prefix, err := storage.ParsePrefix(*to)
+	if err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(*from)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, e := range entries {
+		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	b, err := storage.OpenBucket(ctx, bucketURL)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	start := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var total atomic.Int64
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, max(*parallel, 1))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		sem <- struct{}{}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f, err := os.Open(filepath.Join(*from, name))
+			if err == nil {
+				c := &countingReader{r: f}
+				err = b.Put(ctx, prefix+name, c)
+				f.Close()
+				total.Add(c.n)
+			}
+			if err != nil {
+				errs[i] = err
+				cancel() // one failure is enough to say; the rest would repeat it
+			}
+		})
+	}
+	wg.Wait()
+	// The first failure, not the cancellations it caused.
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	secs := time.Since(start).Seconds()
+	fmt.Printf("loadgen: put %d files (%.1f MB) into %s in %.2f s\n", len(names), float64(total.Load())/1e6, b, secs)
+	fmt.Printf("RESULT mode=put files=%d bytes=%d seconds=%.3f\n", len(names), total.Load(), secs)
+	return nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
