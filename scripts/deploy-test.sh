@@ -268,9 +268,14 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # --- Kubernetes pods, played by podman ----------------------------------------
 podman network create "$NET" >/dev/null
-port=$(free_port)
-sed -e "s/hostPort: 5555/hostPort: $port/" -e "s#image: ghcr.io/framefarm/framefarm:latest#image: $IMAGE#" \
+port=$(free_port) httpport=$(free_port)
+# podman publishes a containerPort without hostPort on the same host port:
+# 8080 is often taken here (a coordinator's default --http), so both of the
+# coordinator's ports go on free ones.
+sed -E -e "s/hostPort: 5555/hostPort: $port/" -e "s/^( *)containerPort: 8080\$/&\n\1hostPort: $httpport/" \
+  -e "s#image: ghcr.io/framefarm/framefarm:latest#image: $IMAGE#" \
   deploy/podman/farm.yaml >"$BUILD/farm.yaml"
+grep -q "hostPort: $httpport" "$BUILD/farm.yaml" || fail "deploy/podman/farm.yaml: no containerPort 8080 to publish on a free port"
 printf '{"token": "%s"}' "$(printf %s "$TOKEN" | base64 -w0)" | podman secret create framefarm-token - >/dev/null
 say "podman kube play deploy/podman/farm.yaml (port $port)"
 PLAYED=$BUILD/farm.yaml
