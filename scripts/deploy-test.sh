@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # The deployment test (issue 15): builds the Dockerfile's image with podman,
-# then renders a real job on it twice, each time checked frame by frame
-# (framemd5 of FFV1) against one plain ffmpeg run:
+# then renders real jobs on it, each checked frame by frame (framemd5 of
+# FFV1) against one plain ffmpeg run:
 #   1. `podman kube play deploy/podman/farm.yaml`: the coordinator pod and two
 #      node pods, each running the node and its ambassador side by side;
 #   2. `podman-compose -f deploy/compose.yaml up`: the one-machine topology,
-#      with its S3 server (versitygw, deploy/versitygw/Dockerfile): the job
-#      there also goes to --out s3://finals/..., and the object, read back
-#      with curl --aws-sigv4, must be the very bytes fetch gives.
+#      with its S3 server (versitygw, deploy/versitygw/Dockerfile), whose
+#      bucket parts (made by the s3-init service) is the coordinator's
+#      --storage. The first job's frames are uploaded; it also goes to --out
+#      s3://finals/..., and the object, read back with curl --aws-sigv4,
+#      must be the very bytes fetch gives. The second job's frames are put
+#      in the bucket frames: the nodes must read every set from the bucket,
+#      and the coordinator stream none of its frame bytes (its metrics).
+#      For both, every part goes through the parts bucket (no part bytes
+#      uploaded to the coordinator), which is empty after the join.
 # It also runs `systemd-analyze verify` on the units in deploy/systemd.
 # Run through `make test-deploy`.
 #
@@ -219,9 +225,9 @@ nodes_joined() {
   fail "the nodes did not join the coordinator in $1 within 2 minutes"
 }
 
-# render_job ADDR NAME [SUBMIT ARGS...]: submit the frames to the farm at
-# ADDR (uploaded from here, since the coordinator's container does not see
-# them), fetch the video and hold it to the reference frame by frame.
+# render_job ADDR NAME SUBMIT ARGS...: submit a job of the reference's
+# frames to the farm at ADDR (the arguments say where the frames are),
+# fetch the video and hold it to the reference frame by frame.
 render_job() {
   local addr=$1 name=$2 ff=("$BUILD/framefarm")
   shift 2
@@ -232,7 +238,7 @@ render_job() {
   done
   "${ff[@]}" jobs --coordinator "$addr" >/dev/null || fail "$name: the coordinator at $addr does not answer"
   local job
-  job=$("${ff[@]}" submit --coordinator "$addr" --frames "$frames" --upload --codec ffv1 --sets 6 --name "$name" "$@" 2>/dev/null | tail -1)
+  job=$("${ff[@]}" submit --coordinator "$addr" --codec ffv1 --sets 6 --name "$name" "$@" 2>/dev/null | tail -1)
   [ -n "$job" ] || fail "$name: submit gave no job id"
   timeout 300 "${ff[@]}" fetch --coordinator "$addr" --job "$job" --wait -o "$BUILD/$name.mkv" ||
     { "${ff[@]}" status --coordinator "$addr" --job "$job" || true; fail "$name: fetch"; }
@@ -262,9 +268,14 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # --- Kubernetes pods, played by podman ----------------------------------------
 podman network create "$NET" >/dev/null
-port=$(free_port)
-sed -e "s/hostPort: 5555/hostPort: $port/" -e "s#image: ghcr.io/framefarm/framefarm:latest#image: $IMAGE#" \
+port=$(free_port) httpport=$(free_port)
+# podman publishes a containerPort without hostPort on the same host port:
+# 8080 is often taken here (a coordinator's default --http), so both of the
+# coordinator's ports go on free ones.
+sed -E -e "s/hostPort: 5555/hostPort: $port/" -e "s/^( *)containerPort: 8080\$/&\n\1hostPort: $httpport/" \
+  -e "s#image: ghcr.io/framefarm/framefarm:latest#image: $IMAGE#" \
   deploy/podman/farm.yaml >"$BUILD/farm.yaml"
+grep -q "hostPort: $httpport" "$BUILD/farm.yaml" || fail "deploy/podman/farm.yaml: no containerPort 8080 to publish on a free port"
 printf '{"token": "%s"}' "$(printf %s "$TOKEN" | base64 -w0)" | podman secret create framefarm-token - >/dev/null
 say "podman kube play deploy/podman/farm.yaml (port $port)"
 PLAYED=$BUILD/farm.yaml
@@ -272,7 +283,8 @@ podman kube play --network "$NET" "$PLAYED" >"$BUILD/play.log" 2>&1 || { cat "$B
 pods=$(podman pod ps --format '{{.Name}}' | sort | tr '\n' ' ')
 echo "pods: $pods"
 nodes_joined framefarm-coordinator-pod-0-coordinator
-render_job "127.0.0.1:$port" kube || { podman pod logs --tail 20 -a 2>/dev/null; exit 1; }
+# Uploaded from here: the coordinator's container does not see them.
+render_job "127.0.0.1:$port" kube --frames "$frames" --upload || { podman pod logs --tail 20 -a 2>/dev/null; exit 1; }
 # kube down leaves the volumes (the PVC's and the emptyDirs') and the secret.
 podman kube down "$PLAYED" >>"$BUILD/play.log" 2>&1
 podman volume prune -f >/dev/null
@@ -282,22 +294,62 @@ say "kube play: done"
 
 # --- compose ------------------------------------------------------------------
 say "podman-compose -f deploy/compose.yaml up"
-port=$(free_port) s3port=$(free_port)
+port=$(free_port) s3port=$(free_port) httpport=$(free_port)
 export FRAMEFARM_IMAGE=$IMAGE FRAMEFARM_S3_IMAGE=$S3_IMAGE FRAMEFARM_PORT=$port FRAMEFARM_S3_PORT=$s3port \
-  FRAMEFARM_S3_ACCESS_KEY=$S3_ACCESS FRAMEFARM_S3_SECRET_KEY=$S3_SECRET
+  FRAMEFARM_HTTP_PORT=$httpport FRAMEFARM_S3_ACCESS_KEY=$S3_ACCESS FRAMEFARM_S3_SECRET_KEY=$S3_SECRET
 COMPOSED=1
 (cd deploy && FRAMEFARM_TOKEN=$TOKEN podman-compose -p framefarm-test -f compose.yaml up -d) >"$BUILD/compose.log" 2>&1 ||
   { cat "$BUILD/compose.log"; fail "podman-compose up"; }
-# The bucket, made through the S3 API as any client would.
+# The user's buckets, made through the S3 API as any client would.
 for _ in $(seq 60); do
   s3curl -o /dev/null "http://127.0.0.1:$s3port/" 2>/dev/null && break
   sleep 1
 done
-[ "$(s3curl -o "$BUILD/mb.xml" -w '%{http_code}' -X PUT "http://127.0.0.1:$s3port/finals")" = 200 ] ||
-  { cat "$BUILD/mb.xml"; podman logs framefarm-test_s3_1 2>&1 | tail -20; fail "creating the bucket finals on the s3 service"; }
+for bucket in finals frames; do
+  [ "$(s3curl -o "$BUILD/mb.xml" -w '%{http_code}' -X PUT "http://127.0.0.1:$s3port/$bucket")" = 200 ] ||
+    { cat "$BUILD/mb.xml"; podman logs framefarm-test_s3_1 2>&1 | tail -20; fail "creating the bucket $bucket on the s3 service"; }
+done
+# The farm's own, the coordinator's --storage, made by the s3-init service.
+code=
+for _ in $(seq 60); do
+  code=$(s3curl -o /dev/null -w '%{http_code}' -I "http://127.0.0.1:$s3port/parts" 2>/dev/null || true)
+  [ "$code" = 200 ] && break
+  sleep 1
+done
+if [ "$code" != 200 ]; then
+  podman logs framefarm-test_s3-init_1 2>&1 | tail -20
+  fail "compose: s3-init did not make the bucket parts within a minute (HTTP $code)"
+fi
+podman logs framefarm-test_s3-init_1 2>&1 | grep -q "made bucket parts" || fail "compose: s3-init does not say it made the bucket parts"
+
+# metric NAME: the value of the coordinator's counter NAME, from /metrics
+# on its HTTP port.
+metric() {
+  curl -sS -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$httpport/metrics" |
+    awk -v m="$1" '$1 == m { printf "%.0f\n", $2; found = 1 } END { exit !found }' ||
+    fail "compose: no $1 in the coordinator's /metrics"
+}
+
+# parts_empty NAME: the coordinator deletes each part from the parts bucket
+# once it has checked it (the compose file has no --keep-parts): after the
+# join, nothing is left.
+parts_empty() {
+  local n=
+  for _ in $(seq 20); do
+    n=$(s3curl "http://127.0.0.1:$s3port/parts?list-type=2" | sed -n 's#.*<KeyCount>\([0-9]*\)</KeyCount>.*#\1#p')
+    [ "$n" = 0 ] && break
+    sleep 0.5
+  done
+  if [ "$n" != 0 ]; then
+    s3curl "http://127.0.0.1:$s3port/parts?list-type=2" | head -c 2000
+    fail "$1: ${n:-no listing}: the parts bucket is not empty after the join"
+  fi
+}
+
 nodes_joined framefarm-test_coordinator_1
 key=compose/final.mkv
-render_job "127.0.0.1:$port" compose --out "s3://finals/$key?endpoint=http://s3:7070&region=us-east-1&use_path_style=true"
+render_job "127.0.0.1:$port" compose --frames "$frames" --upload \
+  --out "s3://finals/$key?endpoint=http://s3:7070&region=us-east-1&use_path_style=true"
 # The copy to --out follows the join: the object appears once it is whole.
 code=
 for _ in $(seq 60); do
@@ -313,10 +365,41 @@ fi
 cmp "$BUILD/compose.mkv" "$BUILD/compose-s3.mkv" || fail "compose: the object in s3://finals/$key differs from the fetched final"
 FRAMEFARM_TOKEN=$TOKEN "$BUILD/framefarm" status --coordinator "127.0.0.1:$port" --job "$JOB" |
   grep -q "copy to --out: copied to s3://finals/$key" || fail "compose: status does not show the copy to --out"
-if podman logs framefarm-test_coordinator_1 2>&1 | grep -qF "$S3_SECRET"; then
-  fail "compose: the S3 secret key appears in the coordinator's log"
-fi
 echo "compose: s3://finals/$key is byte for byte the fetched final ($(stat -c %s "$BUILD/compose-s3.mkv") bytes)"
+# Its frames were uploaded, so streamed to the nodes: the counter counts.
+streamed=$(metric framefarm_frame_stream_bytes_total)
+[ "$streamed" -gt 0 ] || fail "compose: the uploaded job's frames were streamed, yet framefarm_frame_stream_bytes_total is $streamed"
+[ "$(metric framefarm_part_upload_bytes_total)" = 0 ] ||
+  fail "compose: $(metric framefarm_part_upload_bytes_total) part bytes uploaded to the coordinator; want every part put in the parts bucket"
+parts_empty compose
+echo "compose: every part went through s3://parts and was deleted after the join; $streamed frame bytes streamed"
+
+# A job whose frames are in a bucket: put there with the S3 API, read by
+# the nodes through the pre-signed URLs of their assignments.
+say "compose: frames in s3://frames/sh020/"
+for f in "$frames"/*.png; do
+  s3curl -f -o /dev/null -T "$f" "http://127.0.0.1:$s3port/frames/sh020/${f##*/}" || fail "compose: putting $f in s3://frames/sh020/"
+done
+render_job "127.0.0.1:$port" compose-bucket --frames "s3://frames/sh020/?endpoint=http://s3:7070&region=us-east-1&use_path_style=true"
+[ "$(metric framefarm_frame_stream_bytes_total)" = "$streamed" ] ||
+  fail "compose-bucket: the coordinator streamed $(( $(metric framefarm_frame_stream_bytes_total) - streamed )) frame bytes; want 0, the nodes reading the bucket"
+[ "$(metric framefarm_part_upload_bytes_total)" = 0 ] ||
+  fail "compose-bucket: $(metric framefarm_part_upload_bytes_total) part bytes uploaded to the coordinator; want every part put in the parts bucket"
+parts_empty compose-bucket
+# Every set's frames came from the bucket, on both nodes, without a fallback.
+for n in 1 2; do podman logs "framefarm-test_node-${n}_1" 2>&1; done | grep -F "job=$JOB " >"$BUILD/compose-bucket-nodes.log" || true
+from_bucket=$(grep -c 'msg="part uploaded".*frames=bucket' "$BUILD/compose-bucket-nodes.log" || true)
+others=$(grep 'msg="part uploaded"' "$BUILD/compose-bucket-nodes.log" | grep -vc 'frames=bucket' || true)
+if [ "$from_bucket" -lt 6 ] || [ "$others" != 0 ] || grep -q 'bucket failed' "$BUILD/compose-bucket-nodes.log"; then
+  grep -E 'part uploaded|bucket failed' "$BUILD/compose-bucket-nodes.log" | head -20
+  fail "compose-bucket: $from_bucket sets read from the bucket and $others otherwise (or a warning above); want all 6 from the bucket"
+fi
+echo "compose-bucket: all $from_bucket sets read from s3://frames by the nodes, 0 frame bytes streamed by the coordinator"
+for c in coordinator_1 node-1_1 node-2_1 s3-init_1; do
+  if podman logs "framefarm-test_$c" 2>&1 | grep -qF "$S3_SECRET"; then
+    fail "compose: the S3 secret key appears in the log of $c"
+  fi
+done
 (cd deploy && FRAMEFARM_TOKEN=$TOKEN podman-compose -p framefarm-test -f compose.yaml down -v) >>"$BUILD/compose.log" 2>&1
 COMPOSED=
 say "compose: done"

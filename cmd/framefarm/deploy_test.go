@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -301,6 +302,7 @@ type composeService struct {
 	Tmpfs           []string          `json:"tmpfs"`
 	Restart         string            `json:"restart"`
 	Environment     map[string]string `json:"environment"`
+	Entrypoint      []string          `json:"entrypoint"`
 	Command         []string          `json:"command"`
 	Ports           []string          `json:"ports"`
 	Volumes         []string          `json:"volumes"`
@@ -324,8 +326,12 @@ func composeCommandLines(t *testing.T) []commandLine {
 		if !s.ReadOnly || !slices.Contains(s.CapDrop, "ALL") || !slices.Contains(s.SecurityOpt, "no-new-privileges") || s.User == "" || strings.HasPrefix(s.User, "0") {
 			t.Errorf("compose.yaml, service %s: want read_only, cap_drop ALL, no-new-privileges and a non-root user", name)
 		}
-		if name == "s3" {
+		switch name {
+		case "s3":
 			checkComposeS3(t, c)
+			continue
+		case "s3-init":
+			checkComposeS3Init(t, c)
 			continue
 		}
 		for k := range s.Environment {
@@ -406,6 +412,40 @@ func checkComposeS3(t *testing.T, c composeFile) {
 	}
 	if len(s.Ports) != 1 || !strings.HasSuffix(s.Ports[0], ":7070") || flagValue(s.Command, "--port") != ":7070" {
 		t.Errorf("compose.yaml, service s3: listens on %q, publishes %v: want :7070", flagValue(s.Command, "--port"), s.Ports)
+	}
+}
+
+// checkComposeS3Init holds the compose file's one-shot s3-init to making
+// the very bucket the coordinator's --storage names, on the s3 service
+// whose host the pre-signed URLs carry (the nodes resolve it by name), with
+// the s3 service's own root keys.
+func checkComposeS3Init(t *testing.T, c composeFile) {
+	t.Helper()
+	s, s3, coord := c.Services["s3-init"], c.Services["s3"], c.Services["coordinator"]
+	u, err := url.Parse(flagValue(coord.Command, "--storage"))
+	if err != nil || u.Scheme != "s3" || u.Host == "" {
+		t.Errorf("compose.yaml: the coordinator's --storage is %q, want an s3:// bucket (err %v)", flagValue(coord.Command, "--storage"), err)
+		return
+	}
+	if ep := u.Query().Get("endpoint"); ep != "http://s3"+flagValue(s3.Command, "--port") || ep != s.Environment["ADMIN_ENDPOINT_URL"] {
+		t.Errorf("compose.yaml: the coordinator's --storage endpoint is %q and s3-init's %q, want both http://s3 on the s3 service's --port %s",
+			ep, s.Environment["ADMIN_ENDPOINT_URL"], flagValue(s3.Command, "--port"))
+	}
+	if s.Environment["BUCKET"] != u.Host {
+		t.Errorf("compose.yaml, service s3-init: makes bucket %q, but the coordinator's --storage is in %q", s.Environment["BUCKET"], u.Host)
+	}
+	for admin, root := range map[string]string{"ADMIN_ACCESS_KEY_ID": "ROOT_ACCESS_KEY_ID", "ADMIN_SECRET_ACCESS_KEY": "ROOT_SECRET_ACCESS_KEY"} {
+		if s.Environment[admin] == "" || s.Environment[admin] != s3.Environment[root] {
+			t.Errorf("compose.yaml, service s3-init: %s is %q, want the s3 service's %s %q", admin, s.Environment[admin], root, s3.Environment[root])
+		}
+	}
+	if s.Image != s3.Image || !slices.Equal(s.Entrypoint, []string{"/bin/sh", "-c"}) || len(s.Command) != 1 ||
+		!strings.Contains(s.Command[0], "versitygw admin create-bucket") {
+		t.Errorf("compose.yaml, service s3-init: want the s3 service's image %q running versitygw admin create-bucket in /bin/sh -c", s3.Image)
+	}
+	// A one-shot under unless-stopped would be started again forever.
+	if s.Restart != "no" || !slices.Contains(s.DependsOn, "s3") {
+		t.Errorf("compose.yaml, service s3-init: restart %q, depends_on %v: want restart \"no\" and depends_on s3", s.Restart, s.DependsOn)
 	}
 }
 
