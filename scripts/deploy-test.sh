@@ -330,9 +330,9 @@ metric() {
     fail "compose: no $1 in the coordinator's /metrics"
 }
 
-# parts_empty NAME: the coordinator deletes each part from the parts bucket
-# once it has checked it (the compose file has no --keep-parts): after the
-# join, nothing is left.
+# parts_empty NAME: the coordinator deletes a job's parts from the parts
+# bucket once the job is joined (the compose file has no --keep-parts):
+# within moments of the join, nothing is left.
 parts_empty() {
   local n=
   for _ in $(seq 20); do
