@@ -599,24 +599,7 @@ bucket_run() {
 	local caddr
 	caddr=$(wait_addr "$d/coordinator.out" "$cpid") || { tail -5 "$d/coordinator.log" >&2; die "$tag: coordinator did not start"; }
 	local apids=() npids=()
-	for ((i = 1; i <= nodes; i++)); do
-		cg_new "$tag-a$i"
-		cg_new "$tag-n$i" "$cpus"
-		groups+=("$tag-a$i" "$tag-n$i")
-		cg_exec "$tag-a$i" "$BIN" ambassador --coordinator "$caddr" --listen 127.0.0.1:0 >"$d/ambassador-$i.out" 2>"$d/ambassador-$i.log" &
-		apids+=($!)
-		PIDS+=($!)
-	done
-	for ((i = 1; i <= nodes; i++)); do
-		local aaddr
-		aaddr=$(wait_addr "$d/ambassador-$i.out" "${apids[$((i - 1))]}") || die "$tag: ambassador $i did not start"
-		local pin=()
-		if [ "$CG_MODE" = none ] && [ -n "$cpus" ]; then pin=(taskset -c $(((i - 1) % $(nproc)))); fi
-		cg_exec "$tag-n$i" "${pin[@]}" "$BIN" node --ambassador "$aaddr" --name "$tag-n$i" --work "$d/work-$i" \
-			--frames-from "$mode" --metrics 127.0.0.1:0 ${NODE_ARGS:-} >"$d/node-$i.out" 2>"$d/node-$i.log" &
-		npids+=($!)
-		PIDS+=($!)
-	done
+	machines_start "$caddr" --frames-from "$mode" --metrics 127.0.0.1:0
 	# Every node asking for work before the job comes, so the clock holds
 	# the job and not the farm's start-up.
 	local t=0

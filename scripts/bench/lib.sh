@@ -269,6 +269,35 @@ ffmpeg_run() {
 	cg_rm "$tag"
 }
 
+# machines_start CADDR [NODE-FLAGS...]: for farm_run and bucket_run, NODES
+# emulated machines on the coordinator at CADDR, each an ambassador and a
+# node (the node in a group with the CPUS quota when set, with NODE-FLAGS
+# and $NODE_ARGS). Uses the caller's tag, d, nodes and cpus, and appends to
+# its groups, apids and npids.
+machines_start() {
+	local caddr=$1 i
+	shift
+	for ((i = 1; i <= nodes; i++)); do
+		cg_new "$tag-a$i"
+		cg_new "$tag-n$i" "$cpus"
+		groups+=("$tag-a$i" "$tag-n$i")
+		cg_exec "$tag-a$i" "$BIN" ambassador --coordinator "$caddr" --listen 127.0.0.1:0 >"$d/ambassador-$i.out" 2>"$d/ambassador-$i.log" &
+		apids+=($!)
+		PIDS+=($!)
+	done
+	for ((i = 1; i <= nodes; i++)); do
+		local aaddr
+		aaddr=$(wait_addr "$d/ambassador-$i.out" "${apids[$((i - 1))]}") || die "$tag: ambassador $i did not start"
+		local pin=()
+		if [ "$CG_MODE" = none ] && [ -n "$cpus" ]; then pin=(taskset -c $(((i - 1) % $(nproc)))); fi
+		# shellcheck disable=SC2086 # NODE_ARGS holds several flags
+		cg_exec "$tag-n$i" "${pin[@]}" "$BIN" node --ambassador "$aaddr" --name "$tag-n$i" --work "$d/work-$i" "$@" ${NODE_ARGS:-} \
+			>"$d/node-$i.out" 2>"$d/node-$i.log" &
+		npids+=($!)
+		PIDS+=($!)
+	done
+}
+
 # farm_run TAG FRAMES NODES CPUS SETS OUTEXT -- COORDINATOR-FLAGS...
 # A whole farm on loopback: coordinator, then per emulated machine an
 # ambassador and a node (the node in a group with CPUS quota when set),
@@ -293,24 +322,7 @@ farm_run() {
 	caddr=$(wait_addr "$d/coordinator.out" "$cpid") || { tail -5 "$d/coordinator.log" >&2; die "$tag: coordinator did not start"; }
 	R_STARTUP=$(elapsed "$t0")
 	local apids=() npids=()
-	for ((i = 1; i <= nodes; i++)); do
-		cg_new "$tag-a$i"
-		cg_new "$tag-n$i" "$cpus"
-		groups+=("$tag-a$i" "$tag-n$i")
-		cg_exec "$tag-a$i" "$BIN" ambassador --coordinator "$caddr" --listen 127.0.0.1:0 >"$d/ambassador-$i.out" 2>"$d/ambassador-$i.log" &
-		apids+=($!)
-		PIDS+=($!)
-	done
-	for ((i = 1; i <= nodes; i++)); do
-		local aaddr
-		aaddr=$(wait_addr "$d/ambassador-$i.out" "${apids[$((i - 1))]}") || die "$tag: ambassador $i did not start"
-		local pin=()
-		if [ "$CG_MODE" = none ] && [ -n "$cpus" ]; then pin=(taskset -c $(((i - 1) % $(nproc)))); fi
-		cg_exec "$tag-n$i" "${pin[@]}" "$BIN" node --ambassador "$aaddr" --name "$tag-n$i" --work "$d/work-$i" ${NODE_ARGS:-} \
-			${NODE_PPROF:+--pprof 127.0.0.1:0} >"$d/node-$i.out" 2>"$d/node-$i.log" &
-		npids+=($!)
-		PIDS+=($!)
-	done
+	machines_start "$caddr" ${NODE_PPROF:+--pprof 127.0.0.1:0}
 	R_NODE_PIDS="${npids[*]}"
 	R_COORD_PID=$cpid
 	local hook=""
