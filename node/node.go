@@ -393,7 +393,7 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	defer os.RemoveAll(dir)
 	from := "streamed"
 	if n.cfg.FramesFrom == FramesAuto && len(a.FrameUrls) > 0 {
-		if err := n.fetchFrames(ctx, dir, a); err != nil {
+		if err := n.fetchFrames(ctx, dir, a, log); err != nil {
 			log.Warn("reading the frames from the bucket failed; streaming them through the coordinator", "err", err)
 		} else {
 			from = "bucket"
@@ -435,7 +435,7 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	put := a.PartUrl != ""
 	return from, n.retry(ctx, log, "uploading the part", func() error {
 		if put {
-			err := n.putPart(ctx, part, a.PartUrl)
+			err := n.putPart(ctx, part, a.PartUrl, log)
 			if err == nil {
 				if err = n.upload(ctx, part, a, encodeMS, true); err == nil {
 					return nil
