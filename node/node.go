@@ -435,18 +435,24 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	put := a.PartUrl != ""
 	return from, n.retry(ctx, log, "uploading the part", func() error {
 		if put {
-			err := n.putPart(ctx, part, a.PartUrl, log)
-			if err == nil {
-				if err = n.upload(ctx, part, a, encodeMS, true); err == nil {
-					return nil
-				}
-			}
 			// Once the bucket failed this set, the coordinator takes the
 			// part: an expired URL or a bucket out of reach stays so.
 			put = false
-			log.Warn("putting the part into the bucket failed; uploading it through the coordinator", "err", err)
-			if status.Code(err) != codes.Unknown {
-				return err // the coordinator's answer: retried or not as any upload's
+			if err := n.putPart(ctx, part, a.PartUrl, log); err != nil {
+				log.Warn("putting the part into the bucket failed; uploading it through the coordinator", "err", err)
+			} else if err := n.upload(ctx, part, a, encodeMS, true); err == nil {
+				return nil
+			} else if status.Code(err) != codes.Unknown {
+				// The coordinator's answer: retried or not as any upload's.
+				// Only when it could not read the bucket does the part go
+				// through it next; a refused part (not what the node put,
+				// say) is logged as such by render, not as a fallback.
+				if isTransient(err) {
+					log.Warn("the coordinator could not take the part from the bucket; uploading it through the coordinator", "err", err)
+				}
+				return err
+			} else {
+				log.Warn("telling the coordinator of the part in the bucket failed; uploading it through the coordinator", "err", err)
 			}
 		}
 		return n.upload(ctx, part, a, encodeMS, false)
