@@ -246,7 +246,7 @@ func (c *Coordinator) fetchPart(ctx context.Context, key string, limit int64, w 
 	}
 	r, err := c.parts.Open(ctx, key, -1, "")
 	if storage.IsNotFound(err) {
-		return 0, fmt.Errorf("%w: the part is not in %s at %s: put it again or upload it", ErrBadPart, c.parts, key)
+		return 0, fmt.Errorf("%w: the part is not in %s at %s: upload it", errBucketPart, c.parts, key)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("%w: reading the part from %s: %w", errOwnFault, c.parts, err)

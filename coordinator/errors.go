@@ -25,6 +25,13 @@ var (
 	// never the node's or the set's: answered Unavailable (ResourceExhausted
 	// when space or descriptors ran out), so that the node tries again.
 	errOwnFault = errors.New("the coordinator could not do it")
+	// errBucketPart: the part a node put in the --storage bucket is not
+	// there as the node announced it (missing, fewer or other bytes): the
+	// bucket's fault or the transfer's, which the node cannot help and a
+	// new render would not cure. Answered Aborted: the node uploads the part
+	// it holds to the coordinator under the same lease, checked as any
+	// upload; the set is neither failed on the node nor rendered again.
+	errBucketPart = errors.New("the part in the bucket is not the one announced")
 	// ErrStopped: a commit failed, so the coordinator takes no more changes
 	// and stops; started again, it resumes from its data folder.
 	ErrStopped = errors.New("coordinator stopping: its state could not be saved")
@@ -54,6 +61,8 @@ func toStatus(err error) error {
 		code, why = codes.FailedPrecondition, reason.LeaseLost
 	case errors.Is(err, job.ErrNotFound):
 		code, why = codes.NotFound, reason.NotFound
+	case errors.Is(err, errBucketPart):
+		code = codes.Aborted
 	case errors.Is(err, ErrBadPart):
 		code, why = codes.InvalidArgument, reason.PartRefused
 	case errors.Is(err, errRefused):
