@@ -58,6 +58,8 @@ const (
 	// bodyCut: the client's connection is closed after that many bytes;
 	// nothing is forwarded.
 	bodyCut
+	// bodyCorrupt: the byte at that offset is inverted, the length kept.
+	bodyCorrupt
 )
 
 // StartProxy starts a proxy in front of s, stopped when the test ends.
@@ -108,7 +110,7 @@ func StartProxy(t testing.TB, s *S3) *Proxy {
 				}
 				return
 			}
-			if ok && f.body == bodyTruncated {
+			if ok && (f.body == bodyTruncated || f.body == bodyCorrupt) {
 				p.faulted.Add(1)
 				// Read whole first, so that the client finishes sending and
 				// reads S3's answer as to a complete upload.
@@ -116,7 +118,11 @@ func StartProxy(t testing.TB, s *S3) *Proxy {
 				if err != nil {
 					return
 				}
-				b = b[:min(int64(len(b)), f.bytes)]
+				if f.body == bodyTruncated {
+					b = b[:min(int64(len(b)), f.bytes)]
+				} else if f.bytes < int64(len(b)) {
+					b[f.bytes] ^= 0xff
+				}
 				r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
 				r.Header.Set("Content-Length", fmt.Sprint(len(b)))
 				rp.ServeHTTP(w, r)
@@ -221,6 +227,13 @@ func (p *Proxy) FailNextUnder(n int, method, prefix string, status int, code str
 // stored what it got).
 func (p *Proxy) TruncateNextPut(n int, prefix string, keep int64) {
 	p.plan(fault{n: n, method: http.MethodPut, prefix: prefix, body: bodyTruncated, bytes: keep})
+}
+
+// CorruptNextPut inverts the byte at offset at of the body of each of the
+// next n PUTs under prefix: S3 stores an object of the right size with
+// other bytes, and the client gets S3's 200.
+func (p *Proxy) CorruptNextPut(n int, prefix string, at int64) {
+	p.plan(fault{n: n, method: http.MethodPut, prefix: prefix, body: bodyCorrupt, bytes: at})
 }
 
 // CutNextPut reads the first after bytes of the body of each of the next n

@@ -196,8 +196,8 @@ func signedPut(t *testing.T, p *Proxy, b *blob.Bucket, key string, body []byte) 
 }
 
 // TestProxyPutBodyFaults: FailNextUnder fails only the requests under its
-// prefix; TruncateNextPut stores the first bytes of a PUT answered 200;
-// CutNextPut leaves the client without an answer and S3 without the
+// prefix; TruncateNextPut stores the first bytes of a PUT answered 200,
+// CorruptNextPut one byte changed; CutNextPut leaves the client without an answer and S3 without the
 // object.
 func TestProxyPutBodyFaults(t *testing.T) {
 	s := StartS3(t, "frames", "parts")
@@ -226,6 +226,15 @@ func TestProxyPutBodyFaults(t *testing.T) {
 		t.Fatalf("after a truncated PUT the object is %+v (%v), want 1000 bytes", a, err)
 	}
 
+	p.CorruptNextPut(1, "/parts/farm/", 5)
+	if code, err := signedPut(t, p, parts, "farm/flipped.bin", body); err != nil || code != http.StatusOK {
+		t.Fatalf("corrupted PUT: %d %v, want S3's 200", code, err)
+	}
+	got, err := parts.ReadAll(ctx, "farm/flipped.bin")
+	if err != nil || len(got) != len(body) || got[5] != body[5]^0xff || !bytes.Equal(got[6:], body[6:]) {
+		t.Fatalf("after a corrupted PUT: %d bytes (%v), want byte 5 inverted only", len(got), err)
+	}
+
 	p.CutNextPut(1, "/parts/", 64<<10)
 	if code, err := signedPut(t, p, parts, "farm/cut.bin", body); err == nil {
 		t.Fatalf("cut PUT: answered %d, want no answer", code)
@@ -233,8 +242,8 @@ func TestProxyPutBodyFaults(t *testing.T) {
 	if _, err := parts.Attributes(ctx, "farm/cut.bin"); gcerrors.Code(err) != gcerrors.NotFound {
 		t.Fatalf("after a cut PUT: %v, want no object", err)
 	}
-	if p.Faulted() != 2 {
-		t.Fatalf("faulted %d, want 2", p.Faulted())
+	if p.Faulted() != 3 {
+		t.Fatalf("faulted %d, want 3", p.Faulted())
 	}
 	// The next PUT passes whole.
 	if code, err := signedPut(t, p, parts, "farm/whole.bin", body); err != nil || code != http.StatusOK {
