@@ -421,6 +421,13 @@ func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatReques
 	jr, err := c.leaseJob(req.JobId)
 	if err == nil {
 		err = jr.job.Beat(int(req.SetIndex), req.Token, int(req.FramesDone), rtt, c.cfg.Now())
+		if errors.Is(err, job.ErrStaleToken) && doneUnder(jr.job, int(req.SetIndex), req.Token) {
+			// The part of this very lease was accepted a moment ago, and the
+			// answer to its upload is on its way: a beat sent meanwhile is
+			// not a lost lease, which would make the node cancel that upload
+			// and count a set it delivered as lost.
+			err = nil
+		}
 	}
 	var b *batch
 	if err != nil {
@@ -436,6 +443,15 @@ func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatReques
 		return nil, err
 	}
 	return &farmpb.HeartbeatResponse{}, nil
+}
+
+// doneUnder reports whether set index of j is completed under token.
+func doneUnder(j *job.Job, index int, token uint64) bool {
+	if index < 0 || index >= len(j.Sets) {
+		return false
+	}
+	s := j.Sets[index]
+	return s.State == job.Completed && s.Token == token
 }
 
 func (n *nodeService) ReleaseSet(ctx context.Context, req *farmpb.ReleaseSetRequest) (*farmpb.ReleaseSetResponse, error) {
