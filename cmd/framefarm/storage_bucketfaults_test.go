@@ -28,11 +28,10 @@ var (
 	partRefusedNode = regexp.MustCompile(`part refused by the coordinator`)
 )
 
-// proxiedBucketFarm is bucketFarm with --storage through p, and a job of
-// the given frames put in the bucket "frames" under sh/, submitted with
-// --frames through p. It returns the farm, its metrics address, the job
-// and the frames' reference checksums.
-func proxiedBucketFarm(t *testing.T, s3 *storagetest.S3, p *storagetest.Proxy, frames, sets int) (f *farm, metrics, id string, want []string) {
+// proxiedBucketFarm is bucketFarm with --storage through p, and the given
+// number of frames put in the bucket "frames" under sh/. It returns the
+// farm, its metrics address and the frames' reference checksums.
+func proxiedBucketFarm(t *testing.T, s3 *storagetest.S3, p *storagetest.Proxy, frames int) (f *farm, metrics string, want []string) {
 	t.Helper()
 	local := filepath.Join(t.TempDir(), "frames")
 	genFrames(t, local, frames, 1, "320x240")
@@ -43,11 +42,15 @@ func proxiedBucketFarm(t *testing.T, s3 *storagetest.S3, p *storagetest.Proxy, f
 	args := []string{"coordinator", "--data", data, "--listen", "127.0.0.1:0", "--heartbeat-timeout", "5s", "--poll-window", "2s",
 		"--storage", p.URL("parts", "farm/"), "--metrics", metrics}
 	coord, m := start(t, "coordinator", farmReady, args...)
-	f = &farm{coord: coord, addr: m[1], data: data, coordArgs: args}
-	// The submit's scan (a listing, ranged GETs of the headers) is done
-	// when submit returns: faults planned after it meet the render only.
-	id = f.submit(t, "--frames", p.URL("frames", "sh/"), "--sets", strconv.Itoa(sets), "--codec", "ffv1")
-	return f, metrics, id, want
+	return &farm{coord: coord, addr: m[1], data: data, coordArgs: args}, metrics, want
+}
+
+// submitProxied submits the frames with --frames through p. The submit's
+// scan (a listing, ranged GETs of the headers) is done when it returns:
+// faults planned after it meet the render only.
+func submitProxied(t *testing.T, f *farm, p *storagetest.Proxy, sets int) string {
+	t.Helper()
+	return f.submit(t, "--frames", p.URL("frames", "sh/"), "--sets", strconv.Itoa(sets), "--codec", "ffv1")
 }
 
 // nodeLines counts the lines matching re in the nodes' logs.
@@ -85,8 +88,9 @@ func noSetLost(t *testing.T, w *watcher, sets int) {
 }
 
 // TestStorageBucketBusyRetried: the bucket answers 503 SlowDown or 500
-// InternalError to some nodes' GETs of frames and PUTs of parts, and to
-// the coordinator's GETs and HEADs of parts, no more often than the
+// InternalError to the coordinator's listing of the frames at submit, to
+// some nodes' GETs of frames and PUTs of parts, and to the coordinator's
+// GETs and HEADs of parts, no more often than the
 // retries of each take: the nodes try again after a pause (logged) and
 // never fall back to the coordinator, the coordinator's S3 client retries
 // its own; the video is frame-exact, no set lost, no part left behind.
@@ -95,8 +99,14 @@ func TestStorageBucketBusyRetried(t *testing.T) {
 	s3 := storagetest.StartS3(t, "frames", "parts")
 	p := storagetest.StartProxy(t, s3)
 	const sets = 6
-	f, metrics, id, want := proxiedBucketFarm(t, s3, p, 48, sets)
+	f, metrics, want := proxiedBucketFarm(t, s3, p, 48)
 	w := watch(t, f.addr)
+	// The submit's listing of the frames (the first request of its scan).
+	p.FailNextUnder(2, http.MethodGet, "/frames", http.StatusServiceUnavailable, "SlowDown")
+	id := submitProxied(t, f, p, sets)
+	if p.Faulted() != 2 {
+		t.Fatalf("%d of the submit's requests faulted, want 2", p.Faulted())
+	}
 	before := p.Requests()
 	// Two of each: no one request meets three (a node tries 3 times, the
 	// coordinator's S3 client 3 times too).
@@ -115,8 +125,8 @@ func TestStorageBucketBusyRetried(t *testing.T) {
 	checkExact(t, out, want)
 	noSetLost(t, w, sets)
 
-	if p.Faulted() != 8 {
-		t.Errorf("%d requests faulted, want the 8 planned", p.Faulted())
+	if p.Faulted() != 10 {
+		t.Errorf("%d requests faulted, want the 10 planned", p.Faulted())
 	}
 	if n := nodeLines(nodes, bucketBusy); n != 4 {
 		t.Errorf("the nodes logged %d retries, want 4 (2 GETs of frames, 2 PUTs of parts)", n)
@@ -151,9 +161,10 @@ func TestStorageBucketBusyFallback(t *testing.T) {
 	needFFmpeg(t)
 	s3 := storagetest.StartS3(t, "frames", "parts")
 	p := storagetest.StartProxy(t, s3)
-	const sets = 12
-	f, metrics, id, want := proxiedBucketFarm(t, s3, p, 96, sets)
+	const sets = 8
+	f, metrics, want := proxiedBucketFarm(t, s3, p, 64)
 	w := watch(t, f.addr)
+	id := submitProxied(t, f, p, sets)
 	// One node, whose sets take a while: each phase below meets sets still
 	// to render.
 	nodes := []*farmNode{addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true, slow: 300 * time.Millisecond})}
@@ -220,8 +231,9 @@ func TestStorageBucketHalfPart(t *testing.T) {
 	s3 := storagetest.StartS3(t, "frames", "parts")
 	p := storagetest.StartProxy(t, s3)
 	const sets = 6
-	f, metrics, id, want := proxiedBucketFarm(t, s3, p, 48, sets)
+	f, metrics, want := proxiedBucketFarm(t, s3, p, 48)
 	w := watch(t, f.addr)
+	id := submitProxied(t, f, p, sets)
 	p.TruncateNextPut(1, "/parts/farm/", 32<<10)
 	p.CorruptNextPut(1, "/parts/farm/", 20000)
 	p.CutNextPut(1, "/parts/farm/", 32<<10)
