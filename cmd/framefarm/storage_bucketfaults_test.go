@@ -110,10 +110,10 @@ func noSetLost(t *testing.T, w *watcher, sets int) {
 // TestStorageBucketBusyRetried: the bucket answers 503 SlowDown or 500
 // InternalError to the coordinator's listing of the frames at submit, to
 // some nodes' GETs of frames and PUTs of parts, and to the coordinator's
-// GETs and HEADs of parts, no more often than the
-// retries of each take: the nodes try again after a pause (logged) and
-// never fall back to the coordinator, the coordinator's S3 client retries
-// its own; the video is frame-exact, no set lost, no part left behind.
+// GETs and HEADs of parts, no more often than the retries of each take:
+// the nodes try again after a pause (logged) and never fall back to the
+// coordinator, the coordinator's S3 client retries its own; the video is
+// frame-exact, no set lost, no part left behind.
 func TestStorageBucketBusyRetried(t *testing.T) {
 	needFFmpeg(t)
 	s3 := storagetest.StartS3(t, "frames", "parts")
@@ -128,8 +128,8 @@ func TestStorageBucketBusyRetried(t *testing.T) {
 		t.Fatalf("%d of the submit's requests faulted, want 2", p.Faulted())
 	}
 	before := p.Requests()
-	// Two of each: no one request meets three (a node tries 3 times, the
-	// coordinator's S3 client 3 times too).
+	// Two of each kind: no one request meets three (a node tries 3 times,
+	// the coordinator's S3 client 3 times too).
 	p.FailNextUnder(1, http.MethodGet, "/frames/sh/", http.StatusServiceUnavailable, "SlowDown")
 	p.FailNextUnder(1, http.MethodGet, "/frames/sh/", http.StatusInternalServerError, "InternalError")
 	p.FailNextUnder(1, http.MethodPut, "/parts/farm/", http.StatusServiceUnavailable, "SlowDown")
