@@ -18,9 +18,14 @@ var (
 	ErrNotReady     = errors.New("final video not ready")
 	ErrBadPart      = errors.New("part refused")
 	ErrFrameChanged = errors.New("frame changed")
-	// errPartNotInBucket: a part announced as put in the --storage bucket
-	// is not there for this coordinator to read; the node uploads it.
-	errPartNotInBucket = errors.New("part not in the bucket")
+	// errPartNotInBucket: the part a node put in the --storage bucket is
+	// not there as the node announced it (missing, fewer or other bytes;
+	// or this coordinator, restarted, has no --storage or another one): the
+	// bucket's fault, the transfer's or the set-up's, which the node cannot
+	// help and a new render would not cure. The node uploads the part it
+	// holds under the same lease, checked as any upload; the set is neither
+	// failed on the node nor rendered again.
+	errPartNotInBucket = errors.New("the part is not in the bucket as announced")
 	// errRefused: a job's frames or settings cannot be rendered; the
 	// message names the file or flag and what to do.
 	errRefused = errors.New("job refused")

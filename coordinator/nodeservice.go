@@ -424,6 +424,7 @@ func (n *nodeService) Heartbeat(ctx context.Context, req *farmpb.HeartbeatReques
 	c.mu.Lock()
 	jr, err := c.leaseJob(req.JobId)
 	if err == nil {
+		// A beat of the lease a set just completed under is kept (see Beat).
 		err = jr.job.Beat(int(req.SetIndex), req.Token, int(req.FramesDone), rtt, c.cfg.Now())
 	}
 	var b *batch
@@ -593,6 +594,9 @@ func (n *nodeService) UploadPart(stream farmpb.NodeService_UploadPartServer) err
 		// From the file still open: no second open of what was just written.
 		err = verifyPart(jr.rec.Settings, f, size, s)
 	}
+	if errors.Is(err, errPartNotInBucket) {
+		log.Warn("the part in the bucket is not what the node announced; it uploads the part to the coordinator instead", "err", err)
+	}
 	if errors.Is(err, errOwnFault) {
 		log.Error("the part could not be stored: the coordinator's own failure, not the node's; it will upload again", "err", err)
 	}
@@ -718,11 +722,18 @@ func (c *Coordinator) receivePart(stream farmpb.NodeService_UploadPartServer, jr
 		}
 	}
 	sum := hex.EncodeToString(hash.Sum(nil))
-	if size != h.Size {
-		return f, "", 0, fmt.Errorf("%w: set %d: received %d bytes, %d announced", ErrBadPart, s.Index, size, h.Size)
+	// A part streamed here that is not as announced is the node's; one in
+	// the bucket may be the bucket's or the PUT's (half-written, changed):
+	// the node, which holds the part, uploads it instead.
+	bad, got, data := ErrBadPart, "received", "received data"
+	if h.InBucket {
+		bad, got, data = errPartNotInBucket, "the bucket holds", "the bucket's"
 	}
-	if got := hex.EncodeToString(trailer.Sha256); got != sum {
-		return f, "", 0, fmt.Errorf("%w: set %d: SHA-256 mismatch: node says %s, received data is %s", ErrBadPart, s.Index, got, sum)
+	if size != h.Size {
+		return f, "", 0, fmt.Errorf("%w: set %d: %s %d bytes, %d announced", bad, s.Index, got, size, h.Size)
+	}
+	if said := hex.EncodeToString(trailer.Sha256); said != sum {
+		return f, "", 0, fmt.Errorf("%w: set %d: SHA-256 mismatch: node says %s, %s is %s", bad, s.Index, said, data, sum)
 	}
 	if err := f.Sync(); err != nil {
 		return f, "", 0, fmt.Errorf("%w: storing part of set %d: %w", errOwnFault, s.Index, err)

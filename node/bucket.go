@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -32,6 +33,16 @@ const bucketParallel = 4
 // out of reach must not hold a set long before the node streams it.
 const bucketTimeout = 30 * time.Second
 
+// bucketTries bounds the tries of one request the bucket answers "busy"
+// (503 SlowDown, 500 InternalError): S3 asks clients to retry those with
+// backoff, and a moment's pause often suffices. A bucket still busy after
+// that makes the node use the coordinator for the set rather than wait.
+const bucketTries = 3
+
+// bucketRetryWait is the pause before the second try, doubled before each
+// further one: 200 ms, then 400 ms.
+const bucketRetryWait = 200 * time.Millisecond
+
 func newBucketClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.ResponseHeaderTimeout = bucketTimeout
@@ -47,7 +58,7 @@ func newBucketClient() *http.Client {
 // dir as the sequence ffmpeg reads, checking each frame's size and ETag
 // against what the coordinator recorded. It leaves nothing in dir when it
 // fails.
-func (n *Node) fetchFrames(ctx context.Context, dir string, a *farmpb.Assignment) (err error) {
+func (n *Node) fetchFrames(ctx context.Context, dir string, a *farmpb.Assignment, log *slog.Logger) (err error) {
 	if len(a.FrameUrls) != len(a.Frames) {
 		return fmt.Errorf("the coordinator gave %d frame URLs for %d frames", len(a.FrameUrls), len(a.Frames))
 	}
@@ -66,7 +77,7 @@ func (n *Node) fetchFrames(ctx context.Context, dir string, a *farmpb.Assignment
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if errs[pos] = n.fetchFrame(ctx, filepath.Join(dir, ffmpeg.SequenceName(pos, a.Settings.FrameExt)), a.FrameUrls[pos], f); errs[pos] != nil {
+			if errs[pos] = n.fetchFrame(ctx, filepath.Join(dir, ffmpeg.SequenceName(pos, a.Settings.FrameExt)), a.FrameUrls[pos], f, log); errs[pos] != nil {
 				cancel()
 			}
 		}()
@@ -81,12 +92,10 @@ func (n *Node) fetchFrames(ctx context.Context, dir string, a *farmpb.Assignment
 	return errors.Join(errs...)
 }
 
-func (n *Node) fetchFrame(ctx context.Context, path, url string, f *farmpb.FrameInfo) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return fmt.Errorf("frame %d (%s): %w", f.Number, f.Name, redactURLError(err))
-	}
-	resp, err := n.bucket.Do(req)
+func (n *Node) fetchFrame(ctx context.Context, path, url string, f *farmpb.FrameInfo, log *slog.Logger) error {
+	resp, err := n.bucketDo(ctx, log.With("frame", f.Name), func() (*http.Request, error) {
+		return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	})
 	if err != nil {
 		return fmt.Errorf("frame %d (%s): %w", f.Number, f.Name, redactURLError(err))
 	}
@@ -120,28 +129,31 @@ func (n *Node) fetchFrame(ctx context.Context, path, url string, f *farmpb.Frame
 
 // putPart puts the part at the set's pre-signed PUT URL. S3 stores a PUT
 // whole or not at all; the coordinator checks what it finds there anyway.
-func (n *Node) putPart(ctx context.Context, path, url string, headers map[string]string) error {
-	f, err := os.Open(path)
+func (n *Node) putPart(ctx context.Context, path, url string, headers map[string]string, log *slog.Logger) error {
+	st, err := os.Stat(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, f)
-	if err != nil {
-		return redactURLError(err)
-	}
-	req.ContentLength = st.Size()
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	// A body that can be read again, so that a redirect or a retried
-	// connection sends the whole part.
-	req.GetBody = func() (io.ReadCloser, error) { return os.Open(path) }
-	resp, err := n.bucket.Do(req)
+	resp, err := n.bucketDo(ctx, log.With("part", filepath.Base(path)), func() (*http.Request, error) {
+		// Each try sends the part from its start; the client closes it.
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, f)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		req.ContentLength = st.Size()
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		// A body that can be read again, so that a redirect or a retried
+		// connection sends the whole part.
+		req.GetBody = func() (io.ReadCloser, error) { return os.Open(path) }
+		return req, nil
+	})
 	if err != nil {
 		return redactURLError(err)
 	}
@@ -151,6 +163,47 @@ func (n *Node) putPart(ctx context.Context, path, url string, headers map[string
 	}
 	n.metrics.bucketBytes.Add(float64(st.Size()))
 	return nil
+}
+
+// bucketDo sends the request newReq makes and returns the bucket's answer, trying again after a pause while
+// the bucket answers that it is busy (see retryableStatus), at most
+// bucketTries times in all; the last answer is returned as it came. A
+// request that gets no answer is not tried again: a bucket out of reach
+// stays so for a while, and the coordinator is the way round it.
+func (n *Node) bucketDo(ctx context.Context, log *slog.Logger, newReq func() (*http.Request, error)) (*http.Response, error) {
+	wait := bucketRetryWait
+	for try := 1; ; try++ {
+		req, err := newReq()
+		if err != nil {
+			return nil, err
+		}
+		resp, err := n.bucket.Do(req)
+		if err != nil || !retryableStatus(resp.StatusCode) || try >= bucketTries {
+			return resp, err
+		}
+		// The answer's code (SlowDown, InternalError) says why, for the log.
+		why := resp.Status + s3Code(resp.Body)
+		resp.Body.Close()
+		log.Info("the bucket is busy; trying again", "answer", why, "try", try, "of", bucketTries, "wait", wait)
+		select {
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+// retryableStatus reports whether an answer of the bucket says to try the
+// same request again shortly: S3's 503 SlowDown and 500 InternalError, and
+// the 502 and 504 of a gateway in front of it. 4xx (an expired URL, a
+// missing object) stays so whatever the pause.
+func retryableStatus(code int) bool {
+	switch code {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
 }
 
 // s3Code is the error code and message of an S3 error answer, for logs.

@@ -396,7 +396,7 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	// unless this node streams by choice or just failed to read the bucket.
 	tryPut := n.cfg.FramesFrom == FramesAuto && a.PartUrl != ""
 	if n.cfg.FramesFrom == FramesAuto && len(a.FrameUrls) > 0 {
-		if err := n.fetchFrames(ctx, dir, a); err != nil {
+		if err := n.fetchFrames(ctx, dir, a, log); err != nil {
 			log.Warn("reading the frames from the bucket failed; streaming them through the coordinator", "err", err)
 			tryPut = false
 		} else {
@@ -440,7 +440,7 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 	return from, n.retry(ctx, log, "uploading the part", func() error {
 		if tryPut {
 			tryPut = false
-			if err := n.putPart(ctx, part, a.PartUrl, a.PartHeaders); err != nil {
+			if err := n.putPart(ctx, part, a.PartUrl, a.PartHeaders, log); err != nil {
 				// Once the bucket failed this set, the coordinator takes
 				// the part: an expired URL or a bucket out of reach stays so.
 				log.Warn("putting the part into the bucket failed; uploading it through the coordinator", "err", err)
@@ -450,12 +450,21 @@ func (n *Node) renderSet(ctx context.Context, work string, a *farmpb.Assignment,
 		}
 		if inBucket {
 			err := n.upload(ctx, part, a, encodeMS, true)
-			if reason.Of(err) != reason.PartNotInBucket {
+			switch reason.Of(err) {
+			case reason.PartNotInBucket, reason.CoordinatorFault:
+				// The part is not there as put (half-written, changed, or
+				// the coordinator restarted with another --storage), or the
+				// coordinator could not read it: this node holds the part,
+				// so it goes through the coordinator. A link failure, by
+				// contrast, is retried as an announcement: the part is put.
+				inBucket = false
+				log.Warn("the coordinator could not take the part from the bucket; uploading it through the coordinator", "err", err)
+				if reason.Of(err) == reason.CoordinatorFault {
+					return err // after the retry's wait
+				}
+			default:
 				return err // the coordinator's answer: retried or not as any upload's
 			}
-			// The coordinator restarted without this bucket, or another.
-			inBucket = false
-			log.Warn("the coordinator does not find the part in the bucket; uploading it", "err", err)
 		}
 		return n.upload(ctx, part, a, encodeMS, false)
 	})

@@ -116,13 +116,7 @@ func TestStorageFramesDirect(t *testing.T) {
 		t.Errorf("%d sets read their frames from the bucket, want 6", n)
 	}
 	// The parts are swept from the bucket once the job is joined.
-	left := bucketKeys(t, s3, "parts", "farm")
-	for end := time.Now().Add(30 * time.Second); len(left) != 0 && time.Now().Before(end); left = bucketKeys(t, s3, "parts", "farm") {
-		time.Sleep(100 * time.Millisecond)
-	}
-	if len(left) != 0 {
-		t.Errorf("parts left in the bucket 30s after the join: %v", left)
-	}
+	noPartsLeft(t, s3)
 	st := runCmd(t, binary, "status", "--coordinator", f.addr, "--job", id)
 	if !strings.Contains(st, "s3://frames/shots/sh010/") {
 		t.Errorf("status does not name the bucket:\n%s", st)
@@ -384,7 +378,7 @@ func TestStorageRestartedWithoutStorage(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out.mkv")
 	f.fetchJob(t, id, out)
 	checkExact(t, out, want)
-	if l := logLines(n.node, 0, regexp.MustCompile(`does not find the part in the bucket`)); len(l) == 0 {
+	if l := logLines(n.node, 0, regexp.MustCompile(`the coordinator could not take the part from the bucket`)); len(l) == 0 {
 		t.Errorf("the node never heard that the part was not in the bucket:\n%s", n.node.out.String())
 	}
 	if l := logLines(n.node, 0, regexp.MustCompile(`set failed|part refused`)); len(l) != 0 {

@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,10 +40,27 @@ type Proxy struct {
 type fault struct {
 	n      int
 	method string // "" matches any
+	prefix string // of the path (/bucket/key); "" matches any
 	status int    // 0: no error answer, only the delay
 	code   string
 	delay  time.Duration
+	// body, for a PUT: what becomes of the request's body.
+	body  bodyFault
+	bytes int64 // where the body is cut
 }
+
+type bodyFault int
+
+const (
+	bodyWhole bodyFault = iota
+	// bodyTruncated: the first bytes are forwarded as the whole object.
+	bodyTruncated
+	// bodyCut: the client's connection is closed after that many bytes;
+	// nothing is forwarded.
+	bodyCut
+	// bodyCorrupt: the byte at that offset is inverted, the length kept.
+	bodyCorrupt
+)
 
 // StartProxy starts a proxy in front of s, stopped when the test ends.
 func StartProxy(t testing.TB, s *S3) *Proxy {
@@ -73,13 +92,41 @@ func StartProxy(t testing.TB, s *S3) *Proxy {
 	p.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p.requests.Add(1)
-			f, ok := p.take(r.Method)
+			f, ok := p.take(r.Method, r.URL.Path)
 			if ok && f.delay > 0 {
 				select {
 				case <-time.After(f.delay):
 				case <-r.Context().Done():
 					return
 				}
+			}
+			if ok && f.body == bodyCut {
+				p.faulted.Add(1)
+				_, _ = io.CopyN(io.Discard, r.Body, f.bytes)
+				// No answer at all: the connection goes as a link that
+				// fails mid-upload would take it.
+				if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+					conn.Close()
+				}
+				return
+			}
+			if ok && (f.body == bodyTruncated || f.body == bodyCorrupt) {
+				p.faulted.Add(1)
+				// Read whole first, so that the client finishes sending and
+				// reads S3's answer as to a complete upload.
+				b, err := io.ReadAll(r.Body)
+				if err != nil {
+					return
+				}
+				if f.body == bodyTruncated {
+					b = b[:min(int64(len(b)), f.bytes)]
+				} else if f.bytes < int64(len(b)) {
+					b[f.bytes] ^= 0xff
+				}
+				r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+				r.Header.Set("Content-Length", fmt.Sprint(len(b)))
+				rp.ServeHTTP(w, r)
+				return
 			}
 			if ok && f.status != 0 {
 				p.faulted.Add(1)
@@ -115,13 +162,14 @@ func StartProxy(t testing.TB, s *S3) *Proxy {
 	return p
 }
 
-// take consumes one use of the first planned fault that matches method.
-func (p *Proxy) take(method string) (fault, bool) {
+// take consumes one use of the first planned fault that matches a
+// request's method and path.
+func (p *Proxy) take(method, path string) (fault, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i := range p.faults {
 		f := &p.faults[i]
-		if f.method != "" && f.method != method {
+		if f.method != "" && f.method != method || !strings.HasPrefix(path, f.prefix) {
 			continue
 		}
 		got := *f
@@ -164,6 +212,37 @@ func (p *Proxy) FailNextMatching(n int, method string, status int, code string) 
 	p.plan(fault{n: n, method: method, status: status, code: code})
 }
 
+// FailNextUnder is FailNextMatching for requests whose path starts with
+// prefix: "/bucket/" or "/bucket/key-prefix" (the URLs are path-style), so
+// that a test can fail the GETs of frames and not those of parts.
+func (p *Proxy) FailNextUnder(n int, method, prefix string, status int, code string) {
+	p.plan(fault{n: n, method: method, prefix: prefix, status: status, code: code})
+}
+
+// TruncateNextPut forwards only the first keep bytes of the body of each of
+// the next n PUTs under prefix (see FailNextUnder), as the whole object:
+// S3 stores that half of it under the key and the client, which sent all
+// of it, gets S3's 200. That is an object half-written where a finished
+// one is expected, whatever made it so (a broken gateway, a server that
+// stored what it got).
+func (p *Proxy) TruncateNextPut(n int, prefix string, keep int64) {
+	p.plan(fault{n: n, method: http.MethodPut, prefix: prefix, body: bodyTruncated, bytes: keep})
+}
+
+// CorruptNextPut inverts the byte at offset at of the body of each of the
+// next n PUTs under prefix: S3 stores an object of the right size with
+// other bytes, and the client gets S3's 200.
+func (p *Proxy) CorruptNextPut(n int, prefix string, at int64) {
+	p.plan(fault{n: n, method: http.MethodPut, prefix: prefix, body: bodyCorrupt, bytes: at})
+}
+
+// CutNextPut reads the first after bytes of the body of each of the next n
+// PUTs under prefix, then closes the client's connection: no answer, and
+// nothing reaches S3, as when the link fails mid-upload.
+func (p *Proxy) CutNextPut(n int, prefix string, after int64) {
+	p.plan(fault{n: n, method: http.MethodPut, prefix: prefix, body: bodyCut, bytes: after})
+}
+
 // DelayNext holds each of the next n requests for d before forwarding it.
 // Planned faults are not combined: a request takes the first one planned
 // (in the order of the calls) that matches its method.
@@ -181,7 +260,8 @@ func (p *Proxy) Clear() {
 // Requests is how many requests reached the proxy.
 func (p *Proxy) Requests() int { return int(p.requests.Load()) }
 
-// Faulted is how many requests were answered with an injected error.
+// Faulted is how many requests were answered with an injected error, or
+// had their body truncated or cut.
 func (p *Proxy) Faulted() int { return int(p.faulted.Load()) }
 
 // Bytes is how many response body bytes went to clients (forwarded and

@@ -173,3 +173,83 @@ func TestProxySignedURL(t *testing.T) {
 		t.Fatalf("tampered signed GET: %s", resp.Status)
 	}
 }
+
+// signedPut PUTs body at a pre-signed URL for key through the proxy and
+// returns S3's status, or the client's error.
+func signedPut(t *testing.T, p *Proxy, b *blob.Bucket, key string, body []byte) (int, error) {
+	t.Helper()
+	u, err := b.SignedURL(context.Background(), key, &blob.SignedURLOptions{Method: http.MethodPut, Expiry: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPut, u, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// TestProxyPutBodyFaults: FailNextUnder fails only the requests under its
+// prefix; TruncateNextPut stores the first bytes of a PUT answered 200,
+// CorruptNextPut one byte changed; CutNextPut leaves the client without an answer and S3 without the
+// object.
+func TestProxyPutBodyFaults(t *testing.T) {
+	s := StartS3(t, "frames", "parts")
+	p := StartProxy(t, s)
+	frames, parts := openBucket(t, p, "frames"), openBucket(t, p, "parts")
+	ctx := context.Background()
+	body := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
+
+	p.FailNextUnder(1, http.MethodGet, "/parts/", http.StatusServiceUnavailable, "SlowDown")
+	if err := frames.WriteAll(ctx, "f", []byte("frame"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := frames.ReadAll(ctx, "f"); err != nil || string(got) != "frame" {
+		t.Fatalf("a GET outside the prefix: %q %v", got, err)
+	}
+	if p.Faulted() != 0 {
+		t.Fatalf("a request outside the prefix was faulted")
+	}
+	p.Clear()
+
+	p.TruncateNextPut(1, "/parts/farm/", 1000)
+	if code, err := signedPut(t, p, parts, "farm/half.bin", body); err != nil || code != http.StatusOK {
+		t.Fatalf("truncated PUT: %d %v, want S3's 200", code, err)
+	}
+	if a, err := parts.Attributes(ctx, "farm/half.bin"); err != nil || a.Size != 1000 {
+		t.Fatalf("after a truncated PUT the object is %+v (%v), want 1000 bytes", a, err)
+	}
+
+	p.CorruptNextPut(1, "/parts/farm/", 5)
+	if code, err := signedPut(t, p, parts, "farm/flipped.bin", body); err != nil || code != http.StatusOK {
+		t.Fatalf("corrupted PUT: %d %v, want S3's 200", code, err)
+	}
+	got, err := parts.ReadAll(ctx, "farm/flipped.bin")
+	if err != nil || len(got) != len(body) || got[5] != body[5]^0xff || !bytes.Equal(got[6:], body[6:]) {
+		t.Fatalf("after a corrupted PUT: %d bytes (%v), want byte 5 inverted only", len(got), err)
+	}
+
+	p.CutNextPut(1, "/parts/", 64<<10)
+	if code, err := signedPut(t, p, parts, "farm/cut.bin", body); err == nil {
+		t.Fatalf("cut PUT: answered %d, want no answer", code)
+	}
+	if _, err := parts.Attributes(ctx, "farm/cut.bin"); gcerrors.Code(err) != gcerrors.NotFound {
+		t.Fatalf("after a cut PUT: %v, want no object", err)
+	}
+	if p.Faulted() != 3 {
+		t.Fatalf("faulted %d, want 3", p.Faulted())
+	}
+	// The next PUT passes whole.
+	if code, err := signedPut(t, p, parts, "farm/whole.bin", body); err != nil || code != http.StatusOK {
+		t.Fatalf("PUT after the faults: %d %v", code, err)
+	}
+	if a, err := parts.Attributes(ctx, "farm/whole.bin"); err != nil || a.Size != int64(len(body)) {
+		t.Fatalf("after a whole PUT the object is %+v (%v)", a, err)
+	}
+}

@@ -1,0 +1,293 @@
+//go:build storage
+
+package main
+
+import (
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/framefarm/framefarm/internal/storage/storagetest"
+)
+
+// The bucket data path under faults (issue 15): frames read by nodes from
+// pre-signed GETs, parts put by nodes at pre-signed PUTs and read back by
+// the coordinator, all through a storagetest.Proxy in front of versitygw
+// (the coordinator signs for the proxy's address, so the URLs it hands
+// out go through it too).
+
+var (
+	bucketBusy      = regexp.MustCompile(`the bucket is busy; trying again`)
+	framesFellBack  = regexp.MustCompile(`reading the frames from the bucket failed; streaming`)
+	putFellBack     = regexp.MustCompile(`putting the part into the bucket failed; uploading it through the coordinator`)
+	takeFellBack    = regexp.MustCompile(`the coordinator could not take the part from the bucket; uploading it through the coordinator`)
+	partRefusedNode = regexp.MustCompile(`part refused by the coordinator`)
+)
+
+// proxiedBucketFarm is bucketFarm with --storage through p, and the given
+// number of frames put in the bucket "frames" under sh/. It returns the
+// farm, its metrics address and the frames' reference checksums.
+func proxiedBucketFarm(t *testing.T, s3 *storagetest.S3, p *storagetest.Proxy, frames int) (f *farm, metrics string, want []string) {
+	t.Helper()
+	local := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, local, frames, 1, "320x240")
+	want = reference(t, local, 1)
+	putFrames(t, s3, local, "frames", "sh/")
+	data := filepath.Join(t.TempDir(), "data")
+	metrics = freeAddr(t)
+	args := []string{"coordinator", "--data", data, "--listen", "127.0.0.1:0", "--heartbeat-timeout", "5s", "--poll-window", "2s",
+		"--storage", p.URL("parts", "farm/"), "--metrics", metrics}
+	coord, m := start(t, "coordinator", farmReady, args...)
+	return &farm{coord: coord, addr: m[1], data: data, coordArgs: args}, metrics, want
+}
+
+// submitProxied submits the frames with --frames through p. The submit's
+// scan (a listing, ranged GETs of the headers) is done when it returns:
+// faults planned after it meet the render only.
+func submitProxied(t *testing.T, f *farm, p *storagetest.Proxy, sets int) string {
+	t.Helper()
+	return f.submit(t, "--frames", p.URL("frames", "sh/"), "--sets", strconv.Itoa(sets), "--codec", "ffv1")
+}
+
+// noPartsLeft checks that the parts are gone from the bucket: the
+// coordinator deletes a part after answering its upload, with its S3
+// client's retries (a delete the bucket answered 500 waits its backoff), so
+// the job may be done a moment before.
+func noPartsLeft(t *testing.T, s3 *storagetest.S3) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := bucketKeys(t, s3, "parts", "farm")
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("parts left in the bucket after the join: %v", left)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// nodeLines counts the lines matching re in the nodes' logs.
+func nodeLines(nodes []*farmNode, re *regexp.Regexp) int {
+	n := 0
+	for _, nd := range nodes {
+		n += len(logLines(nd.node, 0, re))
+	}
+	return n
+}
+
+// waitNodeLine waits up to d for a line matching re in a node's log.
+func waitNodeLine(t *testing.T, nodes []*farmNode, re *regexp.Regexp, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for nodeLines(nodes, re) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no node logged %q after %s", re, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// noSetLost: every set accepted once, none failed or given back for a
+// failure, and the job done.
+func noSetLost(t *testing.T, w *watcher, sets int) {
+	t.Helper()
+	evs := w.events()
+	checkEvents(t, evs, sets)
+	for _, e := range evs {
+		if e.Kind == "set_failed" || e.Kind == "node_excluded" || e.Kind == "job_failed" || e.Kind == "lease_expired" {
+			t.Errorf("event %s set %d node %s: %s", e.Kind, e.SetIndex, e.Node, e.Detail)
+		}
+	}
+}
+
+// TestStorageBucketBusyRetried: the bucket answers 503 SlowDown or 500
+// InternalError to the coordinator's listing of the frames at submit, to
+// some nodes' GETs of frames and PUTs of parts, and to the coordinator's
+// GETs and HEADs of parts, no more often than the retries of each take:
+// the nodes try again after a pause (logged) and never fall back to the
+// coordinator, the coordinator's S3 client retries its own; the video is
+// frame-exact, no set lost, no part left behind.
+func TestStorageBucketBusyRetried(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "frames", "parts")
+	p := storagetest.StartProxy(t, s3)
+	const sets = 6
+	f, metrics, want := proxiedBucketFarm(t, s3, p, 48)
+	w := watch(t, f.addr)
+	// The submit's listing of the frames (the first request of its scan).
+	p.FailNextUnder(2, http.MethodGet, "/frames", http.StatusServiceUnavailable, "SlowDown")
+	id := submitProxied(t, f, p, sets)
+	if p.Faulted() != 2 {
+		t.Fatalf("%d of the submit's requests faulted, want 2", p.Faulted())
+	}
+	before := p.Requests()
+	// Two of each kind: no one request meets three (a node tries 3 times,
+	// the coordinator's S3 client 3 times too).
+	p.FailNextUnder(1, http.MethodGet, "/frames/sh/", http.StatusServiceUnavailable, "SlowDown")
+	p.FailNextUnder(1, http.MethodGet, "/frames/sh/", http.StatusInternalServerError, "InternalError")
+	p.FailNextUnder(1, http.MethodPut, "/parts/farm/", http.StatusServiceUnavailable, "SlowDown")
+	p.FailNextUnder(1, http.MethodPut, "/parts/farm/", http.StatusInternalServerError, "InternalError")
+	p.FailNextUnder(2, http.MethodGet, "/parts/farm/", http.StatusServiceUnavailable, "SlowDown")
+	p.FailNextUnder(2, http.MethodHead, "/parts/farm/", http.StatusInternalServerError, "InternalError")
+	var nodes []*farmNode
+	for _, name := range []string{"a", "b"} {
+		nodes = append(nodes, addNode(t, f, name, nodeOpts{framesFrom: "auto", noOnce: true}))
+	}
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, out)
+	checkExact(t, out, want)
+	noSetLost(t, w, sets)
+
+	if n := nodeLines(nodes, bucketBusy); n != 4 {
+		t.Errorf("the nodes logged %d retries, want 4 (2 GETs of frames, 2 PUTs of parts)", n)
+	}
+	for _, re := range []*regexp.Regexp{framesFellBack, putFellBack, takeFellBack, partRefusedNode} {
+		if n := nodeLines(nodes, re); n != 0 {
+			t.Errorf("%d node log lines %q: a retry should have done", n, re)
+		}
+	}
+	fams := scrape(t, metrics, "")
+	if got := counter(fams, "framefarm_frame_stream_bytes_total"); got != 0 {
+		t.Errorf("%v frame bytes went through the coordinator, want 0", got)
+	}
+	if got := counter(fams, "framefarm_part_upload_bytes_total"); got != 0 {
+		t.Errorf("%v part bytes were uploaded to the coordinator, want 0", got)
+	}
+	// After the sweep of the parts, whose deletes meet the HEAD faults.
+	noPartsLeft(t, s3)
+	if p.Faulted() != 10 {
+		t.Errorf("%d requests faulted, want the 10 planned", p.Faulted())
+	}
+	t.Logf("%d requests through the proxy for the render, %d faulted; node retries logged:\n%s",
+		p.Requests()-before, p.Faulted(), strings.Join(append(logLines(nodes[0].node, 0, bucketBusy), logLines(nodes[1].node, 0, bucketBusy)...), "\n"))
+}
+
+// TestStorageBucketBusyFallback: the bucket stays busy (503 SlowDown, 500
+// InternalError) past the retries, in turn for the nodes' GETs of frames,
+// their PUTs of parts, and the coordinator's GETs of parts: the node
+// streams the frames through the coordinator, uploads the part to it, and
+// when the coordinator cannot read a part from the bucket, uploads it to
+// the coordinator too. The video is frame-exact, no set lost, no part left
+// behind in the bucket, and the logs say each of these.
+func TestStorageBucketBusyFallback(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "frames", "parts")
+	p := storagetest.StartProxy(t, s3)
+	const sets = 8
+	f, metrics, want := proxiedBucketFarm(t, s3, p, 64)
+	w := watch(t, f.addr)
+	id := submitProxied(t, f, p, sets)
+	// One node, whose sets take a while: each phase below meets sets still
+	// to render.
+	nodes := []*farmNode{addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true, slow: 300 * time.Millisecond})}
+
+	// The frames: busy until the node gives up on the bucket for a set.
+	// Meanwhile the coordinator's own reads of the frames (for the
+	// streaming) are refused too: it answers Unavailable and the node
+	// waits and asks again.
+	p.FailNextUnder(1000, http.MethodGet, "/frames/sh/", http.StatusServiceUnavailable, "SlowDown")
+	waitNodeLine(t, nodes, framesFellBack, time.Minute)
+	p.Clear()
+
+	// The parts' PUTs: busy until the node uploads one to the coordinator.
+	p.FailNextUnder(1000, http.MethodPut, "/parts/farm/", http.StatusInternalServerError, "InternalError")
+	waitNodeLine(t, nodes, putFellBack, time.Minute)
+	p.Clear()
+
+	// The coordinator's reads of the parts: busy until the node is told
+	// the coordinator could not read one.
+	p.FailNextUnder(1000, http.MethodGet, "/parts/farm/", http.StatusServiceUnavailable, "SlowDown")
+	waitNodeLine(t, nodes, takeFellBack, time.Minute)
+	p.Clear()
+
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, out)
+	checkExact(t, out, want)
+	noSetLost(t, w, sets)
+
+	if n := nodeLines(nodes, bucketBusy); n < 2*3 {
+		t.Errorf("the node logged %d retries, want at least two for each of the 3 phases", n)
+	}
+	fams := scrape(t, metrics, "")
+	if got := counter(fams, "framefarm_frame_stream_bytes_total"); got <= 0 {
+		t.Errorf("no frame bytes streamed through the coordinator")
+	}
+	if got := counter(fams, "framefarm_part_upload_bytes_total"); got <= 0 {
+		t.Errorf("no part uploaded to the coordinator")
+	}
+	if n := len(logLines(f.coord, 0, regexp.MustCompile(`the part could not be stored: the coordinator's own failure.*SlowDown`))); n == 0 {
+		t.Errorf("the coordinator did not log why it could not take the part from the bucket")
+	}
+	noPartsLeft(t, s3)
+	t.Logf("%d requests through the proxy, %d faulted; %d node retries, frames fell back %d, PUTs fell back %d, the coordinator's reads %d; %d sets from the bucket",
+		p.Requests(), p.Faulted(), nodeLines(nodes, bucketBusy), nodeLines(nodes, framesFellBack), nodeLines(nodes, putFellBack),
+		nodeLines(nodes, takeFellBack), nodeLines(nodes, fromBucket))
+	if strings.Contains(f.coord.out.String(), storagetest.Secret) || strings.Contains(nodes[0].node.out.String(), "X-Amz-Signature=") {
+		t.Error("a secret or a URL's signature appears in a log")
+	}
+}
+
+// TestStorageBucketHalfPart: a part half-written to the bucket is never
+// taken for the finished one, nor held against the node that rendered it.
+// The proxy stores only the first 32 KiB of a node's PUT and answers S3's
+// 200, so the node tells the coordinator the part is there; the coordinator
+// finds fewer bytes than announced and has the node upload the part it
+// holds. The same for a PUT stored with one byte changed (found by its
+// SHA-256). Then the proxy cuts a PUT's connection mid-body: the node gets
+// no answer and uploads that part to the coordinator. No set is failed or
+// rendered twice, and the video is frame-exact.
+func TestStorageBucketHalfPart(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "frames", "parts")
+	p := storagetest.StartProxy(t, s3)
+	const sets = 6
+	f, metrics, want := proxiedBucketFarm(t, s3, p, 48)
+	w := watch(t, f.addr)
+	id := submitProxied(t, f, p, sets)
+	p.TruncateNextPut(1, "/parts/farm/", 32<<10)
+	p.CorruptNextPut(1, "/parts/farm/", 20000)
+	p.CutNextPut(1, "/parts/farm/", 32<<10)
+	nodes := []*farmNode{addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})}
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, out)
+	checkExact(t, out, want)
+	noSetLost(t, w, sets)
+
+	evs := w.events()
+	if n := countKind(evs, "set_granted"); n != sets {
+		t.Errorf("%d grants, want %d: a set rendered again", n, sets)
+	}
+	if p.Faulted() != 3 {
+		t.Errorf("%d PUTs faulted, want 3", p.Faulted())
+	}
+	notAnnounced := logLines(f.coord, 0, regexp.MustCompile(`the part in the bucket is not what the node announced`))
+	if len(notAnnounced) != 2 {
+		t.Errorf("the coordinator found %d parts in the bucket not as announced, want 2 (truncated, changed):\n%s", len(notAnnounced), strings.Join(notAnnounced, "\n"))
+	}
+	for _, says := range []string{"the bucket holds 32768 bytes", "SHA-256 mismatch"} {
+		if !strings.Contains(strings.Join(notAnnounced, "\n"), says) {
+			t.Errorf("the coordinator's log does not say %q", says)
+		}
+	}
+	if n := nodeLines(nodes, takeFellBack); n != 2 {
+		t.Errorf("the node uploaded %d parts the bucket held wrong, want 2", n)
+	}
+	if n := nodeLines(nodes, putFellBack); n != 1 {
+		t.Errorf("the node logged %d PUTs given up, want 1 (the cut one)", n)
+	}
+	if n := nodeLines(nodes, partRefusedNode); n != 0 {
+		t.Errorf("the node logged %d refused parts: the bucket's fault was held against it", n)
+	}
+	if got := counter(scrape(t, metrics, ""), "framefarm_part_upload_bytes_total"); got <= 0 {
+		t.Errorf("no part was uploaded to the coordinator")
+	}
+	noPartsLeft(t, s3)
+	t.Logf("coordinator:\n%s", strings.Join(notAnnounced, "\n"))
+}
