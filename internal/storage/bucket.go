@@ -12,6 +12,9 @@ import (
 	"sync"
 	"time"
 
+	gcs "cloud.google.com/go/storage"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"gocloud.dev/blob"
@@ -153,9 +156,13 @@ func (b *Bucket) List(ctx context.Context, prefix string) ([]Object, error) {
 			continue
 		}
 		obj := Object{Key: o.Key, Size: o.Size, ModTime: o.ModTime}
-		var so types.Object
-		if o.As(&so) && so.ETag != nil {
-			obj.ETag = unquote(*so.ETag)
+		// Each cloud's listing carries the ETag, as Attributes gives it:
+		// one request a page, not one per object (10,000 frames on Azure
+		// or GCS would take minutes). Size and ETag then come from one
+		// answer, so an object replaced between two requests is never
+		// recorded half old, half new.
+		if etag, ok := listETag(o); ok {
+			obj.ETag = etag
 		} else {
 			a, err := b.b.Attributes(ctx, o.Key)
 			if err != nil {
@@ -169,6 +176,24 @@ func (b *Bucket) List(ctx context.Context, prefix string) ([]Object, error) {
 		out = append(out, obj)
 	}
 	return out, nil
+}
+
+// listETag is the ETag in a listing's entry, unquoted, when the driver
+// gives one there (S3, Azure, GCS).
+func listETag(o *blob.ListObject) (string, bool) {
+	var so types.Object
+	if o.As(&so) && so.ETag != nil {
+		return unquote(*so.ETag), true
+	}
+	var ab container.BlobItem
+	if o.As(&ab) && ab.Properties != nil && ab.Properties.ETag != nil {
+		return unquote(string(*ab.Properties.ETag)), true
+	}
+	var ga gcs.ObjectAttrs
+	if o.As(&ga) && ga.Etag != "" {
+		return unquote(ga.Etag), true
+	}
+	return "", false
 }
 
 // Attributes returns one object's size, time and ETag.

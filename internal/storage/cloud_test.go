@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
 
 	"github.com/framefarm/framefarm/internal/storage/storagetest"
@@ -79,6 +80,7 @@ func roundTrip(t *testing.T, url, missingObject, missingBucket, secret string) {
 func TestCloudGCS(t *testing.T) {
 	g := storagetest.StartGCS(t, "finals")
 	roundTrip(t, g.URL("finals", "shots/sh010/final.mkv"), g.URL("finals", "shots/none.mkv"), g.URL("nobucket", "final.mkv"), "")
+	listedLikeAttributes(t, g.URL("finals", "shots/sh010/"))
 }
 
 // TestCloudAzurite: azblob:// through gocloud's azureblob, signed with a
@@ -86,4 +88,49 @@ func TestCloudGCS(t *testing.T) {
 func TestCloudAzurite(t *testing.T) {
 	a := storagetest.StartAzurite(t, "finals")
 	roundTrip(t, a.URL("finals", "shots/sh010/final.mkv"), a.URL("finals", "shots/none.mkv"), a.URL("nocontainer", "final.mkv"), storagetest.AzureKey)
+	listedLikeAttributes(t, a.URL("finals", "shots/sh010/"))
+}
+
+// listedLikeAttributes: a folder's listing carries each object's ETag
+// itself (List makes no request per object), and it is the ETag that
+// Attributes, and so the checks of every later read, give.
+func listedLikeAttributes(t *testing.T, folderURL string) {
+	t.Helper()
+	ctx := context.Background()
+	bucketURL, prefix, err := ParsePrefix(folderURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenBucket(ctx, bucketURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	it := b.b.List(&blob.ListOptions{Prefix: prefix, Delimiter: "/"})
+	n := 0
+	for {
+		o, err := it.Next(ctx)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.IsDir {
+			continue
+		}
+		n++
+		etag, ok := listETag(o)
+		if !ok || etag == "" {
+			t.Errorf("%s: the listing gives no ETag", o.Key)
+			continue
+		}
+		a, err := b.Attributes(ctx, o.Key)
+		if err != nil || a.ETag != etag {
+			t.Errorf("%s: listed with ETag %q, its attributes say %q (%v)", o.Key, etag, a.ETag, err)
+		}
+	}
+	if n == 0 {
+		t.Fatalf("nothing listed under %s", folderURL)
+	}
 }
