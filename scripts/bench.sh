@@ -535,8 +535,9 @@ memory() {
 # by N emulated machines that read them straight from the server through the
 # coordinator's pre-signed GETs (--frames-from auto with --storage), against
 # the same job with every frame streamed through the coordinator, which
-# reads the bucket itself (--frames-from stream). Parts go into the bucket
-# through pre-signed PUTs in both, so only the frames' path differs. x264
+# reads the bucket itself (--frames-from stream), which also uploads the
+# parts through the coordinator rather than putting them: the whole path of
+# a node without bucket access against the whole direct one. x264
 # ultrafast: the cheapest encode the farm offers (ffv1 costs 3x its CPU per
 # 720p frame here), so that moving the frames weighs as much as it can.
 
