@@ -28,21 +28,16 @@ var (
 	partRefusedNode = regexp.MustCompile(`part refused by the coordinator`)
 )
 
-// proxiedBucketFarm is bucketFarm with --storage through p, and the given
-// number of frames put in the bucket "frames" under sh/. It returns the
-// farm, its metrics address and the frames' reference checksums.
-func proxiedBucketFarm(t *testing.T, s3 *storagetest.S3, p *storagetest.Proxy, frames int) (f *farm, metrics string, want []string) {
+// proxiedBucketFarm starts an S3 server with the given number of frames
+// put in the bucket "frames" under sh/, a proxy in front of it, and a
+// standing farm whose --storage goes through the proxy. It returns the
+// proxy, the farm, its metrics address and the frames' reference.
+func proxiedBucketFarm(t *testing.T, frames int) (s3 *storagetest.S3, p *storagetest.Proxy, f *farm, metrics string, want []string) {
 	t.Helper()
-	local := filepath.Join(t.TempDir(), "frames")
-	genFrames(t, local, frames, 1, "320x240")
-	want = reference(t, local, 1)
-	putFrames(t, s3, local, "frames", "sh/")
-	data := filepath.Join(t.TempDir(), "data")
-	metrics = freeAddr(t)
-	args := []string{"coordinator", "--data", data, "--listen", "127.0.0.1:0", "--heartbeat-timeout", "5s", "--poll-window", "2s",
-		"--storage", p.URL("parts", "farm/"), "--metrics", metrics}
-	coord, m := start(t, "coordinator", farmReady, args...)
-	return &farm{coord: coord, addr: m[1], data: data, coordArgs: args}, metrics, want
+	s3, want = framesInBucket(t, frames, "sh/")
+	p = storagetest.StartProxy(t, s3)
+	f, metrics = storageFarm(t, p.URL("parts", "farm/"))
+	return s3, p, f, metrics, want
 }
 
 // submitProxied submits the frames with --frames through p. The submit's
@@ -116,10 +111,8 @@ func noSetLost(t *testing.T, w *watcher, sets int) {
 // frame-exact, no set lost, no part left behind.
 func TestStorageBucketBusyRetried(t *testing.T) {
 	needFFmpeg(t)
-	s3 := storagetest.StartS3(t, "frames", "parts")
-	p := storagetest.StartProxy(t, s3)
 	const sets = 6
-	f, metrics, want := proxiedBucketFarm(t, s3, p, 48)
+	s3, p, f, metrics, want := proxiedBucketFarm(t, 48)
 	w := watch(t, f.addr)
 	// The submit's listing of the frames (the first request of its scan).
 	p.FailNextUnder(2, http.MethodGet, "/frames", http.StatusServiceUnavailable, "SlowDown")
@@ -153,13 +146,7 @@ func TestStorageBucketBusyRetried(t *testing.T) {
 			t.Errorf("%d node log lines %q: a retry should have done", n, re)
 		}
 	}
-	fams := scrape(t, metrics, "")
-	if got := counter(fams, "framefarm_frame_stream_bytes_total"); got != 0 {
-		t.Errorf("%v frame bytes went through the coordinator, want 0", got)
-	}
-	if got := counter(fams, "framefarm_part_upload_bytes_total"); got != 0 {
-		t.Errorf("%v part bytes were uploaded to the coordinator, want 0", got)
-	}
+	nothingThroughCoordinator(t, metrics, "")
 	// After the sweep of the parts, whose deletes meet the HEAD faults.
 	noPartsLeft(t, s3)
 	if p.Faulted() != 10 {
@@ -178,10 +165,8 @@ func TestStorageBucketBusyRetried(t *testing.T) {
 // behind in the bucket, and the logs say each of these.
 func TestStorageBucketBusyFallback(t *testing.T) {
 	needFFmpeg(t)
-	s3 := storagetest.StartS3(t, "frames", "parts")
-	p := storagetest.StartProxy(t, s3)
 	const sets = 8
-	f, metrics, want := proxiedBucketFarm(t, s3, p, 64)
+	s3, p, f, metrics, want := proxiedBucketFarm(t, 64)
 	w := watch(t, f.addr)
 	id := submitProxied(t, f, p, sets)
 	// One node, whose sets take a while: each phase below meets sets still
@@ -245,10 +230,8 @@ func TestStorageBucketBusyFallback(t *testing.T) {
 // rendered twice, and the video is frame-exact.
 func TestStorageBucketHalfPart(t *testing.T) {
 	needFFmpeg(t)
-	s3 := storagetest.StartS3(t, "frames", "parts")
-	p := storagetest.StartProxy(t, s3)
 	const sets = 6
-	f, metrics, want := proxiedBucketFarm(t, s3, p, 48)
+	s3, p, f, metrics, want := proxiedBucketFarm(t, 48)
 	w := watch(t, f.addr)
 	id := submitProxied(t, f, p, sets)
 	p.TruncateNextPut(1, "/parts/farm/", 32<<10)

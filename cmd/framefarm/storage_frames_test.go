@@ -43,16 +43,49 @@ func putFramesAt(t *testing.T, dir string, at func(name string) string) {
 	}
 }
 
+// framesInBucket starts an S3 server with the buckets frames and parts,
+// puts n 320x240 frames in frames under prefix, and returns the server and
+// the frames' reference (one ffmpeg run over them).
+func framesInBucket(t *testing.T, n int, prefix string) (*storagetest.S3, []string) {
+	t.Helper()
+	s3 := storagetest.StartS3(t, "frames", "parts")
+	local := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, local, n, 1, "320x240")
+	want := reference(t, local, 1)
+	putFrames(t, s3, local, "frames", prefix)
+	return s3, want
+}
+
 // bucketFarm is a standing farm whose nodes put parts in the --storage
 // bucket parts/farm/ of s3, with the coordinator's metrics on metrics.
 func bucketFarm(t *testing.T, s3 *storagetest.S3, extra ...string) (f *farm, metrics string) {
 	t.Helper()
+	return storageFarm(t, s3.URL("parts", "farm/"), extra...)
+}
+
+// storageFarm is a standing farm with --storage storageURL, and the
+// coordinator's metrics on metrics.
+func storageFarm(t *testing.T, storageURL string, extra ...string) (f *farm, metrics string) {
+	t.Helper()
 	data := filepath.Join(t.TempDir(), "data")
 	metrics = freeAddr(t)
 	args := append([]string{"coordinator", "--data", data, "--listen", "127.0.0.1:0", "--heartbeat-timeout", "5s", "--poll-window", "2s",
-		"--storage", s3.URL("parts", "farm/"), "--metrics", metrics}, extra...)
+		"--storage", storageURL, "--metrics", metrics}, extra...)
 	coord, m := start(t, "coordinator", farmReady, args...)
 	return &farm{coord: coord, addr: m[1], data: data, coordArgs: args}, metrics
+}
+
+// nothingThroughCoordinator: the coordinator's counters say that no frame
+// byte was streamed and no part byte uploaded to it.
+func nothingThroughCoordinator(t *testing.T, metrics, what string) {
+	t.Helper()
+	fams := scrape(t, metrics, "")
+	if got := counter(fams, "framefarm_frame_stream_bytes_total"); got != 0 {
+		t.Errorf("%s%v frame bytes went through the coordinator, want 0", what, got)
+	}
+	if got := counter(fams, "framefarm_part_upload_bytes_total"); got != 0 {
+		t.Errorf("%s%v part bytes were uploaded to the coordinator, want 0", what, got)
+	}
 }
 
 func counter(fams map[string]*dto.MetricFamily, name string) float64 {
@@ -87,11 +120,7 @@ var fromBucket = regexp.MustCompile(`part uploaded.*frames=bucket`)
 // once joined.
 func TestStorageFramesDirect(t *testing.T) {
 	needFFmpeg(t)
-	s3 := storagetest.StartS3(t, "frames", "parts")
-	local := filepath.Join(t.TempDir(), "frames")
-	genFrames(t, local, 48, 1, "320x240")
-	want := reference(t, local, 1)
-	putFrames(t, s3, local, "frames", "shots/sh010/")
+	s3, want := framesInBucket(t, 48, "shots/sh010/")
 	f, metrics := bucketFarm(t, s3)
 	var nodes []*farmNode
 	for _, name := range []string{"a", "b"} {
@@ -102,13 +131,7 @@ func TestStorageFramesDirect(t *testing.T) {
 	f.fetchJob(t, id, out)
 	checkExact(t, out, want)
 
-	fams := scrape(t, metrics, "")
-	if got := counter(fams, "framefarm_frame_stream_bytes_total"); got != 0 {
-		t.Errorf("%v frame bytes went through the coordinator, want 0", got)
-	}
-	if got := counter(fams, "framefarm_part_upload_bytes_total"); got != 0 {
-		t.Errorf("%v part bytes were uploaded to the coordinator, want 0", got)
-	}
+	nothingThroughCoordinator(t, metrics, "")
 	for _, n := range nodes {
 		t.Logf("node %s: %d sets from the bucket", n.name, len(logLines(n.node, 0, fromBucket)))
 	}
@@ -192,11 +215,7 @@ func TestStorageFramesRefused(t *testing.T) {
 // the coordinator, the other reads the bucket; the video is frame-exact.
 func TestStorageFramesCutOff(t *testing.T) {
 	needFFmpeg(t)
-	s3 := storagetest.StartS3(t, "frames", "parts")
-	local := filepath.Join(t.TempDir(), "frames")
-	genFrames(t, local, 48, 1, "320x240")
-	want := reference(t, local, 1)
-	putFrames(t, s3, local, "frames", "sh/")
+	s3, want := framesInBucket(t, 48, "sh/")
 	ns, hostIP, _, _ := netns(t, 7)
 	f, metrics := bucketFarm(t, s3)
 	link := startProxy(t, hostIP+":0", f.addr)
@@ -224,11 +243,7 @@ func TestStorageFramesCutOff(t *testing.T) {
 // back 4 s later: nodes fall back or retry, the job ends frame-exact.
 func TestStorageServerRestarted(t *testing.T) {
 	needFFmpeg(t)
-	s3 := storagetest.StartS3(t, "frames", "parts")
-	local := filepath.Join(t.TempDir(), "frames")
-	genFrames(t, local, 64, 1, "320x240")
-	want := reference(t, local, 1)
-	putFrames(t, s3, local, "frames", "sh/")
+	s3, want := framesInBucket(t, 64, "sh/")
 	f, _ := bucketFarm(t, s3)
 	w := watch(t, f.addr)
 	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true, slow: time.Second})
@@ -249,11 +264,7 @@ func TestStorageServerRestarted(t *testing.T) {
 // and uploads the part instead; the video is frame-exact.
 func TestStorageURLExpired(t *testing.T) {
 	needFFmpeg(t)
-	s3 := storagetest.StartS3(t, "frames", "parts")
-	local := filepath.Join(t.TempDir(), "frames")
-	genFrames(t, local, 16, 1, "320x240")
-	want := reference(t, local, 1)
-	putFrames(t, s3, local, "frames", "sh/")
+	s3, want := framesInBucket(t, 16, "sh/")
 	f, metrics := bucketFarm(t, s3, "--presign-expiry", "1s")
 	w := watch(t, f.addr)
 	n := addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
@@ -305,25 +316,14 @@ func TestStorageFramesClouds(t *testing.T) {
 	want := reference(t, local, 1)
 	putFramesAt(t, local, func(name string) string { return gcs.URL("frames", "sh010/"+name) })
 	putFramesAt(t, local, func(name string) string { return az.URL("frames", "sh010/"+name) })
-	data := filepath.Join(t.TempDir(), "data")
-	metrics := freeAddr(t)
-	args := []string{"coordinator", "--data", data, "--listen", "127.0.0.1:0", "--heartbeat-timeout", "5s",
-		"--storage", az.URL("parts", "farm/"), "--metrics", metrics}
-	coord, m := start(t, "coordinator", farmReady, args...)
-	f := &farm{coord: coord, addr: m[1], data: data, coordArgs: args}
+	f, metrics := storageFarm(t, az.URL("parts", "farm/"))
 	n := addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
 
 	azJob := f.submit(t, "--frames", az.URL("frames", "sh010/"), "--sets", "3", "--codec", "ffv1")
 	out := filepath.Join(t.TempDir(), "az.mkv")
 	f.fetchJob(t, azJob, out)
 	checkExact(t, out, want)
-	fams := scrape(t, metrics, "")
-	if got := counter(fams, "framefarm_frame_stream_bytes_total"); got != 0 {
-		t.Errorf("azblob: %v frame bytes went through the coordinator, want 0", got)
-	}
-	if got := counter(fams, "framefarm_part_upload_bytes_total"); got != 0 {
-		t.Errorf("azblob: %v part bytes were uploaded to the coordinator, want 0", got)
-	}
+	nothingThroughCoordinator(t, metrics, "azblob: ")
 	if got := len(logLines(n.node, 0, fromBucket)); got != 3 {
 		t.Errorf("azblob: %d sets read their frames from the bucket, want 3", got)
 	}
@@ -355,11 +355,7 @@ func TestStorageFramesClouds(t *testing.T) {
 // sets, and the video is frame-exact.
 func TestStorageRestartedWithoutStorage(t *testing.T) {
 	needFFmpeg(t)
-	s3 := storagetest.StartS3(t, "frames", "parts")
-	local := filepath.Join(t.TempDir(), "frames")
-	genFrames(t, local, 16, 1, "320x240")
-	want := reference(t, local, 1)
-	putFrames(t, s3, local, "frames", "sh/")
+	s3, want := framesInBucket(t, 16, "sh/")
 	f, _ := bucketFarm(t, s3)
 	n := addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true, slow: 3 * time.Second})
 	id := f.submit(t, "--frames", s3.URL("frames", "sh/"), "--sets", "2", "--codec", "ffv1")
