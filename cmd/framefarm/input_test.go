@@ -239,7 +239,7 @@ func TestVideoIndependentOfNodeCores(t *testing.T) {
 	}
 	taskset, err := exec.LookPath("taskset")
 	if err != nil {
-		t.Skip("no taskset (util-linux) to give the node one core")
+		lacking(t, "no taskset (util-linux) to give the node one core")
 	}
 	t.Parallel()
 	tmp := t.TempDir()
