@@ -86,6 +86,37 @@ func (b *buckets) close() {
 // inBucket reports whether a job's frames are in a bucket.
 func inBucket(framesDir string) bool { return storage.IsURL(framesDir) }
 
+// The functions below that take a job's framesDir serve both kinds of job:
+// a folder's frames (see input.go) or a bucket's. Only they tell the two
+// apart, so the rest of the coordinator does not.
+
+// framesLocation is --frames as a job records it: a folder's absolute
+// path, or a bucket URL as given.
+func framesLocation(framesDir string) (string, error) {
+	if inBucket(framesDir) {
+		return framesDir, nil
+	}
+	return filepath.Abs(framesDir)
+}
+
+// scanFrames lists and checks a job's frames: frameseq.Scan of a folder,
+// or scanBucket.
+func (c *Coordinator) scanFrames(ctx context.Context, framesDir string, opts frameseq.Options) (*frameseq.Sequence, error) {
+	if inBucket(framesDir) {
+		return c.scanBucket(ctx, framesDir, opts)
+	}
+	return frameseq.Scan(framesDir, opts)
+}
+
+// rereadJobFrames is the frames of a job whose size, time or object moved
+// since they were recorded: rereadFrames of a folder, or rereadBucket.
+func (c *Coordinator) rereadJobFrames(ctx context.Context, framesDir string, frames []frameRecord) (map[int]frameRecord, error) {
+	if inBucket(framesDir) {
+		return c.rereadBucket(ctx, framesDir, frames)
+	}
+	return rereadFrames(framesDir, frames)
+}
+
 // scanBucket lists and checks the frames under a bucket prefix as Scan
 // checks a folder, reading only each image's header with ranged reads.
 func (c *Coordinator) scanBucket(ctx context.Context, raw string, opts frameseq.Options) (*frameseq.Sequence, error) {
@@ -105,12 +136,8 @@ func (c *Coordinator) scanBucket(ctx context.Context, raw string, opts frameseq.
 	for i, o := range objs {
 		list[i] = frameseq.Object{Name: o.Key[len(prefix):], Size: o.Size, ModTime: o.ModTime, ETag: o.ETag}
 	}
-	etags := make(map[string]string, len(objs))
-	for _, o := range list {
-		etags[o.Name] = o.ETag
-	}
-	return frameseq.ScanObjects(storage.Redact(raw), list, func(name string, size int64) (io.ReaderAt, error) {
-		return b.ReaderAt(ctx, prefix+name, size, etags[name]), nil
+	return frameseq.ScanObjects(storage.Redact(raw), list, func(o frameseq.Object) (io.ReaderAt, error) {
+		return b.ReaderAt(ctx, prefix+o.Name, o.Size, o.ETag), nil
 	}, opts)
 }
 
@@ -178,9 +205,12 @@ func (c *Coordinator) rereadBucket(ctx context.Context, framesDir string, frames
 	return changed, nil
 }
 
-// probeBucketFrame copies a frame out of its bucket into a temp file for
-// ffprobe, for the formats whose size Go does not read from the header.
-func (c *Coordinator) probeBucketFrame(ctx context.Context, framesDir string, f frameRecord, probe func(path string) error) error {
+// withFrameFile calls use with a path to a frame as a file, for ffprobe:
+// the folder's own file, or for a frame in a bucket a temp copy of it.
+func (c *Coordinator) withFrameFile(ctx context.Context, framesDir string, f frameRecord, use func(path string) error) error {
+	if !inBucket(framesDir) {
+		return use(filepath.Join(framesDir, f.Name))
+	}
 	r, err := c.openJobFrame(ctx, framesDir, f)
 	if err != nil {
 		return err
@@ -195,7 +225,7 @@ func (c *Coordinator) probeBucketFrame(ctx context.Context, framesDir string, f 
 	if _, err := io.Copy(tmp, r); err != nil {
 		return fmt.Errorf("reading frame %d (%s): %w", f.Number, f.Name, err)
 	}
-	return probe(tmp.Name())
+	return use(tmp.Name())
 }
 
 // frameURLs pre-signs a GET URL for each frame of a set in a bucket; nil

@@ -374,11 +374,9 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 	if spec.FramesDir == "" {
 		return nil, nil, errors.New("--frames is required: the folder of numbered images to encode")
 	}
-	dir := spec.FramesDir
-	if !inBucket(dir) {
-		if dir, err = filepath.Abs(spec.FramesDir); err != nil {
-			return nil, nil, err
-		}
+	dir, err := framesLocation(spec.FramesDir)
+	if err != nil {
+		return nil, nil, err
 	}
 	if spec.Gaps != "" && spec.Gaps != "refuse" && spec.Gaps != "hold" && spec.Gaps != "skip" {
 		return nil, nil, fmt.Errorf("--gaps %q: use refuse (the default), hold (repeat the previous frame) or skip (close the gaps up)", spec.Gaps)
@@ -392,12 +390,7 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 	}
 	opts := frameseq.Options{Pattern: spec.Pattern,
 		AllowGaps: spec.Gaps == "hold" || spec.Gaps == "skip", AllowMixedDimensions: spec.Scale != ""}
-	var seq *frameseq.Sequence
-	if inBucket(dir) {
-		seq, err = c.scanBucket(ctx, dir, opts)
-	} else {
-		seq, err = frameseq.Scan(dir, opts)
-	}
+	seq, err := c.scanFrames(ctx, dir, opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -423,19 +416,14 @@ func (c *Coordinator) prepareJob(ctx context.Context, spec JobSpec) (*jobRun, []
 		settings.Width, settings.Height = settings.ScaleW, settings.ScaleH
 	}
 	if settings.Width == 0 || settings.Height == 0 {
-		probe := func(path string) error {
+		err := c.withFrameFile(ctx, dir, frames[0], func(path string) error {
 			p, err := c.cfg.FFmpeg.ProbeVideo(ctx, path, false)
 			if err != nil {
 				return err
 			}
 			settings.Width, settings.Height = p.Width, p.Height
 			return nil
-		}
-		if inBucket(dir) {
-			err = c.probeBucketFrame(ctx, dir, frames[0], probe)
-		} else {
-			err = probe(filepath.Join(dir, frames[0].Name))
-		}
+		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("reading frame %d (%s): %w", frames[0].Number, frames[0].Name, err)
 		}

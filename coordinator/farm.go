@@ -157,12 +157,7 @@ func (c *Coordinator) reset(ctx context.Context, id string, all bool) (*jobRun, 
 		return nil, err
 	}
 	// Read outside the lock: a folder on a slow mount holds no grant up.
-	var changed map[int]frameRecord
-	if inBucket(jr.rec.FramesDir) {
-		changed, err = c.rereadBucket(ctx, jr.rec.FramesDir, frames)
-	} else {
-		changed, err = rereadFrames(jr.rec.FramesDir, frames)
-	}
+	changed, err := c.rereadJobFrames(ctx, jr.rec.FramesDir, frames)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errRefused, err)
 	}
@@ -283,7 +278,9 @@ func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 		return err
 	}
 	c.log.Info("job deleted", "job", id)
-	c.copies.Go(func() { c.sweepParts(context.WithoutCancel(ctx), id) })
+	if c.parts != nil {
+		c.copies.Go(func() { c.sweepParts(context.WithoutCancel(ctx), id) })
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}

@@ -93,7 +93,9 @@ func (c *Coordinator) joinJob(ctx context.Context, jr *jobRun) {
 	if copyURL != "" {
 		c.copies.Go(func() { c.copyOut(ctx, jr, filepath.Join(jr.dir, name), copyURL) })
 	}
-	c.copies.Go(func() { c.sweepParts(ctx, jr.rec.ID) })
+	if c.parts != nil {
+		c.copies.Go(func() { c.sweepParts(ctx, jr.rec.ID) })
+	}
 	if err == nil && !c.cfg.KeepParts {
 		for _, s := range c.snapshotSets(jr) {
 			_ = os.Remove(filepath.Join(jr.partDir, s.Part.Name))

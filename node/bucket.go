@@ -11,11 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/framefarm/framefarm/internal/ffmpeg"
 	farmpb "github.com/framefarm/framefarm/proto"
+	"golang.org/x/sync/errgroup"
 )
 
 // Reading frames from a bucket and putting parts into one, through the
@@ -67,29 +67,15 @@ func (n *Node) fetchFrames(ctx context.Context, dir string, a *farmpb.Assignment
 			removeSequence(dir, a, len(a.Frames))
 		}
 	}()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make([]error, len(a.Frames))
-	sem := make(chan struct{}, bucketParallel)
-	var wg sync.WaitGroup
+	// The first failure cancels the other reads and is the one returned.
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(bucketParallel)
 	for pos, f := range a.Frames {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if errs[pos] = n.fetchFrame(ctx, filepath.Join(dir, ffmpeg.SequenceName(pos, a.Settings.FrameExt)), a.FrameUrls[pos], f, log); errs[pos] != nil {
-				cancel()
-			}
-		}()
+		g.Go(func() error {
+			return n.fetchFrame(ctx, filepath.Join(dir, ffmpeg.SequenceName(pos, a.Settings.FrameExt)), a.FrameUrls[pos], f, log)
+		})
 	}
-	wg.Wait()
-	// The first failure, not the cancellations it caused.
-	for _, err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return err
-		}
-	}
-	return errors.Join(errs...)
+	return g.Wait()
 }
 
 func (n *Node) fetchFrame(ctx context.Context, path, url string, f *farmpb.FrameInfo, log *slog.Logger) error {
