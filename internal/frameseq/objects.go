@@ -30,12 +30,10 @@ type Object struct {
 //
 // open returns a reader of one object of the listing; only image headers are
 // read from it (and, for PNG, the end), on up to 16 objects at a time.
-func ScanObjects(where string, objs []Object, open func(name string, size int64) (io.ReaderAt, error), opts Options) (*Sequence, error) {
+func ScanObjects(where string, objs []Object, open func(o Object) (io.ReaderAt, error), opts Options) (*Sequence, error) {
 	entries := make([]fs.DirEntry, len(objs))
-	etags := make(map[string]string, len(objs))
 	for i, o := range objs {
 		entries[i] = fs.FileInfoToDirEntry(objectInfo{o})
-		etags[o.Name] = o.ETag
 	}
 	// No entry is a link, so classify never touches the file system.
 	cands, ign, err := classify(where, entries)
@@ -45,16 +43,15 @@ func ScanObjects(where string, objs []Object, open func(name string, size int64)
 	return check(where, where, len(entries), cands, ign, opts, func(cands []*candidate, header bool) []probeResult {
 		return probeEach(len(cands), objectProbeWorkers, func(i int, sc *scratch) probeResult {
 			c := cands[i]
-			info, err := c.entry.Info()
-			if err != nil {
-				return probeResult{err: fmt.Errorf("cannot read its information: %w", err)}
-			}
+			// An objectInfo's Info never fails.
+			info, _ := c.entry.Info()
+			o := info.Sys().(Object)
 			r := infoResult(info)
-			r.etag = etags[c.name]
+			r.etag = o.ETag
 			if r.err != nil || !header {
 				return r
 			}
-			ra, err := open(c.name, r.size)
+			ra, err := open(o)
 			if err != nil {
 				r.err = fmt.Errorf("cannot open it: %w", err)
 				return r
@@ -73,4 +70,4 @@ func (i objectInfo) Size() int64        { return i.o.Size }
 func (i objectInfo) Mode() fs.FileMode  { return 0o444 }
 func (i objectInfo) ModTime() time.Time { return i.o.ModTime }
 func (i objectInfo) IsDir() bool        { return false }
-func (i objectInfo) Sys() any           { return nil }
+func (i objectInfo) Sys() any           { return i.o }

@@ -73,14 +73,12 @@ func TestScanObjectsS3(t *testing.T) {
 	}
 	scanListed := func(listed []storage.Object) (*Sequence, error) {
 		objs := make([]Object, len(listed))
-		keys := map[string]storage.Object{}
 		for i, o := range listed {
 			name := strings.TrimPrefix(o.Key, prefix)
 			objs[i] = Object{Name: name, Size: o.Size, ModTime: o.ModTime, ETag: o.ETag}
-			keys[name] = o
 		}
-		s, err := ScanObjects(where, objs, func(name string, size int64) (io.ReaderAt, error) {
-			return b.ReaderAt(ctx, prefix+name, size, keys[name].ETag), nil
+		s, err := ScanObjects(where, objs, func(o Object) (io.ReaderAt, error) {
+			return b.ReaderAt(ctx, prefix+o.Name, o.Size, o.ETag), nil
 		}, Options{})
 		return s, err
 	}

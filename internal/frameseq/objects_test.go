@@ -37,7 +37,8 @@ func newMemBucket(files ...file) *memBucket {
 	return m
 }
 
-func (m *memBucket) open(name string, size int64) (io.ReaderAt, error) {
+func (m *memBucket) open(o Object) (io.ReaderAt, error) {
+	name, size := o.Name, o.Size
 	m.opens.Add(1)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -172,11 +173,11 @@ func TestScanObjectsReadError(t *testing.T) {
 	p := pngBytes(t, 16, 8)
 	m := newMemBucket(frames(t, "f_", "%03d", p, seq(1, 3)...)...)
 	changed := errors.New("object changed: its ETag is now \"b\"")
-	open := func(name string, size int64) (io.ReaderAt, error) {
-		if name == "f_002.png" {
+	open := func(o Object) (io.ReaderAt, error) {
+		if o.Name == "f_002.png" {
 			return failingAt{bytes.NewReader(p), changed}, nil
 		}
-		return m.open(name, size)
+		return m.open(o)
 	}
 	_, err := ScanObjects(testWhere, m.objs, open, Options{})
 	if !errors.Is(err, ErrUnreadable) || !strings.Contains(err.Error(), "f_002.png (frame 2): cannot read it: object changed") {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	azblobblob "github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+
 	gcs "cloud.google.com/go/storage"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 
@@ -42,18 +44,9 @@ const readBlock = 64 << 10
 // URL without the trailing slash names the same folder. Credentials in the
 // URL are refused, as Parse does.
 func ParsePrefix(raw string) (bucketURL, prefix string, err error) {
-	u, err := url.Parse(raw)
+	u, c, cloud, err := parseURL(raw)
 	if err != nil {
-		return "", "", fmt.Errorf("%s is not a URL: %w", Redact(raw), unwrapURLError(err))
-	}
-	c, cloud := cloudScheme(u.Scheme)
-	if u.User != nil {
-		return "", "", fmt.Errorf("%s holds credentials: give them in the environment%s instead", Redact(raw), c.credsHint())
-	}
-	for k := range u.Query() {
-		if secretParam(k) {
-			return "", "", fmt.Errorf("%s holds credentials (%s): give them in the environment%s instead", Redact(raw), k, c.credsHint())
-		}
+		return "", "", err
 	}
 	switch {
 	case cloud:
@@ -166,7 +159,7 @@ func (b *Bucket) List(ctx context.Context, prefix string) ([]Object, error) {
 		} else {
 			a, err := b.b.Attributes(ctx, o.Key)
 			if err != nil {
-				if gcerrors.Code(err) == gcerrors.NotFound {
+				if IsNotFound(err) {
 					continue // deleted since the listing: as if listed a moment later
 				}
 				return nil, fmt.Errorf("reading the attributes of %s: %w", b.where(o.Key), redactErr(err))
@@ -206,12 +199,17 @@ func (b *Bucket) Attributes(ctx context.Context, key string) (Object, error) {
 }
 
 // readerETag is the ETag of the object a reader reads: from the response
-// itself on S3 (so the bytes and the ETag belong together), else from the
-// object's attributes.
+// itself on S3 and Azure (so the bytes and the ETag belong together, and
+// no second request is made), else (GCS, whose reader carries none) from
+// the object's attributes.
 func (b *Bucket) readerETag(ctx context.Context, key string, r *blob.Reader) (string, error) {
 	var out s3.GetObjectOutput
 	if r.As(&out) && out.ETag != nil {
 		return unquote(*out.ETag), nil
+	}
+	var az azblobblob.DownloadStreamResponse
+	if r.As(&az) && az.ETag != nil {
+		return unquote(string(*az.ETag)), nil
 	}
 	a, err := b.b.Attributes(ctx, key)
 	if err != nil {

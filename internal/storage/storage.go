@@ -55,18 +55,9 @@ func IsURL(s string) bool {
 // file:///srv/finals/final.mkv and splits it. Credentials in the URL are
 // refused: they would end up in logs and the job's record.
 func Parse(raw string) (Location, error) {
-	u, err := url.Parse(raw)
+	u, c, cloud, err := parseURL(raw)
 	if err != nil {
-		return Location{}, fmt.Errorf("%s is not a URL: %w", Redact(raw), unwrapURLError(err))
-	}
-	c, cloud := cloudScheme(u.Scheme)
-	if u.User != nil {
-		return Location{}, fmt.Errorf("%s holds credentials: give them in the environment%s instead", Redact(raw), c.credsHint())
-	}
-	for k := range u.Query() {
-		if secretParam(k) {
-			return Location{}, fmt.Errorf("%s holds credentials (%s): give them in the environment%s instead", Redact(raw), k, c.credsHint())
-		}
+		return Location{}, err
 	}
 	switch {
 	case cloud:
@@ -84,6 +75,27 @@ func Parse(raw string) (Location, error) {
 	default:
 		return Location{}, fmt.Errorf("%s: unknown storage scheme %q (%s are supported)", Redact(raw), u.Scheme, Schemes)
 	}
+}
+
+// parseURL parses a storage URL for Parse and ParsePrefix, refusing one
+// that holds credentials (they would end up in logs and the job's record),
+// and says which cloud its scheme names (cloud is false for file:// and
+// unknown schemes).
+func parseURL(raw string) (u *url.URL, c cloud, isCloud bool, err error) {
+	u, err = url.Parse(raw)
+	if err != nil {
+		return nil, cloud{}, false, fmt.Errorf("%s is not a URL: %w", Redact(raw), unwrapURLError(err))
+	}
+	c, isCloud = cloudScheme(u.Scheme)
+	if u.User != nil {
+		return nil, c, isCloud, fmt.Errorf("%s holds credentials: give them in the environment%s instead", Redact(raw), c.credsHint())
+	}
+	for k := range u.Query() {
+		if secretParam(k) {
+			return nil, c, isCloud, fmt.Errorf("%s holds credentials (%s): give them in the environment%s instead", Redact(raw), k, c.credsHint())
+		}
+	}
+	return u, c, isCloud, nil
 }
 
 // Schemes lists the storage URLs Parse takes, for messages and help.
@@ -156,23 +168,7 @@ func PutFile(ctx context.Context, local string, loc Location) (err error) {
 		return fmt.Errorf("opening %s: %w", loc, redactErr(err))
 	}
 	defer b.Close()
-	wctx, cancel := context.WithCancel(ctx)
-	// Cancelling before Close abandons the upload instead of completing a
-	// partial object.
-	defer cancel()
-	w, err := b.NewWriter(wctx, loc.Key, &blob.WriterOptions{ContentType: ContentType(loc.Key)})
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", loc, redactErr(err))
-	}
-	if _, err := io.Copy(w, f); err != nil {
-		cancel()
-		_ = w.Close()
-		return fmt.Errorf("writing %s: %w", loc, redactErr(err))
-	}
-	if err := w.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", loc, redactErr(err))
-	}
-	return nil
+	return (&Bucket{b: b, url: loc.Bucket}).Put(ctx, loc.Key, f)
 }
 
 // Stat returns the object's attributes (size, content type, ETag).
