@@ -341,29 +341,35 @@ func (c *Coordinator) fetchPart(ctx context.Context, key string, limit int64, w 
 	return 0, fmt.Errorf("%w: reading the part from %s: %w", errOwnFault, c.parts, err)
 }
 
-// sweepParts deletes what nodes put under a job's parts/ folder in the
-// --storage bucket (unless --keep-parts): once the job is joined or
-// deleted, since every part the coordinator took it keeps under --data.
-// Not part by part as they are taken: a delete racing a node's PUT into
-// the same folder can fail that PUT on servers that keep folders
-// (versitygw's posix backend answered 409 ExistingObjectIsDirectory), and
-// a part whose check failed on the coordinator's side stays readable for
-// the node's next try.
-func (c *Coordinator) sweepParts(ctx context.Context, jobID string) {
-	if c.parts == nil || c.cfg.KeepParts {
+// sweepBucket deletes what the --storage bucket holds for a job (or an
+// upload) under folders/id/: a job's parts once it is joined or deleted
+// (unless --keep-parts), since every part the coordinator took it keeps
+// under --data; its final once it is deleted; an upload's frames once the
+// job that rendered them is deleted. Not part by part as they are
+// taken: a delete racing a node's PUT into the same folder can fail that
+// PUT on servers that keep folders (versitygw's posix backend answered 409
+// ExistingObjectIsDirectory), and a part whose check failed on the
+// coordinator's side stays readable for the node's next try.
+func (c *Coordinator) sweepBucket(ctx context.Context, id string, folders ...string) {
+	if c.parts == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	prefix := fmt.Sprintf("%sparts/%s/", c.partsPrefix, jobID)
-	objs, err := c.parts.List(ctx, prefix)
-	if err != nil {
-		c.log.Warn("listing the job's parts in the bucket failed; they stay there", "job", jobID, "err", err)
-		return
-	}
-	for _, o := range objs {
-		if err := c.parts.Delete(ctx, o.Key); err != nil && !storage.IsNotFound(err) {
-			c.log.Warn("deleting a part from the bucket failed; it stays there", "job", jobID, "key", o.Key, "err", err)
+	for _, folder := range folders {
+		if folder == "parts" && c.cfg.KeepParts {
+			continue
+		}
+		prefix := fmt.Sprintf("%s%s/%s/", c.partsPrefix, folder, id)
+		objs, err := c.parts.List(ctx, prefix)
+		if err != nil {
+			c.log.Warn("listing objects to delete from the bucket failed; they stay there", "prefix", prefix, "err", err)
+			continue
+		}
+		for _, o := range objs {
+			if err := c.parts.Delete(ctx, o.Key); err != nil && !storage.IsNotFound(err) {
+				c.log.Warn("deleting an object from the bucket failed; it stays there", "key", o.Key, "err", err)
+			}
 		}
 	}
 }

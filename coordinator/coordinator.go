@@ -200,9 +200,10 @@ type jobRun struct {
 	// legacyFP, set on a job being prepared with default colour settings,
 	// is the fingerprint the same job had before colour settings.
 	legacyFP string
-	// outCopy is how the copy of the final to an --out URL stands (under
-	// c.mu), for status; its outcome is also an event.
-	outCopy string
+	// outCopy and stored are how the copies of the final to an --out URL
+	// and into the --storage bucket stand (under c.mu), for status; their
+	// outcomes are also events.
+	outCopy, stored string
 }
 
 type nodeInfo struct {

@@ -266,7 +266,7 @@ func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 		if !jr.job.State.Finished() {
 			return fmt.Errorf("%w: job %s is %s: cancel it first", job.ErrConflict, jr.rec.ID, jr.job.State)
 		}
-		x.add(jr, nil, []job.Event{{At: c.cfg.Now(), Kind: job.EvJobDeleted, Set: -1, Detail: "its parts, final video and state removed"}})
+		x.add(jr, nil, []job.Event{{At: c.cfg.Now(), Kind: job.EvJobDeleted, Set: -1, Detail: "its parts, final video (also from --storage) and state removed"}})
 		delete(c.jobs, jr.rec.ID)
 		c.queue = slices.DeleteFunc(c.queue, func(q *jobRun) bool { return q == jr })
 		x.remove(jr.rec.ID)
@@ -278,16 +278,21 @@ func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 		return err
 	}
 	c.log.Info("job deleted", "job", id)
-	if c.parts != nil {
-		c.copies.Go(func() { c.sweepParts(context.WithoutCancel(ctx), id) })
-	}
+	c.copies.Go(func() { c.sweepBucket(context.WithoutCancel(ctx), id, "parts", "finals") })
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
 	// Frames uploaded for the job go with it, unless another job renders
 	// them too.
-	if filepath.Dir(frames) == filepath.Join(c.cfg.Data, "uploads") && !shared {
+	if shared {
+		return nil
+	}
+	if filepath.Dir(frames) == filepath.Join(c.cfg.Data, "uploads") {
 		return os.RemoveAll(frames)
+	}
+	name := jobName(frames)
+	if at, _, err := c.uploadedFrames(name); err == nil && at == frames && c.parts != nil {
+		c.copies.Go(func() { c.sweepBucket(context.WithoutCancel(ctx), name, "uploads") })
 	}
 	return nil
 }

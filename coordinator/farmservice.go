@@ -28,7 +28,7 @@ func (c *Coordinator) statusLocked(jr *jobRun) *farmpb.JobStatus {
 		JobId: jr.rec.ID, Name: jr.rec.Name, State: string(jr.job.State), Reason: jr.job.Reason, Priority: int32(jr.job.Priority),
 		FramesDir: jr.rec.FramesDir, TotalFrames: uint32(len(jr.frames)), OutPath: jr.rec.OutPath, LastEventSeq: jr.job.LastSeq,
 		FinalSize: jr.rec.FinalSize, FinalSha256: jr.rec.FinalSHA, Settings: jr.encodeSettings(),
-		SubmittedUnixMs: jr.rec.Created.UnixMilli(), FinishedUnixMs: unixMilli(jr.rec.Finished), OutCopy: jr.outCopy,
+		SubmittedUnixMs: jr.rec.Created.UnixMilli(), FinishedUnixMs: unixMilli(jr.rec.Finished), OutCopy: jr.outCopy, FinalStored: jr.stored,
 	}
 	budget := setErrorBudget(len(jr.job.Sets))
 	for _, s := range jr.job.Sets {
@@ -174,11 +174,11 @@ func (f *farmService) SubmitJob(ctx context.Context, req *farmpb.SubmitJobReques
 		if req.FramesDir != "" {
 			return nil, fmt.Errorf("%w: give the frames folder or the upload, not both", ErrInvalid)
 		}
-		dir, err := f.c.uploadDir(req.Upload)
+		frames, _, err := f.c.uploadedFrames(req.Upload)
 		if err != nil {
 			return nil, err
 		}
-		spec.FramesDir = dir
+		spec.FramesDir = frames
 		if spec.Name == "" {
 			spec.Name = req.Upload
 		}

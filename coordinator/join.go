@@ -62,7 +62,8 @@ func (c *Coordinator) joinJob(ctx context.Context, jr *jobRun) {
 	if ctx.Err() != nil {
 		return
 	}
-	detail, copyURL := "", ""
+	detail := ""
+	var copies []finalCopy
 	if err == nil {
 		if err = c.store.setFinal(ctx, jr.rec.ID, name, size, sum); err == nil {
 			c.mu.Lock()
@@ -72,8 +73,10 @@ func (c *Coordinator) joinJob(ctx context.Context, jr *jobRun) {
 			detail = fmt.Sprintf("%s, %d bytes, sha256 %s, joined in %s %s", name, size, sum, time.Since(start).Round(time.Millisecond), how)
 			switch {
 			case storage.IsURL(out):
-				copyURL = out
-				detail += ", being copied to " + storage.Redact(out)
+				if fc, ok := c.outTarget(ctx, jr, out); ok {
+					copies = append(copies, fc)
+					detail += ", being copied to " + fc.where
+				}
 			case out != "":
 				if cerr := copyAtomic(filepath.Join(jr.dir, name), out); cerr != nil {
 					log.Error("copying the final video to --out failed; it stays in the data folder", "err", cerr)
@@ -81,21 +84,27 @@ func (c *Coordinator) joinJob(ctx context.Context, jr *jobRun) {
 					detail += ", copied to " + out
 				}
 			}
+			if c.parts != nil {
+				fc := c.storageTarget(jr, name)
+				copies = append(copies, fc)
+				detail += ", being stored at " + fc.where
+			}
 		}
 	}
 	if cerr := c.change(ctx, func(x changes) error {
 		x.add(jr, nil, jr.job.Finish(err, detail, c.cfg.Now()))
+		for _, fc := range copies {
+			*fc.status(jr) = "under way"
+		}
 		return nil
 	}); cerr != nil {
 		log.Error("recording the join failed", "err", cerr)
 		return
 	}
-	if copyURL != "" {
-		c.copies.Go(func() { c.copyOut(ctx, jr, filepath.Join(jr.dir, name), copyURL) })
+	for _, fc := range copies {
+		c.copies.Go(func() { c.copyFinal(ctx, jr, filepath.Join(jr.dir, name), fc) })
 	}
-	if c.parts != nil {
-		c.copies.Go(func() { c.sweepParts(ctx, jr.rec.ID) })
-	}
+	c.copies.Go(func() { c.sweepBucket(ctx, jr.rec.ID, "parts") })
 	if err == nil && !c.cfg.KeepParts {
 		for _, s := range c.snapshotSets(jr) {
 			_ = os.Remove(filepath.Join(jr.partDir, s.Part.Name))

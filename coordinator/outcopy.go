@@ -3,77 +3,140 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/framefarm/framefarm/coordinator/job"
 	"github.com/framefarm/framefarm/internal/storage"
 )
 
-// A copy to an --out URL is retried with doubling waits, from
-// outRetryFirst up to outRetryMax, until outRetryFor has passed: a storage
-// server restarted or briefly unreachable costs the copy a few seconds, and
-// one down for longer is given up with an event, never failing the job
-// (its final stays in the data folder, for fetch). An error that waiting
-// cannot cure (no such bucket, wrong or unauthorised keys) ends the copy at
-// once, saying what to change.
+// A copy of a final (to an --out URL, or into the --storage bucket) is
+// retried with doubling waits, from outRetryFirst up to outRetryMax, until
+// outRetryFor has passed: a storage server restarted or briefly unreachable
+// costs the copy a few seconds, and one down for longer is given up with an
+// event, never failing the job (its final stays in the data folder, for
+// fetch). An error that waiting cannot cure (no such bucket, wrong or
+// unauthorised keys) ends the copy at once, saying what to change.
 const (
 	outRetryFirst = time.Second
 	outRetryMax   = 30 * time.Second
 	outRetryFor   = 5 * time.Minute
 )
 
-// copyOut puts a copy of a done job's final at its --out URL.
-func (c *Coordinator) copyOut(ctx context.Context, jr *jobRun, final, raw string) {
-	where := storage.Redact(raw)
-	log := c.log.With("job", jr.rec.ID, "out", where)
+// finalCopy is one place a done job's final is copied to.
+type finalCopy struct {
+	// flag names the copy in messages ("--out", "--storage"); where is the
+	// object's URL, redacted.
+	flag, where string
+	// verb and failVerb say what was done or not: "copied to", "stored at".
+	verb, failVerb string
+	put            func(ctx context.Context, local string) error
+	// undo removes the object, for a job deleted while it was being put;
+	// nil when the object is the user's to keep (--out).
+	undo           func(ctx context.Context) error
+	copied, failed job.EventKind
+	// status is the job's field that shows how the copy stands.
+	status func(jr *jobRun) *string
+}
+
+// outTarget is the copy to a job's --out URL; ok is false (after recording
+// why) when the URL no longer parses.
+func (c *Coordinator) outTarget(ctx context.Context, jr *jobRun, raw string) (finalCopy, bool) {
+	fc := finalCopy{
+		flag: "--out", where: storage.Redact(raw), verb: "copied to", failVerb: "not copied to",
+		copied: job.EvOutCopied, failed: job.EvOutFailed,
+		status: func(jr *jobRun) *string { return &jr.outCopy },
+	}
 	loc, err := storage.Parse(raw)
 	if err != nil {
 		// Checked at submit; only a record changed under us lands here.
-		c.outCopyDone(ctx, jr, job.EvOutFailed, fmt.Sprintf("not copied to %s: %v", where, err))
-		return
+		c.copyDone(ctx, jr, fc, fc.failed, fmt.Sprintf("not copied to %s: %v", fc.where, err))
+		return fc, false
 	}
+	fc.where = loc.String()
+	fc.put = func(ctx context.Context, local string) error { return storage.PutFile(ctx, local, loc) }
+	return fc, true
+}
+
+// storageTarget is the copy of a job's final into the --storage bucket, at
+// finals/JOB/final.EXT beside the parts' folder: where a farm in the cloud
+// keeps its results, for people and programs that read the bucket rather
+// than ask the coordinator.
+func (c *Coordinator) storageTarget(jr *jobRun, name string) finalCopy {
+	key := c.finalKey(jr.rec.ID, name)
+	return finalCopy{
+		flag: "--storage", where: c.parts.Where(key), verb: "stored at", failVerb: "not stored at",
+		put: func(ctx context.Context, local string) error {
+			f, err := os.Open(local)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return c.parts.Put(ctx, key, f)
+		},
+		undo:   func(ctx context.Context) error { return c.parts.Delete(ctx, key) },
+		copied: job.EvFinalStored, failed: job.EvFinalNotStored,
+		status: func(jr *jobRun) *string { return &jr.stored },
+	}
+}
+
+// finalKey is where a job's final is kept in the --storage bucket.
+func (c *Coordinator) finalKey(jobID, name string) string {
+	return fmt.Sprintf("%sfinals/%s/%s", c.partsPrefix, jobID, name)
+}
+
+// copyFinal puts a copy of a done job's final (a file in its folder) where
+// fc says, retrying as the constants above say.
+func (c *Coordinator) copyFinal(ctx context.Context, jr *jobRun, final string, fc finalCopy) {
+	log := c.log.With("job", jr.rec.ID, "to", fc.where)
 	start := c.cfg.Now()
 	wait := outRetryFirst
 	for attempt := 1; ; attempt++ {
-		c.mu.Lock()
-		deleted := c.jobs[jr.rec.ID] != jr
-		c.mu.Unlock()
-		if deleted {
-			log.Info("job deleted before its final was copied to --out", "attempt", attempt)
+		if c.deleted(jr) {
+			log.Info("job deleted before its final was copied to "+fc.flag, "attempt", attempt)
 			return
 		}
 		t0 := time.Now()
-		err := storage.PutFile(ctx, final, loc)
+		err := fc.put(ctx, final)
 		if err == nil {
-			log.Info("copied the final video to --out", "attempt", attempt, "took", time.Since(t0).Round(time.Millisecond))
-			c.outCopyDone(ctx, jr, job.EvOutCopied, fmt.Sprintf("copied to %s (attempt %d, %s)", loc, attempt, time.Since(t0).Round(time.Millisecond)))
+			took := time.Since(t0).Round(time.Millisecond)
+			if c.deleted(jr) && fc.undo != nil {
+				// Deleted while the copy was on its way: the delete's sweep
+				// may have run before the object appeared.
+				if err := fc.undo(context.WithoutCancel(ctx)); err != nil {
+					log.Warn("removing the final of a deleted job failed; it stays there", "err", err)
+				}
+				return
+			}
+			log.Info("copied the final video to "+fc.flag, "attempt", attempt, "took", took)
+			c.copyDone(ctx, jr, fc, fc.copied, fmt.Sprintf("%s %s (attempt %d, %s)", fc.verb, fc.where, attempt, took))
 			return
 		}
 		if ctx.Err() != nil {
-			log.Warn("stopped before the final video was copied to --out; fetch it from the data folder", "attempt", attempt)
+			log.Warn("stopped before the final video was copied to "+fc.flag+"; fetch it from the data folder", "attempt", attempt)
 			return
 		}
 		if storage.Permanent(err) {
 			hint := storage.Hint(err)
-			log.Error("the final video cannot be copied to --out until the storage is fixed; it stays in the data folder",
+			log.Error("the final video cannot be copied to "+fc.flag+" until the storage is fixed; it stays in the data folder",
 				"attempt", attempt, "fix", hint, "err", err)
-			c.outCopyDone(ctx, jr, job.EvOutFailed, fmt.Sprintf("not copied to %s: %s (the storage answered %s); the final stays in the data folder, for fetch",
-				loc, hint, storage.Answer(err)))
+			c.copyDone(ctx, jr, fc, fc.failed, fmt.Sprintf("%s %s: %s (the storage answered %s); the final stays in the data folder, for fetch",
+				fc.failVerb, fc.where, hint, storage.Answer(err)))
 			return
 		}
 		if c.cfg.Now().Sub(start)+wait > outRetryFor {
-			log.Error("gave up copying the final video to --out; it stays in the data folder", "attempts", attempt, "err", err)
-			c.outCopyDone(ctx, jr, job.EvOutFailed, fmt.Sprintf("gave up copying to %s after %d attempts over %s: %v",
-				loc, attempt, c.cfg.Now().Sub(start).Round(time.Second), err))
+			log.Error("gave up copying the final video to "+fc.flag+"; it stays in the data folder", "attempts", attempt, "err", err)
+			c.copyDone(ctx, jr, fc, fc.failed, fmt.Sprintf("gave up: %s %s after %d attempts over %s: %v",
+				fc.failVerb, fc.where, attempt, c.cfg.Now().Sub(start).Round(time.Second), err))
 			return
 		}
-		log.Warn("copying the final video to --out failed; retrying", "attempt", attempt, "retry_in", wait, "err", err)
+		log.Warn("copying the final video to "+fc.flag+" failed; retrying", "attempt", attempt, "retry_in", wait, "err", err)
 		c.mu.Lock()
-		jr.outCopy = fmt.Sprintf("retrying: attempt %d failed: %v", attempt, err)
+		*fc.status(jr) = fmt.Sprintf("retrying: attempt %d failed: %v", attempt, err)
 		c.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			log.Warn("stopped before the final video was copied to --out; fetch it from the data folder", "attempt", attempt)
+			log.Warn("stopped before the final video was copied to "+fc.flag+"; fetch it from the data folder", "attempt", attempt)
 			return
 		case <-time.After(wait):
 		}
@@ -81,17 +144,23 @@ func (c *Coordinator) copyOut(ctx context.Context, jr *jobRun, final, raw string
 	}
 }
 
-// outCopyDone records how the copy ended, unless the job was deleted
-// meanwhile.
-func (c *Coordinator) outCopyDone(ctx context.Context, jr *jobRun, kind job.EventKind, detail string) {
+// deleted reports whether jr was deleted since it was looked up.
+func (c *Coordinator) deleted(jr *jobRun) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.jobs[jr.rec.ID] != jr
+}
+
+// copyDone records how a copy ended, unless the job was deleted meanwhile.
+func (c *Coordinator) copyDone(ctx context.Context, jr *jobRun, fc finalCopy, kind job.EventKind, detail string) {
 	if err := c.change(ctx, func(x changes) error {
 		if c.jobs[jr.rec.ID] != jr {
 			return nil
 		}
-		jr.outCopy = detail
+		*fc.status(jr) = detail
 		x.add(jr, nil, []job.Event{{At: c.cfg.Now(), Kind: kind, Set: -1, Detail: detail}})
 		return nil
 	}); err != nil {
-		c.log.Error("recording the copy to --out failed", "job", jr.rec.ID, "err", err)
+		c.log.Error("recording the copy of the final failed", "job", jr.rec.ID, "flag", fc.flag, "err", err)
 	}
 }

@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
-
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/framefarm/framefarm/internal/atomicfile"
 	"github.com/framefarm/framefarm/internal/text"
@@ -20,10 +24,14 @@ import (
 )
 
 // Uploaded frames (submit --upload): a client that does not share a folder
-// with the coordinator streams its frames into data/uploads/NAME, then
-// submits that folder. Files arrive under a temp name and are renamed once
-// whole, with the client's modification time, so that listing the folder
-// tells an interrupted upload what it still has to send.
+// with the coordinator streams its frames to the coordinator, which keeps
+// them in its --storage bucket under uploads/NAME/ (nodes then read them
+// from the bucket, as any frames there), or without --storage in
+// data/uploads/NAME; then the client submits the upload. A file appears
+// under its name only once whole (renamed from a temp name, or an object
+// that appears when its upload completes), with the client's modification
+// time (the file's, or the object's metadata), so that listing the upload
+// tells an interrupted one what it still has to send.
 
 // maxUploadFile bounds one uploaded frame: larger than any image a render
 // writes (an 8K 16-bit EXR is ~400 MB), small enough to keep a bad client
@@ -32,13 +40,33 @@ const maxUploadFile = 2 << 30
 
 var uploadName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
 
-// uploadDir is the folder of an upload, after checking its name.
+// uploadDir is the local folder of an upload, after checking its name.
 func (c *Coordinator) uploadDir(name string) (string, error) {
 	if !uploadName.MatchString(name) {
 		return "", fmt.Errorf("%w: upload name %q: 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit", ErrInvalid, text.Truncate(name, 100))
 	}
 	return filepath.Join(c.cfg.Data, "uploads", name), nil
 }
+
+// uploadedFrames is where upload name keeps its frames, as a job's frames
+// folder: its local folder, or with --storage its folder in the bucket (a
+// URL) and the key prefix of its objects there.
+func (c *Coordinator) uploadedFrames(name string) (frames, keyPrefix string, err error) {
+	dir, err := c.uploadDir(name)
+	if err != nil || c.parts == nil {
+		return dir, "", err
+	}
+	u, err := url.Parse(c.cfg.Storage)
+	if err != nil {
+		return "", "", fmt.Errorf("--storage: %w", err)
+	}
+	u.Path, u.RawPath = path.Join("/", u.Path, "uploads", name)+"/", ""
+	return u.String(), c.partsPrefix + "uploads/" + name + "/", nil
+}
+
+// mtimeMeta is the metadata key that keeps an uploaded frame's time: a
+// name every cloud takes as it is (Azure's must be C# identifiers).
+const mtimeMeta = "framefarm_mtime_ns"
 
 func checkFileName(name string) error {
 	if name == "" || len(name) > 255 || !utf8.ValidString(name) || strings.ContainsAny(name, "/\\\x00") ||
@@ -48,10 +76,13 @@ func checkFileName(name string) error {
 	return nil
 }
 
-func (f *farmService) ListUploaded(_ context.Context, req *farmpb.ListUploadedRequest) (*farmpb.ListUploadedResponse, error) {
-	dir, err := f.c.uploadDir(req.Upload)
+func (f *farmService) ListUploaded(ctx context.Context, req *farmpb.ListUploadedRequest) (*farmpb.ListUploadedResponse, error) {
+	dir, prefix, err := f.c.uploadedFrames(req.Upload)
 	if err != nil {
 		return nil, err
+	}
+	if prefix != "" {
+		return f.c.listUploadedObjects(ctx, prefix)
 	}
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -74,19 +105,50 @@ func (f *farmService) ListUploaded(_ context.Context, req *farmpb.ListUploadedRe
 	return resp, nil
 }
 
+// listUploadedObjects lists an upload kept in the bucket. A listing does
+// not carry the client's time (metadata), so each object's attributes are
+// read, several at once: a resumed upload of thousands of frames costs
+// seconds, not minutes.
+func (c *Coordinator) listUploadedObjects(ctx context.Context, prefix string) (*farmpb.ListUploadedResponse, error) {
+	objs, err := c.parts.List(ctx, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errOwnFault, err)
+	}
+	files := make([]*farmpb.UploadedFile, len(objs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i, o := range objs {
+		g.Go(func() error {
+			a, err := c.parts.Attributes(gctx, o.Key)
+			if err != nil {
+				return err
+			}
+			ns, _ := strconv.ParseInt(a.Meta[mtimeMeta], 10, 64)
+			files[i] = &farmpb.UploadedFile{Name: strings.TrimPrefix(o.Key, prefix), Size: a.Size, MtimeNs: ns}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("%w: %w", errOwnFault, err)
+	}
+	return &farmpb.ListUploadedResponse{Files: files}, nil
+}
+
 func (f *farmService) UploadFrames(stream farmpb.FarmService_UploadFramesServer) error {
 	first, err := stream.Recv()
 	if err != nil {
 		return err
 	}
-	dir, err := f.c.uploadDir(first.GetUpload())
+	dir, prefix, err := f.c.uploadedFrames(first.GetUpload())
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("creating upload %s: %w", first.GetUpload(), err)
+	if prefix == "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("creating upload %s: %w", first.GetUpload(), err)
+		}
+		removeTemps(dir)
 	}
-	removeTemps(dir)
 	resp := &farmpb.UploadFramesResponse{}
 	m, err := stream.Recv()
 	for err == nil {
@@ -100,36 +162,17 @@ func (f *farmService) UploadFrames(stream farmpb.FarmService_UploadFramesServer)
 		if hdr.Size < 0 || hdr.Size > maxUploadFile {
 			return fmt.Errorf("%w: %s: %d bytes; a frame is at most %d", ErrInvalid, hdr.Name, hdr.Size, int64(maxUploadFile))
 		}
-		// Whole on disk before its name says it is there: a later upload
-		// skips it by name, size and time.
-		path := filepath.Join(dir, hdr.Name)
-		if err := atomicfile.Write(path, 0o644, func(f *os.File) error {
-			for got := int64(0); got < hdr.Size; {
-				m, err := stream.Recv()
-				if err == io.EOF {
-					return fmt.Errorf("%w: %s: the upload ended after %d of its %d bytes", ErrInvalid, hdr.Name, got, hdr.Size)
-				}
-				if err != nil {
+		body := &fileBytes{stream: stream, name: hdr.Name, size: hdr.Size}
+		if prefix != "" {
+			meta := map[string]string{mtimeMeta: strconv.FormatInt(hdr.MtimeNs, 10)}
+			if err := f.c.parts.PutMeta(stream.Context(), prefix+hdr.Name, body, meta); err != nil {
+				if errors.Is(err, ErrInvalid) || stream.Context().Err() != nil {
 					return err
 				}
-				chunk := m.GetChunk()
-				if len(chunk) == 0 {
-					return fmt.Errorf("%w: %s: %d of %d bytes sent before something else", ErrInvalid, hdr.Name, got, hdr.Size)
-				}
-				if got += int64(len(chunk)); got > hdr.Size {
-					return fmt.Errorf("%w: %s: more than the %d bytes announced", ErrInvalid, hdr.Name, hdr.Size)
-				}
-				if _, err := f.Write(chunk); err != nil {
-					return fmt.Errorf("storing %s: %w", hdr.Name, err)
-				}
+				return fmt.Errorf("%w: storing %s: %w", errOwnFault, hdr.Name, err)
 			}
-			return nil
-		}); err != nil {
+		} else if err := f.c.storeUploaded(filepath.Join(dir, hdr.Name), body, hdr.MtimeNs); err != nil {
 			return err
-		}
-		mt := time.Unix(0, hdr.MtimeNs)
-		if err := os.Chtimes(path, mt, mt); err != nil {
-			return fmt.Errorf("storing %s: %w", hdr.Name, err)
 		}
 		f.c.metrics.frameUploadBytes.Add(float64(hdr.Size))
 		resp.Files++
@@ -140,4 +183,56 @@ func (f *farmService) UploadFrames(stream farmpb.FarmService_UploadFramesServer)
 		return err
 	}
 	return stream.SendAndClose(resp)
+}
+
+// storeUploaded writes one uploaded file under path, whole on disk before
+// its name says it is there (a later upload skips it by name, size and
+// time), with the client's time.
+func (c *Coordinator) storeUploaded(path string, body io.Reader, mtimeNs int64) error {
+	if err := atomicfile.Write(path, 0o644, func(f *os.File) error {
+		_, err := io.Copy(f, body)
+		return err
+	}); err != nil {
+		return err
+	}
+	mt := time.Unix(0, mtimeNs)
+	if err := os.Chtimes(path, mt, mt); err != nil {
+		return fmt.Errorf("storing %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+// fileBytes reads one uploaded file's bytes off the stream: exactly size
+// bytes, in the chunks that follow its header.
+type fileBytes struct {
+	stream    farmpb.FarmService_UploadFramesServer
+	name      string
+	size, got int64
+	buf       []byte
+}
+
+func (r *fileBytes) Read(p []byte) (int, error) {
+	if len(r.buf) == 0 {
+		if r.got == r.size {
+			return 0, io.EOF
+		}
+		m, err := r.stream.Recv()
+		if err == io.EOF {
+			return 0, fmt.Errorf("%w: %s: the upload ended after %d of its %d bytes", ErrInvalid, r.name, r.got, r.size)
+		}
+		if err != nil {
+			return 0, err
+		}
+		chunk := m.GetChunk()
+		if len(chunk) == 0 {
+			return 0, fmt.Errorf("%w: %s: %d of %d bytes sent before something else", ErrInvalid, r.name, r.got, r.size)
+		}
+		if r.got += int64(len(chunk)); r.got > r.size {
+			return 0, fmt.Errorf("%w: %s: more than the %d bytes announced", ErrInvalid, r.name, r.size)
+		}
+		r.buf = chunk
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
 }

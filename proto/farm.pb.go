@@ -1477,7 +1477,11 @@ type JobStatus struct {
 	NodesTotal uint32 `protobuf:"varint,20,opt,name=nodes_total,json=nodesTotal,proto3" json:"nodes_total,omitempty"`
 	// How the copy of the final to an --out URL stands: retrying (with the
 	// last error), copied, or given up. Empty for a local --out or none.
-	OutCopy       string `protobuf:"bytes,21,opt,name=out_copy,json=outCopy,proto3" json:"out_copy,omitempty"`
+	OutCopy string `protobuf:"bytes,21,opt,name=out_copy,json=outCopy,proto3" json:"out_copy,omitempty"`
+	// How the final's copy into the coordinator's --storage bucket stands:
+	// retrying (with the last error), stored (with its URL), or given up.
+	// Empty without --storage.
+	FinalStored   string `protobuf:"bytes,22,opt,name=final_stored,json=finalStored,proto3" json:"final_stored,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1655,6 +1659,13 @@ func (x *JobStatus) GetNodesTotal() uint32 {
 func (x *JobStatus) GetOutCopy() string {
 	if x != nil {
 		return x.OutCopy
+	}
+	return ""
+}
+
+func (x *JobStatus) GetFinalStored() string {
+	if x != nil {
+		return x.FinalStored
 	}
 	return ""
 }
@@ -3486,7 +3497,7 @@ const file_farm_proto_rawDesc = "" +
 	"\x05error\x18\x05 \x01(\tR\x05error\"\x14\n" +
 	"\x12ReleaseSetResponse\"&\n" +
 	"\rGetJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xd7\x05\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xfa\x05\n" +
 	"\tJobStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -3513,7 +3524,8 @@ const file_farm_proto_rawDesc = "" +
 	"\x11own_fault_unix_ms\x18\x13 \x01(\x03R\x0eownFaultUnixMs\x12\x1f\n" +
 	"\vnodes_total\x18\x14 \x01(\rR\n" +
 	"nodesTotal\x12\x19\n" +
-	"\bout_copy\x18\x15 \x01(\tR\aoutCopy\"\xd8\x02\n" +
+	"\bout_copy\x18\x15 \x01(\tR\aoutCopy\x12!\n" +
+	"\ffinal_stored\x18\x16 \x01(\tR\vfinalStored\"\xd8\x02\n" +
 	"\tSetStatus\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1f\n" +

@@ -187,6 +187,9 @@ func renderStatus(w io.Writer, st *farmpb.JobStatus, now time.Time, bars bool) {
 		if st.OutCopy != "" {
 			fmt.Fprintf(w, "copy to --out: %s\n", oneLine(st.OutCopy))
 		}
+		if st.FinalStored != "" {
+			fmt.Fprintf(w, "copy in --storage: %s\n", oneLine(st.FinalStored))
+		}
 	}
 }
 

@@ -56,7 +56,7 @@ func noPartsLeft(t *testing.T, s3 *storagetest.S3) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		left := bucketKeys(t, s3, "parts", "farm")
+		left := bucketKeys(t, s3, "parts", "farm/parts")
 		if len(left) == 0 {
 			return
 		}

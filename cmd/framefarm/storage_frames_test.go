@@ -4,7 +4,12 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -117,11 +122,12 @@ var fromBucket = regexp.MustCompile(`part uploaded.*frames=bucket`)
 // two nodes that read the frames from the bucket and put their parts into
 // it through pre-signed URLs: frame-exact, and not one frame byte nor part
 // byte went through the coordinator; the parts are gone from the bucket
-// once joined.
+// once joined, and the final is kept there, until the job is deleted.
 func TestStorageFramesDirect(t *testing.T) {
 	needFFmpeg(t)
 	s3, want := framesInBucket(t, 48, "shots/sh010/")
 	f, metrics := bucketFarm(t, s3)
+	w := watch(t, f.addr)
 	var nodes []*farmNode
 	for _, name := range []string{"a", "b"} {
 		nodes = append(nodes, addNode(t, f, name, nodeOpts{framesFrom: "auto", noOnce: true}))
@@ -147,6 +153,58 @@ func TestStorageFramesDirect(t *testing.T) {
 	if strings.Contains(f.coord.out.String(), storagetest.Secret) || strings.Contains(st, storagetest.Secret) {
 		t.Fatal("the S3 secret key appears in the coordinator's log or status")
 	}
+
+	// The final is kept in the bucket beside the parts' folder, the same
+	// bytes as fetched, read back through the S3 server.
+	key := "farm/finals/" + id + "/final.mkv"
+	storedFinal(t, w, id, "s3://parts/"+key, s3.URL("parts", key), out)
+	st = runCmd(t, binary, "status", "--coordinator", f.addr, "--job", id)
+	if !strings.Contains(st, "copy in --storage: stored at s3://parts/"+key) {
+		t.Errorf("status does not say where the final is stored:\n%s", st)
+	}
+	runCmd(t, binary, "delete", id, "--coordinator", f.addr)
+	deadline := time.Now().Add(10 * time.Second)
+	for left := bucketKeys(t, s3, "parts", "farm/finals"); len(left) > 0; left = bucketKeys(t, s3, "parts", "farm/finals") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the deleted job's final stays in the bucket: %v", left)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// storedFinal waits for job id's final to be stored in the --storage
+// bucket at shown (as its event names it), and checks that the object at
+// objectURL holds the bytes of fetched.
+func storedFinal(t *testing.T, w *watcher, id, shown, objectURL, fetched string) {
+	t.Helper()
+	e := w.waitFor(t, "the final stored in the bucket", time.Minute, func(e *farmpb.Event) bool {
+		return e.JobId == id && (e.Kind == "final_stored" || e.Kind == "final_not_stored")
+	})
+	if e.Kind != "final_stored" || !strings.Contains(e.Detail, shown) {
+		t.Fatalf("the final was not stored at %s: %s %s", shown, e.Kind, e.Detail)
+	}
+	if got, want := bucketSHA(t, objectURL), sha(t, fetched); got != want {
+		t.Errorf("the final in the bucket has sha256 %s, the fetched one %s", got, want)
+	}
+}
+
+// bucketSHA is the SHA-256 of an object, read through its storage URL.
+func bucketSHA(t *testing.T, raw string) string {
+	t.Helper()
+	loc, err := storage.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := storage.Open(context.Background(), loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // TestStorageFramesChanged: a frame replaced in the bucket after submit
@@ -317,6 +375,7 @@ func TestStorageFramesClouds(t *testing.T) {
 	putFramesAt(t, local, func(name string) string { return gcs.URL("frames", "sh010/"+name) })
 	putFramesAt(t, local, func(name string) string { return az.URL("frames", "sh010/"+name) })
 	f, metrics := storageFarm(t, az.URL("parts", "farm/"))
+	w := watch(t, f.addr)
 	n := addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
 
 	azJob := f.submit(t, "--frames", az.URL("frames", "sh010/"), "--sets", "3", "--codec", "ffv1")
@@ -327,6 +386,8 @@ func TestStorageFramesClouds(t *testing.T) {
 	if got := len(logLines(n.node, 0, fromBucket)); got != 3 {
 		t.Errorf("azblob: %d sets read their frames from the bucket, want 3", got)
 	}
+	key := "farm/finals/" + azJob + "/final.mkv"
+	storedFinal(t, w, azJob, "azblob://parts/"+key, az.URL("parts", key), out)
 
 	gsJob := f.submit(t, "--frames", gcs.URL("frames", "sh010/"), "--sets", "2", "--codec", "ffv1")
 	out = filepath.Join(t.TempDir(), "gs.mkv")
@@ -379,5 +440,97 @@ func TestStorageRestartedWithoutStorage(t *testing.T) {
 	}
 	if l := logLines(n.node, 0, regexp.MustCompile(`set failed|part refused`)); len(l) != 0 {
 		t.Errorf("a set counted as failed: %v", l)
+	}
+}
+
+// TestStorageUploadInBucket: with --storage, submit --upload keeps the
+// frames in the bucket (uploads/NAME/), with the client's times, so that
+// the nodes read them from there, not through the coordinator; a second
+// upload of the same folder sends only what changed; the frames go once
+// the last job that renders them is deleted.
+func TestStorageUploadInBucket(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "parts")
+	f, metrics := bucketFarm(t, s3)
+	frames := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, frames, 24, 1, "320x240")
+	want := reference(t, frames, 1)
+	submit := func() (id, said string) {
+		t.Helper()
+		cmd := exec.Command(binary, "submit", "--coordinator", f.addr, "--frames", frames, "--upload", "--codec", "ffv1", "--sets", "4")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("submit --upload: %v\n%s", err, stderr.String())
+		}
+		return strings.TrimSpace(string(out)), stderr.String()
+	}
+	first, said := submit()
+	if !strings.Contains(said, "uploaded 24 files") {
+		t.Errorf("the first upload said %q", said)
+	}
+	uploads := bucketKeys(t, s3, "parts", "farm/uploads")
+	if len(uploads) != 24 {
+		t.Fatalf("%d objects under parts/farm/uploads, want the 24 frames: %v", len(uploads), uploads)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(f.data, "uploads")); len(ents) != 0 {
+		t.Errorf("the upload is also kept under --data: %v", ents)
+	}
+	// Byte for byte the frames, read back through the S3 server.
+	up := strings.TrimSuffix(uploads[0], "f_0001.png")
+	for i := 1; i <= 24; i += 7 {
+		name := fmt.Sprintf("f_%04d.png", i)
+		if got := bucketSHA(t, s3.URL("parts", up+name)); got != sha(t, filepath.Join(frames, name)) {
+			t.Errorf("%s differs in the bucket", name)
+		}
+	}
+	// One frame touched here since: only it is sent again.
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(filepath.Join(frames, "f_0007.png"), later, later); err != nil {
+		t.Fatal(err)
+	}
+	second, said := submit()
+	if !strings.Contains(said, "uploaded 1 files") || !strings.Contains(said, "23 were there already") {
+		t.Errorf("the second upload said %q", said)
+	}
+	st := runCmd(t, binary, "status", "--coordinator", f.addr, "--job", second)
+	if !strings.Contains(st, "s3://parts/farm/uploads/up-") {
+		t.Errorf("status does not name the upload's folder in the bucket:\n%s", st)
+	}
+
+	var nodes []*farmNode
+	for _, name := range []string{"a", "b"} {
+		nodes = append(nodes, addNode(t, f, name, nodeOpts{framesFrom: "auto", noOnce: true}))
+	}
+	// The first job's f_0007.png was put again after it was submitted (the
+	// same bytes, another ETag on most servers): it fails naming the frame,
+	// or renders if the server kept the ETag; the second renders.
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, second, out)
+	checkExact(t, out, want)
+	nothingThroughCoordinator(t, metrics, "")
+	if n := len(logLines(nodes[0].node, 0, fromBucket)) + len(logLines(nodes[1].node, 0, fromBucket)); n < 4 {
+		t.Errorf("%d sets read their frames from the bucket, want at least the second job's 4", n)
+	}
+
+	// Deleting one job keeps the frames the other renders; deleting both
+	// removes them.
+	w := watch(t, f.addr)
+	w.waitFor(t, "the first job to finish", 2*time.Minute, func(e *farmpb.Event) bool {
+		return e.JobId == first && (e.Kind == "job_done" || e.Kind == "job_failed")
+	})
+	runCmd(t, binary, "delete", second, "--coordinator", f.addr)
+	time.Sleep(time.Second)
+	if n := len(bucketKeys(t, s3, "parts", "farm/uploads")); n != 24 {
+		t.Errorf("%d uploaded frames left while job %s still uses them, want 24", n, first)
+	}
+	runCmd(t, binary, "delete", first, "--coordinator", f.addr)
+	deadline := time.Now().Add(10 * time.Second)
+	for left := bucketKeys(t, s3, "parts", "farm/uploads"); len(left) > 0; left = bucketKeys(t, s3, "parts", "farm/uploads") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the upload stays in the bucket after both jobs were deleted: %v", left)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -102,6 +102,10 @@ const (
 	// in the data folder either way).
 	EvOutCopied EventKind = "out_copied"
 	EvOutFailed EventKind = "out_failed"
+	// EvFinalStored and EvFinalNotStored end the copy of a done job's final
+	// into the coordinator's --storage bucket, the same way.
+	EvFinalStored    EventKind = "final_stored"
+	EvFinalNotStored EventKind = "final_not_stored"
 	// EvJobDeleted is the one event of a job kept after it is deleted: the
 	// farm's stream says what became of it, and its number stays taken.
 	EvJobDeleted EventKind = "job_deleted"

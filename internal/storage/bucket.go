@@ -91,6 +91,9 @@ type Object struct {
 	Size    int64
 	ModTime time.Time
 	ETag    string // without quotes; "" when the storage gives none
+	// Meta is the object's metadata, as PutMeta wrote it: from Attributes
+	// only (listings do not carry it).
+	Meta map[string]string
 }
 
 // Bucket is an open bucket and its URL, for messages.
@@ -115,9 +118,9 @@ func (b *Bucket) Close() error { return b.b.Close() }
 // String is the bucket's URL for messages, without credentials.
 func (b *Bucket) String() string { return Redact(b.url) }
 
-// where names key (or a prefix, ending in "/") in b for messages: its URL,
+// Where names key (or a prefix, ending in "/") in b for messages: its URL,
 // redacted.
-func (b *Bucket) where(key string) string {
+func (b *Bucket) Where(key string) string {
 	u, err := url.Parse(b.url)
 	if err != nil {
 		return Redact(b.url) + " " + key
@@ -143,7 +146,7 @@ func (b *Bucket) List(ctx context.Context, prefix string) ([]Object, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("listing %s: %w", b.where(prefix), redactErr(err))
+			return nil, fmt.Errorf("listing %s: %w", b.Where(prefix), redactErr(err))
 		}
 		if o.IsDir {
 			continue
@@ -162,7 +165,7 @@ func (b *Bucket) List(ctx context.Context, prefix string) ([]Object, error) {
 				if IsNotFound(err) {
 					continue // deleted since the listing: as if listed a moment later
 				}
-				return nil, fmt.Errorf("reading the attributes of %s: %w", b.where(o.Key), redactErr(err))
+				return nil, fmt.Errorf("reading the attributes of %s: %w", b.Where(o.Key), redactErr(err))
 			}
 			obj.ETag = unquote(a.ETag)
 		}
@@ -189,13 +192,13 @@ func listETag(o *blob.ListObject) (string, bool) {
 	return "", false
 }
 
-// Attributes returns one object's size, time and ETag.
+// Attributes returns one object's size, time, ETag and metadata.
 func (b *Bucket) Attributes(ctx context.Context, key string) (Object, error) {
 	a, err := b.b.Attributes(ctx, key)
 	if err != nil {
-		return Object{}, fmt.Errorf("reading the attributes of %s: %w", b.where(key), redactErr(err))
+		return Object{}, fmt.Errorf("reading the attributes of %s: %w", b.Where(key), redactErr(err))
 	}
-	return Object{Key: key, Size: a.Size, ModTime: a.ModTime, ETag: unquote(a.ETag)}, nil
+	return Object{Key: key, Size: a.Size, ModTime: a.ModTime, ETag: unquote(a.ETag), Meta: a.Metadata}, nil
 }
 
 // readerETag is the ETag of the object a reader reads: from the response
@@ -213,7 +216,7 @@ func (b *Bucket) readerETag(ctx context.Context, key string, r *blob.Reader) (st
 	}
 	a, err := b.b.Attributes(ctx, key)
 	if err != nil {
-		return "", fmt.Errorf("reading the attributes of %s: %w", b.where(key), redactErr(err))
+		return "", fmt.Errorf("reading the attributes of %s: %w", b.Where(key), redactErr(err))
 	}
 	return unquote(a.ETag), nil
 }
@@ -222,7 +225,7 @@ func (b *Bucket) readerETag(ctx context.Context, key string, r *blob.Reader) (st
 // of the given size (when size >= 0) and ETag (when etag != "").
 func (b *Bucket) checkSame(ctx context.Context, key string, r *blob.Reader, size int64, etag string) error {
 	if size >= 0 && r.Size() != size {
-		return fmt.Errorf("reading %s: %w: it is now %d bytes, it was %d bytes when listed", b.where(key), ErrChanged, r.Size(), size)
+		return fmt.Errorf("reading %s: %w: it is now %d bytes, it was %d bytes when listed", b.Where(key), ErrChanged, r.Size(), size)
 	}
 	if etag == "" {
 		return nil
@@ -232,7 +235,7 @@ func (b *Bucket) checkSame(ctx context.Context, key string, r *blob.Reader, size
 		return err
 	}
 	if got != etag {
-		return fmt.Errorf("reading %s: %w: its ETag is now %q, it was %q when listed", b.where(key), ErrChanged, got, etag)
+		return fmt.Errorf("reading %s: %w: its ETag is now %q, it was %q when listed", b.Where(key), ErrChanged, got, etag)
 	}
 	return nil
 }
@@ -259,13 +262,13 @@ func quietReads() *blob.ReaderOptions {
 func (b *Bucket) Open(ctx context.Context, key string, size int64, etag string) (io.ReadCloser, error) {
 	r, err := b.b.NewReader(ctx, key, quietReads())
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", b.where(key), redactErr(err))
+		return nil, fmt.Errorf("reading %s: %w", b.Where(key), redactErr(err))
 	}
 	if err := b.checkSame(ctx, key, r, size, etag); err != nil {
 		r.Close()
 		return nil, err
 	}
-	return &objectReader{r: r, where: b.where(key)}, nil
+	return &objectReader{r: r, where: b.Where(key)}, nil
 }
 
 // objectReader keeps the object's name on its errors, without credentials.
@@ -309,7 +312,7 @@ type objectReaderAt struct {
 
 func (r *objectReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, fmt.Errorf("reading %s: negative offset %d", r.b.where(r.key), off)
+		return 0, fmt.Errorf("reading %s: negative offset %d", r.b.Where(r.key), off)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -338,7 +341,7 @@ func (r *objectReaderAt) fetch(blk int64) error {
 	r.fetches++
 	rd, err := r.b.b.NewRangeReader(r.ctx, r.key, start, length, quietReads())
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", r.b.where(r.key), redactErr(err))
+		return fmt.Errorf("reading %s: %w", r.b.Where(r.key), redactErr(err))
 	}
 	defer rd.Close()
 	if err := r.b.checkSame(r.ctx, r.key, rd, r.size, r.etag); err != nil {
@@ -349,7 +352,7 @@ func (r *objectReaderAt) fetch(blk int64) error {
 	}
 	r.buf = r.buf[:length]
 	if _, err := io.ReadFull(rd, r.buf); err != nil {
-		return fmt.Errorf("reading %s at %d: %w", r.b.where(r.key), start, redactErr(err))
+		return fmt.Errorf("reading %s at %d: %w", r.b.Where(r.key), start, redactErr(err))
 	}
 	r.blk = blk
 	return nil
@@ -362,7 +365,7 @@ func (r *objectReaderAt) fetch(blk int64) error {
 // ErrNoSigner (wrapped) when the storage cannot sign (file://).
 func (b *Bucket) SignedURL(ctx context.Context, key, method string, expiry time.Duration) (string, error) {
 	if method != http.MethodGet && method != http.MethodPut {
-		return "", fmt.Errorf("signing a URL for %s: method %q: only GET and PUT are signed", b.where(key), method)
+		return "", fmt.Errorf("signing a URL for %s: method %q: only GET and PUT are signed", b.Where(key), method)
 	}
 	s, err := b.b.SignedURL(ctx, key, &blob.SignedURLOptions{Method: method, Expiry: expiry})
 	if err != nil {
@@ -371,9 +374,9 @@ func (b *Bucket) SignedURL(ctx context.Context, key, method string, expiry time.
 			if strings.HasPrefix(b.url, "gs:") {
 				hint = " (GCS signs with a service account's key: point GOOGLE_APPLICATION_CREDENTIALS at its JSON key file)"
 			}
-			return "", fmt.Errorf("signing a %s URL for %s: %w%s", method, b.where(key), ErrNoSigner, hint)
+			return "", fmt.Errorf("signing a %s URL for %s: %w%s", method, b.Where(key), ErrNoSigner, hint)
 		}
-		return "", fmt.Errorf("signing a %s URL for %s: %w", method, b.where(key), redactErr(err))
+		return "", fmt.Errorf("signing a %s URL for %s: %w", method, b.Where(key), redactErr(err))
 	}
 	return s, nil
 }
@@ -392,21 +395,27 @@ func (b *Bucket) PutHeaders() map[string]string {
 // so memory stays bounded whatever the size, and the object appears only
 // once r is read to its end. An error from r abandons the upload.
 func (b *Bucket) Put(ctx context.Context, key string, r io.Reader) error {
+	return b.PutMeta(ctx, key, r, nil)
+}
+
+// PutMeta is Put with metadata kept beside the object (keys in lower
+// case: S3 and Azure fold them).
+func (b *Bucket) PutMeta(ctx context.Context, key string, r io.Reader, meta map[string]string) error {
 	wctx, cancel := context.WithCancel(ctx)
 	// Cancelling before Close abandons the upload instead of completing a
 	// partial object.
 	defer cancel()
-	w, err := b.b.NewWriter(wctx, key, &blob.WriterOptions{ContentType: ContentType(key)})
+	w, err := b.b.NewWriter(wctx, key, &blob.WriterOptions{ContentType: ContentType(key), Metadata: meta})
 	if err != nil {
-		return fmt.Errorf("writing %s: %w", b.where(key), redactErr(err))
+		return fmt.Errorf("writing %s: %w", b.Where(key), redactErr(err))
 	}
 	if _, err := io.Copy(w, r); err != nil {
 		cancel()
 		_ = w.Close()
-		return fmt.Errorf("writing %s: %w", b.where(key), redactErr(err))
+		return fmt.Errorf("writing %s: %w", b.Where(key), redactErr(err))
 	}
 	if err := w.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", b.where(key), redactErr(err))
+		return fmt.Errorf("writing %s: %w", b.Where(key), redactErr(err))
 	}
 	return nil
 }
@@ -414,7 +423,7 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader) error {
 // Delete removes key.
 func (b *Bucket) Delete(ctx context.Context, key string) error {
 	if err := b.b.Delete(ctx, key); err != nil {
-		return fmt.Errorf("deleting %s: %w", b.where(key), redactErr(err))
+		return fmt.Errorf("deleting %s: %w", b.Where(key), redactErr(err))
 	}
 	return nil
 }
