@@ -236,3 +236,50 @@ func (r *fileBytes) Read(p []byte) (int, error) {
 	r.buf = r.buf[n:]
 	return n, nil
 }
+
+// KeepUpload moves a local upload folder's frames (the web app's, received
+// whole before the job is submitted) into the --storage bucket's
+// uploads/NAME/, with their times, and removes the folder; it returns the
+// job's frames location, the folder itself without --storage.
+func (c *Coordinator) KeepUpload(ctx context.Context, name, dir string) (string, error) {
+	frames, prefix, err := c.uploadedFrames(name)
+	if err != nil || prefix == "" {
+		return dir, err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8) // small frames: the requests' round trips, not the bytes, take the time
+	for _, e := range entries {
+		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		g.Go(func() error {
+			fi, err := e.Info()
+			if err != nil {
+				return err
+			}
+			meta := map[string]string{mtimeMeta: strconv.FormatInt(fi.ModTime().UnixNano(), 10)}
+			f, err := os.Open(filepath.Join(dir, e.Name()))
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return c.parts.PutMeta(gctx, prefix+e.Name(), f, meta)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return "", fmt.Errorf("%w: keeping the upload in %s: %w", errOwnFault, c.parts, err)
+	}
+	return frames, os.RemoveAll(dir)
+}
+
+// DropUpload removes what KeepUpload put (or began to put) in the bucket
+// for an upload whose job was refused.
+func (c *Coordinator) DropUpload(ctx context.Context, name string) {
+	if _, prefix, err := c.uploadedFrames(name); err == nil && prefix != "" {
+		c.sweepBucket(ctx, name, "uploads")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -532,5 +533,55 @@ func TestStorageUploadInBucket(t *testing.T) {
 			t.Fatalf("the upload stays in the bucket after both jobs were deleted: %v", left)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestStorageWebUploadInBucket: with --storage, the web app's uploads are
+// kept in the bucket too (nothing stays under --data/uploads), nodes read
+// them there, and a refused upload leaves nothing in the bucket.
+func TestStorageWebUploadInBucket(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "parts")
+	w := startWebFarm(t, "--storage", s3.URL("parts", "farm/"))
+	w.session(t)
+	frames := filepath.Join(w.root, "frames")
+	genFrames(t, frames, 24, 1, "96x64")
+	want := reference(t, frames, 1)
+
+	// Refused (a frame missing): nothing kept, here or in the bucket.
+	gappy := filepath.Join(w.root, "gappy")
+	genFrames(t, gappy, 6, 1, "96x64")
+	os.Remove(filepath.Join(gappy, "f_0003.png"))
+	if code, e, raw := w.upload(t, append([]formPart{{"codec", "", []byte("ffv1")}}, frameParts(t, gappy)...)); code == 200 || e.Field != "frames" {
+		t.Fatalf("a gappy upload was answered %d %s", code, raw)
+	}
+	if left := bucketKeys(t, s3, "parts", "farm/uploads"); len(left) != 0 {
+		t.Errorf("a refused upload left objects in the bucket: %v", left)
+	}
+
+	code, _, raw := w.upload(t, append([]formPart{{"sets", "", []byte("3")}, {"codec", "", []byte("ffv1")}}, frameParts(t, frames)...))
+	if code != 200 {
+		t.Fatalf("upload: %d %s", code, raw)
+	}
+	var sum struct {
+		JobID     string `json:"job_id"`
+		FramesDir string `json:"frames_dir"`
+	}
+	json.Unmarshal(raw, &sum)
+	if !strings.HasPrefix(sum.FramesDir, "s3://parts/farm/uploads/web-") {
+		t.Errorf("the job's frames are at %q, want the bucket's uploads/ folder", sum.FramesDir)
+	}
+	if n := len(bucketKeys(t, s3, "parts", "farm/uploads")); n != 24 {
+		t.Errorf("%d objects under parts/farm/uploads, want the 24 frames", n)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(w.data, "uploads")); len(ents) != 0 {
+		t.Errorf("the upload is also kept under --data: %v", ents)
+	}
+	n := addNode(t, w.farm, "a", nodeOpts{framesFrom: "auto", noOnce: true})
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	w.fetchJob(t, sum.JobID, out)
+	checkExact(t, out, want)
+	if got := len(logLines(n.node, 0, fromBucket)); got != 3 {
+		t.Errorf("%d sets read their frames from the bucket, want 3", got)
 	}
 }

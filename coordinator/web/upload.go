@@ -99,13 +99,20 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		spec, err = rc.spec()
 	}
+	if err == nil && rc.audio == "" {
+		// With --storage the frames are kept in the bucket, where nodes
+		// read them; a job with audio keeps its upload together here,
+		// since the join reads the audio from the folder.
+		spec.FramesDir, err = s.c.KeepUpload(r.Context(), name, dir)
+	}
 	var job *farmpb.JobSummary
 	if err == nil {
 		job, err = s.c.Submit(r.Context(), spec)
 	}
 	if err != nil {
-		// Whatever was written goes, the folder with it.
+		// Whatever was written goes, the folder (or bucket folder) with it.
 		_ = os.RemoveAll(dir)
+		s.c.DropUpload(context.WithoutCancel(r.Context()), name)
 		s.refuse(w, rc, err)
 		return
 	}
