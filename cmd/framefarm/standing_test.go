@@ -195,17 +195,7 @@ func TestUploadSendsOnlyWhatIsMissing(t *testing.T) {
 	data := filepath.Join(root, "data")
 	coord, m := start(t, "coordinator", farmReady, "coordinator", "--data", data, "--listen", "127.0.0.1:0")
 	addr := m[1]
-	submit := func() (string, string) {
-		t.Helper()
-		cmd := exec.Command(binary, "submit", "--coordinator", addr, "--frames", frames, "--upload", "--codec", "ffv1", "--sets", "2")
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("submit --upload: %v\n%s", err, stderr.String())
-		}
-		return strings.TrimSpace(string(out)), stderr.String()
-	}
+	submit := func() (string, string) { return submitUpload(t, addr, frames, "--codec", "ffv1", "--sets", "2") }
 	first, said := submit()
 	if !strings.Contains(said, "uploaded 12 files") || !strings.Contains(said, "0 were there already") {
 		t.Errorf("first upload said %q", said)
@@ -255,6 +245,20 @@ func TestUploadSendsOnlyWhatIsMissing(t *testing.T) {
 		t.Errorf("upload name ../etc: %v", err)
 	}
 	_ = coord
+}
+
+// submitUpload runs submit --upload of frames with args, and returns the
+// job's ID and what submit said on stderr.
+func submitUpload(t *testing.T, addr, frames string, args ...string) (id, said string) {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"submit", "--coordinator", addr, "--frames", frames, "--upload"}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("submit --upload: %v\n%s", err, stderr.String())
+	}
+	return strings.TrimSpace(string(out)), stderr.String()
 }
 
 // A second coordinator on a data folder in use exits at once, naming the

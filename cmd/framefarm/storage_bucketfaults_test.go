@@ -54,14 +54,21 @@ func submitProxied(t *testing.T, f *farm, p *storagetest.Proxy, sets int) string
 // the job may be done a moment before.
 func noPartsLeft(t *testing.T, s3 *storagetest.S3) {
 	t.Helper()
+	emptied(t, s3, "parts", "farm/parts", "parts left in the bucket after the join")
+}
+
+// emptied waits a few seconds for nothing to be left in bucket under
+// prefix (deletes run after the answer), and says what is left otherwise.
+func emptied(t *testing.T, s3 *storagetest.S3, bucket, prefix, what string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		left := bucketKeys(t, s3, "parts", "farm/parts")
+		left := bucketKeys(t, s3, bucket, prefix)
 		if len(left) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("parts left in the bucket after the join: %v", left)
+			t.Errorf("%s: %v", what, left)
 			return
 		}
 		time.Sleep(100 * time.Millisecond)

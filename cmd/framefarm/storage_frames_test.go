@@ -4,13 +4,8 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -164,13 +159,7 @@ func TestStorageFramesDirect(t *testing.T) {
 		t.Errorf("status does not say where the final is stored:\n%s", st)
 	}
 	runCmd(t, binary, "delete", id, "--coordinator", f.addr)
-	deadline := time.Now().Add(10 * time.Second)
-	for left := bucketKeys(t, s3, "parts", "farm/finals"); len(left) > 0; left = bucketKeys(t, s3, "parts", "farm/finals") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the deleted job's final stays in the bucket: %v", left)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	emptied(t, s3, "parts", "farm/finals", "the deleted job's final stays in the bucket")
 }
 
 // storedFinal waits for job id's final to be stored in the --storage
@@ -192,20 +181,9 @@ func storedFinal(t *testing.T, w *watcher, id, shown, objectURL, fetched string)
 // bucketSHA is the SHA-256 of an object, read through its storage URL.
 func bucketSHA(t *testing.T, raw string) string {
 	t.Helper()
-	loc, err := storage.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := storage.Open(context.Background(), loc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, r); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	p := filepath.Join(t.TempDir(), "object")
+	getObject(t, raw, p)
+	return sha(t, p)
 }
 
 // TestStorageFramesChanged: a frame replaced in the bucket after submit
@@ -456,17 +434,7 @@ func TestStorageUploadInBucket(t *testing.T) {
 	frames := filepath.Join(t.TempDir(), "frames")
 	genFrames(t, frames, 24, 1, "320x240")
 	want := reference(t, frames, 1)
-	submit := func() (id, said string) {
-		t.Helper()
-		cmd := exec.Command(binary, "submit", "--coordinator", f.addr, "--frames", frames, "--upload", "--codec", "ffv1", "--sets", "4")
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("submit --upload: %v\n%s", err, stderr.String())
-		}
-		return strings.TrimSpace(string(out)), stderr.String()
-	}
+	submit := func() (id, said string) { return submitUpload(t, f.addr, frames, "--codec", "ffv1", "--sets", "4") }
 	first, said := submit()
 	if !strings.Contains(said, "uploaded 24 files") {
 		t.Errorf("the first upload said %q", said)
@@ -527,13 +495,7 @@ func TestStorageUploadInBucket(t *testing.T) {
 		t.Errorf("%d uploaded frames left while job %s still uses them, want 24", n, first)
 	}
 	runCmd(t, binary, "delete", first, "--coordinator", f.addr)
-	deadline := time.Now().Add(10 * time.Second)
-	for left := bucketKeys(t, s3, "parts", "farm/uploads"); len(left) > 0; left = bucketKeys(t, s3, "parts", "farm/uploads") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the upload stays in the bucket after both jobs were deleted: %v", left)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	emptied(t, s3, "parts", "farm/uploads", "the upload stays in the bucket after both jobs were deleted")
 }
 
 // TestStorageWebUploadInBucket: with --storage, the web app's uploads are
@@ -559,15 +521,7 @@ func TestStorageWebUploadInBucket(t *testing.T) {
 		t.Errorf("a refused upload left objects in the bucket: %v", left)
 	}
 
-	code, _, raw := w.upload(t, append([]formPart{{"sets", "", []byte("3")}, {"codec", "", []byte("ffv1")}}, frameParts(t, frames)...))
-	if code != 200 {
-		t.Fatalf("upload: %d %s", code, raw)
-	}
-	var sum struct {
-		JobID     string `json:"job_id"`
-		FramesDir string `json:"frames_dir"`
-	}
-	json.Unmarshal(raw, &sum)
+	sum := w.submitJob(t, append([]formPart{{"sets", "", []byte("3")}, {"codec", "", []byte("ffv1")}}, frameParts(t, frames)...))
 	if !strings.HasPrefix(sum.FramesDir, "s3://parts/farm/uploads/web-") {
 		t.Errorf("the job's frames are at %q, want the bucket's uploads/ folder", sum.FramesDir)
 	}

@@ -132,6 +132,26 @@ func (w *webFarm) upload(t *testing.T, parts []formPart) (int, apiErr, []byte) {
 	return resp.StatusCode, e, b
 }
 
+// webJob is what the app answers a job submitted with its upload.
+type webJob struct {
+	JobID     string `json:"job_id"`
+	FramesDir string `json:"frames_dir"`
+}
+
+// submitJob uploads a job that must be taken.
+func (w *webFarm) submitJob(t *testing.T, parts []formPart) webJob {
+	t.Helper()
+	code, _, raw := w.upload(t, parts)
+	if code != 200 {
+		t.Fatalf("upload: %d %s", code, raw)
+	}
+	var j webJob
+	if err := json.Unmarshal(raw, &j); err != nil {
+		t.Fatalf("upload answered %s: %v", raw, err)
+	}
+	return j
+}
+
 func frameParts(t *testing.T, dir string) []formPart {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
@@ -509,15 +529,7 @@ func TestWebRenderAndRange(t *testing.T) {
 	w.session(t)
 	frames := filepath.Join(w.root, "frames")
 	genFrames(t, frames, 24, 1, "96x64")
-	code, _, raw := w.upload(t, append([]formPart{{"sets", "", []byte("3")}, {"codec", "", []byte("libx264")}, {"name", "", []byte("web job")}}, frameParts(t, frames)...))
-	if code != 200 {
-		t.Fatalf("upload: %d %s", code, raw)
-	}
-	var sum struct {
-		JobID     string `json:"job_id"`
-		FramesDir string `json:"frames_dir"`
-	}
-	json.Unmarshal(raw, &sum)
+	sum := w.submitJob(t, append([]formPart{{"sets", "", []byte("3")}, {"codec", "", []byte("libx264")}, {"name", "", []byte("web job")}}, frameParts(t, frames)...))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	events := sseEvents(ctx, t, w, "?job="+sum.JobID+"&tail=100")
