@@ -366,10 +366,64 @@ func (c *Coordinator) sweepBucket(ctx context.Context, id string, folders ...str
 			c.log.Warn("listing objects to delete from the bucket failed; they stay there", "prefix", prefix, "err", err)
 			continue
 		}
+		removed := 0
 		for _, o := range objs {
 			if err := c.parts.Delete(ctx, o.Key); err != nil && !storage.IsNotFound(err) {
 				c.log.Warn("deleting an object from the bucket failed; it stays there", "key", o.Key, "err", err)
+			} else {
+				removed++
 			}
+		}
+		if removed > 0 {
+			c.log.Info("removed objects no job needs from the bucket", "prefix", prefix, "objects", removed)
+		}
+	}
+}
+
+// tidyBucket sweeps the parts of finished jobs from the --storage bucket
+// once their nodes can no longer be putting any: parts whose announcement
+// never reached the coordinator (a node cut off after its PUT, a lease
+// that moved on while its node was still uploading), and every part of a
+// job cancelled or failed and never deleted, which the join's sweep never
+// meets. Each job once per finish (a job reset and finished again is
+// swept again), after twice the heartbeat timeout: a node still rendering
+// a set of a cancelled job learns it at its next heartbeat, and its PUT,
+// if it was already on its way, lands by then. A part swept that a job
+// reset afterwards still wanted costs nothing: the coordinator keeps every
+// part it took under --data, and one it does not find in the bucket is
+// uploaded by its node. Only jobs this coordinator knows are swept, so
+// farms sharing a bucket folder keep each other's parts.
+func (c *Coordinator) tidyBucket(ctx context.Context) {
+	if c.parts == nil {
+		return
+	}
+	grace := 2 * c.cfg.HeartbeatTimeout
+	t := time.NewTicker(min(grace/2, time.Minute))
+	defer t.Stop()
+	tidied := map[string]time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := c.cfg.Now()
+		var due []string
+		c.mu.Lock()
+		for id := range tidied {
+			if c.jobs[id] == nil {
+				delete(tidied, id) // deleted: its sweep ran then
+			}
+		}
+		for id, jr := range c.jobs {
+			if fin := jr.rec.Finished; jr.job.State.Finished() && now.Sub(fin) >= grace && !tidied[id].Equal(fin) {
+				due = append(due, id)
+				tidied[id] = fin
+			}
+		}
+		c.mu.Unlock()
+		for _, id := range due {
+			c.sweepBucket(ctx, id, "parts")
 		}
 	}
 }

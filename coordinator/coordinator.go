@@ -664,9 +664,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	bg, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); c.sweep(bg) }()
 	go func() { defer wg.Done(); c.joiner(bg) }()
+	go func() { defer wg.Done(); c.tidyBucket(bg) }()
 	c.mu.Lock()
 	for _, jr := range c.queue {
 		if jr.job.State == job.JobJoining {

@@ -54,14 +54,14 @@ func submitProxied(t *testing.T, f *farm, p *storagetest.Proxy, sets int) string
 // the job may be done a moment before.
 func noPartsLeft(t *testing.T, s3 *storagetest.S3) {
 	t.Helper()
-	emptied(t, s3, "parts", "farm/parts", "parts left in the bucket after the join")
+	emptied(t, s3, "parts", "farm/parts", 10*time.Second, "parts left in the bucket after the join")
 }
 
-// emptied waits a few seconds for nothing to be left in bucket under
+// emptied waits up to within for nothing to be left in bucket under
 // prefix (deletes run after the answer), and says what is left otherwise.
-func emptied(t *testing.T, s3 *storagetest.S3, bucket, prefix, what string) {
+func emptied(t *testing.T, s3 *storagetest.S3, bucket, prefix string, within time.Duration, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(within)
 	for {
 		left := bucketKeys(t, s3, bucket, prefix)
 		if len(left) == 0 {
@@ -280,4 +280,33 @@ func TestStorageBucketHalfPart(t *testing.T) {
 	}
 	noPartsLeft(t, s3)
 	t.Logf("coordinator:\n%s", strings.Join(notAnnounced, "\n"))
+}
+
+// TestStorageTidiesCancelledJob: the parts a cancelled job's nodes put in
+// the bucket are swept once no node can still be putting one (twice the
+// heartbeat timeout), though the job is never joined nor deleted; reset,
+// it still renders frame-exact from the parts the coordinator kept.
+func TestStorageTidiesCancelledJob(t *testing.T) {
+	needFFmpeg(t)
+	s3, want := framesInBucket(t, 96, "sh/")
+	f, _ := bucketFarm(t, s3)
+	w := watch(t, f.addr)
+	id := f.submit(t, "--frames", s3.URL("frames", "sh/"), "--sets", "12", "--codec", "ffv1")
+	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true, slow: 300 * time.Millisecond})
+	w.waitFor(t, "a part taken", time.Minute, kind("part_accepted", -1, ""))
+	runCmd(t, binary, "cancel", id, "--coordinator", f.addr)
+	prefix := "farm/parts/" + id
+	if left := bucketKeys(t, s3, "parts", prefix); len(left) == 0 {
+		t.Fatal("no part of the cancelled job in the bucket to sweep")
+	} else {
+		t.Logf("%d parts in the bucket after the cancel", len(left))
+	}
+	emptied(t, s3, "parts", prefix, 30*time.Second, "parts of the cancelled job left in the bucket")
+	if !strings.Contains(f.coord.out.String(), "removed objects no job needs from the bucket") {
+		t.Error("the coordinator did not say it swept the parts")
+	}
+	runCmd(t, binary, "reset", id, "--coordinator", f.addr)
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, out)
+	checkExact(t, out, want)
 }

@@ -159,7 +159,7 @@ func TestStorageFramesDirect(t *testing.T) {
 		t.Errorf("status does not say where the final is stored:\n%s", st)
 	}
 	runCmd(t, binary, "delete", id, "--coordinator", f.addr)
-	emptied(t, s3, "parts", "farm/finals", "the deleted job's final stays in the bucket")
+	emptied(t, s3, "parts", "farm/finals", 10*time.Second, "the deleted job's final stays in the bucket")
 }
 
 // storedFinal waits for job id's final to be stored in the --storage
@@ -495,7 +495,7 @@ func TestStorageUploadInBucket(t *testing.T) {
 		t.Errorf("%d uploaded frames left while job %s still uses them, want 24", n, first)
 	}
 	runCmd(t, binary, "delete", first, "--coordinator", f.addr)
-	emptied(t, s3, "parts", "farm/uploads", "the upload stays in the bucket after both jobs were deleted")
+	emptied(t, s3, "parts", "farm/uploads", 10*time.Second, "the upload stays in the bucket after both jobs were deleted")
 }
 
 // TestStorageWebUploadInBucket: with --storage, the web app's uploads are
