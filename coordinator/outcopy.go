@@ -117,7 +117,7 @@ func (c *Coordinator) copyFinal(ctx context.Context, jr *jobRun, final string, f
 			return
 		}
 		if storage.Permanent(err) {
-			hint := storage.Hint(err)
+			hint := storage.Hint(err, fc.flag)
 			log.Error("the final video cannot be copied to "+fc.flag+" until the storage is fixed; it stays in the data folder",
 				"attempt", attempt, "fix", hint, "err", err)
 			c.copyDone(ctx, jr, fc, fc.failed, fmt.Sprintf("%s %s: %s (the storage answered %s); the final stays in the data folder, for fetch",

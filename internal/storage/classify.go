@@ -9,9 +9,10 @@ import (
 )
 
 // S3 error codes that the same request would get again however long one
-// waits: a person has to change the bucket, the keys or the URL first.
+// waits: a person has to change the bucket, the keys or the URL first. In
+// the advice, {flag} is the flag that gave the URL.
 var permanentS3 = map[string]string{
-	"NoSuchBucket":       "create the bucket, or correct the bucket in --out",
+	"NoSuchBucket":       "create the bucket, or correct the bucket in {flag}",
 	"AccessDenied":       "grant the coordinator's keys write access to the bucket",
 	"AllAccessDisabled":  "grant the coordinator's keys write access to the bucket",
 	"AccountProblem":     "the storage account needs attention before it takes writes",
@@ -19,9 +20,9 @@ var permanentS3 = map[string]string{
 	// versitygw's answer (404) to an access key it has no user for.
 	"XAdminUserNotFound":           "set the coordinator's AWS_ACCESS_KEY_ID to a key the server knows",
 	"SignatureDoesNotMatch":        "set the coordinator's AWS_SECRET_ACCESS_KEY to the secret of its AWS_ACCESS_KEY_ID",
-	"InvalidBucketName":            "correct the bucket name in --out",
-	"AuthorizationHeaderMalformed": "correct the region in --out (?region=) to the bucket's",
-	"PermanentRedirect":            "correct the region or endpoint in --out to the bucket's",
+	"InvalidBucketName":            "correct the bucket name in {flag}",
+	"AuthorizationHeaderMalformed": "correct the region in {flag} (?region=) to the bucket's",
+	"PermanentRedirect":            "correct the region or endpoint in {flag} to the bucket's",
 	"InvalidToken":                 "renew the coordinator's AWS_SESSION_TOKEN",
 	"ExpiredToken":                 "renew the coordinator's AWS_SESSION_TOKEN",
 }
@@ -60,22 +61,23 @@ func Permanent(err error) bool {
 	return false
 }
 
-// Hint says what a person can do about a permanent error, or "" when it has
-// no advice beyond the error itself.
-func Hint(err error) string {
+// Hint says what a person can do about a permanent error with the URL
+// flag gave ("--out", "--storage"), or "" when it has no advice beyond the
+// error itself.
+func Hint(err error, flag string) string {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		if h, ok := permanentS3[ae.ErrorCode()]; ok {
-			return h
+			return strings.ReplaceAll(h, "{flag}", flag)
 		}
 	}
 	switch gcerrors.Code(err) {
 	case gcerrors.NotFound:
-		return "create the bucket or folder, or correct --out"
+		return "create the bucket or folder, or correct " + flag
 	case gcerrors.PermissionDenied:
 		return "give the coordinator's credentials write access there"
 	case gcerrors.InvalidArgument, gcerrors.FailedPrecondition:
-		return "correct --out"
+		return "correct " + flag
 	}
 	return ""
 }

@@ -64,13 +64,16 @@ func TestPermanent(t *testing.T) {
 			if !strings.Contains(Answer(err), c.says) {
 				t.Errorf("Answer = %q, want %q in it", Answer(err), c.says)
 			}
-			if c.permanent && Hint(err) == "" {
+			if c.permanent && Hint(err, "--out") == "" {
 				t.Errorf("no hint for %v", err)
+			}
+			if h := Hint(err, "--storage"); strings.Contains(h, "{flag}") || strings.Contains(h, "--out") {
+				t.Errorf("the hint for --storage is %q", h)
 			}
 			if strings.Contains(err.Error(), storagetest.Secret) {
 				t.Errorf("the error shows the secret: %v", err)
 			}
-			t.Logf("permanent=%v hint=%q answer=%q", Permanent(err), Hint(err), Answer(err))
+			t.Logf("permanent=%v hint=%q answer=%q", Permanent(err), Hint(err, "--out"), Answer(err))
 		})
 	}
 	if Permanent(nil) {
