@@ -7,13 +7,15 @@
 #   2. `podman-compose -f deploy/compose.yaml up`: the one-machine topology,
 #      with its S3 server (versitygw, deploy/versitygw/Dockerfile), whose
 #      bucket parts (made by the s3-init service) is the coordinator's
-#      --storage. The first job's frames are uploaded; it also goes to --out
-#      s3://finals/..., and the object, read back with curl --aws-sigv4,
-#      must be the very bytes fetch gives. The second job's frames are put
-#      in the bucket frames: the nodes must read every set from the bucket,
-#      and the coordinator stream none of its frame bytes (its metrics).
-#      For both, every part goes through the parts bucket (no part bytes
-#      uploaded to the coordinator), which is empty after the join.
+#      --storage. The first job's frames are uploaded, which keeps them in
+#      that bucket, where the nodes read them; its final goes to --out
+#      s3://finals/... and into the bucket's finals/, and both objects,
+#      read back with curl --aws-sigv4, must be the very bytes fetch gives.
+#      The second job's frames are put in the bucket frames by the test.
+#      For both, the coordinator streams none of their frame bytes (its
+#      metrics), the nodes read every set from a bucket, and every part
+#      goes through the parts bucket (no part bytes uploaded to the
+#      coordinator), whose parts/ folder is empty after the join.
 # It also runs `systemd-analyze verify` on the units in deploy/systemd.
 # Run through `make test-deploy`.
 #
@@ -330,49 +332,66 @@ metric() {
     fail "compose: no $1 in the coordinator's /metrics"
 }
 
-# parts_empty NAME: the coordinator deletes a job's parts from the parts
-# bucket once the job is joined (the compose file has no --keep-parts):
-# within moments of the join, nothing is left.
+# keycount PREFIX: how many objects the bucket parts holds under PREFIX.
+keycount() {
+  s3curl "http://127.0.0.1:$s3port/parts?list-type=2&prefix=$1" | sed -n 's#.*<KeyCount>\([0-9]*\)</KeyCount>.*#\1#p'
+}
+
+# parts_empty NAME: the coordinator deletes a job's parts from the
+# --storage bucket (farm/parts/) once the job is joined (the compose file
+# has no --keep-parts): within moments of the join, nothing is left.
 parts_empty() {
   local n=
   for _ in $(seq 20); do
-    n=$(s3curl "http://127.0.0.1:$s3port/parts?list-type=2" | sed -n 's#.*<KeyCount>\([0-9]*\)</KeyCount>.*#\1#p')
+    n=$(keycount farm/parts/)
     [ "$n" = 0 ] && break
     sleep 0.5
   done
   if [ "$n" != 0 ]; then
-    s3curl "http://127.0.0.1:$s3port/parts?list-type=2" | head -c 2000
-    fail "$1: ${n:-no listing}: the parts bucket is not empty after the join"
+    s3curl "http://127.0.0.1:$s3port/parts?list-type=2&prefix=farm/parts/" | head -c 2000
+    fail "$1: ${n:-no listing}: parts are left in s3://parts/farm/parts/ after the join"
   fi
+}
+
+# get_object KEY FILE: waits up to a minute for the object parts/KEY (the
+# copies of a final follow the join) and downloads it to FILE.
+get_object() {
+  local code=
+  for _ in $(seq 60); do
+    code=$(s3curl -o "$2" -w '%{http_code}' "http://127.0.0.1:$s3port/$1" 2>/dev/null || true)
+    [ "$code" = 200 ] && return 0
+    sleep 1
+  done
+  FRAMEFARM_TOKEN=$TOKEN "$BUILD/framefarm" status --coordinator "127.0.0.1:$port" --job "$JOB" || true
+  podman logs framefarm-test_coordinator_1 2>&1 | tail -20
+  fail "compose: s3://$1 is not there after a minute (HTTP $code)"
 }
 
 nodes_joined framefarm-test_coordinator_1
 key=compose/final.mkv
 render_job "127.0.0.1:$port" compose --frames "$frames" --upload \
   --out "s3://finals/$key?endpoint=http://s3:7070&region=us-east-1&use_path_style=true"
-# The copy to --out follows the join: the object appears once it is whole.
-code=
-for _ in $(seq 60); do
-  code=$(s3curl -o "$BUILD/compose-s3.mkv" -w '%{http_code}' "http://127.0.0.1:$s3port/finals/$key" 2>/dev/null || true)
-  [ "$code" = 200 ] && break
-  sleep 1
-done
-if [ "$code" != 200 ]; then
-  FRAMEFARM_TOKEN=$TOKEN "$BUILD/framefarm" status --coordinator "127.0.0.1:$port" --job "$JOB" || true
-  podman logs framefarm-test_coordinator_1 2>&1 | tail -20
-  fail "compose: the final is not in s3://finals/$key after a minute (HTTP $code)"
-fi
+# The copies to --out and into --storage follow the join: each object
+# appears once it is whole.
+get_object "finals/$key" "$BUILD/compose-s3.mkv"
 cmp "$BUILD/compose.mkv" "$BUILD/compose-s3.mkv" || fail "compose: the object in s3://finals/$key differs from the fetched final"
-FRAMEFARM_TOKEN=$TOKEN "$BUILD/framefarm" status --coordinator "127.0.0.1:$port" --job "$JOB" |
-  grep -q "copy to --out: copied to s3://finals/$key" || fail "compose: status does not show the copy to --out"
-echo "compose: s3://finals/$key is byte for byte the fetched final ($(stat -c %s "$BUILD/compose-s3.mkv") bytes)"
-# Its frames were uploaded, so streamed to the nodes: the counter counts.
+stored=farm/finals/$JOB/final.mkv
+get_object "parts/$stored" "$BUILD/compose-stored.mkv"
+cmp "$BUILD/compose.mkv" "$BUILD/compose-stored.mkv" || fail "compose: the object in s3://parts/$stored differs from the fetched final"
+FRAMEFARM_TOKEN=$TOKEN "$BUILD/framefarm" status --coordinator "127.0.0.1:$port" --job "$JOB" >"$BUILD/compose-status.txt"
+grep -q "copy to --out: copied to s3://finals/$key" "$BUILD/compose-status.txt" || fail "compose: status does not show the copy to --out"
+grep -q "copy in --storage: stored at s3://parts/$stored" "$BUILD/compose-status.txt" || fail "compose: status does not show the final stored in --storage"
+echo "compose: s3://finals/$key and s3://parts/$stored are byte for byte the fetched final ($(stat -c %s "$BUILD/compose-s3.mkv") bytes)"
+# Its frames were uploaded into the coordinator's --storage bucket
+# (farm/uploads/), where the nodes read them: the coordinator streams none.
 streamed=$(metric framefarm_frame_stream_bytes_total)
-[ "$streamed" -gt 0 ] || fail "compose: the uploaded job's frames were streamed, yet framefarm_frame_stream_bytes_total is $streamed"
+[ "$streamed" = 0 ] || fail "compose: the uploaded frames are in s3://parts/farm/uploads/, yet the coordinator streamed $streamed frame bytes"
+uploaded=$(keycount farm/uploads/)
+[ "${uploaded:-0}" -ge 96 ] || fail "compose: ${uploaded:-no} objects in s3://parts/farm/uploads/; want the 96 frames uploaded"
 [ "$(metric framefarm_part_upload_bytes_total)" = 0 ] ||
   fail "compose: $(metric framefarm_part_upload_bytes_total) part bytes uploaded to the coordinator; want every part put in the parts bucket"
 parts_empty compose
-echo "compose: every part went through s3://parts and was deleted after the join; $streamed frame bytes streamed"
+echo "compose: the $uploaded uploaded frames kept in s3://parts/farm/uploads/ and read there; every part went through s3://parts/farm/parts/ and was deleted after the join; 0 frame bytes streamed"
 
 # A job whose frames are in a bucket: put there with the S3 API, read by
 # the nodes through the pre-signed URLs of their assignments.
