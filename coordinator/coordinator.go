@@ -675,6 +675,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		}
 	}
 	c.mu.Unlock()
+	c.resumeCopies(bg)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()

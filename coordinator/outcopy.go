@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/framefarm/framefarm/coordinator/job"
@@ -162,5 +164,73 @@ func (c *Coordinator) copyDone(ctx context.Context, jr *jobRun, fc finalCopy, ki
 		return nil
 	}); err != nil {
 		c.log.Error("recording the copy of the final failed", "job", jr.rec.ID, "flag", fc.flag, "err", err)
+	}
+}
+
+// resumeCopies starts again the copies of finals that a stop cut off: a
+// job done whose join said its final was being copied (to --out) or stored
+// (into --storage) there, and no event since that ended the copy. For the
+// copies that ended, status shows how, as before the stop.
+func (c *Coordinator) resumeCopies(ctx context.Context) {
+	evs, err := c.store.eventsOfKinds(ctx, job.EvJobDone, job.EvOutCopied, job.EvOutFailed, job.EvFinalStored, job.EvFinalNotStored)
+	if err != nil {
+		c.log.Warn("reading how the copies of finals stood failed; copies cut off by the stop are not resumed", "err", err)
+		return
+	}
+	type cut struct {
+		jr                *jobRun
+		out, store        bool
+		outWhere, storeAt string
+	}
+	var cuts []cut
+	c.mu.Lock()
+	for _, jr := range c.queue {
+		if jr.job.State != job.JobDone || jr.rec.FinalName == "" {
+			continue
+		}
+		var done string // the last join's detail: what it began
+		var outEnd, storeEnd *job.Event
+		for _, e := range evs[jr.rec.ID] {
+			switch e.Kind {
+			case job.EvJobDone:
+				done, outEnd, storeEnd = e.Detail, nil, nil
+			case job.EvOutCopied, job.EvOutFailed:
+				outEnd = &e
+			case job.EvFinalStored, job.EvFinalNotStored:
+				storeEnd = &e
+			}
+		}
+		if outEnd != nil {
+			jr.outCopy = outEnd.Detail
+		}
+		if storeEnd != nil {
+			jr.stored = storeEnd.Detail
+		}
+		k := cut{jr: jr}
+		k.out = outEnd == nil && storage.IsURL(jr.rec.OutPath) && strings.Contains(done, ", being copied to ")
+		k.store = storeEnd == nil && c.parts != nil && strings.Contains(done, ", being stored at ")
+		if k.out || k.store {
+			cuts = append(cuts, k)
+		}
+	}
+	c.mu.Unlock()
+	for _, k := range cuts {
+		final := filepath.Join(k.jr.dir, k.jr.rec.FinalName)
+		var fcs []finalCopy
+		if k.out {
+			if fc, ok := c.outTarget(ctx, k.jr, k.jr.rec.OutPath); ok {
+				fcs = append(fcs, fc)
+			}
+		}
+		if k.store {
+			fcs = append(fcs, c.storageTarget(k.jr, k.jr.rec.FinalName))
+		}
+		for _, fc := range fcs {
+			c.log.Info("resuming the copy of a final that the stop cut off", "job", k.jr.rec.ID, "flag", fc.flag, "to", fc.where)
+			c.mu.Lock()
+			*fc.status(k.jr) = "under way again after a restart"
+			c.mu.Unlock()
+			c.copies.Go(func() { c.copyFinal(ctx, k.jr, final, fc) })
+		}
 	}
 }

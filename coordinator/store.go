@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/framefarm/framefarm/coordinator/job"
@@ -26,6 +27,8 @@ type stateStore interface {
 	// events returns a job's events after seq, or the farm's (jobID "")
 	// after the farm-wide number.
 	events(ctx context.Context, jobID string, after uint64, limit int) ([]job.Event, error)
+	// eventsOfKinds returns, by job, its events of those kinds in order.
+	eventsOfKinds(ctx context.Context, kinds ...job.EventKind) (map[string][]job.Event, error)
 	Close() error
 }
 
@@ -409,6 +412,11 @@ func (s *store) events(ctx context.Context, jobID string, after uint64, limit in
 	if jobID == "" {
 		q, args = `SELECT job_id, seq, fseq, unix_ms, kind, set_idx, node, detail FROM events WHERE fseq>? ORDER BY fseq LIMIT ?`, []any{after, limit}
 	}
+	return s.queryEvents(ctx, q, args...)
+}
+
+// queryEvents runs q, which selects the columns of events, and reads them.
+func (s *store) queryEvents(ctx context.Context, q string, args ...any) ([]job.Event, error) {
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
@@ -425,4 +433,25 @@ func (s *store) events(ctx context.Context, jobID string, after uint64, limit in
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+func (s *store) eventsOfKinds(ctx context.Context, kinds ...job.EventKind) (map[string][]job.Event, error) {
+	if len(kinds) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(kinds))
+	for i, k := range kinds {
+		args[i] = string(k)
+	}
+	q := `SELECT job_id, seq, fseq, unix_ms, kind, set_idx, node, detail FROM events WHERE kind IN (?` +
+		strings.Repeat(",?", len(kinds)-1) + `) ORDER BY job_id, seq`
+	evs, err := s.queryEvents(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]job.Event{}
+	for _, e := range evs {
+		out[e.JobID] = append(out[e.JobID], e)
+	}
+	return out, nil
 }

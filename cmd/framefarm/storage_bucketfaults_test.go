@@ -310,3 +310,33 @@ func TestStorageTidiesCancelledJob(t *testing.T) {
 	f.fetchJob(t, id, out)
 	checkExact(t, out, want)
 }
+
+// TestStorageFinalCopyResumed: the coordinator is killed (SIGKILL) while the
+// bucket refuses the final's copy into --storage (503 SlowDown, retried);
+// started again with the bucket back, it resumes the copy, and the object
+// is the bytes fetch gives.
+func TestStorageFinalCopyResumed(t *testing.T) {
+	needFFmpeg(t)
+	s3, p, f, _, want := proxiedBucketFarm(t, 16)
+	w := watch(t, f.addr)
+	p.FailNextUnder(1<<20, http.MethodPut, "/parts/farm/finals/", http.StatusServiceUnavailable, "SlowDown")
+	id := submitProxied(t, f, p, 2)
+	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
+	w.waitFor(t, "the job done", 2*time.Minute, kind("job_done", -1, ""))
+	waitOutput(t, f.coord, "copying the final video to --storage failed; retrying", time.Minute)
+	_ = f.coord.cmd.Process.Kill()
+	<-f.coord.done
+	p.Clear()
+	f.coord, _ = start(t, "coordinator-again", farmReady, append(append([]string{}, f.coordArgs...), "--listen", f.addr)...)
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, out)
+	checkExact(t, out, want)
+	key := "farm/finals/" + id + "/final.mkv"
+	storedFinal(t, w, id, "s3://parts/"+key, s3.URL("parts", key), out)
+	if !strings.Contains(f.coord.out.String(), "resuming the copy of a final that the stop cut off") {
+		t.Error("the coordinator did not say it resumed the copy")
+	}
+	if n := countKind(w.events(), "final_stored"); n != 1 {
+		t.Errorf("%d final_stored events, want 1", n)
+	}
+}
