@@ -332,9 +332,16 @@ metric() {
     fail "compose: no $1 in the coordinator's /metrics"
 }
 
+# listing PREFIX: the bucket parts' listing of the objects under PREFIX
+# (its slashes percent-encoded: curl signs the query as given, and S3
+# signs it encoded).
+listing() {
+  s3curl "http://127.0.0.1:$s3port/parts?list-type=2&prefix=${1//\//%2F}"
+}
+
 # keycount PREFIX: how many objects the bucket parts holds under PREFIX.
 keycount() {
-  s3curl "http://127.0.0.1:$s3port/parts?list-type=2&prefix=$1" | sed -n 's#.*<KeyCount>\([0-9]*\)</KeyCount>.*#\1#p'
+  listing "$1" | sed -n 's#.*<KeyCount>\([0-9]*\)</KeyCount>.*#\1#p'
 }
 
 # parts_empty NAME: the coordinator deletes a job's parts from the
@@ -348,7 +355,7 @@ parts_empty() {
     sleep 0.5
   done
   if [ "$n" != 0 ]; then
-    s3curl "http://127.0.0.1:$s3port/parts?list-type=2&prefix=farm/parts/" | head -c 2000
+    listing farm/parts/ | head -c 2000
     fail "$1: ${n:-no listing}: parts are left in s3://parts/farm/parts/ after the join"
   fi
 }
