@@ -79,7 +79,7 @@ if [ $QUICK = 1 ]; then
 	C_FRAMES=q16 C_N=1000 C_SETS=40 C_NODES="20" C_UNTIL_DONE=1
 	D_FRAMES=q360 D_SETS=4 D_ROUNDS=3 J_SRC=testsrc2
 	M_FRAMES=q4k M_N=4 M_SRC=testsrc2 M_SETS=2 M_REPS=1
-	B_FRAMES=q360 B_NODES="1 2" B_SETS=4 B_ROUNDS=2
+	B_FRAMES=q360 B_NODES="1 2" B_SETS=4 B_ROUNDS=2 B_FINALS="64 1024"
 	PROFILE=${BENCH_PROFILE:-0}
 else
 	MODE=full
@@ -90,7 +90,7 @@ else
 	C_FRAMES=f16 C_N=100000 C_SETS=25000 C_NODES="100 1000" C_UNTIL_DONE=0 C_WARM=3 C_WIN=10 C_RATE=1000
 	D_FRAMES=f720 D_SETS=8 D_ROUNDS=5 J_SRC=mandelbrot
 	M_FRAMES=f4k M_N=24 M_SRC=mandelbrot M_SETS=4 M_REPS=1
-	B_FRAMES=b720 B_N=240 B_NODES="1 2 4" B_SETS=8 B_ROUNDS=3
+	B_FRAMES=b720 B_N=240 B_NODES="1 2 4" B_SETS=8 B_ROUNDS=3 B_FINALS="256 4096"
 	PROFILE=${BENCH_PROFILE:-1}
 fi
 SETS=8
@@ -721,6 +721,27 @@ bucket_rates() {
 	if [ "${KEEP_RUNS:-0}" != 1 ]; then rm -rf "$d/data"; fi
 }
 
+# bucket_finals: one file put into the bucket as the coordinator puts a
+# final into --storage or to --out (storage.Bucket.Put: a multipart upload
+# on S3), at the sizes B_FINALS (MiB) 16× apart: its rate, and the peak
+# memory of the process putting it.
+bucket_finals() {
+	local d=$RUN/b-finals size r out
+	for size in $B_FINALS; do
+		mkdir -p "$d/$size"
+		head -c "${size}M" /dev/urandom >"$d/$size/final.mkv"
+		for ((r = 1; r <= REPS; r++)); do
+			log "7 bucket: a final of $size MiB put into the bucket, run $r/$REPS"
+			out=$(env "${S3_ENV[@]}" "$LOADGEN" put --parallel 1 --from "$d/$size" --to "$(s3_url "parts/finals-bench/$size/")") ||
+				{ tail -5 "$RUN/s3/versitygw.log" >&2; die "bucket: putting a final of $size MiB failed: $out"; }
+			rec "b.final.$size.mbps" "$(calc "$(sed -n 's/.* bytes=\([0-9]*\).*/\1/p' <<<"$out") / 1e6 / $(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' <<<"$out")" 0)"
+			rec "b.final.$size.rss" "$(sed -n 's/.* peak_rss_kb=\([0-9]*\).*/\1/p' <<<"$out")"
+		done
+		rm -rf "$d/$size" "$RUN/s3/root/parts/finals-bench/$size"
+	done
+	note b.finals "$B_FINALS"
+}
+
 bucket() {
 	local cpus="" r n m
 	if [ "$CG_MODE" != none ]; then
@@ -746,6 +767,7 @@ bucket() {
 	note b.what "$(count "$B_FRAMES") $(getsize "$B_FRAMES") PNG ($(calc "$bytes/1e6" 1) MB) in $B_SETS sets"
 	note b.nodes "$B_NODES"
 	note b.rounds "$B_ROUNDS"
+	bucket_finals
 	bucket_rates
 	for ((r = 1; r <= REPS; r++)); do
 		for n in $B_NODES; do

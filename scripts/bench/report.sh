@@ -167,6 +167,15 @@ table() {
 bucket_rows() {
 	has b.bytes || return 0
 	local n w1="" r1=""
+	if [ -n "$(getnote b.finals)" ]; then
+		local small big rs rb r
+		read -r small big <<<"$(getnote b.finals)"
+		rs=$(get "b.final.$small.rss") rb=$(get "b.final.$big.rss")
+		r=$(ratio "$rb" "$rs")
+		row 7 "a final put into the bucket as the coordinator puts one into \`--storage\` or to \`--out\` (Bucket.Put, multipart): rate and peak RSS of the putting process, $big MiB vs $small MiB" \
+			"$(fmt "$(get "b.final.$big.mbps")" 0) MB/s, $(mb "$rb") MiB" "$(fmt "$(get "b.final.$small.mbps")" 0) MB/s, $(mb "$rs") MiB" \
+			"${r}× the memory for $((big / small))× the bytes" "bounded: ≤ 1.25×" "$(verdict "$r" "<=" 1.25)"
+	fi
 	for n in $(getnote b.nodes); do
 		local rb rc
 		rb=$(get "b.$n.rate.bucket") rc=$(get "b.$n.rate.coordinator")

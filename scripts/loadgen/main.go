@@ -822,8 +822,11 @@ func runPut(ctx context.Context, args []string) error {
 		return err
 	}
 	secs := time.Since(start).Seconds()
-	fmt.Printf("loadgen: put %d files (%.1f MB) into %s in %.2f s\n", len(names), float64(total.Load())/1e6, b, secs)
-	fmt.Printf("RESULT mode=put files=%d bytes=%d seconds=%.3f\n", len(names), total.Load(), secs)
+	// The putter's peak memory: what a put of any size costs the
+	// coordinator, whose copies of finals go through the same Bucket.Put.
+	rss := procStatus(os.Getpid(), "VmHWM")["VmHWM"]
+	fmt.Printf("loadgen: put %d files (%.1f MB) into %s in %.2f s, peak RSS %d kB\n", len(names), float64(total.Load())/1e6, b, secs, rss)
+	fmt.Printf("RESULT mode=put files=%d bytes=%d seconds=%.3f peak_rss_kb=%d\n", len(names), total.Load(), secs, rss)
 	return nil
 }
 
