@@ -168,6 +168,9 @@ func (c *Coordinator) openJobFrame(ctx context.Context, framesDir string, f fram
 	}
 	r, err := b.Open(ctx, prefix+f.Name, f.Size, f.ETag)
 	switch {
+	case storage.IsNotFound(err) && b.Gone(ctx):
+		return nil, frameChanged(fmt.Sprintf("the bucket of the frames %s no longer exists, so frame %d (%s) cannot be read: make the bucket again and put the frames back, then reset the job (framefarm reset)",
+			storage.Redact(framesDir), f.Number, f.Name))
 	case errors.Is(err, storage.ErrChanged) || storage.IsNotFound(err):
 		return nil, fmt.Errorf("%w: frame %d (%s) changed in the bucket since the job started (%v): put it back as it was, then reset the job (framefarm reset)",
 			ErrFrameChanged, f.Number, f.Name, err)
@@ -185,6 +188,9 @@ func (c *Coordinator) rereadBucket(ctx context.Context, framesDir string, frames
 		return nil, err
 	}
 	objs, err := b.List(ctx, prefix)
+	if storage.IsNotFound(err) {
+		return nil, fmt.Errorf("the bucket of the frames %s no longer exists: make the bucket again and put the frames back, then reset the job again", storage.Redact(framesDir))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listing %s: %w", storage.Redact(framesDir), err)
 	}

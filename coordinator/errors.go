@@ -38,6 +38,16 @@ var (
 	ErrStopped = errors.New("coordinator stopping: its state could not be saved")
 )
 
+// frameChanged is ErrFrameChanged in words of its own, for a cause that
+// "frame changed" would misname (the frames' bucket deleted): the job
+// fails the same way.
+func frameChanged(msg string) error { return &frameChangedError{msg} }
+
+type frameChangedError struct{ msg string }
+
+func (e *frameChangedError) Error() string { return e.msg }
+func (e *frameChangedError) Unwrap() error { return ErrFrameChanged }
+
 // answer is a call's error as answered, after noting a failure of the
 // coordinator's own for status.
 func (c *Coordinator) answer(err error) error {

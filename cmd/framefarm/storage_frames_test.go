@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -215,6 +216,45 @@ func TestStorageFramesChanged(t *testing.T) {
 	if !strings.Contains(st, "failed") {
 		t.Errorf("status does not show the job failed:\n%s", st)
 	}
+}
+
+// TestStorageFramesBucketGone: the frames' bucket is deleted after submit.
+// The job fails saying so, not that a frame changed; reset is refused
+// with the same words; with the bucket made again, reset renders the job
+// frame-exact.
+func TestStorageFramesBucketGone(t *testing.T) {
+	needFFmpeg(t)
+	s3, want := framesInBucket(t, 16, "sh/")
+	f, _ := bucketFarm(t, s3)
+	w := watch(t, f.addr)
+	id := f.submit(t, "--frames", s3.URL("frames", "sh/"), "--sets", "2", "--codec", "ffv1")
+	keep := filepath.Join(t.TempDir(), "kept")
+	if err := os.Rename(filepath.Join(s3.Root, "frames"), keep); err != nil {
+		t.Fatal(err)
+	}
+	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
+	e := w.waitFor(t, "the job to fail", 2*time.Minute, kind("job_failed", -1, ""))
+	t.Logf("failed: %s", e.Detail)
+	for _, says := range []string{"s3://frames/sh/", "no longer exists", "make the bucket again"} {
+		if !strings.Contains(e.Detail, says) {
+			t.Errorf("the job failed without saying %q: %s", says, e.Detail)
+		}
+	}
+	if strings.Contains(e.Detail, "changed") {
+		t.Errorf("the job failed calling the deleted bucket a changed frame: %s", e.Detail)
+	}
+	out, err := exec.Command(binary, "reset", id, "--coordinator", f.addr).CombinedOutput()
+	t.Logf("reset: %s", out)
+	if err == nil || !strings.Contains(string(out), "no longer exists") {
+		t.Errorf("reset with the bucket gone: %v, said %s; want refused, saying the bucket no longer exists", err, out)
+	}
+	if err := os.Rename(keep, filepath.Join(s3.Root, "frames")); err != nil {
+		t.Fatal(err)
+	}
+	runCmd(t, binary, "reset", id, "--coordinator", f.addr)
+	video := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, video)
+	checkExact(t, video, want)
 }
 
 // TestStorageFramesRefused: bad bucket input is refused at submit with an

@@ -420,6 +420,13 @@ func (b *Bucket) PutMeta(ctx context.Context, key string, r io.Reader, meta map[
 	return nil
 }
 
+// Gone reports whether the bucket itself is not there (deleted, or never
+// made), as the server answered; false when it could not be asked.
+func (b *Bucket) Gone(ctx context.Context) bool {
+	ok, err := b.b.IsAccessible(ctx)
+	return err == nil && !ok
+}
+
 // Delete removes key.
 func (b *Bucket) Delete(ctx context.Context, key string) error {
 	if err := b.b.Delete(ctx, key); err != nil {
