@@ -293,6 +293,10 @@ func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 	name := jobName(frames)
 	if at, _, err := c.uploadedFrames(name); err == nil && at == frames && c.parts != nil {
 		c.copies.Go(func() { c.sweepBucket(context.WithoutCancel(ctx), name, "uploads") })
+		// The web app's audio, kept on disk beside frames kept in the bucket.
+		if local, err := c.uploadDir(name); err == nil {
+			return os.RemoveAll(local)
+		}
 	}
 	return nil
 }

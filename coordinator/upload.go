@@ -239,8 +239,10 @@ func (r *fileBytes) Read(p []byte) (int, error) {
 
 // KeepUpload moves a local upload folder's frames (the web app's, received
 // whole before the job is submitted) into the --storage bucket's
-// uploads/NAME/, with their times, and removes the folder; it returns the
-// job's frames location, the folder itself without --storage.
+// uploads/NAME/, with their times, and removes them from the folder; it
+// returns the job's frames location, the folder itself without --storage.
+// What is not a frame (the job's audio, a dot file the join reads) stays
+// in the folder, which goes with the job.
 func (c *Coordinator) KeepUpload(ctx context.Context, name, dir string) (string, error) {
 	frames, prefix, err := c.uploadedFrames(name)
 	if err != nil || prefix == "" {
@@ -273,7 +275,15 @@ func (c *Coordinator) KeepUpload(ctx context.Context, name, dir string) (string,
 	if err := g.Wait(); err != nil {
 		return "", fmt.Errorf("%w: keeping the upload in %s: %w", errOwnFault, c.parts, err)
 	}
-	return frames, os.RemoveAll(dir)
+	for _, e := range entries {
+		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return "", err
+			}
+		}
+	}
+	_ = os.Remove(dir) // unless the audio is in it
+	return frames, nil
 }
 
 // DropUpload removes what KeepUpload put (or began to put) in the bucket

@@ -5,8 +5,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -578,4 +580,39 @@ func TestStorageWebUploadInBucket(t *testing.T) {
 	if got := len(logLines(n.node, 0, fromBucket)); got != 3 {
 		t.Errorf("%d sets read their frames from the bucket, want 3", got)
 	}
+
+	// With audio: the frames go to the bucket all the same, the audio
+	// stays on disk for the join, and both go with the job.
+	wav := filepath.Join(w.root, "tone.wav")
+	runCmd(t, "ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=440:d=2", wav)
+	tone, err := os.ReadFile(wav)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum = w.submitJob(t, append([]formPart{{"sets", "", []byte("3")}, {"codec", "", []byte("ffv1")}, {"audio", "tone.wav", tone}}, frameParts(t, frames)...))
+	if !strings.HasPrefix(sum.FramesDir, "s3://parts/farm/uploads/web-") {
+		t.Errorf("the job with audio has its frames at %q, want the bucket's uploads/ folder", sum.FramesDir)
+	}
+	u, err := url.Parse(sum.FramesDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := path.Base(u.Path)
+	local := filepath.Join(w.data, "uploads", name)
+	if ents, err := os.ReadDir(local); err != nil || len(ents) != 1 || !strings.HasPrefix(ents[0].Name(), ".audio") {
+		t.Errorf("kept under --data for the job with audio: %v (%v), want the audio alone", ents, err)
+	}
+	w.fetchJob(t, sum.JobID, out)
+	checkExact(t, out, want)
+	if codec, _, _ := audioStream(t, out); codec != "pcm_s16le" {
+		t.Errorf("the final's audio is %s, want the WAV's pcm_s16le", codec)
+	}
+	if got := len(logLines(n.node, 0, fromBucket)); got != 6 {
+		t.Errorf("%d sets of the two jobs read their frames from the bucket, want 6", got)
+	}
+	runCmd(t, binary, "delete", sum.JobID, "--coordinator", w.addr)
+	if _, err := os.Stat(local); !os.IsNotExist(err) {
+		t.Errorf("the deleted job's audio is still under --data (%v)", err)
+	}
+	emptied(t, s3, "parts", "farm/uploads/"+name, 30*time.Second, "frames of the deleted job with audio")
 }

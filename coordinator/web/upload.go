@@ -99,10 +99,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		spec, err = rc.spec()
 	}
-	if err == nil && rc.audio == "" {
+	if err == nil {
 		// With --storage the frames are kept in the bucket, where nodes
-		// read them; a job with audio keeps its upload together here,
-		// since the join reads the audio from the folder.
+		// read them; the audio stays here, where the join reads it.
 		spec.FramesDir, err = s.c.KeepUpload(r.Context(), name, dir)
 	}
 	var job *farmpb.JobSummary
