@@ -192,7 +192,7 @@ func (c *Coordinator) rereadBucket(ctx context.Context, framesDir string, frames
 		return nil, fmt.Errorf("the bucket of the frames %s no longer exists: make the bucket again and put the frames back, then reset the job again", storage.Redact(framesDir))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", storage.Redact(framesDir), err)
+		return nil, err
 	}
 	now := make(map[string]storage.Object, len(objs))
 	for _, o := range objs {
