@@ -355,11 +355,13 @@ func (c *Coordinator) fetchPart(ctx context.Context, key string, limit int64, w 
 // taken: a delete racing a node's PUT into the same folder can fail that
 // PUT on servers that keep folders (versitygw's posix backend answered 409
 // ExistingObjectIsDirectory), and a part whose check failed on the
-// coordinator's side stays readable for the node's next try.
-func (c *Coordinator) sweepBucket(ctx context.Context, id string, folders ...string) {
+// coordinator's side stays readable for the node's next try. It reports
+// whether nothing it was to delete is left.
+func (c *Coordinator) sweepBucket(ctx context.Context, id string, folders ...string) bool {
 	if c.parts == nil {
-		return
+		return true
 	}
+	swept := true
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for _, folder := range folders {
@@ -369,13 +371,15 @@ func (c *Coordinator) sweepBucket(ctx context.Context, id string, folders ...str
 		prefix := fmt.Sprintf("%s%s/%s/", c.partsPrefix, folder, id)
 		objs, err := c.parts.List(ctx, prefix)
 		if err != nil {
-			c.log.Warn("listing objects to delete from the bucket failed; they stay there", "prefix", prefix, "err", err)
+			c.log.Warn("listing objects to delete from the bucket failed; they stay there for now", "prefix", prefix, "err", err)
+			swept = false
 			continue
 		}
 		removed := 0
 		for _, o := range objs {
 			if err := c.parts.Delete(ctx, o.Key); err != nil && !storage.IsNotFound(err) {
-				c.log.Warn("deleting an object from the bucket failed; it stays there", "key", o.Key, "err", err)
+				c.log.Warn("deleting an object from the bucket failed; it stays there for now", "key", o.Key, "err", err)
+				swept = false
 			} else {
 				removed++
 			}
@@ -384,6 +388,23 @@ func (c *Coordinator) sweepBucket(ctx context.Context, id string, folders ...str
 			c.log.Info("removed objects no job needs from the bucket", "prefix", prefix, "objects", removed)
 		}
 	}
+	return swept
+}
+
+// sweepDeleted sweeps a deleted job's parts and final from the bucket, and
+// if the bucket kept any, leaves the job to tidyBucket to try again. Job
+// IDs are random and not reused, so a later sweep cannot meet another
+// job's objects (an upload's name can be, so uploads are not swept again).
+func (c *Coordinator) sweepDeleted(ctx context.Context, id string) {
+	if c.sweepBucket(ctx, id, "parts", "finals") {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.unswept == nil {
+		c.unswept = map[string]bool{}
+	}
+	c.unswept[id] = true
 }
 
 // tidyBucket sweeps the parts of finished jobs from the --storage bucket
@@ -398,7 +419,9 @@ func (c *Coordinator) sweepBucket(ctx context.Context, id string, folders ...str
 // reset afterwards still wanted costs nothing: the coordinator keeps every
 // part it took under --data, and one it does not find in the bucket is
 // uploaded by its node. Only jobs this coordinator knows are swept, so
-// farms sharing a bucket folder keep each other's parts.
+// farms sharing a bucket folder keep each other's parts. At every tick it
+// also tries again the sweeps of deleted jobs that the bucket refused
+// (sweepDeleted), until they succeed or the coordinator stops.
 func (c *Coordinator) tidyBucket(ctx context.Context) {
 	if c.parts == nil {
 		return
@@ -427,9 +450,20 @@ func (c *Coordinator) tidyBucket(ctx context.Context) {
 				tidied[id] = fin
 			}
 		}
+		var again []string
+		for id := range c.unswept {
+			again = append(again, id)
+		}
 		c.mu.Unlock()
 		for _, id := range due {
 			c.sweepBucket(ctx, id, "parts")
+		}
+		for _, id := range again {
+			if c.sweepBucket(ctx, id, "parts", "finals") {
+				c.mu.Lock()
+				delete(c.unswept, id)
+				c.mu.Unlock()
+			}
 		}
 	}
 }

@@ -171,6 +171,9 @@ type Coordinator struct {
 	// waiters are the nodes' requests for work waiting for a set (see
 	// dispatch).
 	waiters []*waiter
+	// unswept holds deleted jobs whose parts or final the bucket still
+	// holds because the sweep at the delete failed: tidyBucket tries again.
+	unswept map[string]bool
 	// joinWant holds the jobs waiting for the joiner; joinReq wakes it.
 	joinWant map[string]bool
 	joinReq  chan struct{}

@@ -278,7 +278,7 @@ func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 		return err
 	}
 	c.log.Info("job deleted", "job", id)
-	c.copies.Go(func() { c.sweepBucket(context.WithoutCancel(ctx), id, "parts", "finals") })
+	c.copies.Go(func() { c.sweepDeleted(context.WithoutCancel(ctx), id) })
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}

@@ -340,3 +340,28 @@ func TestStorageFinalCopyResumed(t *testing.T) {
 		t.Errorf("%d final_stored events, want 1", n)
 	}
 }
+
+// TestStorageDeleteSweptLater: the bucket refuses the deletes when a job is
+// deleted (503 SlowDown, past the S3 client's retries), so its final stays
+// there; once the bucket takes deletes again, the coordinator removes it
+// on its own, without another delete.
+func TestStorageDeleteSweptLater(t *testing.T) {
+	needFFmpeg(t)
+	s3, p, f, _, want := proxiedBucketFarm(t, 16)
+	w := watch(t, f.addr)
+	id := submitProxied(t, f, p, 2)
+	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, out)
+	checkExact(t, out, want)
+	key := "farm/finals/" + id + "/final.mkv"
+	storedFinal(t, w, id, "s3://parts/"+key, s3.URL("parts", key), out)
+	p.FailNextUnder(1<<20, http.MethodDelete, "/parts/farm/finals/", http.StatusServiceUnavailable, "SlowDown")
+	runCmd(t, binary, "delete", id, "--coordinator", f.addr)
+	waitOutput(t, f.coord, "deleting an object from the bucket failed; it stays there for now", time.Minute)
+	if left := bucketKeys(t, s3, "parts", "farm/finals/"+id); len(left) != 1 {
+		t.Fatalf("after the refused deletes the bucket holds %v, want the final", left)
+	}
+	p.Clear()
+	emptied(t, s3, "parts", "farm/finals/"+id, 30*time.Second, "the deleted job's final left in the bucket")
+}
