@@ -207,6 +207,9 @@ type jobRun struct {
 	// and into the --storage bucket stand (under c.mu), for status; their
 	// outcomes are also events.
 	outCopy, stored string
+	// stopCopies cancels the copies of the final under way (under c.mu; see
+	// startCopies), for a reset or delete.
+	stopCopies context.CancelFunc
 }
 
 type nodeInfo struct {

@@ -180,6 +180,7 @@ func (c *Coordinator) reset(ctx context.Context, id string, all bool) (*jobRun, 
 		if err != nil {
 			return err
 		}
+		jr.stopCopiesLocked()
 		x.add(jr, dirty, ev)
 		if len(positions) > 0 {
 			st := jr.rec.Settings
@@ -270,6 +271,7 @@ func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 		delete(c.jobs, jr.rec.ID)
 		c.queue = slices.DeleteFunc(c.queue, func(q *jobRun) bool { return q == jr })
 		x.remove(jr.rec.ID)
+		jr.stopCopiesLocked()
 		dir, frames = jr.dir, jr.rec.FramesDir
 		shared = slices.ContainsFunc(c.queue, func(q *jobRun) bool { return q.rec.FramesDir == frames })
 		return nil

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -91,18 +92,23 @@ func (c *Coordinator) joinJob(ctx context.Context, jr *jobRun) {
 			}
 		}
 	}
+	done := false
 	if cerr := c.change(ctx, func(x changes) error {
-		x.add(jr, nil, jr.job.Finish(err, detail, c.cfg.Now()))
+		evs := jr.job.Finish(err, detail, c.cfg.Now())
+		x.add(jr, nil, evs)
+		done = slices.ContainsFunc(evs, func(e job.Event) bool { return e.Kind == job.EvJobDone })
 		for _, fc := range copies {
-			*fc.status(jr) = "under way"
+			if done { // else a job cancelled while it joined: nothing to copy
+				*fc.status(jr) = "under way"
+			}
 		}
 		return nil
 	}); cerr != nil {
 		log.Error("recording the join failed", "err", cerr)
 		return
 	}
-	for _, fc := range copies {
-		c.copies.Go(func() { c.copyFinal(ctx, jr, filepath.Join(jr.dir, name), fc) })
+	if done {
+		c.startCopies(ctx, jr, filepath.Join(jr.dir, name), copies)
 	}
 	c.copies.Go(func() { c.sweepBucket(ctx, jr.rec.ID, "parts") })
 	if err == nil && !c.cfg.KeepParts {

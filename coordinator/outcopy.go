@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/framefarm/framefarm/coordinator/job"
@@ -39,6 +40,8 @@ type finalCopy struct {
 	copied, failed job.EventKind
 	// status is the job's field that shows how the copy stands.
 	status func(jr *jobRun) *string
+	// fin is when the join whose final this copies finished (see current).
+	fin time.Time
 }
 
 // outTarget is the copy to a job's --out URL; ok is false (after recording
@@ -87,15 +90,56 @@ func (c *Coordinator) finalKey(jobID, name string) string {
 	return fmt.Sprintf("%sfinals/%s/%s", c.partsPrefix, jobID, name)
 }
 
+// startCopies starts the copies of a done job's final, under a context
+// that a reset or delete of the job cancels (jr.stopCopies): a copy of a
+// final the job no longer has must not land after the next one, over it.
+func (c *Coordinator) startCopies(ctx context.Context, jr *jobRun, final string, fcs []finalCopy) {
+	if len(fcs) == 0 {
+		return
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	c.mu.Lock()
+	fin := jr.rec.Finished
+	if jr.stopCopies != nil {
+		jr.stopCopies()
+	}
+	jr.stopCopies = cancel
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, fc := range fcs {
+		fc.fin = fin
+		wg.Add(1)
+		c.copies.Go(func() { defer wg.Done(); c.copyFinal(cctx, jr, final, fc) })
+	}
+	c.copies.Go(func() { wg.Wait(); cancel() })
+}
+
+// stopCopiesLocked cancels the copies of jr's final under way, for a reset
+// or delete; c.mu is held.
+func (jr *jobRun) stopCopiesLocked() {
+	if jr.stopCopies != nil {
+		jr.stopCopies()
+		jr.stopCopies = nil
+	}
+}
+
 // copyFinal puts a copy of a done job's final (a file in its folder) where
-// fc says, retrying as the constants above say.
+// fc says, retrying as the constants above say, until it is put, given up,
+// or the job is reset or deleted (which cancels ctx).
 func (c *Coordinator) copyFinal(ctx context.Context, jr *jobRun, final string, fc finalCopy) {
 	log := c.log.With("job", jr.rec.ID, "to", fc.where)
 	start := c.cfg.Now()
 	wait := outRetryFirst
+	// gone says so when the job was reset or deleted: no copy is wanted.
+	gone := func(attempt int) bool {
+		if c.current(jr, fc.fin) {
+			return false
+		}
+		log.Info("job reset or deleted before its final was copied to "+fc.flag+"; the copy stopped", "attempt", attempt)
+		return true
+	}
 	for attempt := 1; ; attempt++ {
-		if c.deleted(jr) {
-			log.Info("job deleted before its final was copied to "+fc.flag, "attempt", attempt)
+		if gone(attempt) {
 			return
 		}
 		t0 := time.Now()
@@ -105,13 +149,18 @@ func (c *Coordinator) copyFinal(ctx context.Context, jr *jobRun, final string, f
 			if c.deleted(jr) && fc.undo != nil {
 				// Deleted while the copy was on its way: the delete's sweep
 				// may have run before the object appeared.
-				if err := fc.undo(context.WithoutCancel(ctx)); err != nil {
+				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+				defer cancel()
+				if err := fc.undo(uctx); err != nil {
 					log.Warn("removing the final of a deleted job failed; it stays there", "err", err)
 				}
 				return
 			}
 			log.Info("copied the final video to "+fc.flag, "attempt", attempt, "took", took)
 			c.copyDone(ctx, jr, fc, fc.copied, fmt.Sprintf("%s %s (attempt %d, %s)", fc.verb, fc.where, attempt, took))
+			return
+		}
+		if gone(attempt) {
 			return
 		}
 		if ctx.Err() != nil {
@@ -138,12 +187,22 @@ func (c *Coordinator) copyFinal(ctx context.Context, jr *jobRun, final string, f
 		c.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			log.Warn("stopped before the final video was copied to "+fc.flag+"; fetch it from the data folder", "attempt", attempt)
+			if !gone(attempt) {
+				log.Warn("stopped before the final video was copied to "+fc.flag+"; fetch it from the data folder", "attempt", attempt)
+			}
 			return
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, outRetryMax)
 	}
+}
+
+// current reports whether jr is still done from the join that finished at
+// fin: neither deleted nor reset since.
+func (c *Coordinator) current(jr *jobRun, fin time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.jobs[jr.rec.ID] == jr && jr.job.State == job.JobDone && jr.rec.Finished.Equal(fin)
 }
 
 // deleted reports whether jr was deleted since it was looked up.
@@ -153,10 +212,11 @@ func (c *Coordinator) deleted(jr *jobRun) bool {
 	return c.jobs[jr.rec.ID] != jr
 }
 
-// copyDone records how a copy ended, unless the job was deleted meanwhile.
+// copyDone records how a copy ended, unless the job was deleted, or
+// reset after the join the copy belongs to, meanwhile.
 func (c *Coordinator) copyDone(ctx context.Context, jr *jobRun, fc finalCopy, kind job.EventKind, detail string) {
 	if err := c.change(ctx, func(x changes) error {
-		if c.jobs[jr.rec.ID] != jr {
+		if c.jobs[jr.rec.ID] != jr || !fc.fin.IsZero() && (jr.job.State != job.JobDone || !jr.rec.Finished.Equal(fc.fin)) {
 			return nil
 		}
 		*fc.status(jr) = detail
@@ -230,7 +290,7 @@ func (c *Coordinator) resumeCopies(ctx context.Context) {
 			c.mu.Lock()
 			*fc.status(k.jr) = "under way again after a restart"
 			c.mu.Unlock()
-			c.copies.Go(func() { c.copyFinal(ctx, k.jr, final, fc) })
 		}
+		c.startCopies(ctx, k.jr, final, fcs)
 	}
 }

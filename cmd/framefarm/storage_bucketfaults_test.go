@@ -4,6 +4,7 @@ package main
 
 import (
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -364,4 +365,46 @@ func TestStorageDeleteSweptLater(t *testing.T) {
 	}
 	p.Clear()
 	emptied(t, s3, "parts", "farm/finals/"+id, 30*time.Second, "the deleted job's final left in the bucket")
+}
+
+// TestStorageFinalCopyReset: a done job is reset --all (frame 5 replaced) while
+// the bucket refuses its final's copy into --storage (503, retried). The
+// copy of the old final stops; with the bucket taking copies again, the
+// new final is stored, once, and no late copy of the old one lands over it.
+func TestStorageFinalCopyReset(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "frames", "parts")
+	local := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, local, 16, 1, "320x240")
+	putFrames(t, s3, local, "frames", "sh/")
+	p := storagetest.StartProxy(t, s3)
+	f, _ := storageFarm(t, p.URL("parts", "farm/"))
+	w := watch(t, f.addr)
+	p.FailNextUnder(1<<20, http.MethodPut, "/parts/farm/finals/", http.StatusServiceUnavailable, "SlowDown")
+	id := submitProxied(t, f, p, 2)
+	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
+	w.waitFor(t, "the job done", 2*time.Minute, kind("job_done", -1, ""))
+	waitOutput(t, f.coord, "copying the final video to --storage failed; retrying", time.Minute)
+
+	one, err := os.ReadFile(filepath.Join(local, "f_0001.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(local, "f_0005.png"), one, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	putFramesAt(t, local, func(name string) string { return s3.URL("frames", "sh/"+name) })
+	want := reference(t, local, 1)
+	runCmd(t, binary, "reset", id, "--all", "--coordinator", f.addr)
+	waitOutput(t, f.coord, "job reset or deleted before its final was copied to --storage; the copy stopped", time.Minute)
+	p.Clear()
+
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, out)
+	checkExact(t, out, want)
+	key := "farm/finals/" + id + "/final.mkv"
+	storedFinal(t, w, id, "s3://parts/"+key, s3.URL("parts", key), out)
+	if n := countKind(w.events(), "final_stored"); n != 1 {
+		t.Errorf("%d final_stored events, want 1 (the new final's)", n)
+	}
 }
