@@ -150,22 +150,37 @@ func (f *cmdFlags) parse(e *env, args []string) error {
 }
 
 // parseArgs parses the flags and returns the n arguments that are not
-// flags (job ids, a priority that may be negative), which may stand before
-// or after the flags.
+// flags (job ids, a priority that may be negative), which may stand before,
+// between or after the flags (reset --all JOB --coordinator ADDR). After
+// "--" everything is an argument.
 func (f *cmdFlags) parseArgs(e *env, args []string, n int) ([]string, error) {
 	var pos []string
-	for len(args) > 0 && (!strings.HasPrefix(args[0], "-") || isNumber(args[0])) {
-		pos, args = append(pos, args[0]), args[1:]
+	for {
+		for len(args) > 0 && (!strings.HasPrefix(args[0], "-") || isNumber(args[0])) {
+			pos, args = append(pos, args[0]), args[1:]
+		}
+		if len(args) == 0 {
+			break
+		}
+		if args[0] == "--" {
+			pos = append(pos, args[1:]...)
+			break
+		}
+		err := f.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			f.printUsage(e.stdout)
+			return nil, errHelpShown
+		}
+		if err != nil {
+			return nil, f.usageErr("%v", err)
+		}
+		// The flag package stops at the first argument, or after "--".
+		if rest := f.Args(); len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		args = f.Args()
 	}
-	err := f.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		f.printUsage(e.stdout)
-		return nil, errHelpShown
-	}
-	if err != nil {
-		return nil, f.usageErr("%v", err)
-	}
-	pos = append(pos, f.Args()...)
 	switch {
 	case len(pos) > 0 && n == 0:
 		return nil, f.usageErr("unexpected argument %q: every input is given with a flag", pos[0])
