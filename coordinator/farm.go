@@ -293,12 +293,26 @@ func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 		return os.RemoveAll(frames)
 	}
 	name := jobName(frames)
-	if at, _, err := c.uploadedFrames(name); err == nil && at == frames && c.parts != nil {
-		c.copies.Go(func() { c.sweepBucket(context.WithoutCancel(ctx), name, "uploads") })
-		// The web app's audio, kept on disk beside frames kept in the bucket.
-		if local, err := c.uploadDir(name); err == nil {
-			return os.RemoveAll(local)
-		}
+	at, _, err := c.uploadedFrames(name)
+	if err != nil || at != frames || c.parts == nil {
+		return nil
 	}
-	return nil
+	local, err := c.uploadDir(name)
+	if err != nil {
+		return nil
+	}
+	// Swept before the answer: a submit --upload of the same folder right
+	// after (its upload has the same name) must not find frames that are
+	// about to go and send nothing. Not if a job submitted meanwhile renders
+	// them, or renders the upload's local folder (submitted before the
+	// coordinator had --storage).
+	c.mu.Lock()
+	inUse := slices.ContainsFunc(c.queue, func(q *jobRun) bool { return q.rec.FramesDir == frames || q.rec.FramesDir == local })
+	c.mu.Unlock()
+	if inUse {
+		return nil
+	}
+	c.sweepBucket(context.WithoutCancel(ctx), name, "uploads")
+	// The web app's audio, kept on disk beside frames kept in the bucket.
+	return os.RemoveAll(local)
 }
