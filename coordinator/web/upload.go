@@ -99,9 +99,11 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		spec, err = rc.spec()
 	}
+	kept := false
 	if err == nil {
 		// With --storage the frames are kept in the bucket, where nodes
 		// read them; the audio stays here, where the join reads it.
+		kept = true
 		spec.FramesDir, err = s.c.KeepUpload(r.Context(), name, dir)
 	}
 	var job *farmpb.JobSummary
@@ -111,7 +113,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Whatever was written goes, the folder (or bucket folder) with it.
 		_ = os.RemoveAll(dir)
-		s.c.DropUpload(context.WithoutCancel(r.Context()), name)
+		if kept {
+			s.c.DropUpload(context.WithoutCancel(r.Context()), name)
+		}
 		s.refuse(w, rc, err)
 		return
 	}
