@@ -312,6 +312,20 @@ func TestStorageTidiesCancelledJob(t *testing.T) {
 	checkExact(t, out, want)
 }
 
+// finalCopyRetrying renders the proxied frames on one node while the bucket
+// answers the final's PUT into --storage 503 SlowDown, and returns once the
+// coordinator retries that copy, with a watcher of the farm's events.
+func finalCopyRetrying(t *testing.T, f *farm, p *storagetest.Proxy) (id string, w *watcher) {
+	t.Helper()
+	w = watch(t, f.addr)
+	p.FailNextUnder(1<<20, http.MethodPut, "/parts/farm/finals/", http.StatusServiceUnavailable, "SlowDown")
+	id = submitProxied(t, f, p, 2)
+	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
+	w.waitFor(t, "the job done", 2*time.Minute, kind("job_done", -1, ""))
+	waitOutput(t, f.coord, "copying the final video to --storage failed; retrying", time.Minute)
+	return id, w
+}
+
 // TestStorageFinalCopyResumed: the coordinator is killed (SIGKILL) while the
 // bucket refuses the final's copy into --storage (503 SlowDown, retried);
 // started again with the bucket back, it resumes the copy, and the object
@@ -319,12 +333,7 @@ func TestStorageTidiesCancelledJob(t *testing.T) {
 func TestStorageFinalCopyResumed(t *testing.T) {
 	needFFmpeg(t)
 	s3, p, f, _, want := proxiedBucketFarm(t, 16)
-	w := watch(t, f.addr)
-	p.FailNextUnder(1<<20, http.MethodPut, "/parts/farm/finals/", http.StatusServiceUnavailable, "SlowDown")
-	id := submitProxied(t, f, p, 2)
-	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
-	w.waitFor(t, "the job done", 2*time.Minute, kind("job_done", -1, ""))
-	waitOutput(t, f.coord, "copying the final video to --storage failed; retrying", time.Minute)
+	id, w := finalCopyRetrying(t, f, p)
 	_ = f.coord.cmd.Process.Kill()
 	<-f.coord.done
 	p.Clear()
@@ -379,12 +388,7 @@ func TestStorageFinalCopyReset(t *testing.T) {
 	putFrames(t, s3, local, "frames", "sh/")
 	p := storagetest.StartProxy(t, s3)
 	f, _ := storageFarm(t, p.URL("parts", "farm/"))
-	w := watch(t, f.addr)
-	p.FailNextUnder(1<<20, http.MethodPut, "/parts/farm/finals/", http.StatusServiceUnavailable, "SlowDown")
-	id := submitProxied(t, f, p, 2)
-	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
-	w.waitFor(t, "the job done", 2*time.Minute, kind("job_done", -1, ""))
-	waitOutput(t, f.coord, "copying the final video to --storage failed; retrying", time.Minute)
+	id, w := finalCopyRetrying(t, f, p)
 
 	one, err := os.ReadFile(filepath.Join(local, "f_0001.png"))
 	if err != nil {
