@@ -150,36 +150,33 @@ func (f *cmdFlags) parse(e *env, args []string) error {
 }
 
 // parseArgs parses the flags and returns the n arguments that are not
-// flags (job ids, a priority that may be negative), which may stand before,
-// between or after the flags (reset --all JOB --coordinator ADDR). After
-// "--" everything is an argument.
+// flags (job ids, a priority that may be negative, "-"), which may stand
+// before, between or after the flags (reset --all JOB --coordinator ADDR).
+// After "--" everything is an argument.
 func (f *cmdFlags) parseArgs(e *env, args []string, n int) ([]string, error) {
-	var pos []string
-	for {
-		for len(args) > 0 && (!strings.HasPrefix(args[0], "-") || isNumber(args[0])) {
-			pos, args = append(pos, args[0]), args[1:]
+	var pos, flags []string
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "--":
+			pos = append(pos, args[i+1:]...)
+			i = len(args)
+		case a == "-" || !strings.HasPrefix(a, "-") || isNumber(a):
+			pos = append(pos, a)
+		default:
+			flags = append(flags, a)
+			if f.takesValue(a) && i+1 < len(args) {
+				i++
+				flags = append(flags, args[i])
+			}
 		}
-		if len(args) == 0 {
-			break
-		}
-		if args[0] == "--" {
-			pos = append(pos, args[1:]...)
-			break
-		}
-		err := f.Parse(args)
-		if errors.Is(err, flag.ErrHelp) {
-			f.printUsage(e.stdout)
-			return nil, errHelpShown
-		}
-		if err != nil {
-			return nil, f.usageErr("%v", err)
-		}
-		// The flag package stops at the first argument, or after "--".
-		if rest := f.Args(); len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
-			pos = append(pos, rest...)
-			break
-		}
-		args = f.Args()
+	}
+	err := f.Parse(flags)
+	if errors.Is(err, flag.ErrHelp) {
+		f.printUsage(e.stdout)
+		return nil, errHelpShown
+	}
+	if err != nil {
+		return nil, f.usageErr("%v", err)
 	}
 	switch {
 	case len(pos) > 0 && n == 0:
@@ -191,6 +188,23 @@ func (f *cmdFlags) parseArgs(e *env, args []string, n int) ([]string, error) {
 }
 
 func isNumber(s string) bool { _, err := strconv.Atoi(s); return err == nil }
+
+// takesValue reports whether the flag written as a (-name or --name) takes
+// the next argument as its value: a flag of the set that is not a boolean
+// and has no "=value" of its own. An unknown one is left to Parse to
+// report.
+func (f *cmdFlags) takesValue(a string) bool {
+	name := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+	if strings.Contains(name, "=") {
+		return false
+	}
+	fl := f.Lookup(name)
+	if fl == nil {
+		return false
+	}
+	b, ok := fl.Value.(interface{ IsBoolFlag() bool })
+	return !ok || !b.IsBoolFlag()
+}
 
 func (f *cmdFlags) usageErr(format string, a ...any) error {
 	return &usageError{flags: f, err: fmt.Errorf(format, a...)}

@@ -21,6 +21,10 @@ func TestParseArgsAnywhere(t *testing.T) {
 		{[]string{"-5", "--coordinator", "h:1"}, []string{"-5"}, false, "h:1"},
 		{[]string{"--all", "--", "-J1"}, []string{"-J1"}, true, ""},
 		{[]string{"--", "--all"}, []string{"--all"}, false, ""},
+		{[]string{"--coordinator", "h:1", "-5"}, []string{"-5"}, false, "h:1"},
+		{[]string{"--coordinator", "-5", "J1"}, []string{"J1"}, false, "-5"},
+		{[]string{"-", "--all"}, []string{"-"}, true, ""},
+		{[]string{"--all=false", "J1", "-coordinator", "--"}, []string{"J1"}, false, "--"},
 	} {
 		f := newFlags("reset", "JOB [flags]", "")
 		all := f.Bool("all", false, "")
@@ -32,7 +36,16 @@ func TestParseArgsAnywhere(t *testing.T) {
 	}
 	f := newFlags("reset", "JOB [flags]", "")
 	f.Bool("all", false, "")
-	if _, err := f.parseArgs(&env{}, []string{"J1", "--all", "J2"}, 1); err == nil {
-		t.Error("two jobs where one is wanted were taken")
+	f.String("coordinator", "", "")
+	for _, args := range [][]string{
+		{"J1", "--all", "J2"},   // two jobs where one is wanted
+		{"J1", "--coordinator"}, // a flag without its value
+		{"J1", "--nope"},        // an unknown flag
+		{"J1", "--all=maybe"},   // a boolean that is not one
+		{"J1", "-"},             // "-" is an argument too: two
+	} {
+		if pos, err := f.parseArgs(&env{}, args, 1); err == nil {
+			t.Errorf("%q was taken (arguments %q), want a usage error", args, pos)
+		}
 	}
 }
