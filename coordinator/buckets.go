@@ -395,16 +395,28 @@ func (c *Coordinator) sweepBucket(ctx context.Context, id string, folders ...str
 // if the bucket kept any, leaves the job to tidyBucket to try again. Job
 // IDs are random and not reused, so a later sweep cannot meet another
 // job's objects (an upload's name can be, so uploads are not swept again).
-func (c *Coordinator) sweepDeleted(ctx context.Context, id string) {
+//
+// A delete that stopped the put of the final into the bucket waits for the
+// put to return (stopped), then sweeps, and sweeps once more later: a
+// server that had the whole object when the coordinator gave up on it may
+// store it a moment after, as a node's late PUT of a part (see tidyBucket).
+func (c *Coordinator) sweepDeleted(ctx context.Context, id string, stopped []chan struct{}) {
+	for _, done := range stopped {
+		<-done
+	}
+	again := c.cfg.Now()
 	if c.sweepBucket(ctx, id, "parts", "finals") {
-		return
+		if len(stopped) == 0 {
+			return
+		}
+		again = again.Add(2 * c.cfg.HeartbeatTimeout)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.unswept == nil {
-		c.unswept = map[string]bool{}
+		c.unswept = map[string]time.Time{}
 	}
-	c.unswept[id] = true
+	c.unswept[id] = again
 }
 
 // tidyBucket sweeps the parts of finished jobs from the --storage bucket
@@ -451,8 +463,10 @@ func (c *Coordinator) tidyBucket(ctx context.Context) {
 			}
 		}
 		var again []string
-		for id := range c.unswept {
-			again = append(again, id)
+		for id, from := range c.unswept {
+			if !now.Before(from) {
+				again = append(again, id)
+			}
 		}
 		c.mu.Unlock()
 		for _, id := range due {

@@ -171,9 +171,11 @@ type Coordinator struct {
 	// waiters are the nodes' requests for work waiting for a set (see
 	// dispatch).
 	waiters []*waiter
-	// unswept holds deleted jobs whose parts or final the bucket still
-	// holds because the sweep at the delete failed: tidyBucket tries again.
-	unswept map[string]bool
+	// unswept holds deleted jobs whose parts and final tidyBucket sweeps
+	// again at its first tick from the time given: the sweep at the delete
+	// failed, or the delete stopped a put of the final that the server may
+	// still store after the coordinator gave up on it.
+	unswept map[string]time.Time
 	// joinWant holds the jobs waiting for the joiner; joinReq wakes it.
 	joinWant map[string]bool
 	joinReq  chan struct{}
@@ -207,9 +209,9 @@ type jobRun struct {
 	// and into the --storage bucket stand (under c.mu), for status; their
 	// outcomes are also events.
 	outCopy, stored string
-	// stopCopies cancels the copies of the final under way (under c.mu; see
-	// startCopies), for a reset or delete.
-	stopCopies context.CancelFunc
+	// copying are the copies of the final under way (under c.mu; see
+	// startCopies), for a reset or delete to stop.
+	copying []runningCopy
 }
 
 type nodeInfo struct {

@@ -180,7 +180,7 @@ func (c *Coordinator) reset(ctx context.Context, id string, all bool) (*jobRun, 
 		if err != nil {
 			return err
 		}
-		jr.stopCopiesLocked()
+		jr.stopCopiesLocked(true)
 		x.add(jr, dirty, ev)
 		if len(positions) > 0 {
 			st := jr.rec.Settings
@@ -258,6 +258,7 @@ func (c *Coordinator) setPriority(ctx context.Context, id string, p int) (*jobRu
 // deleteJob removes a finished job: its state, then its folder.
 func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 	var dir, frames string
+	var stopped []chan struct{}
 	shared := false
 	err := c.change(ctx, func(x changes) error {
 		jr, err := c.lookup(id)
@@ -271,7 +272,7 @@ func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 		delete(c.jobs, jr.rec.ID)
 		c.queue = slices.DeleteFunc(c.queue, func(q *jobRun) bool { return q == jr })
 		x.remove(jr.rec.ID)
-		jr.stopCopiesLocked()
+		stopped = jr.stopCopiesLocked(false)
 		dir, frames = jr.dir, jr.rec.FramesDir
 		shared = slices.ContainsFunc(c.queue, func(q *jobRun) bool { return q.rec.FramesDir == frames })
 		return nil
@@ -280,7 +281,7 @@ func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 		return err
 	}
 	c.log.Info("job deleted", "job", id)
-	c.copies.Go(func() { c.sweepDeleted(context.WithoutCancel(ctx), id) })
+	c.copies.Go(func() { c.sweepDeleted(context.WithoutCancel(ctx), id, stopped) })
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}

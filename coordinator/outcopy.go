@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/framefarm/framefarm/coordinator/job"
@@ -34,9 +33,9 @@ type finalCopy struct {
 	// verb and failVerb say what was done or not: "copied to", "stored at".
 	verb, failVerb string
 	put            func(ctx context.Context, local string) error
-	// undo removes the object, for a job deleted while it was being put;
-	// nil when the object is the user's to keep (--out).
-	undo           func(ctx context.Context) error
+	// farms: the object is the farm's (in --storage), which a delete of
+	// the job removes, not the user's (--out).
+	farms          bool
 	copied, failed job.EventKind
 	// status is the job's field that shows how the copy stands.
 	status func(jr *jobRun) *string
@@ -79,7 +78,7 @@ func (c *Coordinator) storageTarget(jr *jobRun, name string) finalCopy {
 			defer f.Close()
 			return c.parts.Put(ctx, key, f)
 		},
-		undo:   func(ctx context.Context) error { return c.parts.Delete(ctx, key) },
+		farms:  true,
 		copied: job.EvFinalStored, failed: job.EvFinalNotStored,
 		status: func(jr *jobRun) *string { return &jr.stored },
 	}
@@ -90,37 +89,58 @@ func (c *Coordinator) finalKey(jobID, name string) string {
 	return fmt.Sprintf("%sfinals/%s/%s", c.partsPrefix, jobID, name)
 }
 
-// startCopies starts the copies of a done job's final, under a context
-// that a reset or delete of the job cancels (jr.stopCopies): a copy of a
-// final the job no longer has must not land after the next one, over it.
-func (c *Coordinator) startCopies(ctx context.Context, jr *jobRun, final string, fcs []finalCopy) {
-	if len(fcs) == 0 {
-		return
-	}
-	cctx, cancel := context.WithCancel(ctx)
-	c.mu.Lock()
-	fin := jr.rec.Finished
-	if jr.stopCopies != nil {
-		jr.stopCopies()
-	}
-	jr.stopCopies = cancel
-	c.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, fc := range fcs {
-		fc.fin = fin
-		wg.Add(1)
-		c.copies.Go(func() { defer wg.Done(); c.copyFinal(cctx, jr, final, fc) })
-	}
-	c.copies.Go(func() { wg.Wait(); cancel() })
+// runningCopy is a copy of a final under way.
+type runningCopy struct {
+	stop  context.CancelFunc
+	farms bool          // its finalCopy's
+	done  chan struct{} // closed when it has ended
 }
 
-// stopCopiesLocked cancels the copies of jr's final under way, for a reset
-// or delete; c.mu is held.
-func (jr *jobRun) stopCopiesLocked() {
-	if jr.stopCopies != nil {
-		jr.stopCopies()
-		jr.stopCopies = nil
+// startCopies starts the copies of a done job's final, each under a
+// context that a reset or delete of the job may cancel (stopCopiesLocked).
+func (c *Coordinator) startCopies(ctx context.Context, jr *jobRun, final string, fcs []finalCopy) {
+	c.mu.Lock()
+	fin := jr.rec.Finished
+	jr.stopCopiesLocked(true)
+	type started struct {
+		ctx context.Context
+		rc  runningCopy
+		fc  finalCopy
 	}
+	var run []started
+	for _, fc := range fcs {
+		fc.fin = fin
+		cctx, stop := context.WithCancel(ctx)
+		rc := runningCopy{stop: stop, farms: fc.farms, done: make(chan struct{})}
+		jr.copying = append(jr.copying, rc)
+		run = append(run, started{cctx, rc, fc})
+	}
+	c.mu.Unlock()
+	for _, r := range run {
+		c.copies.Go(func() {
+			defer close(r.rc.done)
+			defer r.rc.stop()
+			c.copyFinal(r.ctx, jr, final, r.fc)
+		})
+	}
+}
+
+// stopCopiesLocked stops copies of jr's final under way and returns what
+// ends when they have ended; c.mu is held. A reset (all) stops every
+// copy: one of the old final must not land after the new one, over it. A
+// delete stops the put into the bucket, whose object its sweep removes,
+// but lets a copy to --out finish the attempt under way: that copy is the
+// user's, and it tries no more once the job is gone.
+func (jr *jobRun) stopCopiesLocked(all bool) []chan struct{} {
+	var stopped []chan struct{}
+	for _, rc := range jr.copying {
+		if all || rc.farms {
+			rc.stop()
+			stopped = append(stopped, rc.done)
+		}
+	}
+	jr.copying = nil
+	return stopped
 }
 
 // copyFinal puts a copy of a done job's final (a file in its folder) where
@@ -146,14 +166,8 @@ func (c *Coordinator) copyFinal(ctx context.Context, jr *jobRun, final string, f
 		err := fc.put(ctx, final)
 		if err == nil {
 			took := time.Since(t0).Round(time.Millisecond)
-			if c.deleted(jr) && fc.undo != nil {
-				// Deleted while the copy was on its way: the delete's sweep
-				// may have run before the object appeared.
-				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-				defer cancel()
-				if err := fc.undo(uctx); err != nil {
-					log.Warn("removing the final of a deleted job failed; it stays there", "err", err)
-				}
+			if fc.farms && !c.current(jr, fc.fin) {
+				log.Info("job reset or deleted while its final was put into --storage: a delete's sweep removes it, a reset job's next final goes over it", "attempt", attempt)
 				return
 			}
 			log.Info("copied the final video to "+fc.flag, "attempt", attempt, "took", took)
@@ -203,13 +217,6 @@ func (c *Coordinator) current(jr *jobRun, fin time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.jobs[jr.rec.ID] == jr && jr.job.State == job.JobDone && jr.rec.Finished.Equal(fin)
-}
-
-// deleted reports whether jr was deleted since it was looked up.
-func (c *Coordinator) deleted(jr *jobRun) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.jobs[jr.rec.ID] != jr
 }
 
 // copyDone records how a copy ended, unless the job was deleted, or

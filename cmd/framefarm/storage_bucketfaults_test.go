@@ -376,6 +376,34 @@ func TestStorageDeleteSweptLater(t *testing.T) {
 	emptied(t, s3, "parts", "farm/finals/"+id, 30*time.Second, "the deleted job's final left in the bucket")
 }
 
+// TestStorageDeleteDuringFinalPut: a done job is deleted while its final is
+// being put into --storage, and the server stores that object only after
+// the coordinator gave up on the put (the proxy holds the whole PUT for 3 s
+// and forwards it anyway). The delete's sweep comes back for it: nothing of
+// the job stays in the bucket.
+func TestStorageDeleteDuringFinalPut(t *testing.T) {
+	needFFmpeg(t)
+	s3, p, f, _, _ := proxiedBucketFarm(t, 16)
+	w := watch(t, f.addr)
+	id := submitProxied(t, f, p, 2)
+	p.LateNextPut(1, "/parts/farm/finals/", 3*time.Second)
+	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
+	w.waitFor(t, "the job done", 2*time.Minute, kind("job_done", -1, ""))
+	for deadline := time.Now().Add(time.Minute); p.Faulted() == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the final's PUT into --storage never reached the bucket")
+		}
+	}
+	runCmd(t, binary, "delete", id, "--coordinator", f.addr)
+	prefix := "farm/finals/" + id
+	for deadline := time.Now().Add(30 * time.Second); len(bucketKeys(t, s3, "parts", prefix)) == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the held PUT of the final was never stored: the test did not make the late object it is about")
+		}
+	}
+	emptied(t, s3, "parts", prefix, time.Minute, "the deleted job's final, stored after the delete, left in the bucket")
+}
+
 // TestStorageFinalCopyReset: a done job is reset --all (frame 5 replaced) while
 // the bucket refuses its final's copy into --storage (503, retried). The
 // copy of the old final stops; with the bucket taking copies again, the

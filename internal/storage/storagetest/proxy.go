@@ -2,6 +2,7 @@ package storagetest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,9 @@ const (
 	bodyCut
 	// bodyCorrupt: the byte at that offset is inverted, the length kept.
 	bodyCorrupt
+	// bodyLate: read whole, then held for the fault's delay and forwarded
+	// whatever the client did meanwhile.
+	bodyLate
 )
 
 // StartProxy starts a proxy in front of s, stopped when the test ends.
@@ -93,6 +97,23 @@ func StartProxy(t testing.TB, s *S3) *Proxy {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p.requests.Add(1)
 			f, ok := p.take(r.Method, r.URL.Path)
+			if ok && f.body == bodyLate {
+				p.faulted.Add(1)
+				b, err := io.ReadAll(r.Body)
+				if err != nil {
+					return
+				}
+				time.Sleep(f.delay)
+				// Not the client's context, and one with a Done channel:
+				// ReverseProxy cancels a request whose context has none
+				// when the client's connection closes.
+				ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+				defer cancel()
+				r = r.WithContext(ctx)
+				r.Body = io.NopCloser(bytes.NewReader(b))
+				rp.ServeHTTP(w, r)
+				return
+			}
 			if ok && f.delay > 0 {
 				select {
 				case <-time.After(f.delay):
@@ -241,6 +262,15 @@ func (p *Proxy) CorruptNextPut(n int, prefix string, at int64) {
 // nothing reaches S3, as when the link fails mid-upload.
 func (p *Proxy) CutNextPut(n int, prefix string, after int64) {
 	p.plan(fault{n: n, method: http.MethodPut, prefix: prefix, body: bodyCut, bytes: after})
+}
+
+// LateNextPut takes the whole body of each of the next n PUTs under
+// prefix, holds it for d, then forwards it even if the client has given up
+// meanwhile: S3 stores the object after its client stopped waiting for the
+// answer, as a server that had the whole upload when the client's request
+// was cancelled may.
+func (p *Proxy) LateNextPut(n int, prefix string, d time.Duration) {
+	p.plan(fault{n: n, method: http.MethodPut, prefix: prefix, body: bodyLate, delay: d})
 }
 
 // DelayNext holds each of the next n requests for d before forwarding it.
