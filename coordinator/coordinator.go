@@ -176,6 +176,9 @@ type Coordinator struct {
 	// failed, or the delete stopped a put of the final that the server may
 	// still store after the coordinator gave up on it.
 	unswept map[string]time.Time
+	// sweepingUploads are the uploads a delete is sweeping from the
+	// bucket, each closed when its sweep ends (see uploadSwept).
+	sweepingUploads map[string]chan struct{}
 	// joinWant holds the jobs waiting for the joiner; joinReq wakes it.
 	joinWant map[string]bool
 	joinReq  chan struct{}

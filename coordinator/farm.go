@@ -309,10 +309,22 @@ func (c *Coordinator) deleteJob(ctx context.Context, id string) error {
 	// coordinator had --storage).
 	c.mu.Lock()
 	inUse := slices.ContainsFunc(c.queue, func(q *jobRun) bool { return q.rec.FramesDir == frames || q.rec.FramesDir == local })
-	c.mu.Unlock()
-	if inUse {
+	if inUse || c.sweepingUploads[name] != nil {
+		c.mu.Unlock()
 		return nil
 	}
+	if c.sweepingUploads == nil {
+		c.sweepingUploads = map[string]chan struct{}{}
+	}
+	swept := make(chan struct{})
+	c.sweepingUploads[name] = swept
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.sweepingUploads, name)
+		c.mu.Unlock()
+		close(swept)
+	}()
 	c.sweepBucket(context.WithoutCancel(ctx), name, "uploads")
 	// The web app's audio, kept on disk beside frames kept in the bucket.
 	return os.RemoveAll(local)

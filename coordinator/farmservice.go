@@ -178,6 +178,9 @@ func (f *farmService) SubmitJob(ctx context.Context, req *farmpb.SubmitJobReques
 		if err != nil {
 			return nil, err
 		}
+		if err := f.c.uploadSwept(ctx, req.Upload); err != nil {
+			return nil, err
+		}
 		spec.FramesDir = frames
 		if spec.Name == "" {
 			spec.Name = req.Upload

@@ -76,9 +76,30 @@ func checkFileName(name string) error {
 	return nil
 }
 
+// uploadSwept waits while a delete sweeps upload name from the bucket
+// (deleteJob): an upload or submit of the same name meanwhile would find
+// frames that are about to go, and send none of them again.
+func (c *Coordinator) uploadSwept(ctx context.Context, name string) error {
+	c.mu.Lock()
+	swept := c.sweepingUploads[name]
+	c.mu.Unlock()
+	if swept == nil {
+		return nil
+	}
+	select {
+	case <-swept:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func (f *farmService) ListUploaded(ctx context.Context, req *farmpb.ListUploadedRequest) (*farmpb.ListUploadedResponse, error) {
 	dir, prefix, err := f.c.uploadedFrames(req.Upload)
 	if err != nil {
+		return nil, err
+	}
+	if err := f.c.uploadSwept(ctx, req.Upload); err != nil {
 		return nil, err
 	}
 	if prefix != "" {
@@ -141,6 +162,9 @@ func (f *farmService) UploadFrames(stream farmpb.FarmService_UploadFramesServer)
 	}
 	dir, prefix, err := f.c.uploadedFrames(first.GetUpload())
 	if err != nil {
+		return err
+	}
+	if err := f.c.uploadSwept(stream.Context(), first.GetUpload()); err != nil {
 		return err
 	}
 	if prefix == "" {

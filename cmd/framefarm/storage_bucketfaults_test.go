@@ -3,8 +3,10 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -402,6 +404,50 @@ func TestStorageDeleteDuringFinalPut(t *testing.T) {
 		}
 	}
 	emptied(t, s3, "parts", prefix, time.Minute, "the deleted job's final, stored after the delete, left in the bucket")
+}
+
+// TestStorageUploadDuringDelete: the folder of a deleted job's upload is
+// submitted --upload again while the delete is still sweeping that upload
+// from the bucket (the proxy holds the sweep's first DELETE for 4 s). The
+// new upload waits for the sweep and sends every frame again, rather than
+// finding frames about to go; its job renders frame-exact.
+func TestStorageUploadDuringDelete(t *testing.T) {
+	needFFmpeg(t)
+	s3 := storagetest.StartS3(t, "parts")
+	p := storagetest.StartProxy(t, s3)
+	f, _ := storageFarm(t, p.URL("parts", "farm/"))
+	frames := filepath.Join(t.TempDir(), "frames")
+	genFrames(t, frames, 16, 1, "320x240")
+	want := reference(t, frames, 1)
+	w := watch(t, f.addr)
+	first, _ := submitUpload(t, f.addr, frames, "--codec", "ffv1", "--sets", "2")
+	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
+	w.waitFor(t, "the first job done", 2*time.Minute, kind("job_done", -1, ""))
+
+	p.DelayNextUnder(1, http.MethodDelete, "/parts/farm/uploads/", 4*time.Second)
+	deleted := make(chan error, 1)
+	go func() {
+		out, err := exec.Command(binary, "delete", first, "--coordinator", f.addr).CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("%w: %s", err, out)
+		}
+		deleted <- err
+	}()
+	for deadline := time.Now().Add(30 * time.Second); p.Held() == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the delete never swept the upload")
+		}
+	}
+	second, said := submitUpload(t, f.addr, frames, "--codec", "ffv1", "--sets", "2")
+	if err := <-deleted; err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if !strings.Contains(said, "uploaded 16 files") {
+		t.Errorf("the upload during the delete said %q, want all 16 frames sent again", said)
+	}
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, second, out)
+	checkExact(t, out, want)
 }
 
 // TestStorageFinalCopyReset: a done job is reset --all (frame 5 replaced) while

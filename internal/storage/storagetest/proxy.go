@@ -34,6 +34,7 @@ type Proxy struct {
 
 	requests atomic.Int64
 	faulted  atomic.Int64
+	held     atomic.Int64
 	bytes    atomic.Int64
 }
 
@@ -115,6 +116,7 @@ func StartProxy(t testing.TB, s *S3) *Proxy {
 				return
 			}
 			if ok && f.delay > 0 {
+				p.held.Add(1)
 				select {
 				case <-time.After(f.delay):
 				case <-r.Context().Done():
@@ -280,6 +282,12 @@ func (p *Proxy) DelayNext(n int, d time.Duration) {
 	p.plan(fault{n: n, delay: d})
 }
 
+// DelayNextUnder is DelayNext for requests of one method whose path
+// starts with prefix (see FailNextUnder).
+func (p *Proxy) DelayNextUnder(n int, method, prefix string, d time.Duration) {
+	p.plan(fault{n: n, method: method, prefix: prefix, delay: d})
+}
+
 // Clear drops the faults and delays still planned.
 func (p *Proxy) Clear() {
 	p.mu.Lock()
@@ -293,6 +301,9 @@ func (p *Proxy) Requests() int { return int(p.requests.Load()) }
 // Faulted is how many requests were answered with an injected error, or
 // had their body truncated or cut.
 func (p *Proxy) Faulted() int { return int(p.faulted.Load()) }
+
+// Held is how many requests a planned delay has held (or holds).
+func (p *Proxy) Held() int { return int(p.held.Load()) }
 
 // Bytes is how many response body bytes went to clients (forwarded and
 // injected).
