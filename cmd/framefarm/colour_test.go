@@ -65,6 +65,16 @@ func (f *farm) fetchJob(t *testing.T, id, out string) {
 	}
 }
 
+// fetchExact fetches job id once it is done and checks it frame for frame
+// against want (checkExact); it returns the video's path.
+func (f *farm) fetchExact(t *testing.T, id string, want []string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	f.fetchJob(t, id, out)
+	checkExact(t, out, want)
+	return out
+}
+
 // colourCodes are a colour space's ISO/IEC 23091-2 code points (what colr
 // boxes and Matroska's Colour elements hold) and ffprobe's names for them.
 var colourCodes = map[string]struct {

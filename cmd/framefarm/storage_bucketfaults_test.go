@@ -143,9 +143,7 @@ func TestStorageBucketBusyRetried(t *testing.T) {
 	for _, name := range []string{"a", "b"} {
 		nodes = append(nodes, addNode(t, f, name, nodeOpts{framesFrom: "auto", noOnce: true}))
 	}
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, id, out)
-	checkExact(t, out, want)
+	f.fetchExact(t, id, want)
 	noSetLost(t, w, sets)
 
 	if n := nodeLines(nodes, bucketBusy); n != 4 {
@@ -202,9 +200,7 @@ func TestStorageBucketBusyFallback(t *testing.T) {
 	waitNodeLine(t, nodes, takeFellBack, time.Minute)
 	p.Clear()
 
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, id, out)
-	checkExact(t, out, want)
+	f.fetchExact(t, id, want)
 	noSetLost(t, w, sets)
 
 	if n := nodeLines(nodes, bucketBusy); n < 2*3 {
@@ -248,9 +244,7 @@ func TestStorageBucketHalfPart(t *testing.T) {
 	p.CorruptNextPut(1, "/parts/farm/", 20000)
 	p.CutNextPut(1, "/parts/farm/", 32<<10)
 	nodes := []*farmNode{addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})}
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, id, out)
-	checkExact(t, out, want)
+	f.fetchExact(t, id, want)
 	noSetLost(t, w, sets)
 
 	evs := w.events()
@@ -309,9 +303,7 @@ func TestStorageTidiesCancelledJob(t *testing.T) {
 		t.Error("the coordinator did not say it swept the parts")
 	}
 	runCmd(t, binary, "reset", id, "--coordinator", f.addr)
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, id, out)
-	checkExact(t, out, want)
+	f.fetchExact(t, id, want)
 }
 
 // finalCopyRetrying renders the proxied frames on one node while the bucket
@@ -340,9 +332,7 @@ func TestStorageFinalCopyResumed(t *testing.T) {
 	<-f.coord.done
 	p.Clear()
 	f.coord, _ = start(t, "coordinator-again", farmReady, append(append([]string{}, f.coordArgs...), "--listen", f.addr)...)
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, id, out)
-	checkExact(t, out, want)
+	out := f.fetchExact(t, id, want)
 	key := "farm/finals/" + id + "/final.mkv"
 	storedFinal(t, w, id, "s3://parts/"+key, s3.URL("parts", key), out)
 	if !strings.Contains(f.coord.out.String(), "resuming the copy of a final that the stop cut off") {
@@ -363,9 +353,7 @@ func TestStorageDeleteSweptLater(t *testing.T) {
 	w := watch(t, f.addr)
 	id := submitProxied(t, f, p, 2)
 	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, id, out)
-	checkExact(t, out, want)
+	out := f.fetchExact(t, id, want)
 	key := "farm/finals/" + id + "/final.mkv"
 	storedFinal(t, w, id, "s3://parts/"+key, s3.URL("parts", key), out)
 	p.FailNextUnder(1<<20, http.MethodDelete, "/parts/farm/finals/", http.StatusServiceUnavailable, "SlowDown")
@@ -445,9 +433,7 @@ func TestStorageUploadDuringDelete(t *testing.T) {
 	if !strings.Contains(said, "uploaded 16 files") {
 		t.Errorf("the upload during the delete said %q, want all 16 frames sent again", said)
 	}
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, second, out)
-	checkExact(t, out, want)
+	f.fetchExact(t, second, want)
 }
 
 // TestStorageFinalCopyReset: a done job is reset --all (frame 5 replaced) while
@@ -477,9 +463,7 @@ func TestStorageFinalCopyReset(t *testing.T) {
 	waitOutput(t, f.coord, "job reset or deleted before its final was copied to --storage; the copy stopped", time.Minute)
 	p.Clear()
 
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, id, out)
-	checkExact(t, out, want)
+	out := f.fetchExact(t, id, want)
 	key := "farm/finals/" + id + "/final.mkv"
 	storedFinal(t, w, id, "s3://parts/"+key, s3.URL("parts", key), out)
 	if n := countKind(w.events(), "final_stored"); n != 1 {

@@ -132,9 +132,7 @@ func TestStorageFramesDirect(t *testing.T) {
 		nodes = append(nodes, addNode(t, f, name, nodeOpts{framesFrom: "auto", noOnce: true}))
 	}
 	id := f.submit(t, "--frames", s3.URL("frames", "shots/sh010/"), "--sets", "6", "--codec", "ffv1")
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, id, out)
-	checkExact(t, out, want)
+	out := f.fetchExact(t, id, want)
 
 	nothingThroughCoordinator(t, metrics, "")
 	for _, n := range nodes {
@@ -254,9 +252,7 @@ func TestStorageFramesBucketGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCmd(t, binary, "reset", id, "--coordinator", f.addr)
-	video := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, id, video)
-	checkExact(t, video, want)
+	f.fetchExact(t, id, want)
 }
 
 // TestStorageFramesRefused: bad bucket input is refused at submit with an
@@ -301,9 +297,7 @@ func TestStorageFramesCutOff(t *testing.T) {
 	cut := addNode(t, f, "cut", nodeOpts{framesFrom: "auto", noOnce: true, via: link.addr(), prep: inNetns(ns), slow: 500 * time.Millisecond})
 	home := addNode(t, f, "home", nodeOpts{framesFrom: "auto", noOnce: true, slow: 500 * time.Millisecond})
 	id := f.submit(t, "--frames", s3.URL("frames", "sh/"), "--sets", "8", "--codec", "ffv1")
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, id, out)
-	checkExact(t, out, want)
+	f.fetchExact(t, id, want)
 	streamed := regexp.MustCompile(`part uploaded.*frames=streamed`)
 	cutStreamed, homeBucket := len(logLines(cut.node, 0, streamed)), len(logLines(home.node, 0, fromBucket))
 	t.Logf("cut node: %d sets streamed; home node: %d sets from the bucket", cutStreamed, homeBucket)
@@ -332,9 +326,7 @@ func TestStorageServerRestarted(t *testing.T) {
 	s3.Kill(t)
 	time.Sleep(4 * time.Second)
 	s3.Start(t)
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, id, out)
-	checkExact(t, out, want)
+	f.fetchExact(t, id, want)
 	t.Logf("events: %d sets completed, %d released", countKind(w.events(), "part_accepted"), countKind(w.events(), "set_released"))
 }
 
@@ -357,9 +349,7 @@ func TestStorageURLExpired(t *testing.T) {
 	if err := n.node.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, id, out)
-	checkExact(t, out, want)
+	f.fetchExact(t, id, want)
 	if len(logLines(n.node, 0, regexp.MustCompile(`reading the frames from the bucket failed.*403`))) == 0 {
 		t.Errorf("the node did not see its URLs expire:\n%s", n.node.out.String())
 	}
@@ -453,9 +443,7 @@ func TestStorageRestartedWithoutStorage(t *testing.T) {
 		args = append(args, f.coordArgs[i])
 	}
 	f.coord, _ = start(t, "coordinator-again", farmReady, append(args, "--listen", f.addr)...)
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, id, out)
-	checkExact(t, out, want)
+	f.fetchExact(t, id, want)
 	if l := logLines(n.node, 0, regexp.MustCompile(`the coordinator could not take the part from the bucket`)); len(l) == 0 {
 		t.Errorf("the node never heard that the part was not in the bucket:\n%s", n.node.out.String())
 	}
@@ -517,9 +505,7 @@ func TestStorageUploadInBucket(t *testing.T) {
 	// The first job's f_0007.png was put again after it was submitted (the
 	// same bytes, another ETag on most servers): it fails naming the frame,
 	// or renders if the server kept the ETag; the second renders.
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	f.fetchJob(t, second, out)
-	checkExact(t, out, want)
+	f.fetchExact(t, second, want)
 	nothingThroughCoordinator(t, metrics, "")
 	if n := len(logLines(nodes[0].node, 0, fromBucket)) + len(logLines(nodes[1].node, 0, fromBucket)); n < 4 {
 		t.Errorf("%d sets read their frames from the bucket, want at least the second job's 4", n)
@@ -578,9 +564,7 @@ func TestStorageWebUploadInBucket(t *testing.T) {
 		t.Errorf("the upload is also kept under --data: %v", ents)
 	}
 	n := addNode(t, w.farm, "a", nodeOpts{framesFrom: "auto", noOnce: true})
-	out := filepath.Join(t.TempDir(), "out.mkv")
-	w.fetchJob(t, sum.JobID, out)
-	checkExact(t, out, want)
+	out := w.fetchExact(t, sum.JobID, want)
 	if got := len(logLines(n.node, 0, fromBucket)); got != 3 {
 		t.Errorf("%d sets read their frames from the bucket, want 3", got)
 	}
