@@ -404,12 +404,13 @@ func (c *Coordinator) sweepDeleted(ctx context.Context, id string, stopped []cha
 	for _, done := range stopped {
 		<-done
 	}
+	swept := c.sweepBucket(ctx, id, "parts", "finals")
+	if swept && len(stopped) == 0 {
+		return
+	}
 	again := c.cfg.Now()
-	if c.sweepBucket(ctx, id, "parts", "finals") {
-		if len(stopped) == 0 {
-			return
-		}
-		again = again.Add(2 * c.cfg.HeartbeatTimeout)
+	if swept {
+		again = again.Add(c.latePutGrace())
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -418,6 +419,11 @@ func (c *Coordinator) sweepDeleted(ctx context.Context, id string, stopped []cha
 	}
 	c.unswept[id] = again
 }
+
+// latePutGrace is how long after the coordinator stopped waiting for a
+// PUT into the bucket (a node's part, its own final) the object may still
+// land: twice the heartbeat timeout.
+func (c *Coordinator) latePutGrace() time.Duration { return 2 * c.cfg.HeartbeatTimeout }
 
 // tidyBucket sweeps the parts of finished jobs from the --storage bucket
 // once their nodes can no longer be putting any: parts whose announcement
@@ -438,7 +444,7 @@ func (c *Coordinator) tidyBucket(ctx context.Context) {
 	if c.parts == nil {
 		return
 	}
-	grace := 2 * c.cfg.HeartbeatTimeout
+	grace := c.latePutGrace()
 	t := time.NewTicker(min(grace/2, time.Minute))
 	defer t.Stop()
 	tidied := map[string]time.Time{}

@@ -10,7 +10,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -94,9 +93,8 @@ func (c *Coordinator) joinJob(ctx context.Context, jr *jobRun) {
 	}
 	done := false
 	if cerr := c.change(ctx, func(x changes) error {
-		evs := jr.job.Finish(err, detail, c.cfg.Now())
-		x.add(jr, nil, evs)
-		done = slices.ContainsFunc(evs, func(e job.Event) bool { return e.Kind == job.EvJobDone })
+		x.add(jr, nil, jr.job.Finish(err, detail, c.cfg.Now()))
+		done = jr.job.State == job.JobDone
 		for _, fc := range copies {
 			if done { // else a job cancelled while it joined: nothing to copy
 				*fc.status(jr) = "under way"

@@ -100,27 +100,17 @@ type runningCopy struct {
 // context that a reset or delete of the job may cancel (stopCopiesLocked).
 func (c *Coordinator) startCopies(ctx context.Context, jr *jobRun, final string, fcs []finalCopy) {
 	c.mu.Lock()
-	fin := jr.rec.Finished
+	defer c.mu.Unlock()
 	jr.stopCopiesLocked(true)
-	type started struct {
-		ctx context.Context
-		rc  runningCopy
-		fc  finalCopy
-	}
-	var run []started
 	for _, fc := range fcs {
-		fc.fin = fin
+		fc.fin = jr.rec.Finished
 		cctx, stop := context.WithCancel(ctx)
 		rc := runningCopy{stop: stop, farms: fc.farms, done: make(chan struct{})}
 		jr.copying = append(jr.copying, rc)
-		run = append(run, started{cctx, rc, fc})
-	}
-	c.mu.Unlock()
-	for _, r := range run {
 		c.copies.Go(func() {
-			defer close(r.rc.done)
-			defer r.rc.stop()
-			c.copyFinal(r.ctx, jr, final, r.fc)
+			defer close(rc.done)
+			defer stop()
+			c.copyFinal(cctx, jr, final, fc)
 		})
 	}
 }
@@ -212,18 +202,23 @@ func (c *Coordinator) copyFinal(ctx context.Context, jr *jobRun, final string, f
 }
 
 // current reports whether jr is still done from the join that finished at
-// fin: neither deleted nor reset since.
+// fin: neither deleted nor reset since (only not deleted for a zero fin,
+// a copy that ended before its join was recorded).
 func (c *Coordinator) current(jr *jobRun, fin time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.jobs[jr.rec.ID] == jr && jr.job.State == job.JobDone && jr.rec.Finished.Equal(fin)
+	return c.currentLocked(jr, fin)
+}
+
+func (c *Coordinator) currentLocked(jr *jobRun, fin time.Time) bool {
+	return c.jobs[jr.rec.ID] == jr && (fin.IsZero() || jr.job.State == job.JobDone && jr.rec.Finished.Equal(fin))
 }
 
 // copyDone records how a copy ended, unless the job was deleted, or
 // reset after the join the copy belongs to, meanwhile.
 func (c *Coordinator) copyDone(ctx context.Context, jr *jobRun, fc finalCopy, kind job.EventKind, detail string) {
 	if err := c.change(ctx, func(x changes) error {
-		if c.jobs[jr.rec.ID] != jr || !fc.fin.IsZero() && (jr.job.State != job.JobDone || !jr.rec.Finished.Equal(fc.fin)) {
+		if !c.currentLocked(jr, fc.fin) {
 			return nil
 		}
 		*fc.status(jr) = detail

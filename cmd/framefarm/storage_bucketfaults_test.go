@@ -60,6 +60,17 @@ func noPartsLeft(t *testing.T, s3 *storagetest.S3) {
 	emptied(t, s3, "parts", "farm/parts", 10*time.Second, "parts left in the bucket after the join")
 }
 
+// waitUntil polls cond until it holds, and fails the test with what if it
+// does not within d.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+	}
+}
+
 // emptied waits up to within for nothing to be left in bucket under
 // prefix (deletes run after the answer), and says what is left otherwise.
 func emptied(t *testing.T, s3 *storagetest.S3, bucket, prefix string, within time.Duration, what string) {
@@ -379,18 +390,11 @@ func TestStorageDeleteDuringFinalPut(t *testing.T) {
 	p.LateNextPut(1, "/parts/farm/finals/", 3*time.Second)
 	addNode(t, f, "a", nodeOpts{framesFrom: "auto", noOnce: true})
 	w.waitFor(t, "the job done", 2*time.Minute, kind("job_done", -1, ""))
-	for deadline := time.Now().Add(time.Minute); p.Faulted() == 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the final's PUT into --storage never reached the bucket")
-		}
-	}
+	waitUntil(t, time.Minute, "the final's PUT into --storage never reached the bucket", func() bool { return p.Faulted() > 0 })
 	runCmd(t, binary, "delete", id, "--coordinator", f.addr)
 	prefix := "farm/finals/" + id
-	for deadline := time.Now().Add(30 * time.Second); len(bucketKeys(t, s3, "parts", prefix)) == 0; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the held PUT of the final was never stored: the test did not make the late object it is about")
-		}
-	}
+	waitUntil(t, 30*time.Second, "the held PUT of the final was never stored: the test did not make the late object it is about",
+		func() bool { return len(bucketKeys(t, s3, "parts", prefix)) > 0 })
 	emptied(t, s3, "parts", prefix, time.Minute, "the deleted job's final, stored after the delete, left in the bucket")
 }
 
@@ -421,11 +425,7 @@ func TestStorageUploadDuringDelete(t *testing.T) {
 		}
 		deleted <- err
 	}()
-	for deadline := time.Now().Add(30 * time.Second); p.Held() == 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the delete never swept the upload")
-		}
-	}
+	waitUntil(t, 30*time.Second, "the delete never swept the upload", func() bool { return p.Held() > 0 })
 	second, said := submitUpload(t, f.addr, frames, "--codec", "ffv1", "--sets", "2")
 	if err := <-deleted; err != nil {
 		t.Fatalf("delete: %v", err)
