@@ -171,6 +171,12 @@ type Ambassador struct {
 	cb atomic.Pointer[gobreaker.CircuitBreaker[struct{}]]
 	// linkUp wakes the report loop when the connection comes up.
 	linkUp chan struct{}
+	// linkDownSinceOpen says the connection was down when the current
+	// breaker opened or has been down since: only such a breaker is
+	// replaced when the link comes up. The link watch may see the first
+	// connection come up after bad answers on it have already opened the
+	// breaker, and must not close that breaker.
+	linkDownSinceOpen atomic.Bool
 
 	// openUntil is when the breaker, opened last, lets a probe through;
 	// written by the breaker's OnStateChange. A time.Time from the clock

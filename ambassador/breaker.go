@@ -8,6 +8,7 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	"github.com/framefarm/framefarm/internal/reason"
@@ -75,6 +76,7 @@ func (a *Ambassador) newBreaker() *gobreaker.CircuitBreaker[struct{}] {
 			}
 			a.metrics.transitions.WithLabelValues(from.String(), to.String()).Inc()
 			if to == gobreaker.StateOpen {
+				a.linkDownSinceOpen.Store(a.conn.GetState() != connectivity.Ready)
 				until := cfg.Now().Add(cfg.Breaker.OpenTimeout)
 				a.openUntil.Store(&until)
 				a.opens.Add(1)

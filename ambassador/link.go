@@ -33,18 +33,26 @@ func isLinkDown(err error) bool {
 }
 
 // watchLink follows the connection to the coordinator. Each time it comes
-// up, the report loop is woken, and a breaker that is not closed is
-// replaced with a fresh one: it opened while the coordinator could not be
-// reached (not started yet, restarting), and the coordinator is back, so
-// making the node wait out OpenTimeout or a probe would only delay its
-// first set. A coordinator that is up and answers badly keeps the
-// connection up, so the breaker still opens and stays open on it.
+// up, the report loop is woken, and a breaker that is not closed and saw
+// the link down is replaced with a fresh one: it opened while the
+// coordinator could not be reached (not started yet, restarting), or the
+// coordinator went away since, and the coordinator is back, so making the
+// node wait out OpenTimeout or a probe would only delay its first set. A
+// coordinator that is up and answers badly keeps the connection up, so the
+// breaker still opens and stays open on it.
 func (a *Ambassador) watchLink(ctx context.Context) {
 	for st := a.conn.GetState(); ; {
-		if !a.conn.WaitForStateChange(ctx, st) {
+		prev := st
+		if !a.conn.WaitForStateChange(ctx, prev) {
 			return
 		}
-		if st = a.conn.GetState(); st != connectivity.Ready {
+		// Up before and up now is a link that went down and came back
+		// between two looks.
+		st = a.conn.GetState()
+		if prev == connectivity.Ready || st != connectivity.Ready {
+			a.linkDownSinceOpen.Store(true)
+		}
+		if st != connectivity.Ready {
 			continue
 		}
 		a.freshBreaker()
@@ -55,11 +63,12 @@ func (a *Ambassador) watchLink(ctx context.Context) {
 	}
 }
 
-// freshBreaker replaces the breaker with a closed one unless it is closed.
+// freshBreaker replaces the breaker with a closed one unless it is closed
+// or the link has been up since it opened.
 func (a *Ambassador) freshBreaker() {
 	old := a.cb.Load()
 	from := old.State()
-	if from == gobreaker.StateClosed || !a.cb.CompareAndSwap(old, a.newBreaker()) {
+	if from == gobreaker.StateClosed || !a.linkDownSinceOpen.Load() || !a.cb.CompareAndSwap(old, a.newBreaker()) {
 		return
 	}
 	select {

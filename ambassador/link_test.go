@@ -11,6 +11,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	farmpb "github.com/framefarm/framefarm/proto"
@@ -157,6 +158,41 @@ func TestOpenBreakerCallWaitsForTheCoordinator(t *testing.T) {
 	}
 	if took := time.Since(<-upc); took > time.Second {
 		t.Errorf("the call went through %v after the coordinator listened, want within 1s", took)
+	}
+	if got := h.amb.BreakerState(); got.State != "closed" || got.Opens != 1 {
+		t.Errorf("breaker = %+v, want closed (fresh), opened once", got)
+	}
+}
+
+// A breaker opened by bad answers on a live connection is not closed by the
+// link watch, even when the watch notices the connection's first coming up
+// only after the breaker opened (a late wake, as on a loaded machine); once
+// the coordinator goes away and comes back, it is.
+func TestFreshBreakerOnlyAfterTheLinkWasDown(t *testing.T) {
+	f := &fakeCoord{}
+	f.setErr(status.Error(codes.Unavailable, "overloaded"))
+	addr, stop := startFake(t, f)
+	h := startAmb(t, addr, func(c *Config) {
+		c.LinkWait = 5 * time.Second
+		c.Breaker = BreakerConfig{TripAfter: 2, OpenTimeout: time.Hour}
+	})
+	ctx := testCtx(t)
+	for range 2 {
+		_, _ = h.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: "n1"})
+	}
+	if got := h.amb.BreakerState().State; got != "open" {
+		t.Fatalf("breaker %s, want open", got)
+	}
+	h.amb.freshBreaker() // what a late wake of the link watch does
+	if got := h.amb.BreakerState().State; got != "open" {
+		t.Fatalf("breaker %s after a link-up wake on a live connection, want still open", got)
+	}
+
+	stop()
+	waitFor(t, "the link to go down", func() bool { return h.amb.conn.GetState() != connectivity.Ready })
+	serveFakeOn(t, addr, &fakeCoord{})
+	if _, err := h.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: "n1"}); err != nil {
+		t.Fatalf("AcquireSet once the coordinator is back: %v", err)
 	}
 	if got := h.amb.BreakerState(); got.State != "closed" || got.Opens != 1 {
 		t.Errorf("breaker = %+v, want closed (fresh), opened once", got)
