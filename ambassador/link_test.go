@@ -176,13 +176,7 @@ func TestFreshBreakerOnlyAfterTheLinkWasDown(t *testing.T) {
 		c.LinkWait = 5 * time.Second
 		c.Breaker = BreakerConfig{TripAfter: 2, OpenTimeout: time.Hour}
 	})
-	ctx := testCtx(t)
-	for range 2 {
-		_, _ = h.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: "n1"})
-	}
-	if got := h.amb.BreakerState().State; got != "open" {
-		t.Fatalf("breaker %s, want open", got)
-	}
+	tripWithAcquires(t, h, 2)
 	h.amb.freshBreaker() // what a late wake of the link watch does
 	if got := h.amb.BreakerState().State; got != "open" {
 		t.Fatalf("breaker %s after a link-up wake on a live connection, want still open", got)
@@ -191,7 +185,7 @@ func TestFreshBreakerOnlyAfterTheLinkWasDown(t *testing.T) {
 	stop()
 	waitFor(t, "the link to go down", func() bool { return h.amb.conn.GetState() != connectivity.Ready })
 	serveFakeOn(t, addr, &fakeCoord{})
-	if _, err := h.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: "n1"}); err != nil {
+	if _, err := h.client.AcquireSet(testCtx(t), &farmpb.AcquireSetRequest{Node: "n1"}); err != nil {
 		t.Fatalf("AcquireSet once the coordinator is back: %v", err)
 	}
 	if got := h.amb.BreakerState(); got.State != "closed" || got.Opens != 1 {

@@ -84,6 +84,19 @@ func TestReportsBreakerState(t *testing.T) {
 	}
 }
 
+// tripWithAcquires makes n AcquireSet calls in n1's name, which the fake
+// answers badly, and checks that they opened the breaker.
+func tripWithAcquires(t *testing.T, h *harness, n int) {
+	t.Helper()
+	ctx := testCtx(t)
+	for range n {
+		_, _ = h.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: "n1"})
+	}
+	if got := h.amb.BreakerState().State; got != "open" {
+		t.Fatalf("breaker %s after %d bad answers, want open", got, n)
+	}
+}
+
 // With the coordinator down, a failed report is tried again only every few
 // intervals: the breaker must not be bypassed into a busy loop.
 func TestReportsAreRareWhileDown(t *testing.T) {
@@ -95,13 +108,7 @@ func TestReportsAreRareWhileDown(t *testing.T) {
 		c.ReportInterval = every
 		c.Breaker = BreakerConfig{TripAfter: 3, OpenTimeout: time.Hour}
 	})
-	ctx := testCtx(t)
-	for range 3 {
-		_, _ = h.client.AcquireSet(ctx, &farmpb.AcquireSetRequest{Node: "n1"})
-	}
-	if got := h.amb.BreakerState().State; got != "open" {
-		t.Fatalf("breaker %s, want open", got)
-	}
+	tripWithAcquires(t, h, 3)
 	const window = 50 * every
 	time.Sleep(window)
 	// One report on the change, then one every reportRetryTicks intervals.
