@@ -235,6 +235,8 @@ func (a *Ambassador) UploadPart(node grpc.ClientStreamingServer[farmpb.UploadPar
 func (a *Ambassador) execute(ctx context.Context, fn func() error) error {
 	cb := a.cb.Load()
 	if cb.State() == gobreaker.StateOpen && a.conn.GetState() != connectivity.Ready {
+		// Seen down here, now: the link watch may not have looked yet.
+		a.linkDownSinceOpen.Store(true)
 		if err := a.awaitLink(ctx); err != nil {
 			return err
 		}
